@@ -66,6 +66,7 @@ _COMMON.add_argument("--json", action="store_true", help="print the JSON envelop
 
 COMMAND_MODULES = (
     "lattice.cli.board",
+    "lattice.cli.worker_defs",
     "lattice.cli.worker",
     "lattice.cli.supervisor",
 )

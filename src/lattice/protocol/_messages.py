@@ -26,7 +26,19 @@ NonEmpty = Annotated[str, Meta(min_length=1, max_length=512)]
 
 
 class Request(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
-    """Base of every request: protocol version and request id."""
+    """Base of every request: protocol version and request id.
+
+    The defaults only make construction in Python convenient (the client sets ``rid``);
+    on the wire both fields are required: the server reads them first with
+    :class:`Header` and refuses a request that lacks them.
+    """
+
+    v: int = PROTOCOL_VERSION
+    rid: RequestId = 0
+
+
+class Header(msgspec.Struct):
+    """The two fields every request must carry, read before the request itself."""
 
     v: int
     rid: RequestId
@@ -123,9 +135,9 @@ AnyRequest = Hello | ListWorkers | Run | Cancel | Ps | Get | Wait | Logs | Reloa
 
 
 class Reply(msgspec.Struct, tag_field="type", kw_only=True):
-    """Base of every reply: the request id it answers."""
+    """Base of every reply: the request id it answers (0 when it could not be read)."""
 
-    rid: int
+    rid: int = 0
 
 
 class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
