@@ -1,9 +1,63 @@
-"""`lattice` supervisor commands (not written yet)."""
+"""``lattice supervisor run|start|stop|status``."""
 
 from __future__ import annotations
 
 import argparse
 
+from lattice.cli._app import Context, add_command, group
+from lattice.errors import Code, LatticeError
+
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this module's commands."""
+    """Add the supervisor commands."""
+    sub = group(commands, "supervisor", "run, start, stop or inspect this board's supervisor")
+    p = add_command(sub, "run", cmd_run, "run the supervisor in the foreground")
+    p.add_argument("--listen", action="append", default=[], metavar="ENDPOINT",
+                   help="also listen on tcp://HOST:PORT (loopback, or CURVE keys required)")
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p = add_command(sub, "start", cmd_start, "start the supervisor in the background")
+    p.add_argument("--listen", action="append", default=[], metavar="ENDPOINT")
+    p = add_command(sub, "stop", cmd_stop, "stop the supervisor gracefully and wait for it")
+    p.add_argument("--drain", action="store_true", help="let live runs finish first")
+    add_command(sub, "status", cmd_status, "is a supervisor running for this board?")
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice.supervisor._main import run_supervisor
+
+    return run_supervisor(ctx.board(), listen=args.listen, ready_fd=args.ready_fd)
+
+
+def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice.supervisor import control
+
+    board = ctx.board()
+    info = control.start(board.root, board.dir, listen=args.listen)
+    verb = "started" if info.get("started") else "already running"
+    return ctx.ok(info, f"supervisor {verb}: pid {info.get('pid')}, socket {info.get('socket')}")
+
+
+def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice.supervisor import control
+
+    board = ctx.board()
+    pid = control.stop(board.root, board.dir, drain=args.drain)
+    if pid is None:
+        return ctx.ok({"stopped": False}, "no supervisor is running for this board")
+    return ctx.ok({"stopped": True, "pid": pid}, f"supervisor stopped (pid {pid})")
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice.supervisor import control
+
+    board = ctx.board()
+    info = control.status(board.root, board.dir)
+    if info is None:
+        raise LatticeError(
+            Code.SUPERVISOR_UNAVAILABLE, f"no supervisor is running for {board.root}"
+        )
+    return ctx.ok(
+        {"running": True, **info},
+        f"supervisor running: pid {info['pid']}, socket {info['socket']}, "
+        f"up {info['uptime_seconds']:.0f}s",
+    )

@@ -1,0 +1,449 @@
+"""One run of one worker on one task, from the queue to the last cleanup step.
+
+A :class:`RunActor` is a Trio task in the registry's nursery. It owns everything the
+run creates (its ``process_started`` event, its worktree, its process group, its log
+file) and gives each back in its own ``finally``: whatever ends the run (exit,
+deadline, cancel, spawn failure, supervisor shutdown), ``_finish`` runs shielded and
+under a deadline, kills what is left of the process group, writes exactly one
+terminal event, removes the worktree, and only then makes the final state visible.
+
+State is a :class:`trio_util.AsyncValue`: waiters (``Wait``, ``--wait``, the
+shutdown path) wait on it instead of polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+from trio_util import AsyncValue
+
+from lattice.actors._definitions import LoadedWorker, WorkerDefinition, command_for
+from lattice.actors._environment import worker_environment
+from lattice.actors._journal import Journal, JournalRecord
+from lattice.actors._process_group import kill_group, process_start_time
+from lattice.actors._state import Reason, RunState
+from lattice.actors._worktree import Worktrees
+from lattice.errors import LatticeError
+from lattice.protocol._messages import Run, RunInfo
+from lattice.store import Board, new_id
+
+log = logging.getLogger("lattice.supervisor.run")
+
+#: Time allowed for cleanup beyond the kill grace: git's removal of a worktree, the
+#: terminal event, the journal. Bounded so that shutdown always ends.
+CLEANUP_SECONDS = 60.0
+#: A result file larger than this is refused (SPEC section 2).
+RESULT_MAX_BYTES = 64 * 1024
+
+
+@dataclass
+class RunContext:
+    """What every actor shares: the board, git, the journal, the hook runner."""
+
+    board: Board
+    worktrees: Worktrees
+    journal: Journal
+    results_dir: Path
+    run_hooks: Callable[[list[dict[str, Any]]], None]
+    environ: dict[str, str]
+
+
+@dataclass
+class Outcome:
+    """How a started run ended; becomes its terminal event."""
+
+    reason: Reason | None  # None means success
+    error: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+class RunActor:
+    """The task that owns one run. Created and started only by the registry."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        info: RunInfo,
+        worker: LoadedWorker,
+        request: Run,
+        seq: int,
+        *,
+        on_exit: Callable[[RunActor], None],
+        wait_admitted: Callable[[RunActor], Awaitable[None]],
+    ) -> None:
+        assert worker.definition is not None
+        self.ctx = ctx
+        self.info = info
+        self.worker = worker
+        self.definition: WorkerDefinition = worker.definition
+        self.request = request
+        self.seq = seq
+        self.state: AsyncValue[RunState] = AsyncValue(RunState(info.state))
+        self._on_exit = on_exit
+        self._wait_admitted = wait_admitted
+        self._cancel_reason: Reason | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._process: trio.Process | None = None
+        self._pid_start_time: int | None = None
+        self._outcome: Outcome | None = None
+        self._started_mono: float | None = None
+        #: Set by the registry when the run leaves the queue and holds a slot.
+        self.admitted = False
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.info.task_id, self.worker.name.lower())
+
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+    def _set_state(self, state: RunState) -> None:
+        self.info.state = str(state)
+        self.state.value = state
+
+    # ------------------------------------------------------------------ control
+
+    def cancel(self, reason: Reason = Reason.CANCELLED) -> None:
+        """Ask the run to end. Idempotent; the actor does the stopping."""
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_reason is not None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """The whole life of the run. Never raises except ``Cancelled``."""
+        try:
+            await self._wait_admitted(self)
+            if self._cancel_reason is None:
+                await self._prepare_and_run()
+        except Exception as exc:  # a bug of ours: the run still ends on the record
+            log.exception("run %s: unexpected error", self.run_id)
+            if self.info.started_event_id is not None and self._outcome is None:
+                self._outcome = Outcome(Reason.SPAWN_ERROR, f"internal error: {exc}")
+        finally:
+            with trio.move_on_after(self.definition.kill_grace_seconds + CLEANUP_SECONDS) as s:
+                s.shield = True
+                await self._finish()
+            if s.cancelled_caught:
+                log.error("run %s: cleanup did not finish in time", self.run_id)
+            self._on_exit(self)
+
+    async def _prepare_and_run(self) -> None:
+        self._set_state(RunState.PREPARING)
+        self.info.started_at = time.time()
+        self._started_mono = trio.current_time()
+        await self._write_started()
+        defn = self.definition
+        board = self.ctx.board
+        cwd = board.root
+        if defn.worktree:
+            try:
+                path = await self.ctx.worktrees.create(
+                    board.root, self.run_id, self.info.commit_sha or "HEAD"
+                )
+            except LatticeError as exc:
+                self._outcome = Outcome(Reason.WORKTREE_ERROR, f"worktree: {exc.message}")
+                return
+            self.info.worktree_path = str(path)
+            cwd = path
+        if self._cancel_reason is not None:
+            self._outcome = Outcome(self._cancel_reason, self._cancel_sentence())
+            return
+        try:
+            process = await self._spawn(cwd)
+        except OSError as exc:
+            self._outcome = Outcome(Reason.SPAWN_ERROR, f"could not start the worker: {exc}")
+            return
+        self._process = process
+        self.info.pid = process.pid
+        self._pid_start_time = await trio.to_thread.run_sync(process_start_time, process.pid)
+        self._set_state(RunState.RUNNING)
+        await self._journal()
+        timeout_min = self.request.timeout_minutes or defn.timeout_minutes
+        with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
+            self._wait_scope = scope
+            if self._cancel_reason is not None:
+                scope.cancel()
+            await process.wait()
+        self._wait_scope = None
+        if process.returncode is None:
+            reason = self._cancel_reason or Reason.TIMEOUT
+            sentence = (
+                self._cancel_sentence()
+                if self._cancel_reason
+                else f"the worker ran past its deadline of {timeout_min:g} minutes"
+            )
+            await self._stop_process(process)
+            self._outcome = Outcome(
+                reason, sentence, exit_code=None, signal=_signal_of(process.returncode)
+            )
+        else:
+            self._outcome = _outcome_of_exit(process.returncode)
+
+    def _cancel_sentence(self) -> str:
+        if self._cancel_reason is Reason.SUPERVISOR_SHUTDOWN:
+            return "the supervisor shut down while the run was in progress"
+        return "the run was cancelled on request"
+
+    async def _spawn(self, cwd: Path) -> trio.Process:
+        board = self.ctx.board
+        defn = self.definition
+        info = self.info
+        prompt_path = board.root / defn.prompt_file if defn.prompt_file else None
+        log_path = Path(info.log_path or "")
+        result_file = self.ctx.results_dir / f"{self.run_id}.json"
+
+        def open_files() -> tuple[int, str]:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.ctx.results_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            result_file.unlink(missing_ok=True)
+            prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            return fd, prompt
+
+        log_fd, prompt_text = await trio.to_thread.run_sync(open_files)
+        lattice_vars = {
+            "LATTICE_ROOT": str(board.root),
+            "LATTICE_TASK_ID": info.task_id,
+            "LATTICE_SHORT_ID": info.short_id or "",
+            "LATTICE_RUN_ID": info.run_id,
+            "LATTICE_STARTED_EVENT_ID": info.started_event_id or "",
+            "LATTICE_WORKER": info.worker,
+            "LATTICE_ACTOR": info.actor,
+            "LATTICE_COMMIT_SHA": info.commit_sha or "",
+            "LATTICE_BASE_REF": info.base_ref or "",
+            "LATTICE_MERGE_BASE": info.merge_base or "",
+            "LATTICE_LOG": str(log_path),
+            "LATTICE_RESULT_FILE": str(result_file),
+            "LATTICE_PROMPT_FILE": str(prompt_path) if prompt_path else "",
+            "LATTICE_ATTEMPT": str(info.attempt),
+        }
+        if info.worktree_path:
+            lattice_vars["LATTICE_WORKTREE"] = info.worktree_path
+        for name, value in (
+            ("LATTICE_ARTIFACT_ROLE", defn.artifact_role),
+            ("LATTICE_REPORT_DIR", defn.report_dir),
+            ("LATTICE_REPORT_PREFIX", defn.report_prefix),
+        ):
+            if value is not None:
+                lattice_vars[name] = value
+        env = worker_environment(self.ctx.environ, defn, lattice_vars)
+        argv = command_for(defn, board.root, prompt_text)
+        try:
+            return await trio.lowlevel.open_process(
+                argv,
+                cwd=str(cwd),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+            )
+        finally:
+            os.close(log_fd)
+
+    async def _stop_process(self, process: trio.Process) -> None:
+        """SIGTERM to the group, the grace period, then SIGKILL to the group."""
+        self._set_state(RunState.STOPPING)
+        with trio.CancelScope(shield=True):
+            kill_group(process.pid, signal.SIGTERM)
+            with trio.move_on_after(self.definition.kill_grace_seconds):
+                await process.wait()
+            kill_group(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    # ------------------------------------------------------------------ the end
+
+    async def _finish(self) -> None:
+        """Runs shielded whatever ended the run; see the module docstring."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            # Only a cancel of the whole supervisor gets here with the process alive.
+            reason = self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN
+            await self._stop_process(process)
+            self._outcome = Outcome(
+                reason,
+                "the supervisor shut down while the run was in progress"
+                if reason is Reason.SUPERVISOR_SHUTDOWN
+                else self._cancel_sentence(),
+                signal=_signal_of(process.returncode),
+            )
+        if process is not None:
+            # Whatever the leader left behind in its group (a forked grandchild) dies now.
+            kill_group(process.pid, signal.SIGKILL)
+        started = self.info.started_event_id is not None
+        if started:
+            outcome = self._outcome or Outcome(
+                self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
+            )
+            await self._write_terminal(outcome)
+        else:
+            # Never left the queue: nothing was written to the board.
+            self.info.reason = str(self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN)
+            self.info.error = (
+                "cancelled while queued"
+                if self._cancel_reason is Reason.CANCELLED
+                else "the supervisor shut down before the run started"
+            )
+            self.info.ended_at = time.time()
+        if self.info.worktree_path:
+            try:
+                await self.ctx.worktrees.remove(self.ctx.board.root, Path(self.info.worktree_path))
+            except Exception:
+                log.exception("run %s: could not remove worktree", self.run_id)
+        final = RunState.COMPLETED if self.info.reason is None and started else RunState.FAILED
+        self.info.state = str(final)
+        self.info.pid = None
+        await self._journal(durable=False)
+        self.state.value = final
+
+    # ------------------------------------------------------------------ writes
+
+    async def _write_started(self) -> None:
+        board = self.ctx.board
+        info = self.info
+        defn = self.definition
+        event_id = new_id("ev")
+        info.started_event_id = event_id
+        info.log_path = str(board.worker_log_dir() / f"{event_id}.log")
+        data: dict[str, Any] = {
+            "process_type": info.worker,
+            "run_id": info.run_id,
+            "attempt": info.attempt,
+            "commit_sha": info.commit_sha,
+            "base_ref": info.base_ref,
+            "timeout_minutes": self.request.timeout_minutes or defn.timeout_minutes,
+            "log_path": info.log_path,
+            "requested_by": info.requested_by,
+        }
+        if defn.worktree:
+            data["worktree_path"] = str(self.ctx.worktrees.path_for(board.root, info.run_id))
+        await self._append("process_started", data, event_id=event_id)
+        await self._journal()
+
+    async def _write_terminal(self, outcome: Outcome) -> None:
+        info = self.info
+        info.ended_at = time.time()
+        if self._started_mono is not None:
+            info.duration_seconds = round(trio.current_time() - self._started_mono, 3)
+        info.exit_code = outcome.exit_code
+        info.signal = outcome.signal
+        data: dict[str, Any] = {
+            "process_type": info.worker,
+            "started_event_id": info.started_event_id,
+            "run_id": info.run_id,
+            "attempt": info.attempt,
+            "commit_sha": info.commit_sha,
+            "duration_seconds": info.duration_seconds,
+            "log_path": info.log_path,
+        }
+        result, result_error = await trio.to_thread.run_sync(self._read_result)
+        if result is not None:
+            info.result = result
+            data["output"] = result
+        if result_error:
+            data["output_error"] = result_error
+        if outcome.reason is None:
+            data.update(result="success", exit_code=0)
+            event_type = "process_completed"
+        else:
+            info.reason = str(outcome.reason)
+            info.error = outcome.error
+            data.update(reason=str(outcome.reason), error=outcome.error)
+            if outcome.exit_code is not None:
+                data["exit_code"] = outcome.exit_code
+            if outcome.signal is not None:
+                data["signal"] = outcome.signal
+            event_type = "process_failed"
+        try:
+            await self._append(event_type, data)
+        except Exception:
+            # The board refused the write (disk full, lock timeout): say so loudly; the
+            # run stays open on the board and recovery or `doctor --fix` settles it.
+            log.exception("run %s: could not write %s", self.run_id, event_type)
+
+    def _read_result(self) -> tuple[dict[str, Any] | None, str | None]:
+        path = self.ctx.results_dir / f"{self.run_id}.json"
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(RESULT_MAX_BYTES + 1)
+        except FileNotFoundError:
+            return None, None
+        finally:
+            path.unlink(missing_ok=True)
+        if len(raw) > RESULT_MAX_BYTES:
+            return None, f"result file larger than {RESULT_MAX_BYTES} bytes was ignored"
+        try:
+            value = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            return None, f"result file is not valid JSON and was ignored: {exc}"
+        if not isinstance(value, dict):
+            return None, "result file must hold a JSON object and was ignored"
+        return value, None
+
+    async def _append(
+        self, event_type: str, data: dict[str, Any], *, event_id: str | None = None
+    ) -> None:
+        info = self.info
+        board = self.ctx.board
+
+        def write() -> dict[str, Any]:
+            result = board.append(
+                info.task_id,
+                event_type,
+                data,
+                actor=info.actor,
+                agent_meta={"model": None, "session": info.run_id},
+                provenance={"triggered_by": info.requested_by} if info.requested_by else None,
+                hooks=False,
+                event_id=event_id,
+            )
+            return result.event
+
+        event = await trio.to_thread.run_sync(write)
+        self.ctx.run_hooks([event])
+
+    async def _journal(self, *, durable: bool = True) -> None:
+        record = JournalRecord(
+            seq=self.seq, run=self.info, request=self.request, pid_start_time=self._pid_start_time
+        )
+        await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=durable))
+
+
+def _signal_of(returncode: int | None) -> int | None:
+    return -returncode if returncode is not None and returncode < 0 else None
+
+
+def _outcome_of_exit(returncode: int) -> Outcome:
+    if returncode == 0:
+        return Outcome(None, exit_code=0)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
+        return Outcome(
+            Reason.EXIT_NONZERO,
+            f"the worker was killed by signal {-returncode} {name}".rstrip(),
+            signal=-returncode,
+        )
+    return Outcome(
+        Reason.EXIT_NONZERO, f"the worker exited with code {returncode}", exit_code=returncode
+    )

@@ -1,0 +1,36 @@
+"""The states of a run and the reasons it can fail (SPEC sections 3 and 4)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class RunState(enum.StrEnum):
+    """``queued -> preparing -> running -> stopping -> completed | failed``."""
+
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunState.COMPLETED, RunState.FAILED)
+
+    @property
+    def is_live(self) -> bool:
+        return not self.is_final
+
+
+class Reason(enum.StrEnum):
+    """``process_failed.reason``: why a run did not succeed."""
+
+    EXIT_NONZERO = "exit_nonzero"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    WORKTREE_ERROR = "worktree_error"
+    SPAWN_ERROR = "spawn_error"
+    SUPERVISOR_SHUTDOWN = "supervisor_shutdown"
+    ORPHANED = "orphaned"

@@ -1,0 +1,194 @@
+"""The supervisor process: one Trio program per project root.
+
+Its root nursery holds the signal watcher, the registry (which owns every run
+actor), the hook runner and the protocol server(s). SIGTERM, SIGINT and a
+``Shutdown`` request all set the same flag; the main task then refuses new runs,
+cancels (or drains) every run and waits until each actor has cleaned up, and only
+then cancels the nursery, which closes the socket and removes its file.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lattice.actors._journal import Journal
+from lattice.actors._registry import Registry
+from lattice.actors._run import RunContext
+from lattice.actors._worktree import Worktrees
+from lattice.errors import LatticeError
+from lattice.protocol import default_endpoint
+from lattice.store import Board
+from lattice.supervisor._handlers import Handlers
+from lattice.supervisor._pidlock import PidLock, runtime_dir
+from lattice.supervisor._recovery import recover
+from lattice.supervisor._server import serve
+
+log = logging.getLogger("lattice.supervisor")
+
+
+class Settings:
+    """The ``workers`` section of ``.lattice/config.json`` (all optional)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        section = config.get("workers")
+        section = section if isinstance(section, dict) else {}
+        self.max_concurrent = int(section.get("max_concurrent", 8))
+        self.keep_finished = int(section.get("keep_finished", 1000))
+        self.keep_finished_seconds = float(section.get("keep_finished_days", 7)) * 86400
+        self.shutdown_drain_seconds = float(section.get("shutdown_drain_seconds", 60))
+        worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
+        self.worktree_dir = Path(worktree_dir) if worktree_dir else None
+
+
+class Supervisor:
+    """Everything one running supervisor owns."""
+
+    def __init__(self, board: Board, *, endpoints: list[str]) -> None:
+        self.board = board
+        self.root = board.root
+        self.endpoints = endpoints
+        self.endpoint = endpoints[0]
+        self.started_at = time.time()
+        self.settings = Settings(board.config)
+        self.run_dir = runtime_dir(board.dir)
+        base = self.settings.worktree_dir or Worktrees.default_base_dir(board.root)
+        self.journal = Journal(self.run_dir / "journal.jsonl")
+        self._hooks_nursery: trio.Nursery | None = None
+        self.ctx = RunContext(
+            board=board,
+            worktrees=Worktrees(base),
+            journal=self.journal,
+            results_dir=self.run_dir / "results",
+            run_hooks=self._run_hooks,
+            environ=dict(os.environ),
+        )
+        self.registry = Registry(
+            self.ctx,
+            max_concurrent=self.settings.max_concurrent,
+            keep_finished=self.settings.keep_finished,
+            keep_finished_seconds=self.settings.keep_finished_seconds,
+        )
+        self._shutdown = trio.Event()
+        self._drain = False
+
+    def request_shutdown(self, *, drain: bool = False) -> None:
+        """Begin the graceful stop (idempotent)."""
+        self._drain = self._drain or drain
+        self._shutdown.set()
+
+    def _run_hooks(self, events: list[dict[str, Any]]) -> None:
+        """Run board hooks for events the actors wrote, without holding up the actor."""
+        if self._hooks_nursery is not None and self.board.config.get("hooks"):
+            self._hooks_nursery.start_soon(trio.to_thread.run_sync, self.board.run_hooks, events)
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, signals)
+                async with trio.open_nursery() as hooks:
+                    self._hooks_nursery = hooks
+                    await nursery.start(self.registry.serve)
+                    await recover(self)
+                    handler = Handlers(self)
+                    curve = os.environ.get("LATTICE_CURVE_SECRET_KEY")
+                    for endpoint in self.endpoints:
+                        await nursery.start(
+                            lambda task_status, e=endpoint: serve(
+                                e,
+                                handler,
+                                task_status=task_status,
+                                log=log,
+                                curve_secret_key=curve.encode() if curve else None,
+                            )
+                        )
+                    log.info("supervisor %d serving %s", os.getpid(), ", ".join(self.endpoints))
+                    ready()
+                    await self._shutdown.wait()
+                    log.info("shutting down (drain=%s)", self._drain)
+                    await self.registry.close(
+                        drain=self._drain, deadline_seconds=self.settings.shutdown_drain_seconds
+                    )
+                    self._hooks_nursery = None
+                nursery.cancel_scope.cancel()
+        await trio.to_thread.run_sync(self.journal.close)
+        log.info("supervisor %d stopped", os.getpid())
+
+    async def _watch_signals(self, signals: Any) -> None:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            self.request_shutdown()
+
+
+def _start_logging(board: Board, foreground: bool) -> logging.handlers.QueueListener:
+    """Log lines go through a queue to a listener thread, so the Trio loop never writes files."""
+    log_dir = board.dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_dir / "supervisor.log", encoding="utf-8")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [file_handler]
+    if foreground:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(formatter)
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root_logger = logging.getLogger("lattice")
+    root_logger.setLevel(logging.INFO)
+    root_logger.handlers[:] = [logging.handlers.QueueHandler(q)]
+    listener = logging.handlers.QueueListener(q, *handlers, respect_handler_level=True)
+    listener.start()
+    return listener
+
+
+def run_supervisor(
+    board: Board, *, listen: list[str] | None = None, ready_fd: int | None = None
+) -> int:
+    """Run a supervisor in this process until it is told to stop. Returns the exit code.
+
+    ``ready_fd``: a pipe on which ``ok <pid> <endpoint>`` or ``error <sentence>`` is
+    written once, so that ``lattice supervisor start`` returns exactly when the
+    supervisor answers (or has failed), without polling.
+    """
+
+    def tell(line: str) -> None:
+        if ready_fd is not None:
+            try:
+                os.write(ready_fd, (line + "\n").encode())
+                os.close(ready_fd)
+            except OSError:
+                pass
+
+    run_dir = runtime_dir(board.dir)
+    lock = PidLock(run_dir)
+    try:
+        lock.acquire()
+    except LatticeError as err:
+        tell(f"error {err.message}")
+        raise
+    listener = _start_logging(board, foreground=ready_fd is None)
+    try:
+        endpoints = [default_endpoint(board.root), *(listen or [])]
+        supervisor = Supervisor(board, endpoints=endpoints)
+        trio.run(supervisor.run, lambda: tell(f"ok {os.getpid()} {supervisor.endpoint}"))
+        return 0
+    except LatticeError as err:
+        tell(f"error {err.message}")
+        log.error("%s", err.message)
+        raise
+    except BaseException as exc:
+        tell(f"error {exc}")
+        log.exception("supervisor failed")
+        raise
+    finally:
+        listener.stop()
+        lock.release()

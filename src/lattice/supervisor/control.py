@@ -1,0 +1,169 @@
+"""Starting, finding and stopping the supervisor from a client. Imports no Trio.
+
+``start`` launches ``python -m lattice supervisor run`` in a new session and reads
+one line from a pipe the supervisor writes when it is serving (or has failed): it
+returns exactly when the supervisor answers, without polling. ``stop`` sends
+``Shutdown`` and waits on a pidfd until the process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lattice.errors import Code, LatticeError
+from lattice.protocol import default_endpoint
+from lattice.protocol.client import Client
+from lattice.supervisor._pidlock import LOCK_NAME, is_held, read_holder
+
+#: How long ``start`` waits for a new supervisor to answer.
+START_TIMEOUT = 30.0
+
+
+def run_dir(board_dir: Path) -> Path:
+    return board_dir / "run"
+
+
+def endpoint_for(root: Path) -> str:
+    """The endpoint clients use: ``LATTICE_ENDPOINT`` or the board's ipc socket."""
+    return os.environ.get("LATTICE_ENDPOINT") or default_endpoint(root)
+
+
+def is_running(board_dir: Path) -> bool:
+    """Whether a live process holds this board's supervisor lock (no socket traffic)."""
+    return is_held(run_dir(board_dir))
+
+
+def status(root: Path, board_dir: Path, *, timeout: float = 2.0) -> dict[str, Any] | None:
+    """Hello's answer as a dict, or None when no supervisor runs for this board."""
+    if not is_running(board_dir):
+        return None
+    from lattice.protocol._messages import Hello, HelloReply
+
+    with Client(endpoint_for(root), timeout=timeout) as client:
+        reply = client.request(Hello(client="lattice-cli"))
+    assert isinstance(reply, HelloReply)
+    return {
+        "pid": reply.pid,
+        "socket": reply.socket,
+        "root": reply.root,
+        "version": reply.server_version,
+        "protocol_version": reply.protocol_version,
+        "uptime_seconds": round(time.time() - reply.started_at, 3),
+    }
+
+
+def start(
+    root: Path, board_dir: Path, *, listen: list[str] | None = None, timeout: float = START_TIMEOUT
+) -> dict[str, Any]:
+    """Start a supervisor in the background unless one runs; return its status."""
+    current = status(root, board_dir)
+    if current is not None:
+        return {**current, "started": False}
+    read_fd, write_fd = os.pipe()
+    log_dir = board_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "lattice", "supervisor", "run", "--ready-fd", str(write_fd)]
+    for endpoint in listen or []:
+        argv += ["--listen", endpoint]
+    env = dict(os.environ, LATTICE_ROOT=str(root))
+    with open(log_dir / "supervisor.stderr", "ab") as stderr:
+        proc = subprocess.Popen(
+            argv,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )
+    os.close(write_fd)
+    try:
+        line = _read_line(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+    if line.startswith("ok "):
+        return {**(status(root, board_dir) or {}), "started": True}
+    if line.startswith("error ") and "already running" in line:
+        # Another start won the race: that one is the supervisor now.
+        current = status(root, board_dir, timeout=timeout)
+        if current is not None:
+            return {**current, "started": False}
+    detail = line.removeprefix("error ").strip() or _exit_detail(proc)
+    raise LatticeError(
+        Code.SUPERVISOR_UNAVAILABLE,
+        f"the supervisor did not start: {detail} (see {log_dir / 'supervisor.log'})",
+    )
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return ""
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            return ""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break  # the child exited without a word
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _exit_detail(proc: subprocess.Popen[bytes]) -> str:
+    code = proc.poll()
+    return "it exited at once" if code is not None else "no answer in time"
+
+
+def ensure_running(root: Path, board_dir: Path) -> None:
+    """Start the supervisor on demand, unless ``LATTICE_NO_AUTOSTART=1``."""
+    if is_running(board_dir):
+        return
+    if os.environ.get("LATTICE_NO_AUTOSTART") == "1":
+        raise LatticeError(
+            Code.SUPERVISOR_UNAVAILABLE,
+            "no supervisor is running for this board and LATTICE_NO_AUTOSTART=1; "
+            "start one with `lattice supervisor start`",
+        )
+    start(root, board_dir)
+
+
+def stop(root: Path, board_dir: Path, *, drain: bool = False, timeout: float = 120.0) -> int | None:
+    """Ask the supervisor to stop and wait until its process is gone; its pid or None."""
+    if not is_running(board_dir):
+        return None
+    from lattice.protocol._messages import Shutdown
+
+    pid = read_holder(run_dir(board_dir) / LOCK_NAME)
+    pidfd = _pidfd(pid)
+    try:
+        with Client(endpoint_for(root), timeout=10.0) as client:
+            client.request(Shutdown(drain=drain))
+        if pidfd is not None:
+            ready, _, _ = select.select([pidfd], [], [], timeout)
+            if not ready:
+                raise LatticeError(
+                    Code.TIMEOUT, f"the supervisor (pid {pid}) did not stop within {timeout:g}s"
+                )
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    return pid
+
+
+def _pidfd(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
