@@ -1,0 +1,159 @@
+"""The byte-level rules of the format: how lines and files are written and read.
+
+One module owns serialization so that every writer (the store, the supervisor's run
+journal) produces exactly what ``lattice-tracker`` produces: event lines are compact
+sorted ASCII JSON, whole files are sorted ``indent=2`` JSON with a trailing newline,
+written through a temp file, fsync and ``os.replace`` followed by an fsync of the
+folder, so a reader sees the old file or the new one and never half of one.
+
+Reading uses the stdlib ``json`` module on purpose: ``msgspec`` decodes faster but
+costs more to import than a whole ``lattice show`` may take on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lattice.errors import Code, LatticeError
+
+
+def dumps_event(obj: dict[str, Any]) -> str:
+    """One event line: sorted keys, ``(",", ":")`` separators, ASCII, trailing newline."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
+    except (TypeError, ValueError) as err:
+        raise LatticeError(
+            Code.INVALID_ARGUMENT, f"event data cannot be stored as JSON: {err}"
+        ) from None
+
+
+def dumps_pretty(obj: Any) -> str:
+    """A whole JSON file (snapshot, config, ids, artifact meta) as Lattice writes it."""
+    try:
+        return json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as err:
+        msg = f"value cannot be stored as JSON: {err}"
+        raise LatticeError(Code.INVALID_ARGUMENT, msg) from None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (ignored where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (temp file ``.tmp.*``)."""
+    parent = path.parent
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp.")
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` as pretty sorted JSON, atomically and durably."""
+    atomic_write_bytes(path, dumps_pretty(obj).encode("utf-8"))
+
+
+def append_durable(path: Path, data: bytes) -> None:
+    """Append ``data`` (whole lines) to ``path``, then flush and fsync.
+
+    The caller holds the file's lock. If a crash left the file without a final
+    newline, one is written first so the new line is never glued to the torn one.
+    """
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_dir(path.parent)
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    """``value`` if it is a dict, else an empty one (for reading untrusted JSON)."""
+    return value if isinstance(value, dict) else {}
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode one JSON document (raises ``ValueError`` on bad input)."""
+    return json.loads(data)
+
+
+@dataclass
+class EventLog:
+    """The events of one log in file order, and the lines that could not be read.
+
+    A corrupt line is skipped and described in ``problems``; reading never raises for
+    bad content, so ``show`` and ``list`` keep working and ``doctor`` reports it.
+    """
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_jsonl(data: bytes, name: str) -> EventLog:
+    """Parse a JSONL log; ``name`` (a path relative to the board) is used in problems."""
+    log = EventLog()
+    lines = data.split(b"\n")
+    last = len(lines) - 1
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as err:
+            torn = " (a torn final line, probably from a crash)" if number - 1 == last else ""
+            log.problems.append(f"{name} line {number}: not valid JSON{torn}: {err}")
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            log.problems.append(f"{name} line {number}: not an event object with a type")
+            continue
+        log.events.append(obj)
+    return log
