@@ -1,0 +1,348 @@
+"""Detached git worktrees for runs, created and removed without racing each other.
+
+git (2.39 here) takes no lock around its worktree metadata: ``worktree add`` and
+``worktree remove`` both walk ``.git/worktrees/`` while others write into it, and in a
+stress test 1-4% of concurrent adds and removes failed (``failed to read
+.git/worktrees/<other>/commondir``), leaving registrations that ``prune`` did not
+clear. So every step that touches that metadata runs under one :class:`trio.Lock` per
+repository, and only those: ``add --no-checkout`` is quick, the checkout that writes
+the files runs outside the lock (``read-tree -u``, which also runs no hooks), and so
+does deleting the files of a worktree before ``worktree remove`` drops what is left.
+
+A worktree never lives inside the project's working tree (the repository would see
+it as untracked files, and a recursive tool would walk into it). Cleanup deletes the
+worktree's folder and its own ``.git/worktrees/<id>`` entry, never anything else in
+the shared ``.git``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import trio
+
+from lattice.actors._git import one_line, run_git
+from lattice.errors import Code, LatticeError
+
+#: Names of worktree folders (run ids and the like): no separators, no leading dot.
+WORKTREE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: How long a failed create may spend removing what it made, even when cancelled.
+CLEANUP_SECONDS = 30
+
+
+class _Repo(NamedTuple):
+    top: Path  # the main working tree
+    common: Path  # the shared git directory (lock key; holds worktrees/)
+
+
+class Worktrees:
+    """Worktrees of runs, in folders named after the runs under ``base_dir``.
+
+    Use one instance per supervisor: the per-repository locks live in it.
+    """
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = _absolute(base_dir)
+        self._repos: dict[str, _Repo] = {}
+        self._locks: dict[Path, trio.Lock] = {}
+        self._busy: set[Path] = set()
+
+    @staticmethod
+    def default_base_dir(root: Path) -> Path:
+        """``$LATTICE_WORKTREE_DIR``, else a folder per project in the user's cache.
+
+        The folder name carries a hash of the root's real path, so two projects with
+        the same folder name never share worktrees.
+        """
+        configured = os.environ.get("LATTICE_WORKTREE_DIR")
+        if configured:
+            return Path(os.path.abspath(os.path.expanduser(configured)))
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        real = os.path.realpath(root)
+        digest = hashlib.sha256(real.encode()).hexdigest()[:8]
+        label = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(real))[:40] or "root"
+        return Path(cache, "lattice-workers", "worktrees", f"{label}-{digest}")
+
+    # -- queries ----------------------------------------------------------------------
+
+    async def repo_toplevel(self, root: Path) -> Path:
+        """The main working tree of the repository ``root`` is in."""
+        return (await self._repo(root)).top
+
+    async def resolve_commit(self, root: Path, rev: str | None) -> str:
+        """The full sha of the commit ``rev`` names (``HEAD`` when None or empty)."""
+        rev = rev or "HEAD"
+        _check_rev(rev)
+        repo = await self._repo(root)
+        done = await run_git(repo.top, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        if done.returncode == 0:
+            return done.stdout.decode().strip()
+        if rev == "HEAD":
+            raise LatticeError(
+                Code.NOT_FOUND,
+                f"the repository at {repo.top} has no commits yet; make a first commit, "
+                "or name a revision",
+            )
+        raise LatticeError(
+            Code.NOT_FOUND,
+            f"revision {rev!r} is not a commit in the repository at {repo.top}; name a "
+            "branch, tag or commit that exists",
+        )
+
+    async def merge_base(self, root: Path, base: str, commit: str) -> str | None:
+        """The best common ancestor of ``base`` and ``commit``, None when there is none."""
+        _check_rev(base)
+        _check_rev(commit)
+        repo = await self._repo(root)
+        done = await run_git(repo.top, "merge-base", base, commit)
+        if done.returncode == 0:
+            return done.stdout.decode().strip() or None
+        if done.returncode == 1 and not done.stderr.strip():
+            return None
+        raise LatticeError(
+            Code.NOT_FOUND,
+            f"cannot find the merge base of {base!r} and {commit!r} in {repo.top}: "
+            f"{one_line(done.stderr)}; name revisions that exist",
+        )
+
+    async def existing(self) -> list[Path]:
+        """Every folder under ``base_dir``: what crash recovery has to remove."""
+
+        def scan() -> list[Path]:
+            try:
+                with os.scandir(self.base_dir) as entries:
+                    return sorted(
+                        Path(e.path)
+                        for e in entries
+                        if WORKTREE_NAME.match(e.name) and e.is_dir(follow_symlinks=False)
+                    )
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+
+        return await trio.to_thread.run_sync(scan)
+
+    # -- changes ----------------------------------------------------------------------
+
+    async def create(self, root: Path, name: str, commit: str) -> Path:
+        """A detached worktree at ``commit`` in ``base_dir/name``; nothing is left on failure."""
+        if not WORKTREE_NAME.match(name):
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                f"worktree name {name[:80]!r} is not allowed; use letters, digits, '_', '.' "
+                "and '-', starting with a letter or digit",
+            )
+        _check_rev(commit)
+        repo = await self._repo(root)
+        base = Path(await trio.to_thread.run_sync(os.path.realpath, self.base_dir))
+        for inside in (repo.top, repo.common):
+            if base == inside or inside in base.parents:
+                raise LatticeError(
+                    Code.INVALID_ARGUMENT,
+                    f"the worktree folder {base} is inside the repository at {inside}; "
+                    "worktrees must live outside the project (set LATTICE_WORKTREE_DIR to a "
+                    "folder elsewhere)",
+                )
+        path = base / name
+        # Claimed with no checkpoint after the check: a second create of the same name
+        # must not get as far as cleaning up the first one's folder.
+        if path in self._busy:
+            raise LatticeError(Code.CONFLICT, f"the worktree {path} is already being created")
+        self._busy.add(path)
+        try:
+            await trio.to_thread.run_sync(_make_base, base, path)  # nothing of ours yet
+            try:
+                await self._add(repo, path, commit)
+            except BaseException:
+                with trio.move_on_after(CLEANUP_SECONDS) as scope:
+                    scope.shield = True
+                    await self._discard(repo, path)
+                raise
+        finally:
+            self._busy.discard(path)
+        return path
+
+    async def remove(self, root: Path, path: Path) -> None:
+        """Remove the worktree ``path``: its files and its registration, nothing else.
+
+        Idempotent: a folder that is gone, half created or never registered is fine.
+        """
+        path = _absolute(path)
+        base = Path(await trio.to_thread.run_sync(os.path.realpath, self.base_dir))
+        if path.parent not in (self.base_dir, base) or not WORKTREE_NAME.match(path.name):
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                f"{path} is not a worktree folder under {self.base_dir}; refusing to remove it",
+            )
+        path = base / path.name
+        try:
+            repo = await self._repo(root)
+        except LatticeError:
+            # The repository is gone (or was never one): only the files are left.
+            await trio.to_thread.run_sync(_rmtree, path)
+            return
+        await self._discard(repo, path)
+
+    async def prune(self, root: Path) -> None:
+        """``git worktree prune``: forget registrations whose folders are gone."""
+        repo = await self._repo(root)
+        async with self._lock(repo):
+            done = await run_git(repo.top, "worktree", "prune")
+        if done.returncode != 0:
+            raise LatticeError(
+                Code.INTERNAL,
+                f"git worktree prune failed in {repo.top}: {one_line(done.stderr)}",
+            )
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _add(self, repo: _Repo, path: Path, commit: str) -> None:
+        async with self._lock(repo):
+            done = await run_git(
+                repo.top, "worktree", "add", "--no-checkout", "--detach", str(path), commit
+            )
+        if done.returncode != 0:
+            raise LatticeError(
+                Code.INTERNAL,
+                f"cannot create a worktree at {path} for commit {commit}: {one_line(done.stderr)}",
+                details={"stage": "add"},
+            )
+        done = await run_git(path, "read-tree", "-u", "--reset", "HEAD")
+        if done.returncode != 0:
+            raise LatticeError(
+                Code.INTERNAL,
+                f"cannot check out commit {commit} into the worktree {path}: "
+                f"{one_line(done.stderr)}",
+                details={"stage": "checkout"},
+            )
+
+    async def _discard(self, repo: _Repo, path: Path) -> None:
+        """Delete ``path`` and its registration, whatever state they are in."""
+        # The slow part, the files, outside the lock; keep .git so git still knows it.
+        await trio.to_thread.run_sync(_clear_except_git, path)
+        async with self._lock(repo):
+            done = await run_git(repo.top, "worktree", "remove", "--force", "--force", str(path))
+            if done.returncode != 0 or await trio.to_thread.run_sync(os.path.lexists, path):
+                await trio.to_thread.run_sync(_forget, repo.common, path)
+
+    def _lock(self, repo: _Repo) -> trio.Lock:
+        lock = self._locks.get(repo.common)
+        if lock is None:
+            lock = self._locks[repo.common] = trio.Lock()
+        return lock
+
+    async def _repo(self, root: Path) -> _Repo:
+        key = str(_absolute(root))
+        found = self._repos.get(key)
+        if found is not None:
+            return found
+        if not await trio.to_thread.run_sync(os.path.isdir, key):
+            raise LatticeError(Code.NOT_FOUND, f"the project root {key} is not a folder")
+        done = await run_git(key, "rev-parse", "--show-toplevel", "--git-common-dir")
+        lines = done.stdout.decode().splitlines()
+        if done.returncode != 0 or len(lines) != 2:
+            raise LatticeError(
+                Code.NOT_FOUND,
+                f"{key} is not inside a git working tree ({one_line(done.stderr)}); run "
+                '`git init` there, or set "worktree": false in the worker definition',
+            )
+
+        def real(p: str) -> Path:
+            return Path(os.path.realpath(os.path.join(key, p)))
+
+        top, common = await trio.to_thread.run_sync(lambda: (real(lines[0]), real(lines[1])))
+        found = self._repos[key] = _Repo(top, common)
+        return found
+
+
+def _absolute(path: os.PathLike[str] | str) -> Path:
+    """``path`` made absolute without touching the file system (beyond the cwd)."""
+    return Path(os.path.abspath(path))
+
+
+def _check_rev(rev: str) -> None:
+    """Refuse what git would read as an option or what cannot be a revision at all."""
+    if rev.startswith("-") or len(rev) > 256 or any(c in rev for c in "\x00\n\r"):
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"{rev[:80]!r} is not a revision; name a branch, tag or commit sha",
+        )
+
+
+# -- blocking file work, run in threads -----------------------------------------------------
+
+
+def _make_base(base: Path, path: Path) -> None:
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LatticeError(
+            Code.INTERNAL,
+            f"cannot create the worktree folder {base}: {err.strerror}; fix it or set "
+            "LATTICE_WORKTREE_DIR to a folder that can be created",
+            details={"stage": "folder"},
+        ) from None
+    if os.path.lexists(path):
+        raise LatticeError(
+            Code.CONFLICT,
+            f"the worktree folder {path} already exists; remove it, or let the supervisor's "
+            "recovery remove it, and retry",
+            details={"stage": "folder"},
+        )
+
+
+def _clear_except_git(path: Path) -> None:
+    try:
+        entries = list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.name != ".git":
+            _rmtree(Path(entry.path))
+
+
+def _forget(common: Path, path: Path) -> None:
+    """Delete the ``worktrees/<id>`` entries that point at ``path``, then ``path``."""
+    target = os.path.realpath(os.path.join(path, ".git"))
+    admin = common / "worktrees"
+    try:
+        entries = list(os.scandir(admin))
+    except (FileNotFoundError, NotADirectoryError):
+        entries = []
+    for entry in entries:
+        try:
+            gitdir = Path(entry.path, "gitdir").read_text().strip()
+        except OSError:
+            continue
+        if os.path.realpath(gitdir) == target:
+            _rmtree(Path(entry.path))
+    _rmtree(path)
+
+
+def _rmtree(path: Path) -> None:
+    """Delete a file or folder tree, making read-only folders writable on the way."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+
+    def retry(func: Callable[..., Any], failed: str, _exc: object) -> None:
+        if not os.path.lexists(failed):
+            return
+        os.chmod(os.path.dirname(failed), stat.S_IRWXU)
+        if os.path.isdir(failed) and not os.path.islink(failed):
+            os.chmod(failed, stat.S_IRWXU)
+        func(failed)
+
+    handler: dict[str, Any] = (
+        {"onexc": retry} if sys.version_info >= (3, 12) else {"onerror": retry}
+    )
+    shutil.rmtree(path, **handler)

@@ -1,0 +1,378 @@
+"""Worktrees on real git repositories: create, remove, failures that leave nothing, races."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+
+from lattice.actors._worktree import Worktrees
+from lattice.errors import Code, LatticeError
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+    "LC_ALL": "C",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(cwd), *args], env=GIT_ENV, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def commit_file(repo: Path, name: str, text: str) -> str:
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", f"{name}: {text}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    commit_file(path, "a.txt", "one")
+    (path / "src").mkdir()
+    commit_file(path, "src/b.txt", "two")
+    return path
+
+
+@pytest.fixture
+def worktrees(tmp_path: Path) -> Worktrees:
+    return Worktrees(tmp_path / "worktrees")
+
+
+def registered(repo: Path) -> list[str]:
+    listing = git(repo, "worktree", "list", "--porcelain")
+    return [line.split(" ", 1)[1] for line in listing.splitlines() if line.startswith("worktree ")]
+
+
+def assert_only_main(repo: Path, worktrees: Worktrees) -> None:
+    assert registered(repo) == [str(repo)]
+    admin = repo / ".git" / "worktrees"
+    assert not admin.exists() or list(admin.iterdir()) == []
+    assert not worktrees.base_dir.exists() or list(worktrees.base_dir.iterdir()) == []
+
+
+# -- create and remove ----------------------------------------------------------------------
+
+
+async def test_create_checks_out_a_detached_worktree_at_the_commit(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    first = git(repo, "rev-parse", "HEAD~1")
+    path = await worktrees.create(repo, "run_1", first)
+    assert path == worktrees.base_dir / "run_1"
+    assert (path / "a.txt").read_text() == "one"
+    assert not (path / "src").exists()  # that file came in the later commit
+    assert git(path, "rev-parse", "HEAD") == first
+    assert git(path, "status", "--porcelain") == ""  # index matches the files
+    with pytest.raises(subprocess.CalledProcessError):
+        git(path, "symbolic-ref", "-q", "HEAD")  # detached: HEAD is no branch
+    assert str(path) in registered(repo)
+    await worktrees.remove(repo, path)
+    assert_only_main(repo, worktrees)
+
+
+async def test_remove_deletes_files_changed_by_the_worker(repo: Path, worktrees: Worktrees) -> None:
+    path = await worktrees.create(repo, "run_1", git(repo, "rev-parse", "HEAD"))
+    (path / "a.txt").write_text("edited")
+    (path / "new").mkdir()
+    (path / "new" / "file").write_text("untracked")
+    (path / "new").chmod(0o500)  # a read-only folder, as some tools leave behind
+    await worktrees.remove(repo, path)
+    assert not path.exists()
+    assert_only_main(repo, worktrees)
+    assert (repo / "a.txt").read_text() == "one"
+
+
+async def test_remove_twice_is_fine(repo: Path, worktrees: Worktrees) -> None:
+    path = await worktrees.create(repo, "run_1", "HEAD")
+    await worktrees.remove(repo, path)
+    await worktrees.remove(repo, path)
+    assert_only_main(repo, worktrees)
+
+
+async def test_remove_of_a_folder_git_never_registered(repo: Path, worktrees: Worktrees) -> None:
+    half = worktrees.base_dir / "run_half"
+    half.mkdir(parents=True)
+    (half / "junk").write_text("x")
+    await worktrees.remove(repo, half)
+    assert not half.exists()
+    assert_only_main(repo, worktrees)
+
+
+async def test_remove_of_a_registration_whose_folder_is_gone(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    path = await worktrees.create(repo, "run_1", "HEAD")
+    shutil.rmtree(path)
+    await worktrees.remove(repo, path)
+    assert_only_main(repo, worktrees)
+
+
+async def test_remove_when_the_repository_is_gone_deletes_the_files(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    path = await worktrees.create(repo, "run_1", "HEAD")
+    shutil.rmtree(repo)
+    await worktrees.remove(repo, path)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("target", ["repo", "repo/src", "outside"])
+async def test_remove_refuses_anything_but_a_worktree_folder(
+    repo: Path, worktrees: Worktrees, target: str
+) -> None:
+    victim = repo.parent / target
+    victim.mkdir(exist_ok=True)
+    with pytest.raises(LatticeError) as err:
+        await worktrees.remove(repo, victim)
+    assert err.value.code == Code.INVALID_ARGUMENT
+    assert victim.exists() and (repo / "a.txt").exists()
+
+
+async def test_other_worktrees_and_the_main_checkout_are_untouched(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    mine = repo.parent / "users-own-worktree"
+    git(repo, "worktree", "add", "-q", "--detach", str(mine), "HEAD")
+    path = await worktrees.create(repo, "run_1", "HEAD")
+    await worktrees.remove(repo, path)
+    await worktrees.prune(repo)
+    assert registered(repo) == [str(repo), str(mine)]
+    assert git(repo, "status", "--porcelain") == ""
+
+
+# -- failures leave nothing -----------------------------------------------------------------
+
+
+async def test_a_bad_commit_fails_with_gits_reason_and_leaves_nothing(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    with pytest.raises(LatticeError) as err:
+        await worktrees.create(repo, "run_1", "deadbeef" * 5)
+    assert "\n" not in err.value.message
+    assert "cannot create a worktree" in err.value.message
+    assert "deadbeef" in err.value.message
+    assert_only_main(repo, worktrees)
+
+
+async def test_a_base_dir_that_is_a_file_fails_and_leaves_nothing(
+    repo: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    worktrees = Worktrees(blocker)
+    with pytest.raises(LatticeError) as err:
+        await worktrees.create(repo, "run_1", "HEAD")
+    assert str(blocker) in err.value.message
+    assert blocker.read_text() == "not a folder"
+    assert registered(repo) == [str(repo)]
+    assert not (repo / ".git" / "worktrees").exists()
+
+
+async def test_a_base_dir_inside_the_repository_is_refused(repo: Path) -> None:
+    for base in (repo / "wt", repo / ".git" / "wt"):
+        with pytest.raises(LatticeError) as err:
+            await Worktrees(base).create(repo, "run_1", "HEAD")
+        assert err.value.code == Code.INVALID_ARGUMENT
+        assert "outside the project" in err.value.message
+        assert not base.exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", ".hidden", "a/b", "", "-rf", "x" * 200])
+async def test_unsafe_worktree_names_are_refused(
+    repo: Path, worktrees: Worktrees, name: str
+) -> None:
+    with pytest.raises(LatticeError) as err:
+        await worktrees.create(repo, name, "HEAD")
+    assert err.value.code == Code.INVALID_ARGUMENT
+    assert_only_main(repo, worktrees)
+
+
+async def test_an_existing_folder_is_never_taken_over_or_deleted(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    taken = worktrees.base_dir / "run_1"
+    taken.mkdir(parents=True)
+    (taken / "keep").write_text("someone else's")
+    with pytest.raises(LatticeError) as err:
+        await worktrees.create(repo, "run_1", "HEAD")
+    assert err.value.code == Code.CONFLICT
+    assert (taken / "keep").read_text() == "someone else's"
+
+
+async def test_a_create_cancelled_during_checkout_leaves_nothing(
+    repo: Path, worktrees: Worktrees, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A git that stops at the checkout step and says so through a FIFO.
+    real_git = shutil.which("git")
+    assert real_git is not None
+    fifo = tmp_path / "reached"
+    os.mkfifo(fifo)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "git"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$3" = read-tree ]; then echo x > {fifo}; exec sleep 60; fi\n'
+        f'exec {real_git} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def wait_for_checkout() -> None:
+        with open(fifo) as reader:
+            reader.read()
+
+    async with trio.open_nursery() as nursery:
+        failure: list[BaseException] = []
+
+        async def create() -> None:
+            try:
+                await worktrees.create(repo, "run_1", "HEAD")
+            except BaseException as exc:
+                failure.append(exc)
+                raise
+
+        nursery.start_soon(create)
+        await trio.to_thread.run_sync(wait_for_checkout)
+        assert str(worktrees.base_dir / "run_1") in registered(repo)
+        nursery.cancel_scope.cancel()
+    assert failure
+    cancelled = failure[0]
+    if isinstance(cancelled, BaseExceptionGroup):  # trio.run_process's own nursery wraps it
+        cancelled = cancelled.exceptions[0]
+    assert isinstance(cancelled, trio.Cancelled)
+    assert_only_main(repo, worktrees)
+
+
+# -- revisions ---------------------------------------------------------------------------------
+
+
+async def test_resolve_commit_defaults_to_head_and_accepts_names(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    assert await worktrees.resolve_commit(repo, None) == head
+    assert await worktrees.resolve_commit(repo, "") == head
+    assert await worktrees.resolve_commit(repo, "main") == head
+    assert await worktrees.resolve_commit(repo, "HEAD~1") == git(repo, "rev-parse", "HEAD~1")
+    assert await worktrees.resolve_commit(repo, head[:10]) == head
+    assert await worktrees.resolve_commit(repo / "src", None) == head
+
+
+async def test_resolve_commit_refuses_unknown_and_malformed_revisions(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    with pytest.raises(LatticeError) as err:
+        await worktrees.resolve_commit(repo, "no-such-branch")
+    assert err.value.code == Code.NOT_FOUND
+    assert "'no-such-branch' is not a commit" in err.value.message
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    with pytest.raises(LatticeError):
+        await worktrees.resolve_commit(repo, tree)
+    for bad in ("--all", "a\nb"):
+        with pytest.raises(LatticeError) as err:
+            await worktrees.resolve_commit(repo, bad)
+        assert err.value.code == Code.INVALID_ARGUMENT
+
+
+async def test_no_repository_and_no_commits_are_clear_errors(
+    tmp_path: Path, worktrees: Worktrees
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(LatticeError) as err:
+        await worktrees.resolve_commit(plain, None)
+    assert err.value.code == Code.NOT_FOUND
+    assert "is not inside a git working tree" in err.value.message
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q")
+    with pytest.raises(LatticeError) as err:
+        await worktrees.resolve_commit(empty, None)
+    assert "has no commits yet" in err.value.message
+
+
+async def test_repo_toplevel_from_a_subfolder(repo: Path, worktrees: Worktrees) -> None:
+    assert await worktrees.repo_toplevel(repo / "src") == repo
+
+
+async def test_merge_base_of_diverged_and_unrelated_history(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    fork = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "feature")
+    feature = commit_file(repo, "f.txt", "feature")
+    git(repo, "checkout", "-q", "main")
+    commit_file(repo, "m.txt", "main")
+    assert await worktrees.merge_base(repo, "main", feature) == fork
+    git(repo, "checkout", "-q", "--orphan", "lonely")
+    lonely = commit_file(repo, "l.txt", "alone")
+    assert await worktrees.merge_base(repo, "main", lonely) is None
+    with pytest.raises(LatticeError):
+        await worktrees.merge_base(repo, "no-such-ref", lonely)
+
+
+# -- where worktrees live ----------------------------------------------------------------
+
+
+def test_default_base_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LATTICE_WORKTREE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    one = Worktrees.default_base_dir(tmp_path / "a" / "proj")
+    two = Worktrees.default_base_dir(tmp_path / "b" / "proj")
+    assert one.parent == tmp_path / "cache" / "lattice-workers" / "worktrees"
+    assert one.name.startswith("proj-") and len(one.name) == len("proj-") + 8
+    assert one != two
+    assert Worktrees.default_base_dir(tmp_path / "a" / "proj") == one
+    monkeypatch.setenv("LATTICE_WORKTREE_DIR", str(tmp_path / "mine"))
+    assert Worktrees.default_base_dir(tmp_path / "a" / "proj") == tmp_path / "mine"
+
+
+async def test_existing_lists_leftover_folders(repo: Path, worktrees: Worktrees) -> None:
+    assert await worktrees.existing() == []
+    path = await worktrees.create(repo, "run_1", "HEAD")
+    assert await worktrees.existing() == [path]
+    await worktrees.remove(repo, path)
+    assert await worktrees.existing() == []
+
+
+# -- races ---------------------------------------------------------------------------------
+
+
+async def test_forty_concurrent_create_remove_pairs_never_fail(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    commit = git(repo, "rev-parse", "HEAD")
+    failures: list[BaseException] = []
+    created: list[Path] = []
+
+    async def pair(i: int) -> None:
+        try:
+            path = await worktrees.create(repo, f"run_{i}", commit)
+            created.append(path)
+            assert (path / "src" / "b.txt").read_text() == "two"
+            await worktrees.remove(repo, path)
+        except Exception as exc:
+            failures.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(pair, i)
+    assert failures == []
+    assert len(created) == 40
+    assert_only_main(repo, worktrees)
