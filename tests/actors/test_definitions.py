@@ -275,10 +275,11 @@ def test_fractional_timeouts_and_zero_grace_are_accepted(root: Path) -> None:
     assert problems_of(root, agent(timeout_minutes=0.01, kill_grace_seconds=0)) == []
 
 
-@pytest.mark.parametrize("actor", ["robot:x", "agent:", ":x", "nocolon", "agent:has space"])
+@pytest.mark.parametrize("actor", ["robot:x", "agent:", ":x", "nocolon", "agent:a\nb", "agent: "])
 def test_invalid_actor_is_refused(root: Path, actor: str) -> None:
     problems = problems_of(root, agent(actor=actor))
     assert len(problems) == 1 and f"actor {actor!r}" in problems[0]
+    assert problems[0].endswith('fix "actor".')
 
 
 def test_env_may_not_set_the_supervisors_variables(root: Path) -> None:

@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta
 
 from lattice.errors import Code, LatticeError
+from lattice.store import validate_actor
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -33,7 +34,6 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ENV_PATTERN_PATTERN = r"^[A-Za-z_*?][A-Za-z0-9_*?]*$"
 AGENT_ENGINES = ("claude", "codex", "gemini")
 ENGINES = (*AGENT_ENGINES, "script")
-ACTOR_PREFIXES = ("agent", "human", "team", "dashboard")
 WORKERS_DIR = "workers"
 #: Linux refuses a single argv string of 128 KiB or more (MAX_ARG_STRLEN) with E2BIG.
 MAX_PROMPT_BYTES = 128 * 1024 - 1
@@ -129,18 +129,6 @@ _SHELL_WORDS = frozenset(
         "umask unalias unset wait"
     )
 )
-
-
-def actor_problem(actor: str) -> str | None:
-    """Why ``actor`` is not a valid actor (``prefix:identifier``), or None when it is."""
-    prefix, sep, ident = actor.partition(":")
-    if not sep or not prefix or not ident:
-        return f"actor {actor!r} is not of the form prefix:identifier"
-    if prefix not in ACTOR_PREFIXES:
-        return f"actor {actor!r} has prefix {prefix!r}, not one of " + ", ".join(ACTOR_PREFIXES)
-    if any(c.isspace() or not c.isprintable() for c in actor):
-        return f"actor {actor!r} contains white space or a control character"
-    return None
 
 
 class LoadedWorker(msgspec.Struct):
@@ -464,12 +452,10 @@ def _check_fields(
                 problems.append(f"{shown}: {problem}")
     actor = v.get("actor")
     if isinstance(actor, str):
-        why = actor_problem(actor)
-        if why:
-            problems.append(
-                f"{shown}: {why}; use agent:, human:, team: or dashboard: followed by a "
-                'name in "actor".'
-            )
+        try:
+            validate_actor(actor)
+        except LatticeError as err:
+            problems.append(f'{shown}: {err.message}; fix "actor".')
     reserved = sorted(RESERVED_ENV.intersection(v.get("env", {})))
     if reserved:
         problems.append(
