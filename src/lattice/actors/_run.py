@@ -337,7 +337,7 @@ class RunActor:
             "requested_by": info.requested_by,
         }
         if defn.worktree:
-            data["worktree_path"] = str(self.ctx.worktrees.path_for(board.root, info.run_id))
+            data["worktree_path"] = str(self.ctx.worktrees.base_dir / info.run_id)
         await self._append("process_started", data, event_id=event_id)
         await self._journal()
 

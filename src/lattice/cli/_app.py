@@ -57,7 +57,7 @@ class Context:
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose usage errors obey ``--json``."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise LatticeError(Code.INVALID_ARGUMENT, f"{self.prog}: {message}")
 
 
@@ -73,7 +73,7 @@ COMMAND_MODULES = (
 
 
 def add_command(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     name: str,
     handler: Handler,
     help: str,
@@ -87,23 +87,23 @@ def add_command(
 
 
 def add_group(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     name: str,
     help: str,
-) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+) -> argparse._SubParsersAction:
     """Add a command group such as ``worker`` and return its subcommand table."""
     parser = commands.add_parser(name, help=help, description=help, parents=[_COMMON])
     return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
 
 
-_GROUPS: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]
+_GROUPS: dict[str, argparse._SubParsersAction] = {}
 
 
 def group(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     name: str,
     help: str,
-) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+) -> argparse._SubParsersAction:
     """The subcommand table of group ``name``, created once and shared by modules."""
     if name not in _GROUPS:
         _GROUPS[name] = add_group(commands, name, help)

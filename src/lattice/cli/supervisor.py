@@ -8,7 +8,7 @@ from lattice.cli._app import Context, add_command, group
 from lattice.errors import Code, LatticeError
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction) -> None:
     """Add the supervisor commands."""
     sub = group(commands, "supervisor", "run, start, stop or inspect this board's supervisor")
     p = add_command(sub, "run", cmd_run, "run the supervisor in the foreground")

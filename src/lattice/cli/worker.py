@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from lattice.protocol.client import Client
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction) -> None:
     """Add the run commands to the ``worker`` group."""
     sub = group(commands, "worker", "run workers and manage their definitions")
     p = add_command(sub, "run", cmd_run, "run a worker on a task (one live run per pair)")

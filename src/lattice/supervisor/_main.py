@@ -71,7 +71,7 @@ class Supervisor:
             journal=self.journal,
             results_dir=self.run_dir / "results",
             run_hooks=self._run_hooks,
-            environ=dict(os.environ),
+            environ=_worker_base_environment(),
         )
         self.registry = Registry(
             self.ctx,
@@ -128,6 +128,21 @@ class Supervisor:
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
             self.request_shutdown()
+
+
+def _worker_base_environment() -> dict[str, str]:
+    """The supervisor's environment, with this installation's ``lattice`` reachable.
+
+    A worker is told to call ``lattice show $LATTICE_TASK_ID``; that must work even
+    when the virtual environment we run from is not on the user's PATH, so its bin
+    folder is appended (last, so that a PATH the user chose still wins).
+    """
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    parts = env.get("PATH", os.defpath).split(os.pathsep)
+    if bindir not in parts:
+        env["PATH"] = os.pathsep.join([*parts, bindir])
+    return env
 
 
 def _start_logging(board: Board, foreground: bool) -> logging.handlers.QueueListener:
