@@ -343,12 +343,30 @@ def test_default_base_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert Worktrees.default_base_dir(tmp_path / "a" / "proj") == tmp_path / "mine"
 
 
-async def test_existing_lists_leftover_folders(repo: Path, worktrees: Worktrees) -> None:
-    assert await worktrees.existing() == []
-    path = await worktrees.create(repo, "run_1", "HEAD")
-    assert await worktrees.existing() == [path]
-    await worktrees.remove(repo, path)
-    assert await worktrees.existing() == []
+async def test_existing_lists_this_repositorys_worktrees_only(
+    repo: Path, worktrees: Worktrees, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    commit_file(other, "o.txt", "other")
+    assert await worktrees.existing(repo) == []
+    mine = await worktrees.create(repo, "run_1", "HEAD")
+    theirs = await worktrees.create(other, "run_2", "HEAD")
+    (worktrees.base_dir / "stray").mkdir()
+    unregistered = await worktrees.create(repo, "run_3", "HEAD")
+    git(repo, "worktree", "remove", "--force", str(unregistered))
+    unregistered.mkdir()
+    (unregistered / ".git").write_text(f"gitdir: {repo}/.git/worktrees/run_3\n")
+    gone = await worktrees.create(repo, "run_4", "HEAD")
+    shutil.rmtree(gone)
+    assert await worktrees.existing(repo) == [mine, unregistered, gone]
+    assert await worktrees.existing(other) == [theirs]
+    for path in (mine, unregistered, gone):
+        await worktrees.remove(repo, path)
+    await worktrees.remove(other, theirs)
+    assert await worktrees.existing(repo) == []
+    assert registered(repo) == [str(repo)] and registered(other) == [str(other)]
 
 
 # -- races ---------------------------------------------------------------------------------

@@ -113,21 +113,22 @@ class Worktrees:
             f"{one_line(done.stderr)}; name revisions that exist",
         )
 
-    async def existing(self) -> list[Path]:
-        """Every folder under ``base_dir``: what crash recovery has to remove."""
+    async def existing(self, root: Path) -> list[Path]:
+        """This repository's worktrees under ``base_dir``: what crash recovery removes.
 
-        def scan() -> list[Path]:
-            try:
-                with os.scandir(self.base_dir) as entries:
-                    return sorted(
-                        Path(e.path)
-                        for e in entries
-                        if WORKTREE_NAME.match(e.name) and e.is_dir(follow_symlinks=False)
-                    )
-            except (FileNotFoundError, NotADirectoryError):
-                return []
-
-        return await trio.to_thread.run_sync(scan)
+        A folder counts when git has it registered or when its ``.git`` file points into
+        this repository, so that a ``LATTICE_WORKTREE_DIR`` shared by several projects
+        never hands over another project's worktrees.
+        """
+        repo = await self._repo(root)
+        async with self._lock(repo):  # the listing reads the metadata others write
+            done = await run_git(repo.top, "worktree", "list", "--porcelain", "-z")
+        listed = [
+            Path(item[len("worktree ") :])
+            for item in done.stdout.decode(errors="replace").split("\0")
+            if item.startswith("worktree ")
+        ]
+        return await trio.to_thread.run_sync(_ours_under, self.base_dir, repo.common, listed)
 
     # -- changes ----------------------------------------------------------------------
 
@@ -277,6 +278,24 @@ def _check_rev(rev: str) -> None:
 
 
 # -- blocking file work, run in threads -----------------------------------------------------
+
+
+def _ours_under(base_dir: Path, common: Path, listed: list[Path]) -> list[Path]:
+    base = Path(os.path.realpath(base_dir))
+    found = {path for path in listed if path.parent == base and WORKTREE_NAME.match(path.name)}
+    try:
+        entries = [e for e in os.scandir(base) if WORKTREE_NAME.match(e.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        entries = []
+    for entry in entries:
+        try:
+            text = Path(entry.path, ".git").read_text()
+        except OSError:
+            continue
+        gitdir = Path(os.path.realpath(text.removeprefix("gitdir:").strip()))
+        if common in gitdir.parents:
+            found.add(Path(entry.path))
+    return sorted(found)
 
 
 def _make_base(base: Path, path: Path) -> None:
