@@ -156,8 +156,10 @@ class _Doctor:
         self.lifecycle_in_logs: dict[str, dict[str, Any]] = {}
         self.event_ids: set[str] = set()
 
-    def add(self, kind: str, task_id: str | None, message: str, **details: Any) -> None:
-        self.problems.append(Problem(kind, task_id, message, details))
+    def add(
+        self, kind: str, task_id: str | None, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        self.problems.append(Problem(kind, task_id, message, details or {}))
 
     def run(self) -> list[Problem]:
         self.check_config()
@@ -212,7 +214,7 @@ class _Doctor:
                     task_id,
                     f"tasks/{task_id}.json differs from the replay of its log on "
                     f"{', '.join(keys)} (run lattice rebuild)",
-                    keys=keys,
+                    {"keys": keys},
                 )
         current = snap if snap is not None else replayed
         if current is not None:
@@ -224,7 +226,7 @@ class _Doctor:
                 task_id,
                 f"run {run['run_id'] or run['started_event_id']} of {run['process_type']} "
                 f"started {run['started_at']} has no process_completed or process_failed",
-                **run,
+                run,
             )
 
     def read_log(self, task_id: str | None, path: Path | None, name: str) -> list[dict[str, Any]]:

@@ -173,6 +173,8 @@ def locked_write(
     inside the locks and may return none. ``commit`` runs after the snapshot is
     written, still inside the locks (``create_task`` saves ``ids.json`` there).
     """
+    if not creating and not board.task_exists(task_id):  # before any lock file is made
+        raise LatticeError(Code.NOT_FOUND, f"task {task_id} does not exist on this board")
     lifecycle = any(t in LIFECYCLE_TYPES for t in types)
     keys = [*task_lock_keys(task_id, lifecycle=lifecycle), *extra_keys]
     with locked(board.locks_dir, keys):
