@@ -29,7 +29,7 @@ print(json.dumps(out))
 
 
 def test_duplicate_storm_starts_exactly_one_run(project: Project) -> None:
-    project.write_worker("Slow", command="sleep 2", kill_grace_seconds=1)
+    project.write_worker("Slow", command="sleep 300", kill_grace_seconds=1)
     project.cli("supervisor", "start")
     endpoint = project.json("supervisor", "status")["data"]["socket"]
     for round_ in range(5):

@@ -82,6 +82,10 @@ def test_ten_simultaneous_starts_leave_exactly_one_supervisor(project: Project) 
         pids.add(json.loads(out)["data"]["pid"])
     assert len(pids) == 1
     (pid,) = pids
+    # The losers said who holds the lock and are exiting; none of them may linger.
+    for other in _processes_with_cmd("supervisor run"):
+        if other != pid and _root_of(other) == project.root:
+            wait_gone(other, timeout=30)
     supervisors = [p for p in _processes_with_cmd("supervisor run") if _root_of(p) == project.root]
     assert supervisors == [pid]
 

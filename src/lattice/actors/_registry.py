@@ -23,7 +23,6 @@ import trio
 from trio_util import AsyncValue
 
 from lattice.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
-from lattice.actors._definitions import workers_fingerprint
 from lattice.actors._environment import worker_environment
 from lattice.actors._journal import JournalRecord
 from lattice.actors._run import RunActor, RunContext
@@ -62,7 +61,6 @@ class Registry:
         self._by_idempotency: dict[str, str] = {}
         self._seq = 0
         self._workers: WorkerSet | None = None
-        self._workers_fp: object = None
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ nursery
@@ -88,12 +86,11 @@ class Registry:
 
     async def workers(self) -> WorkerSet:
         """The definitions, re-read when any file in workers/ changed."""
-        root = self.ctx.board.root
-        fingerprint = await trio.to_thread.run_sync(workers_fingerprint, root)
-        if self._workers is None or fingerprint != self._workers_fp:
-            self._workers = await trio.to_thread.run_sync(load_workers, root)
-            self._workers_fp = fingerprint
-        return self._workers
+        current = self._workers
+        if current is None or await trio.to_thread.run_sync(current.stale):
+            current = await trio.to_thread.run_sync(load_workers, self.ctx.board.root)
+            self._workers = current
+        return current
 
     async def reload(self) -> WorkerSet:
         self._workers = None

@@ -28,7 +28,7 @@ import trio
 from trio_util import AsyncValue
 
 from lattice.actors._definitions import LoadedWorker, WorkerDefinition, command_for
-from lattice.actors._environment import worker_environment
+from lattice.actors._environment import lattice_variables, worker_environment
 from lattice.actors._journal import Journal, JournalRecord
 from lattice.actors._process_group import kill_group, process_start_time
 from lattice.actors._state import Reason, RunState
@@ -222,31 +222,26 @@ class RunActor:
             return fd, prompt
 
         log_fd, prompt_text = await trio.to_thread.run_sync(open_files)
-        lattice_vars = {
-            "LATTICE_ROOT": str(board.root),
-            "LATTICE_TASK_ID": info.task_id,
-            "LATTICE_SHORT_ID": info.short_id or "",
-            "LATTICE_RUN_ID": info.run_id,
-            "LATTICE_STARTED_EVENT_ID": info.started_event_id or "",
-            "LATTICE_WORKER": info.worker,
-            "LATTICE_ACTOR": info.actor,
-            "LATTICE_COMMIT_SHA": info.commit_sha or "",
-            "LATTICE_BASE_REF": info.base_ref or "",
-            "LATTICE_MERGE_BASE": info.merge_base or "",
-            "LATTICE_LOG": str(log_path),
-            "LATTICE_RESULT_FILE": str(result_file),
-            "LATTICE_PROMPT_FILE": str(prompt_path) if prompt_path else "",
-            "LATTICE_ATTEMPT": str(info.attempt),
-        }
-        if info.worktree_path:
-            lattice_vars["LATTICE_WORKTREE"] = info.worktree_path
-        for name, value in (
-            ("LATTICE_ARTIFACT_ROLE", defn.artifact_role),
-            ("LATTICE_REPORT_DIR", defn.report_dir),
-            ("LATTICE_REPORT_PREFIX", defn.report_prefix),
-        ):
-            if value is not None:
-                lattice_vars[name] = value
+        lattice_vars = lattice_variables(
+            root=board.root,
+            task_id=info.task_id,
+            run_id=info.run_id,
+            started_event_id=info.started_event_id or "",
+            worker=info.worker,
+            actor=info.actor,
+            commit_sha=info.commit_sha or "",
+            log=log_path,
+            result_file=result_file,
+            short_id=info.short_id,
+            base_ref=info.base_ref,
+            merge_base=info.merge_base,
+            worktree=info.worktree_path,
+            prompt_file=prompt_path,
+            artifact_role=defn.artifact_role,
+            report_dir=defn.report_dir,
+            report_prefix=defn.report_prefix,
+        )
+        lattice_vars["LATTICE_ATTEMPT"] = str(info.attempt)
         env = worker_environment(self.ctx.environ, defn, lattice_vars)
         argv = command_for(defn, board.root, prompt_text)
         try:

@@ -138,6 +138,10 @@ def _worker_base_environment() -> dict[str, str]:
     folder is appended (last, so that a PATH the user chose still wins).
     """
     env = dict(os.environ)
+    # A supervisor started from a git hook inherits variables that would point the
+    # worker's git at the main repository instead of its worktree.
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"):
+        env.pop(name, None)
     bindir = str(Path(sys.executable).parent)
     parts = env.get("PATH", os.defpath).split(os.pathsep)
     if bindir not in parts:
