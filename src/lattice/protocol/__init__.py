@@ -1,1 +1,79 @@
-"""(placeholder)"""
+"""The wire between the supervisor and its clients (see docs/protocol.md).
+
+Importing this package never imports Trio: the ``lattice`` command uses it through
+:mod:`lattice.protocol.client`. Trio programs use :mod:`lattice.protocol.aclient`.
+"""
+
+from lattice.protocol._codec import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ProtocolError,
+    decode_reply,
+    decode_request,
+    encode,
+)
+from lattice.protocol._endpoint import default_endpoint
+from lattice.protocol._messages import (
+    PROTOCOL_VERSION,
+    STREAMING,
+    AnyReply,
+    AnyRequest,
+    Cancel,
+    End,
+    Error,
+    Get,
+    Header,
+    Hello,
+    HelloReply,
+    ListWorkers,
+    LogChunk,
+    Logs,
+    Ok,
+    Ps,
+    PsReply,
+    Reload,
+    Reply,
+    Request,
+    Run,
+    RunInfo,
+    RunReply,
+    Shutdown,
+    Wait,
+    WorkerInfo,
+    WorkersReply,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "PROTOCOL_VERSION",
+    "STREAMING",
+    "AnyReply",
+    "AnyRequest",
+    "Cancel",
+    "End",
+    "Error",
+    "Get",
+    "Header",
+    "Hello",
+    "HelloReply",
+    "ListWorkers",
+    "LogChunk",
+    "Logs",
+    "Ok",
+    "ProtocolError",
+    "Ps",
+    "PsReply",
+    "Reload",
+    "Reply",
+    "Request",
+    "Run",
+    "RunInfo",
+    "RunReply",
+    "Shutdown",
+    "Wait",
+    "WorkerInfo",
+    "WorkersReply",
+    "decode_reply",
+    "decode_request",
+    "default_endpoint",
+    "encode",
+]

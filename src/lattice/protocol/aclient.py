@@ -1,0 +1,261 @@
+"""The protocol for Trio programs: :class:`AsyncClient`, and :class:`TrioSocket`
+under it (and under the supervisor's server).
+
+This is the one module of :mod:`lattice.protocol` that imports Trio.
+
+pyzmq has no Trio support. A ZeroMQ socket exposes one file descriptor, ``ZMQ_FD``,
+that is *edge*-triggered: it becomes readable when the socket's state may have
+changed, and any zmq call on the socket (a send included) can consume that edge. Three
+rules, each of which we saw hang without it on this machine, follow:
+
+1. Before waiting on the descriptor, look at ``EVENTS``: a message may already be
+   queued, and no edge will come for it. (Receive until ``EVENTS`` has no POLLIN.)
+2. After every send, look at ``EVENTS`` again and wake the task waiting on the
+   descriptor if what it waits for is now there: the send may have swallowed its edge.
+3. Only one task may wait on a descriptor in Trio; the others park and are woken
+   when it returns, so every waiter re-checks ``EVENTS`` itself.
+
+``zmq-anyio`` implements the same on AnyIO; it measured 4-5x slower here (see the
+README), so we keep this small wrapper and test it hard instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Self
+
+import trio
+import zmq
+
+from lattice.protocol._client_errors import (
+    check_request_size,
+    error_from_reply,
+    no_answer,
+)
+from lattice.protocol._codec import ProtocolError, decode_reply, encode
+from lattice.protocol._messages import End, Error, Reply, Request
+
+
+class TrioSocket:
+    """A pyzmq socket used from Trio tasks, following the three rules above.
+
+    Any number of tasks may send and receive at once. It does not own the socket's
+    options: configure the pyzmq socket before wrapping it.
+    """
+
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+        self.sock = sock
+        self._fd = int(sock.getsockopt(zmq.FD))
+        self._waiter: trio.CancelScope | None = None  # the one task in wait_readable
+        self._wanted = 0  # union of the EVENTS bits that waiting tasks want
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def events(self) -> int:
+        """The socket's ``EVENTS`` bits now (POLLIN, POLLOUT)."""
+        return int(self.sock.getsockopt(zmq.EVENTS))
+
+    async def wait(self, mask: int) -> None:
+        """Return once ``EVENTS`` has a bit of ``mask``; always a checkpoint."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self.events() & mask:
+            self._wanted |= mask
+            if self._waiter is not None:
+                await self._lot.park()
+                continue
+            with trio.CancelScope() as scope:
+                self._waiter = scope
+                try:
+                    await trio.lowlevel.wait_readable(self._fd)
+                finally:
+                    self._waiter = None
+                    self._wanted = 0  # every woken task adds its mask back
+                    self._lot.unpark_all()
+
+    def wake_waiters(self) -> None:
+        """Rule 2: call after any operation done without :meth:`wait` (sends)."""
+        if self._waiter is not None and self.events() & self._wanted:
+            self._waiter.cancel()
+
+    def recv_nowait(self) -> list[bytes] | None:
+        """One whole message, or None when none is queued."""
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        self.wake_waiters()
+        return frames
+
+    def send_nowait(self, frames: list[bytes]) -> None:
+        """Send one message or raise (``zmq.Again`` when the peer's queue is full)."""
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK)
+        finally:
+            self.wake_waiters()
+
+    async def recv(self) -> list[bytes]:
+        """The next whole message, waiting as long as it takes."""
+        while True:
+            frames = self.recv_nowait()
+            if frames is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return frames
+            await self.wait(zmq.POLLIN)
+
+    async def send(self, frames: list[bytes]) -> None:
+        """Send one message, waiting while the socket's send queue is full."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                self.send_nowait(frames)
+            except zmq.Again:
+                await self.wait(zmq.POLLOUT)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+
+    def close(self, linger: int = 0) -> None:
+        """Close the socket (waking and failing any task still waiting on it)."""
+        if self.sock.closed:
+            return
+        trio.lowlevel.notify_closing(self._fd)
+        self.sock.close(linger=linger)
+
+
+class AsyncClient:
+    """A client of the supervisor for Trio programs; the API of :class:`Client`.
+
+    Several tasks may use one client at once: replies are routed by request id. The
+    task that finds no reply waiting for it receives for everyone and files what it
+    gets; so no background task is needed and the client works without a nursery.
+    A reply nobody waits for any more (its request timed out) is dropped, because
+    request ids are never reused within a client.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 10.0,
+        curve_server_key: bytes | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._curve_server_key = curve_server_key
+        self._rids = itertools.count(1)
+        self._inbox: dict[int, deque[Reply]] = {}
+        self._receiving = False
+        self._arrived = trio.lowlevel.ParkingLot()
+        self._socket: TrioSocket | None = None
+
+    def _connected(self) -> TrioSocket:
+        if self._socket is None:
+            from lattice.protocol.client import new_dealer  # no Trio there: cheap to share
+
+            self._socket = TrioSocket(new_dealer(self.endpoint, self._curve_server_key))
+        return self._socket
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the socket; requests still waiting fail."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        await trio.lowlevel.checkpoint()
+
+    async def _send(self, req: Request) -> int:
+        req.rid = next(self._rids)
+        frame = encode(req)
+        check_request_size(frame)
+        self._inbox[req.rid] = deque()
+        try:
+            await self._connected().send([frame])
+        except BaseException:
+            del self._inbox[req.rid]
+            raise
+        return req.rid
+
+    async def _next(self, rid: int) -> Reply:
+        """The next reply to ``rid``: from the inbox, or received by this task."""
+        box = self._inbox[rid]
+        while not box:
+            if self._receiving:
+                await self._arrived.park()
+                continue
+            self._receiving = True
+            try:
+                frames = await self._connected().recv()
+            finally:
+                self._receiving = False
+                self._arrived.unpark_all()
+            try:
+                reply = decode_reply(frames[-1])
+            except ProtocolError as exc:
+                if exc.rid in self._inbox:
+                    raise
+                continue
+            if reply.rid in self._inbox:
+                self._inbox[reply.rid].append(reply)
+        return box.popleft()
+
+    async def _answer(self, rid: int, seconds: float | None) -> Reply:
+        with trio.move_on_after(math.inf if seconds is None else seconds):
+            reply = await self._next(rid)
+            if isinstance(reply, Error):
+                raise error_from_reply(reply)
+            return reply
+        raise no_answer(self.endpoint, seconds or 0.0)
+
+    async def request(
+        self,
+        req: Request,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Reply:
+        """Send ``req`` and return its one reply; an Error reply is raised.
+
+        ``timeout`` rather than a cancel scope around the call, because running out
+        of time is an answer here (SUPERVISOR_UNAVAILABLE, worded for a person), not
+        a cancellation.
+        """
+        rid = await self._send(req)
+        try:
+            return await self._answer(rid, self.timeout if timeout is None else timeout)
+        finally:
+            self._inbox.pop(rid, None)
+
+    async def stream(
+        self,
+        req: Request,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (see request)
+    ) -> AsyncIterator[Reply]:
+        """Yield the replies to ``req`` until :class:`End` (not yielded).
+
+        ``timeout`` applies to each reply; None waits forever (as ``Wait`` needs).
+        """
+        rid = await self._send(req)
+        try:
+            while True:
+                reply = await self._answer(rid, timeout)
+                if isinstance(reply, End):
+                    return
+                yield reply
+        finally:
+            self._inbox.pop(rid, None)
+
+
+__all__ = ["AsyncClient", "TrioSocket"]
