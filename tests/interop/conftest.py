@@ -34,7 +34,7 @@ def tracker() -> Path:
         given = os.environ.get("LATTICE_TRACKER_BIN")
         reason = (
             f"lattice-tracker not found (LATTICE_TRACKER_BIN={given!r}, no {DEFAULT_TRACKER}): "
-            "lattice-tracker==0.2.0 into a Python 3.12 venv "
+            "install lattice-tracker==0.2.0 into a Python 3.12 venv "
             "and set LATTICE_TRACKER_BIN to its bin/lattice"
         )
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
