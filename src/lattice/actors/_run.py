@@ -100,6 +100,7 @@ class RunActor:
         self._started_mono: float | None = None
         #: Set by the registry when the run leaves the queue and holds a slot.
         self.admitted = False
+        self._attempt_closed = False
 
     # ------------------------------------------------------------------ identity
 
@@ -131,11 +132,29 @@ class RunActor:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        """The whole life of the run. Never raises except ``Cancelled``."""
+        """The whole life of the run. Never raises except ``Cancelled``.
+
+        Each attempt is its own ``process_started`` ... end pair. A definition's
+        ``retries`` start another attempt after ``exit_nonzero`` or ``timeout`` only,
+        never after a cancel; the run ends as its last attempt ended.
+        """
         try:
             await self._wait_admitted(self)
-            if self._cancel_reason is None:
+            while self._cancel_reason is None:
                 await self._prepare_and_run()
+                if not self._should_retry():
+                    break
+                with trio.CancelScope(shield=True):
+                    await self._close_attempt()
+                backoff = self.definition.retry_backoff_seconds * (2 ** (self.info.attempt - 1))
+                with trio.CancelScope(deadline=trio.current_time() + backoff) as scope:
+                    self._wait_scope = scope
+                    if self._cancel_reason is None:
+                        await trio.sleep_forever()
+                self._wait_scope = None
+                if self._cancel_reason is not None:
+                    break
+                self._next_attempt()
         except Exception as exc:  # a bug of ours: the run still ends on the record
             log.exception("run %s: unexpected error", self.run_id)
             if self.info.started_event_id is not None and self._outcome is None:
@@ -147,6 +166,29 @@ class RunActor:
             if s.cancelled_caught:
                 log.error("run %s: cleanup did not finish in time", self.run_id)
             self._on_exit(self)
+
+    def _should_retry(self) -> bool:
+        outcome = self._outcome
+        return (
+            self._cancel_reason is None
+            and outcome is not None
+            and outcome.reason in (Reason.EXIT_NONZERO, Reason.TIMEOUT)
+            and self.info.attempt <= self.definition.retries
+        )
+
+    def _next_attempt(self) -> None:
+        """Forget the closed attempt; the record keeps its run id, key and request."""
+        info = self.info
+        info.attempt += 1
+        for name in (
+            "started_event_id", "log_path", "worktree_path", "pid", "started_at", "ended_at",
+            "duration_seconds", "exit_code", "signal", "reason", "error", "result",
+        ):
+            setattr(info, name, None)
+        self._process = None
+        self._pid_start_time = None
+        self._outcome = None
+        self._attempt_closed = False
 
     async def _prepare_and_run(self) -> None:
         self._set_state(RunState.PREPARING)
@@ -283,15 +325,9 @@ class RunActor:
                 else self._cancel_sentence(),
                 signal=_signal_of(process.returncode),
             )
-        if process is not None:
-            # Whatever the leader left behind in its group (a forked grandchild) dies now.
-            kill_group(process.pid, signal.SIGKILL)
         started = self.info.started_event_id is not None
         if started:
-            outcome = self._outcome or Outcome(
-                self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
-            )
-            await self._write_terminal(outcome)
+            await self._close_attempt()
         else:
             # Never left the queue: nothing was written to the board.
             self.info.reason = str(self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN)
@@ -301,16 +337,29 @@ class RunActor:
                 else "the supervisor shut down before the run started"
             )
             self.info.ended_at = time.time()
-        if self.info.worktree_path:
-            try:
-                await self.ctx.worktrees.remove(self.ctx.board.root, Path(self.info.worktree_path))
-            except Exception:
-                log.exception("run %s: could not remove worktree", self.run_id)
         final = RunState.COMPLETED if self.info.reason is None and started else RunState.FAILED
         self.info.state = str(final)
         self.info.pid = None
         await self._journal(durable=False)
         self.state.value = final
+
+    async def _close_attempt(self) -> None:
+        """End the current attempt: the rest of its group, its terminal event, its worktree."""
+        if self._attempt_closed:
+            return
+        self._attempt_closed = True
+        if self._process is not None:
+            # Whatever the leader left behind in its group (a forked grandchild) dies now.
+            kill_group(self._process.pid, signal.SIGKILL)
+        outcome = self._outcome or Outcome(
+            self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
+        )
+        await self._write_terminal(outcome)
+        if self.info.worktree_path:
+            try:
+                await self.ctx.worktrees.remove(self.ctx.board.root, Path(self.info.worktree_path))
+            except Exception:
+                log.exception("run %s: could not remove worktree", self.run_id)
 
     # ------------------------------------------------------------------ writes
 

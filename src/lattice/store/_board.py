@@ -30,10 +30,13 @@ from lattice.store._jsonio import (
 )
 from lattice.store._materialize import replay
 from lattice.store._workflow import PRIORITIES, TASK_TYPES, Workflow, default_config
-from lattice.store._write import Check, NewEvent, WriteResult, locked_write
 
 if TYPE_CHECKING:
     from lattice.store._integrity import Problem, RebuildReport
+    from lattice.store._write import Check, NewEvent, WriteResult
+
+# The write path (and its dataclasses, filelock, ulid) is imported by the methods
+# that write, so that `lattice list` and `lattice show` load only what reads.
 
 LATTICE_DIR = ".lattice"
 _SUBDIRS = (
@@ -330,6 +333,8 @@ class Board:
         are released unless ``hooks`` is false. ``event_id`` fixes the new event's id
         (a CONFLICT if the log already has it, so a retried write cannot double).
         """
+        from lattice.store._write import NewEvent
+
         item = NewEvent(event_type, data, actor, agent_meta, provenance, event_id)
         return self.append_many(task_id, [item], check=check, hooks=hooks)
 
@@ -342,6 +347,8 @@ class Board:
         hooks: bool = True,
     ) -> WriteResult:
         """Append several events in one locked write: all of them or none."""
+        from lattice.store._write import locked_write
+
         task_id = validate_task_id(task_id)
         for item in events:
             item.validate()
@@ -396,6 +403,8 @@ class Board:
         reason: str | None = None,
     ) -> WriteResult:
         """Move a task to ``new`` by the workflow rules; the same status writes nothing."""
+        from lattice.store._write import NewEvent, locked_write
+
         task_id = validate_task_id(task_id)
         validate_actor(actor)
         workflow = self.workflow()
@@ -468,6 +477,28 @@ class Board:
         from lattice.store._integrity import doctor
 
         return doctor(self)
+
+    def repair_snapshot(self, task_id: str) -> bool:
+        """Rewrite the snapshot from the log if they disagree (a crash between the
+        append and the snapshot write leaves them so). True when it was rewritten."""
+        from lattice.store._jsonio import atomic_write_json
+        from lattice.store._locks import locked, task_lock_keys
+        from lattice.store._write import current_state
+
+        task_id = validate_task_id(task_id)
+        with locked(self.locks_dir, task_lock_keys(task_id)):
+            snap, events = current_state(self, task_id)
+            if snap is None or events is None:
+                return False
+            path = self.snapshot_path(task_id)
+            try:
+                on_disk = loads(path.read_bytes())
+            except (OSError, ValueError):
+                on_disk = None
+            if on_disk == snap:
+                return False
+            atomic_write_json(path, snap)
+            return True
 
     def open_runs(self) -> list[dict[str, Any]]:
         """Every ``process_started`` of an active task that no end event names."""

@@ -71,8 +71,9 @@ class Handlers:
                 await self.registry.reload()
                 await send(WorkersReply(rid=req.rid, workers=await self.registry.worker_infos()))
             case Run():
-                run, created = await self.registry.submit(req)
-                await send(RunReply(rid=req.rid, run=self.registry.info(run), created=created))
+                accepted, created = await self.registry.submit(req)
+                info = self.registry.info(accepted)
+                await send(RunReply(rid=req.rid, run=info, created=created))
             case Cancel():
                 await self._cancel(req, send)
             case Ps():
@@ -80,7 +81,8 @@ class Handlers:
                 runs = self.registry.ps(include_finished=req.all, task_id=task_id)
                 await send(PsReply(rid=req.rid, runs=runs))
             case Get():
-                await send(RunReply(rid=req.rid, run=self.registry.info(self.registry.get(req.run_id))))
+                run = self.registry.info(self.registry.get(req.run_id))
+                await send(RunReply(rid=req.rid, run=run))
             case Wait():
                 await self._wait(req, send)
             case Logs():

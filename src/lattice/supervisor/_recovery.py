@@ -17,6 +17,7 @@ and another start give the same end state.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ import trio
 from lattice.actors._journal import JournalRecord
 from lattice.actors._process_group import kill_group, process_start_time
 from lattice.actors._state import Reason, RunState
+from lattice.errors import Code, LatticeError
 
 if TYPE_CHECKING:
     from lattice.supervisor._main import Supervisor
@@ -43,6 +45,12 @@ async def recover(sup: Supervisor) -> None:
     open_on_board = await trio.to_thread.run_sync(board.open_runs)
     open_by_started = {r["started_event_id"]: r for r in open_on_board}
     requeue: list[JournalRecord] = []
+    touched = {r["task_id"] for r in open_on_board}
+    touched |= {
+        r.run.task_id
+        for r in records.values()
+        if r.run.started_event_id and not RunState(r.run.state).is_final
+    }
     worktrees: list[Path] = []
     for record in records.values():
         info = record.run
@@ -64,16 +72,31 @@ async def recover(sup: Supervisor) -> None:
         info.ended_at = info.ended_at or time.time()
         info.pid = None
         await trio.to_thread.run_sync(sup.journal.write, record)
+    # Descendants that left the leader's group, or a group whose leader already
+    # exited: every process still carrying an open run's id in its environment.
+    open_run_ids = {r.run.run_id for r in records.values() if not RunState(r.run.state).is_final}
+    open_run_ids |= {r["run_id"] for r in open_on_board if r.get("run_id")}
+    await trio.to_thread.run_sync(_kill_by_run_id, open_run_ids)
     for board_run in open_by_started.values():
         # Open on the board but unknown to the journal (deleted journal, or a run
         # started by another tool): nothing to kill that we can identify; close it.
         await _write_orphaned(sup, board_run, board_run.get("run_id"))
-    for path in worktrees:
-        await sup.ctx.worktrees.remove(board.root, path)
     try:
+        # No actor lives yet, so every worktree of ours under the base folder is left over.
+        worktrees += await sup.ctx.worktrees.existing(board.root)
+        for path in dict.fromkeys(worktrees):
+            await sup.ctx.worktrees.remove(board.root, path)
         await sup.ctx.worktrees.prune(board.root)
-    except Exception as exc:  # not a git repository: nothing to prune
-        log.info("git worktree prune skipped: %s", exc)
+    except LatticeError as exc:  # not a git repository: no worktrees to settle
+        log.info("worktree cleanup skipped: %s", exc.message)
+    # A crash between a log append and its snapshot write leaves the two apart; the
+    # log is the truth, so every task an open run touched gets its snapshot checked.
+    for task_id in touched:
+        try:
+            if await trio.to_thread.run_sync(board.repair_snapshot, task_id):
+                log.info("recovery: snapshot of %s rewritten from its log", task_id)
+        except LatticeError as err:
+            log.warning("recovery: could not check %s: %s", task_id, err.message)
     settled = len(records) - len(requeue)
     kept = await trio.to_thread.run_sync(
         lambda: sup.journal.compact(
@@ -94,6 +117,27 @@ async def recover(sup: Supervisor) -> None:
             settled,
             len(requeue),
         )
+
+
+def _kill_by_run_id(run_ids: set[str]) -> None:
+    """SIGKILL every process whose environment names one of ``run_ids``."""
+    if not run_ids:
+        return
+    markers = {f"LATTICE_RUN_ID={run_id}".encode() for run_id in run_ids}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                variables = set(f.read().split(b"\0"))
+        except OSError:
+            continue
+        if variables & markers:
+            log.info("recovery: killing orphaned worker process %s", entry)
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def _kill_if_same(pid: int, start_time: int) -> None:
@@ -117,8 +161,6 @@ async def _write_orphaned(sup: Supervisor, board_run: dict[str, Any], run_id: st
     started_event_id = board_run["started_event_id"]
 
     def still_open(snapshot: dict[str, Any]) -> None:
-        from lattice.errors import Code, LatticeError
-
         if not any(
             p.get("started_event_id") == started_event_id
             for p in snapshot.get("active_processes", [])
@@ -126,8 +168,6 @@ async def _write_orphaned(sup: Supervisor, board_run: dict[str, Any], run_id: st
             raise LatticeError(Code.CONFLICT, "already settled")
 
     def write() -> None:
-        from lattice.errors import LatticeError
-
         try:
             board.append(
                 board_run["task_id"],

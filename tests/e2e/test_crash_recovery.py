@@ -1,0 +1,140 @@
+"""A supervisor killed with SIGKILL: the next start settles everything it left open."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.conftest import Project, processes_with_root
+from tests.e2e.test_supervisor_process import wait_gone
+
+
+def _configure(project: Project, **workers: object) -> None:
+    config = project.root / ".lattice" / "config.json"
+    data = json.loads(config.read_text())
+    data["workers"] = workers
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _wait_running(project: Project, count: int, timeout: float = 60) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = project.json("worker", "ps")["data"]
+        running = [r for r in runs if r["state"] == "running"]
+        if len(running) >= count:
+            return running
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kill_during_recovery", [False, True])
+def test_sigkill_then_restart_settles_every_run(
+    project: Project, kill_during_recovery: bool
+) -> None:
+    _configure(project, max_concurrent=5)
+    project.write_worker("Sleeper", command="sleep 300")
+    project.write_worker("Stubborn", command="trap '' TERM; while true; do sleep 0.2; done")
+    project.write_worker("Quick", command="echo done")
+    tasks = [project.create_task(f"task {i}") for i in range(10)]
+    started = [project.json("worker", "run", "Sleeper", t)["data"] for t in tasks[:4]]
+    started.append(project.json("worker", "run", "Stubborn", tasks[4])["data"])
+    queued = [
+        project.json("worker", "run", "Quick", t, "--idempotency-key", f"key-{i}")["data"]
+        for i, t in enumerate(tasks[5:])
+    ]
+    assert all(q["state"] == "queued" for q in queued)
+    running = _wait_running(project, 5)
+    worker_pids = [r["pid"] for r in running]
+    supervisor = project.supervisor_pid()
+    assert supervisor is not None
+    os.kill(supervisor, signal.SIGKILL)
+    wait_gone(supervisor)
+    assert any(_alive(p) for p in worker_pids), "workers should outlive a SIGKILLed supervisor"
+
+    if kill_during_recovery:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "lattice", "supervisor", "run"],
+            cwd=project.root, env=dict(project.env, LATTICE_ROOT=str(project.root)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        # Kill it as soon as recovery has written its first event (it still has
+        # worktrees to remove and runs to requeue): read the logs directly, fast.
+        logs = [project.root / ".lattice" / "events" / f"{r['task_id']}.jsonl" for r in started]
+        deadline = time.monotonic() + 30
+        while not any(b'"process_failed"' in log.read_bytes() for log in logs):
+            assert time.monotonic() < deadline and second.poll() is None
+            time.sleep(0.001)
+        second.kill()
+        second.wait()
+
+    project.cli("supervisor", "start")
+    for pid in worker_pids:
+        assert not _alive(pid), f"worker {pid} of the killed supervisor is still alive"
+    for task, run in zip(tasks[:5], started, strict=True):
+        ends = [e for e in project.process_events(task) if e["type"] != "process_started"]
+        assert len(ends) == 1, (task, ends)
+        assert ends[0]["type"] == "process_failed"
+        assert ends[0]["data"]["reason"] == "orphaned"
+        assert ends[0]["data"]["run_id"] == run["run_id"]
+    # The accepted-but-never-started runs run to completion, in their first order.
+    again = project.json("worker", "run", "Quick", tasks[5], "--idempotency-key", "key-0")["data"]
+    assert again["run_id"] == queued[0]["run_id"] and again["created"] is False
+    waited = project.json("worker", "wait", *[q["run_id"] for q in queued])["data"]
+    assert sorted(w["state"] for w in waited) == ["completed"] * 5
+    for task in tasks[5:]:
+        types = [e["type"] for e in project.process_events(task)]
+        assert types == ["process_started", "process_completed"]
+    for task in tasks:
+        assert project.snapshot(task)["active_processes"] == []
+    assert len(project.worktree_list()) == 1
+    assert [p for p in processes_with_root(project.root) if p != project.supervisor_pid()] == []
+    doctor = project.cli("doctor", check=False)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    finished = {r["run_id"]: r for r in project.json("worker", "ps", "-a")["data"]}
+    assert {r["run_id"] for r in started} <= set(finished)
+
+
+def test_retries_run_again_after_failure_until_success(project: Project) -> None:
+    counter = project.root.parent / "attempts"
+    project.write_worker(
+        "Flaky",
+        command='n=$(cat "$COUNTER" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$COUNTER"; '
+        '[ "$n" -ge 3 ]',
+        env={"COUNTER": str(counter)},
+        retries=2,
+        retry_backoff_seconds=0.1,
+    )
+    task = project.create_task()
+    proc = project.cli("worker", "run", "Flaky", task, "--wait", "--json")
+    final = json.loads(proc.stdout)["data"][0]
+    assert final["state"] == "completed" and final["attempt"] == 3
+    events = project.process_events(task)
+    assert [(e["type"], e["data"]["attempt"]) for e in events] == [
+        ("process_started", 1), ("process_failed", 1),
+        ("process_started", 2), ("process_failed", 2),
+        ("process_started", 3), ("process_completed", 3),
+    ]
+    assert all(e["data"]["reason"] == "exit_nonzero" for e in events if e["type"] == "process_failed")
+
+
+def test_retries_stop_when_attempts_run_out(project: Project) -> None:
+    project.write_worker("AlwaysBad", command="exit 1", retries=1, worktree=False)
+    task = project.create_task()
+    proc = project.cli("worker", "run", "AlwaysBad", task, "--wait", "--json", check=False)
+    assert proc.returncode == 8
+    types = [e["type"] for e in project.process_events(task)]
+    assert types == ["process_started", "process_failed"] * 2
