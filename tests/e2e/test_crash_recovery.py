@@ -139,3 +139,28 @@ def test_retries_stop_when_attempts_run_out(project: Project) -> None:
     assert proc.returncode == 8
     types = [e["type"] for e in project.process_events(task)]
     assert types == ["process_started", "process_failed"] * 2
+
+
+def test_doctor_reports_only_unowned_runs_and_fix_settles_them(project: Project) -> None:
+    project.write_worker("Sleeper", command="sleep 300", worktree=False)
+    task = project.create_task()
+    run = project.json("worker", "run", "Sleeper", task)["data"]
+    pid = _wait_running(project, 1)[0]["pid"]
+    assert project.cli("doctor", check=False).returncode == 0  # owned by a live supervisor
+    supervisor = project.supervisor_pid()
+    assert supervisor is not None
+    os.kill(supervisor, signal.SIGKILL)
+    wait_gone(supervisor)
+    env = dict(project.env, LATTICE_NO_AUTOSTART="1")
+    report = project.cli("doctor", "--json", env=env, check=False)
+    assert report.returncode == 7
+    kinds = [p["kind"] for p in json.loads(report.stdout)["error"]["details"]]
+    assert kinds == ["open_run"]
+    fixed = project.cli("doctor", "--fix", env=env, check=False)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert not _alive(pid)
+    ends = [e for e in project.process_events(task) if e["type"] == "process_failed"]
+    assert [(e["data"]["reason"], e["data"]["run_id"]) for e in ends] == [
+        ("orphaned", run["run_id"])
+    ]
+    assert project.cli("doctor", env=env, check=False).returncode == 0

@@ -60,7 +60,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     _actor_option(p)
 
     add_command(commands, "rebuild", _rebuild, "replay every event log and rewrite snapshots")
-    add_command(commands, "doctor", _doctor, "check the board for inconsistencies")
+    p = add_command(commands, "doctor", _doctor, "check the board for inconsistencies")
+    p.add_argument(
+        "--fix", action="store_true", help="close runs left open that no supervisor owns"
+    )
 
 
 def _actor_option(parser: argparse.ArgumentParser) -> None:
@@ -123,27 +126,8 @@ def _create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- list
-def _row(snap: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": snap.get("id"),
-        "short_id": snap.get("short_id"),
-        "title": snap.get("title"),
-        "status": snap.get("status"),
-        "priority": snap.get("priority"),
-        "type": snap.get("type"),
-        "assigned_to": snap.get("assigned_to"),
-        "tags": snap.get("tags") or [],
-        "updated_at": snap.get("updated_at"),
-        "active_runs": len(snap.get("active_processes") or []),
-    }
-
-
 def _list(ctx: Context, args: argparse.Namespace) -> int:
-    board = ctx.board()
-    if args.status is not None:
-        board.workflow().require_status(args.status)
-    snaps, problems = board.scan_snapshots()
-    rows = [_row(s) for s in snaps if args.status is None or s.get("status") == args.status]
+    rows, problems = ctx.board().task_rows(status=args.status)
 
     def text() -> str:
         if not rows:
@@ -331,7 +315,9 @@ def _rebuild(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _doctor(ctx: Context, args: argparse.Namespace) -> int:
-    problems = ctx.board().doctor()
+    from lattice.supervisor.doctor import unowned_problems
+
+    problems = unowned_problems(ctx.board(), fix=args.fix)
     if not problems:
         return ctx.ok({"problems": []}, "No problems found.")
     if not ctx.json:

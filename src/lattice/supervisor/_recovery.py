@@ -17,25 +17,21 @@ and another start give the same end state.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from lattice.actors._journal import JournalRecord
-from lattice.actors._process_group import kill_group, process_start_time
+from lattice.actors._settle import ORPHANED_ERROR, kill_by_run_id, kill_if_same, write_orphaned
 from lattice.actors._state import Reason, RunState
-from lattice.errors import Code, LatticeError
+from lattice.errors import LatticeError
 
 if TYPE_CHECKING:
     from lattice.supervisor._main import Supervisor
 
 log = logging.getLogger("lattice.supervisor.recovery")
-
-ORPHANED_ERROR = "the supervisor that owned this run stopped without ending it"
 
 
 async def recover(sup: Supervisor) -> None:
@@ -60,12 +56,12 @@ async def recover(sup: Supervisor) -> None:
             requeue.append(record)
             continue
         if info.pid is not None and record.pid_start_time is not None:
-            await trio.to_thread.run_sync(_kill_if_same, info.pid, record.pid_start_time)
+            await trio.to_thread.run_sync(kill_if_same, info.pid, record.pid_start_time)
         if info.worktree_path:
             worktrees.append(Path(info.worktree_path))
         board_run = open_by_started.pop(info.started_event_id, None)
         if board_run is not None:
-            await _write_orphaned(sup, board_run, info.run_id)
+            await trio.to_thread.run_sync(write_orphaned, board, board_run, info.run_id)
         info.state = str(RunState.FAILED)
         info.reason = str(Reason.ORPHANED)
         info.error = ORPHANED_ERROR
@@ -76,11 +72,11 @@ async def recover(sup: Supervisor) -> None:
     # exited: every process still carrying an open run's id in its environment.
     open_run_ids = {r.run.run_id for r in records.values() if not RunState(r.run.state).is_final}
     open_run_ids |= {r["run_id"] for r in open_on_board if r.get("run_id")}
-    await trio.to_thread.run_sync(_kill_by_run_id, open_run_ids)
+    await trio.to_thread.run_sync(kill_by_run_id, open_run_ids)
     for board_run in open_by_started.values():
         # Open on the board but unknown to the journal (deleted journal, or a run
         # started by another tool): nothing to kill that we can identify; close it.
-        await _write_orphaned(sup, board_run, board_run.get("run_id"))
+        await trio.to_thread.run_sync(write_orphaned, board, board_run, board_run.get("run_id"))
     try:
         # No actor lives yet, so every worktree of ours under the base folder is left over.
         worktrees += await sup.ctx.worktrees.existing(board.root)
@@ -117,70 +113,3 @@ async def recover(sup: Supervisor) -> None:
             settled,
             len(requeue),
         )
-
-
-def _kill_by_run_id(run_ids: set[str]) -> None:
-    """SIGKILL every process whose environment names one of ``run_ids``."""
-    if not run_ids:
-        return
-    markers = {f"LATTICE_RUN_ID={run_id}".encode() for run_id in run_ids}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                variables = set(f.read().split(b"\0"))
-        except OSError:
-            continue
-        if variables & markers:
-            log.info("recovery: killing orphaned worker process %s", entry)
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
-
-
-def _kill_if_same(pid: int, start_time: int) -> None:
-    if process_start_time(pid) == start_time:
-        log.info("recovery: killing the process group of orphaned worker pid %d", pid)
-        kill_group(pid, signal.SIGKILL)
-
-
-async def _write_orphaned(sup: Supervisor, board_run: dict[str, Any], run_id: str | None) -> None:
-    board = sup.board
-    data: dict[str, Any] = {
-        "process_type": board_run.get("process_type"),
-        "started_event_id": board_run["started_event_id"],
-        "run_id": run_id,
-        "commit_sha": board_run.get("commit_sha"),
-        "reason": str(Reason.ORPHANED),
-        "error": ORPHANED_ERROR,
-        "duration_seconds": None,
-        "log_path": board_run.get("log_path"),
-    }
-    started_event_id = board_run["started_event_id"]
-
-    def still_open(snapshot: dict[str, Any]) -> None:
-        if not any(
-            p.get("started_event_id") == started_event_id
-            for p in snapshot.get("active_processes", [])
-        ):
-            raise LatticeError(Code.CONFLICT, "already settled")
-
-    def write() -> None:
-        try:
-            board.append(
-                board_run["task_id"],
-                "process_failed",
-                data,
-                actor=board_run.get("actor") or "agent:lattice-supervisor",
-                agent_meta={"model": None, "session": run_id},
-                check=still_open,
-                hooks=False,
-            )
-        except LatticeError as err:
-            if err.message != "already settled":
-                raise
-
-    await trio.to_thread.run_sync(write)
-    log.info("recovery: run %s on %s closed as orphaned", run_id, board_run["task_id"])

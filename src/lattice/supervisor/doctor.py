@@ -1,0 +1,63 @@
+"""What ``lattice doctor`` adds for runs: an open run is a problem only if no live
+supervisor owns it, and ``--fix`` settles the unowned ones the way recovery does.
+
+``--fix`` goes through the supervisor: it starts one if none runs (its recovery
+settles everything the journal knows, kills what is left of those runs and requeues
+what was never started), then closes any run still open that the supervisor does not
+own (written by another tool, or with the journal deleted). With
+``LATTICE_NO_AUTOSTART=1`` and no supervisor, it settles directly under the
+supervisor's lock, so that none can start half-way. No Trio here.
+"""
+
+from __future__ import annotations
+
+from lattice.actors._settle import kill_by_run_id, write_orphaned
+from lattice.store import Board, Problem
+from lattice.supervisor import control
+
+
+def _live_run_ids(board: Board) -> set[str]:
+    if not control.is_running(board.dir):
+        return set()
+    from lattice.protocol._messages import Ps, PsReply
+    from lattice.protocol.client import Client
+
+    with Client(control.endpoint_for(board.root), timeout=10) as client:
+        reply = client.request(Ps())
+    assert isinstance(reply, PsReply)
+    return {run.run_id for run in reply.runs}
+
+
+def unowned_problems(board: Board, *, fix: bool = False) -> list[Problem]:
+    """The board's problems, without the open runs a live supervisor owns."""
+    if fix:
+        _settle(board)
+    live = _live_run_ids(board)
+    return [
+        p
+        for p in board.doctor()
+        if not (p.kind == "open_run" and p.details.get("run_id") in live)
+    ]
+
+
+def _settle(board: Board) -> None:
+    import os
+
+    from lattice.supervisor._pidlock import PidLock, runtime_dir
+
+    if control.is_running(board.dir) or os.environ.get("LATTICE_NO_AUTOSTART") != "1":
+        control.ensure_running(board.root, board.dir)
+        live = _live_run_ids(board)
+        for run in board.open_runs():
+            if run.get("run_id") not in live:
+                write_orphaned(board, run, run.get("run_id"))
+        return
+    lock = PidLock(runtime_dir(board.dir))
+    lock.acquire()  # no supervisor may start while we settle
+    try:
+        open_runs = board.open_runs()
+        kill_by_run_id({str(r["run_id"]) for r in open_runs if r.get("run_id")})
+        for run in open_runs:
+            write_orphaned(board, run, run.get("run_id"))
+    finally:
+        lock.release()
