@@ -75,7 +75,7 @@ def _requested_by(ctx: Context) -> str:
 def _as_dict(info: RunInfo) -> dict[str, Any]:
     import msgspec
 
-    return msgspec.to_builtins(info)  # type: ignore[no-any-return]
+    return msgspec.to_builtins(info)  # type: ignore[no-any-return,unused-ignore]
 
 
 def _line(info: RunInfo) -> str:
