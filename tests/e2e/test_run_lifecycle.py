@@ -203,3 +203,25 @@ def _wait_for_state(project: Project, run_id: str, state: str, timeout: float = 
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} never reached {state}")
 
+
+
+def test_wait_timeout_exits_6_and_names_the_live_run(project: Project) -> None:
+    project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1, worktree=False)
+    task = project.create_task()
+    run = project.json("worker", "run", "Sleeper", task)["data"]
+    proc = project.cli("worker", "wait", run["run_id"], "--timeout", "0.5", "--json", check=False)
+    assert proc.returncode == 6
+    error = json.loads(proc.stdout)["error"]
+    assert error["code"] == "TIMEOUT" and run["run_id"] in error["message"]
+    project.cli("worker", "cancel", run["run_id"])
+    project.cli("worker", "wait", run["run_id"], check=False)
+
+
+def test_logs_tail_and_follow(project: Project) -> None:
+    project.write_worker("Counter", command="for i in 1 2 3 4 5; do echo line $i; done; sleep 0.5")
+    task = project.create_task()
+    run = project.json("worker", "run", "Counter", task)["data"]
+    followed = project.cli("worker", "logs", run["run_id"], "--follow").stdout
+    assert followed.splitlines() == [f"line {i}" for i in range(1, 6)]
+    tail = project.cli("worker", "logs", run["run_id"], "--tail", "2").stdout
+    assert tail.splitlines() == ["line 4", "line 5"]

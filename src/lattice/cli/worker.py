@@ -113,16 +113,23 @@ def _wait_runs(ctx: Context, client: Client, run_ids: list[str], timeout: float 
 
     deadline = None if timeout is None else time.monotonic() + timeout
     finished: list[RunInfo] = []
-    stream = client.stream(Wait(run_ids=run_ids), timeout=timeout)
-    for reply in stream:
-        assert isinstance(reply, RunReply)
-        finished.append(reply.run)
-        if not ctx.json:
-            print(_line(reply.run), flush=True)
-        if deadline is not None and time.monotonic() > deadline:
-            break
+    try:
+        for reply in client.stream(Wait(run_ids=run_ids), timeout=timeout):
+            assert isinstance(reply, RunReply)
+            finished.append(reply.run)
+            if not ctx.json:
+                print(_line(reply.run), flush=True)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    except LatticeError as err:
+        timed_out = deadline is not None and time.monotonic() >= deadline
+        if not (timed_out and err.code is Code.SUPERVISOR_UNAVAILABLE):
+            raise
     if len(finished) < len(run_ids):
-        raise LatticeError(Code.TIMEOUT, f"runs still live after {timeout:g}s")
+        live = sorted(set(run_ids) - {i.run_id for i in finished})
+        raise LatticeError(
+            Code.TIMEOUT, f"still live after {timeout:g}s: {', '.join(live)}", details=live
+        )
     failed = [i for i in finished if i.state != "completed"]
     code = _final_exit(failed[0]) if failed else 0
     return ctx.ok([_as_dict(i) for i in finished], None, exit_code=code)
