@@ -297,8 +297,17 @@ def report_path() -> Path:
 
 def attach(path: Path, role: str, title: str) -> tuple[str | None, str]:
     """``lattice attach`` the report; (artifact id or None, error text)."""
-    argv = ["lattice", "attach", os.environ["LATTICE_TASK_ID"], str(path), "--role", role,
-            "--title", title, "--json"]
+    argv = [
+        "lattice",
+        "attach",
+        os.environ["LATTICE_TASK_ID"],
+        str(path),
+        "--role",
+        role,
+        "--title",
+        title,
+        "--json",
+    ]
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     except OSError as err:
@@ -318,8 +327,10 @@ def write_result(summary: dict[str, object]) -> None:
 def main() -> int:
     for name in ("LATTICE_ROOT", "LATTICE_TASK_ID"):
         if not os.environ.get(name):
-            print(f"test-runner: {name} is not set; run me with `lattice worker run TestRunner "
-                  "TASK`", file=sys.stderr)
+            print(
+                f"test-runner: {name} is not set; run me with `lattice worker run TestRunner TASK`",
+                file=sys.stderr,
+            )
             return 2
     cwd = Path.cwd()
     role = os.environ.get("LATTICE_ARTIFACT_ROLE") or "tests"
@@ -338,19 +349,21 @@ def main() -> int:
         outcome, exit_code = ("error", 2) if required else ("no_tests", 0)
         title = "Tests: none found"
         body = [
-            "No tests were found: no pytest or unittest tests, no \"test\" script in "
+            'No tests were found: no pytest or unittest tests, no "test" script in '
             "package.json, no test target in a Makefile, no Cargo.toml.",
             "",
-            "Set TEST_COMMAND in the definition's \"env\" to say how this project is tested.",
+            'Set TEST_COMMAND in the definition\'s "env" to say how this project is tested.',
         ]
         result.update(outcome=outcome)
         print("test-runner: no tests found", flush=True)
     elif shutil.which(plan.argv[0]) is None:
         outcome, exit_code = "error", 2
         title = f"Tests: could not run ({plan.argv[0]} not found)"
-        body = [f"`{plan.shown}` was chosen ({plan.why}), but `{plan.argv[0]}` is not on "
-                f"the worker's PATH ({os.environ.get('PATH', '')}). Install it, or set "
-                "TEST_COMMAND in the definition's \"env\"."]
+        body = [
+            f"`{plan.shown}` was chosen ({plan.why}), but `{plan.argv[0]}` is not on "
+            f"the worker's PATH ({os.environ.get('PATH', '')}). Install it, or set "
+            'TEST_COMMAND in the definition\'s "env".'
+        ]
         result.update(outcome=outcome, framework=plan.framework, command=plan.shown)
         print(f"test-runner: {plan.argv[0]} not found on PATH", file=sys.stderr, flush=True)
     else:
@@ -365,10 +378,17 @@ def main() -> int:
         outcome = "no_tests" if no_tests else "failed" if failed else "passed"
         exit_code = 1 if failed else 0
         shown = counts or {}
-        numbers = ", ".join(f"{shown[k]} {k}" for k in ("failed", "errors", "passed", "skipped")
-                            if shown.get(k)) or "counts not recognised in the output"
-        title = {"passed": "Tests: passed", "failed": "Tests: FAILED",
-                 "no_tests": "Tests: none found"}[outcome] + f" ({numbers})"
+        numbers = (
+            ", ".join(
+                f"{shown[k]} {k}" for k in ("failed", "errors", "passed", "skipped") if shown.get(k)
+            )
+            or "counts not recognised in the output"
+        )
+        title = {
+            "passed": "Tests: passed",
+            "failed": "Tests: FAILED",
+            "no_tests": "Tests: none found",
+        }[outcome] + f" ({numbers})"
         header += [
             f"- Command: `{plan.shown}` ({plan.framework}: {plan.why})",
             f"- Exit code: {code}   Duration: {seconds:.1f} s",
@@ -376,8 +396,14 @@ def main() -> int:
         ]
         shown_lines = list(tail)
         body = [f"## Output (last {len(shown_lines)} of {total} lines)", "", fenced(shown_lines)]
-        result.update(outcome=outcome, framework=plan.framework, command=plan.shown,
-                      exit_code=code, duration_seconds=round(seconds, 3), counts=counts)
+        result.update(
+            outcome=outcome,
+            framework=plan.framework,
+            command=plan.shown,
+            exit_code=code,
+            duration_seconds=round(seconds, 3),
+            counts=counts,
+        )
         print(f"test-runner: {title}", flush=True)
 
     path = report_path()

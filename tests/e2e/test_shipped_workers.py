@@ -1,0 +1,386 @@
+"""The shipped workers, end to end: real supervisor, real worktrees, real scripts.
+
+The AI engines are stand-ins: one bash script, installed as ``claude``, ``codex`` and
+``gemini`` in a folder put first on the supervisor's PATH. As CodeReviewLite's agent
+it *executes the commands its prompt gives* (``lattice show``, the ``git diff``, the
+report path, ``lattice attach``), so a prompt that names the wrong path or diffs the
+wrong commits fails here. As a CodeReviewHeavy reviewer it prints a review; given the
+merge prompt it merges what it reads on stdin. Every call is recorded for the asserts.
+The supervisor's PATH holds only the stand-ins and the folders of git, bash and this
+Python, so a real engine installed on the machine is never called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Project
+
+ENGINES = ("claude", "codex", "gemini")
+
+STANDIN = r"""#!/bin/bash
+# A stand-in for an AI engine: claude -p PROMPT ARGS, codex exec PROMPT ARGS, gemini -p PROMPT ARGS.
+set -euo pipefail
+engine=$(basename "$0")
+mode=$1; prompt=$2; shift 2
+want=-p; [ "$engine" = codex ] && want=exec
+[ "$mode" = "$want" ] || { echo "$engine: expected $want, got $mode" >&2; exit 64; }
+record=$(mktemp "$STANDIN_DIR/$engine.XXXXXX")
+{ printf 'pgid %s\n' "$(cut -d' ' -f5 /proc/$$/stat)"
+  printf 'parent_pgid %s\n' "$(cut -d' ' -f5 /proc/$PPID/stat)"
+  printf 'args %s\n' "$*"
+  printf 'cwd %s\n' "$PWD"; } > "$record"
+printf '%s' "$prompt" > "$record.prompt"
+# The first line of the prompt that matches $1, to be run as the prompt says.
+line() { grep -m1 -E -- "$1" <<<"$prompt" || { echo "no line ~ $1 in prompt" >&2; exit 65; }; }
+
+case "$prompt" in
+*"Merge several code reviews"*)
+  echo merge >> "$record"
+  [ "${STANDIN_MERGE_FAILS:-}" = 1 ] && { echo "merge refused by stand-in" >&2; exit 3; }
+  reviews=$(cat)
+  n=$(printf '%s\n' "$reviews" | grep -c '^=== REVIEW: ' || true)
+  printf 'Verdict: request_changes\n\n## Summary\nStand-in %s merged %s reviews.\n' "$engine" "$n"
+  printf '\n## Findings\n### important\n- calc.py:2: merged finding (claude/critical)\n'
+  ;;
+*"Code review (lite)"*)
+  echo lite >> "$record"
+  eval "$(line '^lattice show ')" > "$record.show"
+  eval "$(line '^git diff "\$LATTICE_MERGE_BASE" "\$LATTICE_COMMIT_SHA"$')" > "$record.diff"
+  eval "$(line '^REPORT=')"
+  eval "$(line '^mkdir -p ')"
+  { echo "# Code review: stand-in"
+    echo "- Verdict: request_changes"
+    echo "## Findings"
+    echo "### important"
+    echo "- calc.py:2: stand-in finding"
+    echo "## Diff seen"
+    grep '^+++ ' "$record.diff" || true; } > "$REPORT"
+  eval "$(line '^lattice attach ')"
+  printf '{"verdict": "request_changes", "important": 1, "report": "%s"}' "$REPORT" \
+    > "$LATTICE_RESULT_FILE"
+  echo "report: $REPORT"
+  ;;
+*)
+  pass=unknown
+  case "$prompt" in
+    *"Your pass: critical"*) pass=critical;;
+    *"Your pass: standard"*) pass=standard;;
+  esac
+  echo "review $pass" >> "$record"
+  stat=$(eval "$(line '^git diff --stat ')" | tail -n 1)
+  verdict=approve_with_nits; [ "$pass" = critical ] && verdict=request_changes
+  printf 'Verdict: %s\n\n## Summary\n' "$verdict"
+  printf 'Stand-in %s (%s pass) read:%s\n' "$engine" "$pass" "$stat"
+  printf '\n## Findings\n- [important] calc.py:2: found by %s/%s\n' "$engine" "$pass"
+  ;;
+esac
+"""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def install_standins(folder: Path, engines: tuple[str, ...] = ENGINES) -> Path:
+    """A bin folder with the given stand-in engines; returns it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for engine in engines:
+        path = folder / engine
+        path.write_text(STANDIN)
+        path.chmod(0o755)
+    return folder
+
+
+def worker_env(project: Project, bin_dir: Path, record_dir: Path, **extra: str) -> dict[str, str]:
+    """The supervisor's environment: stand-ins first, then only what the workers need."""
+    dirs = [str(bin_dir), str(Path(sys.executable).parent)]
+    for tool in ("git", "bash", "env", "grep", "cut", "mktemp", "cat", "tail", "basename"):
+        found = shutil.which(tool)
+        assert found, f"{tool} is needed by these tests"
+        dirs.append(os.path.dirname(found))
+    dirs = list(dict.fromkeys(dirs))
+    for d in dirs[1:]:
+        real = [e for e in ENGINES if (Path(d) / e).exists()]
+        if real:
+            pytest.skip(f"a real {real[0]} is installed in {d}, beside tools these tests need")
+    record_dir.mkdir(parents=True, exist_ok=True)
+    return {**project.env, "PATH": os.pathsep.join(dirs), "STANDIN_DIR": str(record_dir), **extra}
+
+
+def start_supervisor(project: Project, env: dict[str, str]) -> None:
+    project.cli("supervisor", "start", env=env)
+
+
+def calc_change(project: Project) -> tuple[str, str]:
+    """A feature branch with one commit on top of main: (merge base, commit)."""
+    base = project.git("rev-parse", "HEAD")
+    project.git("checkout", "-q", "-b", "feature")
+    (project.root / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    project.git("add", "calc.py")
+    project.git("commit", "-q", "-m", "add calc.add")
+    return base, project.git("rev-parse", "HEAD")
+
+
+def run_wait(project: Project, *args: str) -> dict[str, Any]:
+    proc = project.cli("worker", "run", *args, "--wait", "--json", check=False, timeout=120)
+    out = json.loads(proc.stdout)
+    assert out["ok"], proc.stdout + proc.stderr
+    run: dict[str, Any] = out["data"][0]
+    run["exit"] = proc.returncode
+    return run
+
+
+def records(folder: Path) -> list[dict[str, Any]]:
+    """Every stand-in call: its key/value lines, its role line and its prompt."""
+    out = []
+    for path in sorted(folder.iterdir()):
+        if "." in path.name.split(".", 1)[1]:
+            continue  # .prompt, .show, .diff companions
+        fields: dict[str, Any] = {"engine": path.name.split(".")[0], "roles": []}
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("pgid", "parent_pgid", "args", "cwd"):
+                fields[key] = value
+            else:
+                fields["roles"].append(line)
+        fields["prompt"] = Path(f"{path}.prompt").read_text()
+        fields["path"] = path
+        out.append(fields)
+    return out
+
+
+def ends(project: Project, task: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    events = project.process_events(task)
+    assert [e["type"] for e in events][:1] == ["process_started"], events
+    assert len(events) == 2, events
+    assert events[1]["data"]["started_event_id"] == events[0]["id"]
+    return events, events[1]
+
+
+def attachments(project: Project, task: str) -> list[dict[str, Any]]:
+    return [e for e in project.events(task) if e["type"] == "artifact_attached"]
+
+
+def artifact_text(project: Project, event: dict[str, Any]) -> str:
+    art_id = event["data"]["artifact_id"]
+    payload = list((project.root / ".lattice" / "artifacts" / "payload").glob(f"{art_id}.*"))
+    assert len(payload) == 1, payload
+    return payload[0].read_text()
+
+
+def init_shipped(project: Project) -> None:
+    project.cli("worker", "init")
+    project.cli("worker", "check")
+
+
+# ----------------------------------------------------------------------------- CodeReviewLite
+
+
+def test_code_review_lite_follows_its_prompt_end_to_end(project: Project, tmp_path: Path) -> None:
+    init_shipped(project)
+    base, commit = calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(project, install_standins(tmp_path / "bin"), tmp_path / "calls")
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewLite", task)
+
+    assert run["exit"] == 0 and run["state"] == "completed", run
+    (call,) = records(tmp_path / "calls")
+    assert call["engine"] == "claude" and call["roles"] == ["lite"]
+    assert call["args"] == "--output-format text --allowedTools Bash,Read,Grep,Glob,Write"
+    assert call["cwd"] == run["worktree_path"]
+    assert call["prompt"] == (project.root / "prompts/workers/code-review-lite.md").read_text()
+    assert "main.." not in call["prompt"] and "diff main" not in call["prompt"]
+    # It diffed exactly merge base .. commit, and read the task through `lattice show`.
+    assert "+++ b/calc.py" in Path(f"{call['path']}.diff").read_text()
+    assert "Add calc.add" in Path(f"{call['path']}.show").read_text()
+    events, end = ends(project, task)
+    assert end["type"] == "process_completed"
+    assert events[0]["data"]["commit_sha"] == commit
+    assert end["data"]["output"]["verdict"] == "request_changes"
+    report = Path(end["data"]["output"]["report"])
+    assert report.parent == project.root / ".lattice" / "reports"
+    assert report.name == f"code-review-lite-{task}-{run['run_id']}.md"
+    (attached,) = attachments(project, task)
+    assert attached["data"]["role"] == "review"
+    assert attached["actor"] == "agent:code-review-lite"
+    assert "+++ b/calc.py" in artifact_text(project, attached) == report.read_text()
+    assert run["merge_base"] == base
+
+
+# ----------------------------------------------------------------------------- CodeReviewHeavy
+
+
+def test_code_review_heavy_runs_six_reviewers_in_one_group_and_merges(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(project, install_standins(tmp_path / "bin"), tmp_path / "calls")
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["exit"] == 0 and run["state"] == "completed", project.cli(
+        "worker", "logs", run["run_id"]
+    ).stdout
+    calls = records(tmp_path / "calls")
+    reviews = sorted((c["engine"], c["roles"][0]) for c in calls if c["roles"] != ["merge"])
+    assert reviews == [
+        (e, f"review {p}") for e in ENGINES for p in ("critical", "standard")
+    ]
+    (merge,) = [c for c in calls if c["roles"] == ["merge"]]
+    assert merge["engine"] == "claude"  # the first available engine merges
+    for call in calls:
+        assert call["pgid"] == call["parent_pgid"], "a reviewer left the run's process group"
+        assert call["cwd"] == run["worktree_path"]
+        assert "main.." not in call["prompt"]
+    by_engine = {c["engine"]: c["args"] for c in calls}
+    assert by_engine["codex"] == "--sandbox workspace-write"
+    assert by_engine["gemini"] == "--approval-mode yolo"
+
+    _, end = ends(project, task)
+    out = end["data"]["output"]
+    assert end["type"] == "process_completed"
+    assert out["merged_by"] == "claude" and out["skipped"] == []
+    assert out["verdict"] == "request_changes"
+    assert [r["ok"] for r in out["reviewers"]] == [True] * 6
+    (attached,) = attachments(project, task)
+    assert attached["data"]["role"] == "review"
+    text = artifact_text(project, attached)
+    assert "Stand-in claude merged 6 reviews." in text
+    assert "## Merged review" in text and "## Individual reviews" in text
+    for engine in ENGINES:
+        for pass_name in ("standard", "critical"):
+            assert f"### {engine} ({pass_name})" in text
+            assert f"found by {engine}/{pass_name}" in text
+    assert "1 file changed" in text  # each reviewer ran the prompt's git diff --stat
+    assert Path(out["report"]).read_text() == text
+
+
+def test_code_review_heavy_skips_absent_engines_and_concatenates_when_merge_fails(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    bin_dir = install_standins(tmp_path / "bin", ("codex", "gemini"))
+    env = worker_env(project, bin_dir, tmp_path / "calls", STANDIN_MERGE_FAILS="1")
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["state"] == "completed", run
+    _, end = ends(project, task)
+    out = end["data"]["output"]
+    assert out["skipped"] == ["claude"] and out["merged_by"] is None
+    assert len(out["reviewers"]) == 4
+    (attached,) = attachments(project, task)
+    text = artifact_text(project, attached)
+    assert "claude was skipped: `claude` is not on the worker's PATH." in text
+    assert "the merge by codex failed (exit code 3: merge refused by stand-in)" in text
+    assert "## Reviews" in text and "## Merged review" not in text
+    for heading in ("codex (standard)", "codex (critical)", "gemini (standard)"):
+        assert f"### {heading}" in text
+
+
+def test_code_review_heavy_fails_clearly_when_no_engine_is_installed(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    task = project.create_task("Review me")
+    env = worker_env(project, install_standins(tmp_path / "bin", ()), tmp_path / "calls")
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["exit"] == 8 and run["state"] == "failed"
+    _, end = ends(project, task)
+    assert end["type"] == "process_failed"
+    assert end["data"]["reason"] == "exit_nonzero" and end["data"]["exit_code"] == 2
+    assert "no reviewer engine is installed" in end["data"]["output"]["error"]
+    log = project.cli("worker", "logs", run["run_id"]).stdout
+    assert "none of claude, codex, gemini is on the worker's PATH" in log
+    assert attachments(project, task) == []
+    assert list((tmp_path / "calls").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- TestRunner
+
+
+TESTS_OK = """import unittest
+
+from calc import add
+
+
+class AddTest(unittest.TestCase):
+    def test_adds(self):
+        self.assertEqual(add(2, 2), 4)
+"""
+
+TESTS_ONE_FAILS = TESTS_OK + """
+    def test_adds_negative(self):
+        self.assertEqual(add(-1, -1), -3)
+"""
+
+
+def test_test_runner_counts_attaches_and_fails_on_a_failing_test(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    empty = project.git("rev-parse", "HEAD")
+    (project.root / "tests").mkdir()
+    (project.root / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    (project.root / "tests" / "test_calc.py").write_text(TESTS_OK)
+    project.git("add", "calc.py", "tests")
+    project.git("commit", "-q", "-m", "calc with a passing test")
+    passing = project.git("rev-parse", "HEAD")
+    (project.root / "tests" / "test_calc.py").write_text(TESTS_ONE_FAILS)
+    project.git("commit", "-q", "-am", "a failing test")
+    tasks = {name: project.create_task(name) for name in ("fails", "passes", "none")}
+    env = worker_env(project, install_standins(tmp_path / "bin", ()), tmp_path / "calls")
+    start_supervisor(project, env)
+
+    def start(task: str, *extra: str) -> str:
+        return str(project.json("worker", "run", "TestRunner", task, *extra)["data"]["run_id"])
+
+    run_ids = [
+        start(tasks["fails"]),
+        start(tasks["passes"], "--commit", passing),
+        start(tasks["none"], "--commit", empty),
+    ]
+    waited = project.cli("worker", "wait", *run_ids, "--json", check=False)
+    assert waited.returncode == 8, waited.stdout + waited.stderr
+
+    _, end = ends(project, tasks["fails"])
+    assert end["type"] == "process_failed" and end["data"]["exit_code"] == 1
+    out = end["data"]["output"]
+    assert out["outcome"] == "failed" and out["framework"] in ("pytest", "unittest")
+    assert out["counts"] == {"passed": 1, "failed": 1, "errors": 0, "skipped": 0}
+    (attached,) = attachments(project, tasks["fails"])
+    assert attached["data"]["role"] == "tests"
+    assert attached["actor"] == "agent:test-runner"
+    text = artifact_text(project, attached)
+    assert text.startswith("# Tests: FAILED (1 failed, 1 passed)")
+    assert "test_adds_negative" in text and "## Output (last" in text
+
+    _, end = ends(project, tasks["passes"])
+    assert end["type"] == "process_completed"
+    assert end["data"]["output"]["counts"]["passed"] == 1
+    assert artifact_text(project, attachments(project, tasks["passes"])[0]).startswith(
+        "# Tests: passed (1 passed)"
+    )
+
+    _, end = ends(project, tasks["none"])
+    assert end["type"] == "process_completed"
+    assert end["data"]["output"]["outcome"] == "no_tests"
+    assert "No tests were found" in artifact_text(project, attachments(project, tasks["none"])[0])
