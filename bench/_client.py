@@ -1,0 +1,101 @@
+"""A benchmark client in a process of its own: ``python bench/_client.py ENDPOINT``.
+
+It connects with the real synchronous :class:`~lattice.protocol.client.Client`, says
+Hello (connection set-up is not measured), prints ``ready``, then reads one JSON job
+per line from stdin and prints one JSON result per line. The job line is also the
+start signal, so a driver releases many clients at once by writing to each of them.
+Times are ``time.monotonic()`` (CLOCK_MONOTONIC, shared by every process on the
+machine), so the driver can compare the first request of one client with the last
+answer of another.
+
+Jobs:
+- ``{"job": "runs", "pairs": [[worker, task], ...]}``: for each pair, Run then Wait
+  (a closed loop: one run in flight per client); latencies of Run -> accepted reply.
+- ``{"job": "run", "worker": W, "task": T}``: one Run; whether it created the run.
+- ``{"job": "ps", "count": N}``: N Ps requests; their latencies.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+
+def run_pairs(client: Any, pairs: list[list[str]]) -> dict[str, Any]:
+    from lattice.protocol import Run, RunReply, Wait
+
+    latencies: list[float] = []
+    states: dict[str, int] = {}
+    first = last = time.monotonic()
+    for i, (worker, task) in enumerate(pairs):
+        t0 = time.monotonic()
+        if i == 0:
+            first = t0
+        reply = client.request(Run(worker=worker, task=task, requested_by="human:bench"))
+        latencies.append((time.monotonic() - t0) * 1000)
+        assert isinstance(reply, RunReply)
+        for done in client.stream(Wait(run_ids=[reply.run.run_id]), timeout=120):
+            assert isinstance(done, RunReply)
+            states[done.run.state] = states.get(done.run.state, 0) + 1
+        last = time.monotonic()
+    return {"latencies_ms": latencies, "first": first, "last": last, "states": states}
+
+
+def run_once(client: Any, worker: str, task: str) -> dict[str, Any]:
+    from lattice.errors import LatticeError
+    from lattice.protocol import Run, RunReply
+
+    t0 = time.monotonic()
+    try:
+        reply = client.request(Run(worker=worker, task=task, requested_by="human:bench"))
+    except LatticeError as err:
+        return {"code": str(err.code), "ms": (time.monotonic() - t0) * 1000, "t0": t0}
+    assert isinstance(reply, RunReply)
+    return {
+        "code": "OK",
+        "created": reply.created,
+        "run_id": reply.run.run_id,
+        "ms": (time.monotonic() - t0) * 1000,
+        "t0": t0,
+    }
+
+
+def run_ps(client: Any, count: int) -> dict[str, Any]:
+    from lattice.protocol import Ps, PsReply
+
+    latencies = []
+    runs = 0
+    for _ in range(count):
+        t0 = time.monotonic()
+        reply = client.request(Ps())
+        latencies.append((time.monotonic() - t0) * 1000)
+        assert isinstance(reply, PsReply)
+        runs = len(reply.runs)
+    return {"latencies_ms": latencies, "runs": runs}
+
+
+def main(endpoint: str) -> None:
+    from lattice.protocol import Hello
+    from lattice.protocol.client import Client
+
+    with Client(endpoint, timeout=120) as client:
+        for _ in range(3):
+            client.request(Hello(client="bench"))
+        print("ready", flush=True)
+        for line in sys.stdin:
+            job = json.loads(line)
+            if job["job"] == "runs":
+                out = run_pairs(client, job["pairs"])
+            elif job["job"] == "run":
+                out = run_once(client, job["worker"], job["task"])
+            elif job["job"] == "ps":
+                out = run_ps(client, job["count"])
+            else:
+                out = {"error": f"unknown job {job['job']!r}"}
+            print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

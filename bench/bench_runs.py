@@ -1,0 +1,327 @@
+"""Run throughput and request latency of the real supervisor, beside the machine's floor.
+
+Throughput: N trivial runs (a script worker running ``true``) over M tasks, submitted
+by C client processes at once, each a closed loop (Run, then Wait for that run, then
+the next), so that C runs are in flight. Runs per second count from the first Run
+request to the last terminal event (Wait answers after the terminal event is
+written and the worktree removed). Rows with and without worktrees.
+
+The floor, measured in the same repetition, at the same concurrency, from Trio:
+- ``spawn``: ``bash -c true`` spawned and awaited (what the worker itself costs);
+- ``2 appends``: the two durable events a run writes (``process_started`` then
+  ``process_completed``) through ``Board.append`` on a board of the same shape;
+- ``spawn + 2 appends``: both, in the order a run does them: the floor of a run
+  without a worktree;
+- ``worktree add+remove``: bare ``git worktree add --detach`` and ``git worktree
+  remove --force`` of the same repository, with no lock of ours around them: the
+  floor of a run with a worktree.
+
+Latency: Run request -> accepted reply, from the same clients: idle at C=1 (nothing
+else happens in the supervisor while a request is answered), under load at C=16.
+
+Duplicate storm: K client processes released together ask for the same (task,
+worker); replies and the board must both show exactly one started run.
+
+Usage: ``python bench/bench_runs.py [--quick] [--json PATH]`` (``bench/run.py`` runs
+this and everything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _pool import ClientPool
+from _scratch import Project, populate, summary
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measurement does; ``quick`` and ``smoke`` shrink it."""
+
+    concurrency: tuple[int, ...]
+    reps: int
+    runs: int  # per repetition, without worktrees
+    runs_wt: int  # per repetition, with worktrees
+    storm: int  # clients in the duplicate storm
+    tasks: int = 32
+
+    @classmethod
+    def of(cls, mode: str) -> Sizes:
+        return {
+            "full": cls((1, 4, 16), reps=5, runs=240, runs_wt=96, storm=50),
+            "quick": cls((1, 4, 16), reps=2, runs=48, runs_wt=32, storm=50),
+            # smoke: every row and key with minimal counts (the test suite runs it)
+            "smoke": cls((1, 4), reps=1, runs=8, runs_wt=8, storm=10),
+        }[mode]
+
+
+# ----------------------------------------------------------------------------- floors
+
+
+def _plan(tasks: list[str], clients: int, total: int) -> list[list[str]]:
+    """Client ``i``'s tasks: ``tasks[i::clients]`` cycled, ``total // clients`` of them.
+
+    Disjoint subsets, so that no two clients ever ask for the same key at once.
+    """
+    per = max(1, total // clients)
+    plans = []
+    for i in range(clients):
+        mine = tasks[i::clients]
+        plans.append([mine[k % len(mine)] for k in range(per)])
+    return plans
+
+
+async def _floor(
+    kind: str, clients: int, total: int, *, board: Any, tasks: list[str], repo: Path, base: Path
+) -> dict[str, Any]:
+    import subprocess
+
+    import trio
+
+    from lattice.store import new_id
+
+    failures = 0
+
+    async def spawn() -> None:
+        proc = await trio.lowlevel.open_process(
+            ["bash", "-c", "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        await proc.wait()
+
+    def append(task: str, started: str | None) -> str:
+        event_id = new_id("ev")
+        data: dict[str, Any] = {
+            "process_type": "True",
+            "run_id": f"run_{event_id[3:]}",
+            "commit_sha": None,
+            "log_path": "/dev/null",
+        }
+        if started is None:
+            data.update(attempt=1, timeout_minutes=30, base_ref=None, requested_by="human:bench")
+            kind_ = "process_started"
+        else:
+            data.update(
+                started_event_id=started, result="success", exit_code=0, duration_seconds=0.001
+            )
+            kind_ = "process_completed"
+        board.append(
+            task,
+            kind_,
+            data,
+            actor="agent:true",
+            hooks=False,
+            event_id=event_id,
+            agent_meta={"model": None, "session": data["run_id"]},
+        )
+        return event_id
+
+    async def git(*args: str) -> bool:
+        done = await trio.run_process(
+            ["git", "-C", str(repo), *args], check=False, capture_stdout=True, capture_stderr=True
+        )
+        return done.returncode == 0
+
+    async def one_client(i: int, mine: list[str]) -> None:
+        nonlocal failures
+        for k, task in enumerate(mine):
+            if kind == "spawn":
+                await spawn()
+            elif kind == "append":
+                started = await trio.to_thread.run_sync(append, task, None)
+                await trio.to_thread.run_sync(append, task, started)
+            elif kind == "spawn+append":
+                started = await trio.to_thread.run_sync(append, task, None)
+                await spawn()
+                await trio.to_thread.run_sync(append, task, started)
+            elif kind == "worktree":
+                path = base / f"floor-{i}-{k}"
+                ok = await git("worktree", "add", "--detach", str(path), "HEAD")
+                ok = await git("worktree", "remove", "--force", str(path)) and ok
+                failures += not ok
+
+    plans = _plan(tasks, clients, total)
+    start = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for i, mine in enumerate(plans):
+            nursery.start_soon(one_client, i, mine)
+    elapsed = time.monotonic() - start
+    done = sum(len(p) for p in plans)
+    if kind == "worktree":
+        await git("worktree", "prune")
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(base, ignore_errors=True))
+    return {"runs_per_s": done / elapsed, "runs": done, "seconds": elapsed, "failures": failures}
+
+
+def floor(kind: str, clients: int, total: int, **where: Any) -> dict[str, Any]:
+    import trio
+
+    return trio.run(lambda: _floor(kind, clients, total, **where))
+
+
+# ----------------------------------------------------------------------------- supervisor
+
+
+def supervisor_round(pool: ClientPool, worker: str, tasks: list[str], total: int) -> dict[str, Any]:
+    plans = _plan(tasks, len(pool), total)
+    results = pool.run([{"job": "runs", "pairs": [[worker, t] for t in p]} for p in plans])
+    first = min(r["first"] for r in results)
+    last = max(r["last"] for r in results)
+    done = sum(len(p) for p in plans)
+    states: dict[str, int] = {}
+    for r in results:
+        for state, n in r["states"].items():
+            states[state] = states.get(state, 0) + n
+    latencies = [x for r in results for x in r["latencies_ms"]]
+    return {
+        "runs_per_s": done / (last - first),
+        "runs": done,
+        "seconds": last - first,
+        "latencies_ms": latencies,
+        "states": states,
+    }
+
+
+def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[dict[str, Any]]:
+    """Every (C, worktree) row: supervisor and floors, interleaved repetition by repetition."""
+    from lattice.store import Board
+
+    (scratch / "floor-board").mkdir()
+    floor_board = Board.init(scratch / "floor-board", project_code="F")
+    floor_tasks = populate(floor_board, sizes.tasks)
+    where = {
+        "board": floor_board,
+        "tasks": floor_tasks,
+        "repo": project.root,
+        "base": scratch / "floor-worktrees",
+    }
+    tasks = project.task_ids[: sizes.tasks]
+    rows = []
+    for c in sizes.concurrency:
+        with ClientPool(project.endpoint, c, env=project.env) as pool:
+            # warm-up: every path once at this concurrency (imports, caches, git's files)
+            supervisor_round(pool, "True", tasks, 2 * c)
+            supervisor_round(pool, "TrueWt", tasks, c)
+            for kind in ("spawn", "append", "spawn+append", "worktree"):
+                floor(kind, c, c, **where)
+            samples: dict[str, list[float]] = {
+                k: [] for k in ("sup", "sup_wt", "spawn", "append", "spawn+append", "worktree")
+            }
+            latencies: dict[str, list[float]] = {"sup": [], "sup_wt": []}
+            problems: list[str] = []
+            for _ in range(sizes.reps):
+                for kind in ("spawn", "append", "spawn+append"):
+                    samples[kind].append(floor(kind, c, sizes.runs, **where)["runs_per_s"])
+                r = supervisor_round(pool, "True", tasks, sizes.runs)
+                samples["sup"].append(r["runs_per_s"])
+                latencies["sup"] += r["latencies_ms"]
+                if set(r["states"]) != {"completed"}:
+                    problems.append(f"runs not all completed: {r['states']}")
+                w = floor("worktree", c, sizes.runs_wt, **where)
+                samples["worktree"].append(w["runs_per_s"])
+                if w["failures"]:
+                    problems.append(f"bare git worktree add/remove failed {w['failures']} times")
+                r = supervisor_round(pool, "TrueWt", tasks, sizes.runs_wt)
+                samples["sup_wt"].append(r["runs_per_s"])
+                latencies["sup_wt"] += r["latencies_ms"]
+                if set(r["states"]) != {"completed"}:
+                    problems.append(f"worktree runs not all completed: {r['states']}")
+        stats = {k: summary(v) for k, v in samples.items()}
+        rows.append(
+            {
+                "clients": c,
+                "runs": sizes.runs,
+                "runs_worktree": sizes.runs_wt,
+                "reps": sizes.reps,
+                "runs_per_s": stats,
+                "share_of_floor": stats["sup"]["median"] / stats["spawn+append"]["median"],
+                "share_of_floor_worktree": stats["sup_wt"]["median"] / stats["worktree"]["median"],
+                "run_latency_ms": summary(latencies["sup"]),
+                "run_latency_ms_worktree": summary(latencies["sup_wt"]),
+                "problems": problems,
+            }
+        )
+    return rows
+
+
+def measure_storm(project: Project, clients: int) -> dict[str, Any]:
+    """K processes ask for one key at the same moment; count what started."""
+    from lattice.protocol import Cancel, RunReply, Wait
+
+    task = project.task_ids[-1]
+    with ClientPool(project.endpoint, clients, env=project.env) as pool:
+        results = pool.run([{"job": "run", "worker": "Sleep00", "task": task}] * clients)
+    created = [r for r in results if r.get("created")]
+    codes: dict[str, int] = {}
+    for r in results:
+        codes[r["code"]] = codes.get(r["code"], 0) + 1
+    with project.client() as client:
+        for r in created:
+            client.request(Cancel(run_id=r["run_id"]))
+        for r in created:
+            for done in client.stream(Wait(run_ids=[r["run_id"]]), timeout=60):
+                assert isinstance(done, RunReply)
+    started = [e for e in project.events_of(task) if e["type"] == "process_started"]
+    spread = max(r["t0"] for r in results) - min(r["t0"] for r in results)
+    return {
+        "clients": clients,
+        "runs_created": len(created),
+        "replies": codes,
+        "process_started_on_board": len(started),
+        "requests_sent_within_ms": spread * 1000,
+        "ok": len(created) == 1 and len(started) == 1,
+    }
+
+
+def measure(mode: str, scratch: Path) -> dict[str, Any]:
+    sizes = Sizes.of(mode)
+    project = Project.create(scratch, "runs", tasks=sizes.tasks)
+    project.start()
+    t0 = time.monotonic()
+    try:
+        throughput = measure_throughput(project, sizes, scratch)
+        t1 = time.monotonic()
+        storm = measure_storm(project, sizes.storm)
+        t2 = time.monotonic()
+        left = project.git("worktree", "list", "--porcelain").count("worktree ")
+    finally:
+        project.stop()
+    return {
+        "throughput": throughput,
+        "storm": storm,
+        "worktrees_left": left - 1,
+        "tasks": sizes.tasks,
+        "phase_seconds": {"throughput": t1 - t0, "storm": t2 - t1},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    with tempfile.TemporaryDirectory(prefix="bench-runs-") as tmp:
+        out = measure(mode, Path(tmp))
+    text = json.dumps(out, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
