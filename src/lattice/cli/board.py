@@ -132,14 +132,20 @@ def _list(ctx: Context, args: argparse.Namespace) -> int:
     def text() -> str:
         if not rows:
             return "No tasks." if args.status is None else f"No tasks in {args.status}."
-        width = max(len(str(r["short_id"] or r["id"])) for r in rows)
-        lines = []
-        for r in rows:
-            runs = f"  [{r['active_runs']} running]" if r["active_runs"] else ""
-            lines.append(
-                f"{r['short_id'] or r['id']:<{width}}  {r['status']!s:<12} "
-                f"{r['priority']!s:<8} {r['type']!s:<6} {r['title']}{runs}"
+        labels = [str(r["short_id"] or r["id"]) for r in rows]
+        line = f"%-{max(map(len, labels))}s  %-12s %-8s %-6s %s%s"  # %: fastest for 5,000 rows
+        lines = [
+            line
+            % (
+                label,
+                r["status"],
+                r["priority"],
+                r["type"],
+                r["title"],
+                f"  [{r['active_runs']} running]" if r["active_runs"] else "",
             )
+            for label, r in zip(labels, rows, strict=True)
+        ]
         lines += [f"warning: {p} (run lattice doctor)" for p in problems]
         return "\n".join(lines)
 
@@ -258,7 +264,8 @@ def _summary(event: dict[str, Any]) -> str:
         return f"{data.get('process_type')} run {data.get('run_id') or '-'}"
     if etype in ("process_completed", "process_failed"):
         outcome = data.get("result") or data.get("reason") or ""
-        return f"{data.get('process_type')} run {data.get('run_id') or '-'} {outcome}".rstrip()
+        run = data.get("run_id") or f"started by {data.get('started_event_id')}"
+        return " ".join(str(x) for x in (data.get("process_type"), "run", run, outcome) if x)
     return ""
 
 

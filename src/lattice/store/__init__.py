@@ -1,37 +1,77 @@
 """The Lattice board format: reading and writing ``.lattice/`` as lattice-tracker does.
 
-:class:`Board` is the API; :func:`locked_write` (behind ``Board.append``) is the one
-write path. The JSON helpers are exported for other writers of durable files (the
-supervisor's run journal). Importing this package imports neither trio nor zmq.
+:class:`Board` is the API; ``Board.append`` (the canonical locked write path of
+``_write``) is the one way events are written. The JSON helpers are exported for
+other writers of durable files (the supervisor's run journal). Importing this package
+imports neither trio nor zmq, and names are loaded on first use, so that ``lattice
+show`` pays only for the modules that read.
 """
 
-from lattice.store._board import LATTICE_DIR, Board
-from lattice.store._ids import (
-    actor_display,
-    is_short_id,
-    new_id,
-    utc_now,
-    validate_actor,
-    validate_artifact_id,
-    validate_event_id,
-    validate_event_type,
-    validate_task_id,
-)
-from lattice.store._integrity import Problem, RebuildReport, drift, runs_left_open
-from lattice.store._jsonio import (
-    EventLog,
-    append_durable,
-    atomic_write_bytes,
-    atomic_write_json,
-    dumps_event,
-    dumps_pretty,
-    fsync_dir,
-    parse_jsonl,
-)
-from lattice.store._materialize import apply_event, replay
-from lattice.store._runs import process_runs
-from lattice.store._workflow import Workflow
-from lattice.store._write import NewEvent, WriteResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lattice.store._board import LATTICE_DIR, Board
+    from lattice.store._ids import (
+        actor_display,
+        is_short_id,
+        new_id,
+        utc_now,
+        validate_actor,
+        validate_artifact_id,
+        validate_event_id,
+        validate_event_type,
+        validate_task_id,
+    )
+    from lattice.store._integrity import Problem, RebuildReport, drift, runs_left_open
+    from lattice.store._jsonio import (
+        EventLog,
+        append_durable,
+        atomic_write_bytes,
+        atomic_write_json,
+        dumps_event,
+        dumps_pretty,
+        fsync_dir,
+        parse_jsonl,
+    )
+    from lattice.store._materialize import apply_event, replay
+    from lattice.store._runs import process_runs
+    from lattice.store._workflow import Workflow
+    from lattice.store._write import NewEvent, WriteResult
+
+_WHERE = {
+    "LATTICE_DIR": "_board",
+    "Board": "_board",
+    "actor_display": "_ids",
+    "is_short_id": "_ids",
+    "new_id": "_ids",
+    "utc_now": "_ids",
+    "validate_actor": "_ids",
+    "validate_artifact_id": "_ids",
+    "validate_event_id": "_ids",
+    "validate_event_type": "_ids",
+    "validate_task_id": "_ids",
+    "Problem": "_integrity",
+    "RebuildReport": "_integrity",
+    "drift": "_integrity",
+    "runs_left_open": "_integrity",
+    "EventLog": "_jsonio",
+    "append_durable": "_jsonio",
+    "atomic_write_bytes": "_jsonio",
+    "atomic_write_json": "_jsonio",
+    "dumps_event": "_jsonio",
+    "dumps_pretty": "_jsonio",
+    "fsync_dir": "_jsonio",
+    "parse_jsonl": "_jsonio",
+    "apply_event": "_materialize",
+    "replay": "_materialize",
+    "process_runs": "_runs",
+    "Workflow": "_workflow",
+    "NewEvent": "_write",
+    "WriteResult": "_write",
+}
 
 __all__ = [
     "LATTICE_DIR",
@@ -64,3 +104,16 @@ __all__ = [
     "validate_event_type",
     "validate_task_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lattice.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lattice.store.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

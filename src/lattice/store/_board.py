@@ -305,6 +305,14 @@ class Board:
         snaps.sort(key=lambda s: str(s.get("id")))
         return snaps, problems
 
+    def task_rows(self, *, status: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+        """The listed fields of every active task (see :mod:`._rows`) and unreadable files."""
+        from lattice.store._rows import read_rows
+
+        if status is not None:
+            self.workflow().require_status(status)
+        return read_rows(str(self.dir / "tasks"), status)
+
     def list_snapshots(self, *, status: str | None = None) -> list[dict[str, Any]]:
         """Active tasks' snapshots sorted by id, optionally only those in ``status``."""
         if status is not None:

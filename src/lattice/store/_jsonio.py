@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +61,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably (temp file ``.tmp.*``)."""
+    import tempfile  # not at import time: read-only commands never need it
+
     parent = path.parent
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp.")
     try:
@@ -125,16 +125,24 @@ def loads(data: bytes | str) -> Any:
     return json.loads(data)
 
 
-@dataclass
 class EventLog:
     """The events of one log in file order, and the lines that could not be read.
 
     A corrupt line is skipped and described in ``problems``; reading never raises for
     bad content, so ``show`` and ``list`` keep working and ``doctor`` reports it.
+    (A plain class: ``dataclasses`` costs more to import than ``lattice show`` may take.)
     """
 
-    events: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    __slots__ = ("events", "problems")
+
+    def __init__(
+        self, events: list[dict[str, Any]] | None = None, problems: list[str] | None = None
+    ) -> None:
+        self.events: list[dict[str, Any]] = events if events is not None else []
+        self.problems: list[str] = problems if problems is not None else []
+
+    def __repr__(self) -> str:
+        return f"EventLog({len(self.events)} events, problems={self.problems!r})"
 
 
 def parse_jsonl(data: bytes, name: str) -> EventLog:

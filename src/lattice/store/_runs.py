@@ -8,8 +8,6 @@ ends) rather than hidden, because those are exactly the cases worth seeing.
 
 from __future__ import annotations
 
-import calendar
-import time
 from typing import Any
 
 from lattice.store._ids import actor_display
@@ -17,6 +15,9 @@ from lattice.store._jsonio import as_dict
 
 
 def _epoch(ts: object) -> float | None:
+    import calendar
+    import time
+
     if not isinstance(ts, str):
         return None
     try:

@@ -11,7 +11,6 @@ leaves it, not even a universal target, unless forced with a reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from lattice.errors import Code, LatticeError
@@ -58,14 +57,20 @@ def default_config() -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
 class Workflow:
     """The workflow of one board, with the defaults filled in."""
 
-    statuses: tuple[str, ...]
-    transitions: dict[str, list[str]]
-    universal_targets: tuple[str, ...]
-    completion_policies: dict[str, Any]
+    def __init__(
+        self,
+        statuses: tuple[str, ...],
+        transitions: dict[str, list[str]],
+        universal_targets: tuple[str, ...],
+        completion_policies: dict[str, Any],
+    ) -> None:
+        self.statuses = statuses
+        self.transitions = transitions
+        self.universal_targets = universal_targets
+        self.completion_policies = completion_policies
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Workflow:
