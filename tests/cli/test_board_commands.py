@@ -156,3 +156,22 @@ def test_doctor_exits_non_zero_and_lists_problems(project: Path) -> None:
 def test_init_is_idempotent(project: Path) -> None:
     data = ok_json("init", cwd=project)
     assert data["created"] is False and data["project_code"] == "LAT"
+
+
+def test_board_commands_import_neither_trio_nor_zmq_nor_the_writer(project: Path) -> None:
+    """`lattice show` must feel instant: it loads only the modules that read."""
+    ok_json("create", "t", cwd=project)
+    probe = (
+        "import sys, contextlib, io\n"
+        "from lattice.cli._app import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['show', 'LAT-1']) == 0\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=project, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stdout.split())
+    for heavy in ("trio", "zmq", "msgspec", "filelock", "ulid", "lattice.store._write"):
+        assert heavy not in loaded, heavy

@@ -22,7 +22,7 @@ from lattice.store import Board
 from .conftest import clean_env, tracker_doctor_findings
 
 TRACKER_PROCS = 2
-TRACKER_COMMENTS = 5
+TRACKER_COMMENTS = 4
 OUR_THREADS = 2
 
 

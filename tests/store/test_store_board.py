@@ -201,3 +201,21 @@ def test_default_actor_comes_from_env_before_config(
 def test_worker_log_dir_is_under_dot_lattice(board: Board) -> None:
     assert board.worker_log_dir() == board.dir / "logs" / "workers"
     assert board.worker_log_dir().is_dir()
+
+
+def test_the_store_never_imports_trio_or_zmq(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from lattice.store import Board\n"
+        f"b = Board.init(Path({str(tmp_path)!r}), project_code='LAT')\n"
+        "t = b.create_task('t', actor='human:a')['id']\n"
+        "b.comment(t, 'x', actor='human:a'); b.doctor(); b.rebuild(); b.task_rows()\n"
+        "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('trio', 'zmq')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
