@@ -148,7 +148,9 @@ def main() -> None:
     args = parser.parse_args()
 
     tracker = find_tracker(args.tracker)
-    ours = [sys.executable, "-m", "lattice"]
+    # The installed console script, as a user runs it (as the tracker is run).
+    script = Path(sys.executable).with_name("lattice")
+    ours = [str(script)] if script.exists() else [sys.executable, "-m", "lattice"]
     with tempfile.TemporaryDirectory(prefix="bench-board-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
