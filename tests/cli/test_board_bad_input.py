@@ -71,15 +71,27 @@ def test_bad_input_is_one_sentence_an_exit_code_and_no_write(
     project: Path, args: tuple[str, ...], exit_code: int, code: str, words: str
 ) -> None:
     before = snapshot_of(project)
-    proc = lattice(*args, cwd=project)
-    assert proc.returncode == exit_code, proc.stderr
-    message = proc.stderr.strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
+    text, as_json = (
+        subprocess.Popen(
+            [sys.executable, "-m", "lattice", *args, *extra],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for extra in ((), ("--json",))
+    )
+    out, err = text.communicate(timeout=60)
+    assert text.returncode == exit_code, err
+    message = err.strip()
     assert message.startswith("lattice: ") and "\n" not in message
     assert words in message
-    assert proc.stdout == ""
-    proc = lattice(*args, "--json", cwd=project)
-    assert proc.returncode == exit_code
-    envelope = json.loads(proc.stdout)
+    assert out == ""
+    out, _ = as_json.communicate(timeout=60)
+    assert as_json.returncode == exit_code
+    envelope = json.loads(out)
     assert envelope["ok"] is False and envelope["error"]["code"] == code
     assert snapshot_of(project) == before
 
