@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Project
+from tests.e2e.conftest import Project, processes_with_root
 
 ENGINES = ("claude", "codex", "gemini")
 
@@ -75,6 +77,7 @@ case "$prompt" in
     *"Your pass: standard"*) pass=standard;;
   esac
   echo "review $pass" >> "$record"
+  [ "${STANDIN_HANG:-}" = 1 ] && exec sleep 600
   stat=$(eval "$(line '^git diff --stat ')" | tail -n 1)
   verdict=approve_with_nits; [ "$pass" = critical ] && verdict=request_changes
   printf 'Verdict: %s\n\n## Summary\n' "$verdict"
@@ -154,6 +157,15 @@ def records(folder: Path) -> list[dict[str, Any]]:
         fields["path"] = path
         out.append(fields)
     return out
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended; who reaps it is up to PID 1 here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
 
 
 def ends(project: Project, task: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -312,6 +324,46 @@ def test_code_review_heavy_fails_clearly_when_no_engine_is_installed(
     assert "none of claude, codex, gemini is on the worker's PATH" in log
     assert attachments(project, task) == []
     assert list((tmp_path / "calls").iterdir()) == []
+
+
+def test_cancelling_code_review_heavy_stops_every_reviewer(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    bin_dir = install_standins(tmp_path / "bin")
+    env = worker_env(project, bin_dir, tmp_path / "calls", STANDIN_HANG="1")
+    start_supervisor(project, env)
+    run_id = project.json("worker", "run", "CodeReviewHeavy", task)["data"]["run_id"]
+
+    # Follow the run's log until all six reviewers have started (the script says so).
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "lattice", "worker", "logs", run_id, "--follow"],
+        cwd=project.root, env=project.env, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert follow.stdout is not None
+        pids = []
+        for line in follow.stdout:
+            if match := re.search(r"code-review-heavy: started .* \(pid (\d+)\)", line):
+                pids.append(int(match.group(1)))
+                if len(pids) == 6:
+                    break
+        assert len(pids) == 6, pids
+        project.cli("worker", "cancel", run_id)
+    finally:
+        follow.kill()
+        follow.wait()
+    waited = project.cli("worker", "wait", run_id, "--json", check=False)
+
+    assert waited.returncode == 8
+    _, end = ends(project, task)
+    assert end["data"]["reason"] == "cancelled"
+    # Every reviewer is gone; only the supervisor is left.
+    assert processes_with_root(project.root) == [project.supervisor_pid()]
+    assert not [pid for pid in pids if alive(pid)]
+    assert attachments(project, task) == []
 
 
 # ----------------------------------------------------------------------------- TestRunner
