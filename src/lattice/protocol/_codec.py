@@ -64,6 +64,8 @@ def _recover_rid(frame: bytes) -> int:
 
 
 def _why(exc: Exception) -> str:
+    if isinstance(exc, msgspec.ValidationError):  # a subclass of DecodeError
+        return str(exc)
     if isinstance(exc, msgspec.DecodeError):
         return "it is not valid msgpack"
     if isinstance(exc, RecursionError):

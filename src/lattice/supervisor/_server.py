@@ -143,7 +143,10 @@ class _Server:
                 frames = self.sock.recv_nowait()
                 if frames is None:
                     break
-                self._dispatch(frames)
+                try:
+                    self._dispatch(frames)
+                except Exception:  # a bug here must not take the supervisor down
+                    self.log.exception("failed to dispatch a message of %d frames", len(frames))
             else:
                 await trio.lowlevel.checkpoint()
                 continue
