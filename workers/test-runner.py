@@ -44,7 +44,7 @@ from pathlib import Path
 TAIL_LINES = int(os.environ.get("TEST_TAIL_LINES") or 60)
 #: Lines that carry a summary, kept whole for the count parsers below.
 SUMMARY_HINT = re.compile(
-    r"\b(passed|failed|passing|failing|pending|Ran \d+ test|test result:|Tests:|OK|FAILED)\b"
+    r"\b(passed|failed|passing|failing|pending|Ran \d+ tests?|test result:|Tests:|OK|FAILED)\b"
 )
 
 
@@ -198,7 +198,7 @@ def _unittest_counts(lines: list[str]) -> dict[str, int] | None:
     for line in reversed(lines):
         m = re.match(r"(OK|FAILED)(?: \((.*)\))?\s*$", line.strip())
         if m:
-            details = dict(re.findall(r"([a-z ]+)=(\d+)", m.group(2) or ""))
+            details = {k.strip(): v for k, v in re.findall(r"([a-z ]+)=(\d+)", m.group(2) or "")}
             out["failed"] = int(details.get("failures", 0))
             out["errors"] = int(details.get("errors", 0))
             out["skipped"] = int(details.get("skipped", 0)) + int(

@@ -389,6 +389,18 @@ def test_test_runner_counts_attaches_and_fails_on_a_failing_test(
     project: Project, tmp_path: Path
 ) -> None:
     init_shipped(project)
+    # The same script, with a Python that cannot import pytest: the unittest fallback.
+    stdlib_python = tmp_path / "python-stdlib"
+    stdlib_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    stdlib_python.chmod(0o755)
+    project.write_worker(
+        "TestRunnerStdlib",
+        command="./workers/test-runner.py",
+        env={"TEST_PYTHON": str(stdlib_python)},
+        artifact_role="tests",
+        report_dir=".lattice/reports",
+        report_prefix="tests",
+    )
     empty = project.git("rev-parse", "HEAD")
     (project.root / "tests").mkdir()
     (project.root / "calc.py").write_text("def add(a, b):\n    return a + b\n")
@@ -398,32 +410,36 @@ def test_test_runner_counts_attaches_and_fails_on_a_failing_test(
     passing = project.git("rev-parse", "HEAD")
     (project.root / "tests" / "test_calc.py").write_text(TESTS_ONE_FAILS)
     project.git("commit", "-q", "-am", "a failing test")
-    tasks = {name: project.create_task(name) for name in ("fails", "passes", "none")}
+    names = ("fails", "fails-unittest", "passes", "none")
+    tasks = {name: project.create_task(name) for name in names}
     env = worker_env(project, install_standins(tmp_path / "bin", ()), tmp_path / "calls")
     start_supervisor(project, env)
 
-    def start(task: str, *extra: str) -> str:
-        return str(project.json("worker", "run", "TestRunner", task, *extra)["data"]["run_id"])
+    def start(worker: str, task: str, *extra: str) -> str:
+        return str(project.json("worker", "run", worker, task, *extra)["data"]["run_id"])
 
     run_ids = [
-        start(tasks["fails"]),
-        start(tasks["passes"], "--commit", passing),
-        start(tasks["none"], "--commit", empty),
+        start("TestRunner", tasks["fails"]),
+        start("TestRunnerStdlib", tasks["fails-unittest"]),
+        start("TestRunner", tasks["passes"], "--commit", passing),
+        start("TestRunner", tasks["none"], "--commit", empty),
     ]
     waited = project.cli("worker", "wait", *run_ids, "--json", check=False)
     assert waited.returncode == 8, waited.stdout + waited.stderr
 
-    _, end = ends(project, tasks["fails"])
-    assert end["type"] == "process_failed" and end["data"]["exit_code"] == 1
-    out = end["data"]["output"]
-    assert out["outcome"] == "failed" and out["framework"] in ("pytest", "unittest")
-    assert out["counts"] == {"passed": 1, "failed": 1, "errors": 0, "skipped": 0}
-    (attached,) = attachments(project, tasks["fails"])
-    assert attached["data"]["role"] == "tests"
-    assert attached["actor"] == "agent:test-runner"
-    text = artifact_text(project, attached)
-    assert text.startswith("# Tests: FAILED (1 failed, 1 passed)")
-    assert "test_adds_negative" in text and "## Output (last" in text
+    for name, framework in (("fails", "pytest"), ("fails-unittest", "unittest")):
+        _, end = ends(project, tasks[name])
+        assert end["type"] == "process_failed" and end["data"]["exit_code"] == 1
+        out = end["data"]["output"]
+        assert out["outcome"] == "failed" and out["framework"] == framework
+        assert out["counts"] == {"passed": 1, "failed": 1, "errors": 0, "skipped": 0}
+        (attached,) = attachments(project, tasks[name])
+        assert attached["data"]["role"] == "tests"
+        text = artifact_text(project, attached)
+        assert text.startswith("# Tests: FAILED (1 failed, 1 passed)")
+        assert "test_adds_negative" in text and "## Output (last" in text
+        assert Path(out["report"]).read_text() == text
+    assert attachments(project, tasks["fails"])[0]["actor"] == "agent:test-runner"
 
     _, end = ends(project, tasks["passes"])
     assert end["type"] == "process_completed"
@@ -436,3 +452,48 @@ def test_test_runner_counts_attaches_and_fails_on_a_failing_test(
     assert end["type"] == "process_completed"
     assert end["data"]["output"]["outcome"] == "no_tests"
     assert "No tests were found" in artifact_text(project, attachments(project, tasks["none"])[0])
+
+
+# ----------------------------------------------------------------------------- pure logic
+
+
+def _load_test_runner() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "workers" / "test-runner.py"
+    spec = importlib.util.spec_from_file_location("shipped_test_runner", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("output", "counts"),
+    [
+        ("1 failed, 6 passed, 2 skipped in 3.71s", (6, 1, 0, 2)),
+        ("===== 2 passed, 1 error in 0.10s =====", (2, 0, 1, 0)),
+        ("Ran 4 tests in 0.001s\n\nFAILED (failures=1, errors=1, skipped=1)", (1, 1, 1, 1)),
+        ("Ran 3 tests in 0.001s\n\nOK (skipped=1)", (2, 0, 0, 1)),
+        (
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured\n"
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured",
+            (4, 2, 0, 1),
+        ),
+        ("Tests:       1 failed, 1 skipped, 5 passed, 7 total", (5, 1, 0, 1)),
+        ("  5 passing (20ms)\n  1 pending\n  2 failing", (5, 2, 0, 1)),
+    ],
+)
+def test_test_runner_reads_the_counts_of_each_framework(
+    output: str, counts: tuple[int, int, int, int]
+) -> None:
+    runner = _load_test_runner()
+    lines = [line for line in output.splitlines() if runner.SUMMARY_HINT.search(line)]
+    found = runner.count(lines)
+    assert found is not None
+    assert (found["passed"], found["failed"], found["errors"], found["skipped"]) == counts
+
+
+def test_test_runner_sees_no_counts_in_unrelated_output() -> None:
+    runner = _load_test_runner()
+    assert runner.count(["building...", "done"]) is None
