@@ -14,51 +14,58 @@ import json, sys
 from lattice.errors import LatticeError
 from lattice.protocol._messages import Run
 from lattice.protocol.client import Client
-endpoint, worker, task, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-sys.stdin.readline()  # the starting gun: every client sends at once
-out = []
+endpoint, worker, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with Client(endpoint, timeout=30) as c:
-    for _ in range(n):
-        try:
-            r = c.request(Run(worker=worker, task=task))
-            out.append({"ok": r.run.run_id, "created": r.created})
-        except LatticeError as e:
-            out.append({"code": str(e.code), "run": (e.details or {}).get("run_id")})
-print(json.dumps(out))
+    for task in sys.stdin:  # one line per round: the task; every client sends at once
+        out = []
+        for _ in range(n):
+            try:
+                r = c.request(Run(worker=worker, task=task.strip()))
+                out.append({"ok": r.run.run_id, "created": r.created})
+            except LatticeError as e:
+                out.append({"code": str(e.code), "run": (e.details or {}).get("run_id")})
+        print(json.dumps(out), flush=True)
 """
 
 
 def test_duplicate_storm_starts_exactly_one_run(project: Project) -> None:
+    """20 processes x 5 requests for one key at once, five rounds: one run each round."""
     project.write_worker("Slow", command="sleep 300", kill_grace_seconds=1)
     project.cli("supervisor", "start")
     endpoint = project.json("supervisor", "status")["data"]["socket"]
-    for round_ in range(5):
-        task = project.create_task(f"storm {round_}")
-        clients = [
-            subprocess.Popen(
-                [sys.executable, "-c", STORM_CLIENT, endpoint, "Slow", task, "5"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=project.env,
-            )
-            for _ in range(20)
-        ]
+    clients = [
+        subprocess.Popen(
+            [sys.executable, "-c", STORM_CLIENT, endpoint, "Slow", "5"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=project.env,
+        )
+        for _ in range(20)
+    ]
+    try:
+        for round_ in range(5):
+            task = project.create_task(f"storm {round_}")
+            for c in clients:
+                assert c.stdin is not None
+                c.stdin.write(task + "\n")
+                c.stdin.flush()
+            answers = []
+            for c in clients:
+                assert c.stdout is not None
+                answers += json.loads(c.stdout.readline())
+            created = [a for a in answers if a.get("created")]
+            assert len(created) == 1, answers
+            winner = created[0]["ok"]
+            refused = [a for a in answers if "code" in a]
+            assert len(refused) + 1 == len(answers) == 100
+            assert all(a == {"code": "ALREADY_RUNNING", "run": winner} for a in refused), refused
+            project.cli("worker", "cancel", winner)
+            project.cli("worker", "wait", winner, check=False)
+            started = [e for e in project.process_events(task) if e["type"] == "process_started"]
+            assert len(started) <= 1
+    finally:
         for c in clients:
             assert c.stdin is not None
-            c.stdin.write("go\n")
-            c.stdin.flush()
-        answers = []
-        for c in clients:
-            out, _ = c.communicate(timeout=60)
-            answers += json.loads(out)
-        created = [a for a in answers if a.get("created")]
-        assert len(created) == 1, answers
-        winner = created[0]["ok"]
-        refused = [a for a in answers if "code" in a]
-        assert len(refused) + 1 == len(answers) == 100
-        assert all(a == {"code": "ALREADY_RUNNING", "run": winner} for a in refused), refused
-        project.cli("worker", "cancel", winner)
-        project.cli("worker", "wait", winner, check=False)
-        started = [e for e in project.process_events(task) if e["type"] == "process_started"]
-        assert len(started) <= 1
+            c.stdin.close()
+            c.wait(timeout=30)
 
 
 def test_already_running_names_the_live_run_and_exits_5(project: Project) -> None:
