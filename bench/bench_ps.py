@@ -46,7 +46,7 @@ class Sizes:
     def of(cls, mode: str) -> Sizes:
         return {
             "full": cls(10_000, live=200, scale=500, ps_count=300, cli_reps=15, cli_board=5_000),
-            "quick": cls(10_000, live=200, scale=500, ps_count=100, cli_reps=5, cli_board=5_000),
+            "quick": cls(10_000, live=50, scale=200, ps_count=100, cli_reps=5, cli_board=5_000),
             "smoke": cls(200, live=20, scale=40, ps_count=20, cli_reps=2, cli_board=200),
         }[mode]
 
@@ -106,8 +106,9 @@ def ps_latency_side_by_side(projects: list[Project], count: int) -> list[dict[st
         listed = [0 for _ in projects]
         for pool in pools:
             pool.run([{"job": "ps", "count": 10}])  # warm-up
-        for _ in range(rounds):
-            for i, pool in enumerate(pools):
+        for round_ in range(rounds):
+            order = list(enumerate(pools))
+            for i, pool in order if round_ % 2 else reversed(order):
                 result = pool.run([{"job": "ps", "count": max(1, count // rounds)}])[0]
                 samples[i] += result["latencies_ms"]
                 listed[i] = result["runs"]

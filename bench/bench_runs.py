@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -41,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _pool import ClientPool
-from _scratch import Project, populate, summary
+from _scratch import Project, cpu_seconds, populate, summary
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ class Sizes:
     @classmethod
     def of(cls, mode: str) -> Sizes:
         return {
-            "full": cls((1, 4, 16), reps=5, runs=240, runs_wt=96, storm=50),
-            "quick": cls((1, 4, 16), reps=2, runs=48, runs_wt=32, storm=50),
+            "full": cls((1, 4, 16), reps=5, runs=240, runs_wt=64, storm=50),
+            # quick: CI's "the bench still works", one repetition after the warm-up
+            "quick": cls((1, 4, 16), reps=1, runs=32, runs_wt=16, storm=50),
             # smoke: every row and key with minimal counts (the test suite runs it)
             "smoke": cls((1, 4), reps=1, runs=8, runs_wt=8, storm=10),
         }[mode]
@@ -154,16 +156,24 @@ async def _floor(
                 failures += not ok
 
     plans = _plan(tasks, clients, total)
+    cpu0 = cpu_seconds(os.getpid())
     start = time.monotonic()
     async with trio.open_nursery() as nursery:
         for i, mine in enumerate(plans):
             nursery.start_soon(one_client, i, mine)
     elapsed = time.monotonic() - start
+    cpu1 = cpu_seconds(os.getpid())
     done = sum(len(p) for p in plans)
     if kind == "worktree":
         await git("worktree", "prune")
         await trio.to_thread.run_sync(lambda: shutil.rmtree(base, ignore_errors=True))
-    return {"runs_per_s": done / elapsed, "runs": done, "seconds": elapsed, "failures": failures}
+    return {
+        "runs_per_s": done / elapsed,
+        "runs": done,
+        "seconds": elapsed,
+        "failures": failures,
+        "cpu_s": [cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]],
+    }
 
 
 def floor(kind: str, clients: int, total: int, **where: Any) -> dict[str, Any]:
@@ -175,9 +185,14 @@ def floor(kind: str, clients: int, total: int, **where: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- supervisor
 
 
-def supervisor_round(pool: ClientPool, worker: str, tasks: list[str], total: int) -> dict[str, Any]:
+def supervisor_round(
+    pool: ClientPool, pid: int, worker: str, tasks: list[str], total: int
+) -> dict[str, Any]:
+    """One closed-loop round of ``total`` runs by the pool's clients, against supervisor ``pid``."""
     plans = _plan(tasks, len(pool), total)
+    cpu0 = cpu_seconds(pid)
     results = pool.run([{"job": "runs", "pairs": [[worker, t] for t in p]} for p in plans])
+    cpu1 = cpu_seconds(pid)
     first = min(r["first"] for r in results)
     last = max(r["last"] for r in results)
     done = sum(len(p) for p in plans)
@@ -192,7 +207,41 @@ def supervisor_round(pool: ClientPool, worker: str, tasks: list[str], total: int
         "seconds": last - first,
         "latencies_ms": latencies,
         "states": states,
+        "cpu_s": [cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]],
     }
+
+
+class _Row:
+    """The repetitions of one concurrency: rates, latencies, CPU, problems."""
+
+    KINDS = ("sup", "sup_wt", "spawn", "append", "spawn+append", "worktree")
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {k: [] for k in self.KINDS}
+        self.cpu: dict[str, list[float]] = {k: [0.0, 0.0, 0.0] for k in self.KINDS}
+        self.latencies: dict[str, list[float]] = {"sup": [], "sup_wt": []}
+        self.problems: list[str] = []
+        self.git_failures = 0  # bare concurrent git races itself (see actors/_worktree.py)
+
+    def add(self, kind: str, result: dict[str, Any]) -> None:
+        self.samples[kind].append(result["runs_per_s"])
+        cpu = self.cpu[kind]
+        cpu[0] += result["cpu_s"][0]
+        cpu[1] += result["cpu_s"][1]
+        cpu[2] += result["runs"]
+        self.git_failures += result.get("failures", 0)
+        if "states" in result:
+            self.latencies[kind] += result["latencies_ms"]
+            if set(result["states"]) != {"completed"}:
+                self.problems.append(f"{kind}: runs not all completed: {result['states']}")
+
+    def cpu_per_run(self) -> dict[str, dict[str, float]]:
+        """CPU ms per run of the supervisor (for a floor: this process) and of the children
+        it reaped (git, workers), over every repetition."""
+        return {
+            k: {"self": 1000 * v[0] / v[2], "children": 1000 * v[1] / v[2]}
+            for k, v in self.cpu.items()
+        }
 
 
 def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[dict[str, Any]]:
@@ -209,37 +258,24 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
         "base": scratch / "floor-worktrees",
     }
     tasks = project.task_ids[: sizes.tasks]
+    pid = project.pid
+    assert pid is not None
     rows = []
     for c in sizes.concurrency:
+        acc = _Row()
         with ClientPool(project.endpoint, c, env=project.env) as pool:
             # warm-up: every path once at this concurrency (imports, caches, git's files)
-            supervisor_round(pool, "True", tasks, 2 * c)
-            supervisor_round(pool, "TrueWt", tasks, c)
+            supervisor_round(pool, pid, "True", tasks, 2 * c)
+            supervisor_round(pool, pid, "TrueWt", tasks, c)
             for kind in ("spawn", "append", "spawn+append", "worktree"):
                 floor(kind, c, c, **where)
-            samples: dict[str, list[float]] = {
-                k: [] for k in ("sup", "sup_wt", "spawn", "append", "spawn+append", "worktree")
-            }
-            latencies: dict[str, list[float]] = {"sup": [], "sup_wt": []}
-            problems: list[str] = []
             for _ in range(sizes.reps):
                 for kind in ("spawn", "append", "spawn+append"):
-                    samples[kind].append(floor(kind, c, sizes.runs, **where)["runs_per_s"])
-                r = supervisor_round(pool, "True", tasks, sizes.runs)
-                samples["sup"].append(r["runs_per_s"])
-                latencies["sup"] += r["latencies_ms"]
-                if set(r["states"]) != {"completed"}:
-                    problems.append(f"runs not all completed: {r['states']}")
-                w = floor("worktree", c, sizes.runs_wt, **where)
-                samples["worktree"].append(w["runs_per_s"])
-                if w["failures"]:
-                    problems.append(f"bare git worktree add/remove failed {w['failures']} times")
-                r = supervisor_round(pool, "TrueWt", tasks, sizes.runs_wt)
-                samples["sup_wt"].append(r["runs_per_s"])
-                latencies["sup_wt"] += r["latencies_ms"]
-                if set(r["states"]) != {"completed"}:
-                    problems.append(f"worktree runs not all completed: {r['states']}")
-        stats = {k: summary(v) for k, v in samples.items()}
+                    acc.add(kind, floor(kind, c, sizes.runs, **where))
+                acc.add("sup", supervisor_round(pool, pid, "True", tasks, sizes.runs))
+                acc.add("worktree", floor("worktree", c, sizes.runs_wt, **where))
+                acc.add("sup_wt", supervisor_round(pool, pid, "TrueWt", tasks, sizes.runs_wt))
+        stats = {k: summary(v) for k, v in acc.samples.items()}
         rows.append(
             {
                 "clients": c,
@@ -249,9 +285,11 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
                 "runs_per_s": stats,
                 "share_of_floor": stats["sup"]["median"] / stats["spawn+append"]["median"],
                 "share_of_floor_worktree": stats["sup_wt"]["median"] / stats["worktree"]["median"],
-                "run_latency_ms": summary(latencies["sup"]),
-                "run_latency_ms_worktree": summary(latencies["sup_wt"]),
-                "problems": problems,
+                "run_latency_ms": summary(acc.latencies["sup"]),
+                "run_latency_ms_worktree": summary(acc.latencies["sup_wt"]),
+                "cpu_ms_per_run": acc.cpu_per_run(),
+                "problems": acc.problems,
+                "floor_worktree_git_failures": acc.git_failures,
             }
         )
     return rows
@@ -261,7 +299,7 @@ def measure_storm(project: Project, clients: int) -> dict[str, Any]:
     """K processes ask for one key at the same moment; count what started."""
     from lattice.protocol import Cancel, RunReply, Wait
 
-    task = project.task_ids[-1]
+    task = project.task_ids[-1]  # a task of its own: the throughput rounds use the others
     with ClientPool(project.endpoint, clients, env=project.env) as pool:
         results = pool.run([{"job": "run", "worker": "Sleep00", "task": task}] * clients)
     created = [r for r in results if r.get("created")]
@@ -274,7 +312,11 @@ def measure_storm(project: Project, clients: int) -> dict[str, Any]:
         for r in created:
             for done in client.stream(Wait(run_ids=[r["run_id"]]), timeout=60):
                 assert isinstance(done, RunReply)
-    started = [e for e in project.events_of(task) if e["type"] == "process_started"]
+    started = [
+        e
+        for e in project.events_of(task)
+        if e["type"] == "process_started" and e["data"]["process_type"] == "Sleep00"
+    ]
     spread = max(r["t0"] for r in results) - min(r["t0"] for r in results)
     return {
         "clients": clients,
@@ -288,7 +330,7 @@ def measure_storm(project: Project, clients: int) -> dict[str, Any]:
 
 def measure(mode: str, scratch: Path) -> dict[str, Any]:
     sizes = Sizes.of(mode)
-    project = Project.create(scratch, "runs", tasks=sizes.tasks)
+    project = Project.create(scratch, "runs", tasks=sizes.tasks + 1)
     project.start()
     t0 = time.monotonic()
     try:

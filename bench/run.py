@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -154,8 +155,10 @@ def table(result: dict[str, Any]) -> str:
     m = result["machine"]
     fs = m["filesystem"]
     load = ", ".join(f"{x:.1f}" for x in m["loadavg_at_start"])
+    load_end = ", ".join(f"{x:.1f}" for x in m.get("loadavg_at_end", []))
     lines = [
-        f"Machine: {m['cpus']} CPUs (load {load} at start), Python {m['python']}, "
+        f"Machine: {m['cpus']} CPUs (load average {load} at start, {load_end} at end), "
+        f"Python {m['python']}, "
         f"git {m['git']}; scratch projects and worktrees on {fs['label']} ({fs['mount']}). "
         f"Mode: {result['mode']}, {result['seconds']:.0f} s.",
         "",
@@ -181,7 +184,8 @@ def table(result: dict[str, Any]) -> str:
         row(
             f"runs/s, worktree, C={r['clients']} ({r['runs_worktree']} runs x {r['reps']})",
             _rate(s["sup_wt"]),
-            f"git worktree add+remove {_rate(s['worktree'])}",
+            f"git worktree add+remove {_rate(s['worktree'])}"
+            + (f" ({n} git failures)" if (n := r["floor_worktree_git_failures"]) else ""),
             f"{r['share_of_floor_worktree']:.0%}",
             ">= 80%",
         )
@@ -194,6 +198,19 @@ def table(result: dict[str, Any]) -> str:
             "",
             "",
         )
+    for r in runs["throughput"]:
+        cpu = r["cpu_ms_per_run"]
+        for sup, fl, label in (("sup", "spawn+append", ""), ("sup_wt", "worktree", ", worktree")):
+            mine, base = cpu[sup], cpu[fl]
+            total, base_total = sum(mine.values()), sum(base.values())
+            row(
+                f"CPU ms per run (process + children){label}, C={r['clients']}",
+                f"{mine['self']:.1f} + {mine['children']:.1f}",
+                f"{'spawn + 2 appends' if fl != 'worktree' else 'worktree add+remove'} "
+                f"{base['self']:.1f} + {base['children']:.1f}",
+                f"{total / base_total:.1f}x" if base_total else "",
+                "",
+            )
     first, last = runs["throughput"][0], runs["throughput"][-1]
     row(
         f"Run -> accepted p50 / p99 ms, idle (C={first['clients']})",
@@ -309,6 +326,7 @@ def main() -> None:
                 others[Path(script).stem] = run_other(script, mode == "quick", scratch)
         result["others"] = others
     result["seconds"] = time.monotonic() - started
+    result["machine"]["loadavg_at_end"] = list(os.getloadavg())
     result["goals"] = goals(result)
     result["table"] = table(result)
     print(result["table"])
