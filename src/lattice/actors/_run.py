@@ -194,7 +194,15 @@ class RunActor:
         self._set_state(RunState.PREPARING)
         self.info.started_at = time.time()
         self._started_mono = trio.current_time()
-        await self._write_started()
+        try:
+            await self._write_started()
+        except LatticeError as exc:
+            # Nothing is on the board, so there is nothing to close there: the run
+            # ends here, failed, with the reason on its record.
+            log.error("run %s: could not write process_started: %s", self.run_id, exc)
+            self.info.reason = str(Reason.SPAWN_ERROR)
+            self.info.error = f"could not write process_started: {exc.message}"
+            return
         defn = self.definition
         board = self.ctx.board
         cwd = board.root
@@ -328,7 +336,7 @@ class RunActor:
         started = self.info.started_event_id is not None
         if started:
             await self._close_attempt()
-        else:
+        elif self.info.reason is None:
             # Never left the queue: nothing was written to the board.
             self.info.reason = str(self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN)
             self.info.error = (
@@ -336,6 +344,7 @@ class RunActor:
                 if self._cancel_reason is Reason.CANCELLED
                 else "the supervisor shut down before the run started"
             )
+        if not started:
             self.info.ended_at = time.time()
         final = RunState.COMPLETED if self.info.reason is None and started else RunState.FAILED
         self.info.state = str(final)
@@ -368,7 +377,6 @@ class RunActor:
         info = self.info
         defn = self.definition
         event_id = new_id("ev")
-        info.started_event_id = event_id
         info.log_path = str(board.worker_log_dir() / f"{event_id}.log")
         data: dict[str, Any] = {
             "process_type": info.worker,
@@ -383,6 +391,7 @@ class RunActor:
         if defn.worktree:
             data["worktree_path"] = str(self.ctx.worktrees.base_dir / info.run_id)
         await self._append("process_started", data, event_id=event_id)
+        info.started_event_id = event_id  # only now is there a run on the board to close
         await self._journal()
 
     async def _write_terminal(self, outcome: Outcome) -> None:
