@@ -43,8 +43,10 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._fd: int | None = None
+        #: Records appended since the file was last compacted.
+        self.appended = 0
 
     def _open(self) -> int:
         if self._fd is None:
@@ -60,6 +62,7 @@ class Journal:
             os.write(fd, line)
             if durable:
                 os.fsync(fd)
+            self.appended += 1
 
     def close(self) -> None:
         with self._lock:
@@ -83,6 +86,11 @@ class Journal:
                 continue  # a torn line from a crash mid-write, or damage: skip it
             latest[record.run.run_id] = record
         return dict(sorted(latest.items(), key=lambda item: item[1].seq))
+
+    def compact_now(self, *, keep_finished: int, max_age_seconds: float) -> None:
+        """Compact while the supervisor runs: read and rewrite under one lock."""
+        with self._lock:
+            self.compact(self.load(), keep_finished=keep_finished, max_age_seconds=max_age_seconds)
 
     def compact(
         self, records: dict[str, JournalRecord], *, keep_finished: int, max_age_seconds: float
@@ -114,3 +122,4 @@ class Journal:
                 self._fd = None
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             atomic_write_bytes(self.path, payload)
+            self.appended = 0

@@ -62,6 +62,7 @@ class Registry:
         self._seq = 0
         self._workers: WorkerSet | None = None
         self._nursery: trio.Nursery | None = None
+        self._compacting = False
 
     # ------------------------------------------------------------------ nursery
 
@@ -304,6 +305,31 @@ class Registry:
         self.finished[run.run_id] = run.info
         self._trim_finished()
         self._dispatch()
+        self._maybe_compact_journal()
+
+    def _maybe_compact_journal(self) -> None:
+        """Keep the append-only journal bounded while the supervisor runs for weeks."""
+        journal = self.ctx.journal
+        if self._nursery is None or self._compacting:
+            return
+        if journal.appended < max(1000, 4 * (self.keep_finished + len(self.live))):
+            return
+        self._compacting = True
+
+        async def compact() -> None:
+            try:
+                await trio.to_thread.run_sync(
+                    lambda: journal.compact_now(
+                        keep_finished=self.keep_finished,
+                        max_age_seconds=self.keep_finished_seconds,
+                    )
+                )
+            except OSError:
+                log.exception("could not compact the run journal")
+            finally:
+                self._compacting = False
+
+        self._nursery.start_soon(compact)
 
     def _forget(self, run: RunActor) -> None:
         if self.live.get(run.key) is run:
