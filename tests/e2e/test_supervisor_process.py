@@ -161,3 +161,12 @@ def _root_of(pid: int) -> Path | None:
         return Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return None
+
+
+def test_stop_with_drain_lets_live_runs_finish(project: Project) -> None:
+    project.write_worker("Short", command="sleep 1; echo finished", worktree=False)
+    task = project.create_task()
+    project.json("worker", "run", "Short", task)
+    project.cli("supervisor", "stop", "--drain")
+    ends = [e for e in project.process_events(task) if e["type"] != "process_started"]
+    assert [e["type"] for e in ends] == ["process_completed"]
