@@ -1,38 +1,50 @@
-"""A pool of benchmark client processes (``bench/_client.py``), released together."""
+"""A pool of benchmark client processes (``_client.serve_jobs``), released together.
+
+The processes come from a multiprocessing forkserver that has imported the client
+once, so starting fifty of them costs forks, not fifty interpreter start-ups (which
+on two cores took seconds and perturbed whatever ran next).
+"""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+import multiprocessing
+import multiprocessing.connection
 from types import TracebackType
 from typing import Any, Self
 
-CLIENT = Path(__file__).resolve().parent / "_client.py"
+import _client
+
+_context: Any = None
+
+
+def _mp() -> Any:
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        # "__main__": the forkserver imports the driver's main module once, so that the
+        # forked clients do not each import it again (multiprocessing would).
+        _context.set_forkserver_preload(["__main__", "_client", "lattice.protocol.client"])
+    return _context
 
 
 class ClientPool:
     """``count`` client processes connected to ``endpoint``, each ready to take jobs."""
 
-    def __init__(self, endpoint: str, count: int, env: dict[str, str] | None = None) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
+    def __init__(self, endpoint: str, count: int) -> None:
+        ctx = _mp()
+        self.procs: list[Any] = []
+        self.conns: list[multiprocessing.connection.Connection] = []
         try:
             for _ in range(count):
-                self.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, str(CLIENT), endpoint],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        text=True,
-                        env=env,
-                    )
-                )
-            for proc in self.procs:
-                assert proc.stdout is not None
-                line = proc.stdout.readline().strip()
-                if line != "ready":
-                    raise RuntimeError(f"a bench client did not start (said {line!r})")
+                mine, theirs = ctx.Pipe()
+                proc = ctx.Process(target=_client.serve_jobs, args=(theirs, endpoint), daemon=True)
+                proc.start()
+                theirs.close()
+                self.procs.append(proc)
+                self.conns.append(mine)
+            for conn, proc in zip(self.conns, self.procs, strict=True):
+                if not conn.poll(120) or conn.recv() != "ready":
+                    raise RuntimeError(f"bench client {proc.pid} did not start")
         except BaseException:
             self.close()
             raise
@@ -52,33 +64,25 @@ class ClientPool:
         self.close()
 
     def run(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Give job ``i`` to client ``i`` (all written before any answer is read)."""
+        """Give job ``i`` to client ``i`` (all sent before any answer is read)."""
         assert len(jobs) <= len(self.procs)
-        lines = [json.dumps(job) + "\n" for job in jobs]
-        for proc, line in zip(self.procs, lines, strict=False):
-            assert proc.stdin is not None
-            proc.stdin.write(line)
-            proc.stdin.flush()
+        for conn, job in zip(self.conns, jobs, strict=False):
+            conn.send(job)
         results = []
-        for proc in self.procs[: len(jobs)]:
-            assert proc.stdout is not None
-            answer = proc.stdout.readline()
-            if not answer:
-                raise RuntimeError(f"bench client {proc.pid} died (exit {proc.wait()})")
-            results.append(json.loads(answer))
+        for conn, proc in zip(self.conns[: len(jobs)], self.procs, strict=False):
+            try:
+                results.append(conn.recv())
+            except EOFError:
+                raise RuntimeError(f"bench client {proc.pid} died (exit {proc.exitcode})") from None
         return results
 
     def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
         for proc in self.procs:
-            try:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            except OSError:
-                pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            proc.join(timeout=10)
+            if proc.is_alive():
                 proc.kill()
-                proc.wait()
+                proc.join()
         self.procs = []
+        self.conns = []

@@ -305,6 +305,9 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="the smallest subset (for tests)")
     ap.add_argument("--json-out", type=Path, default=HERE / "results.json")
     ap.add_argument("--dir", type=Path, default=None, help="parent of the scratch folder")
+    ap.add_argument(
+        "--skip-others", action="store_true", help="do not run bench_board.py and bench_protocol.py"
+    )
     args = ap.parse_args()
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     started = time.monotonic()
@@ -320,8 +323,9 @@ def main() -> None:
         result.update(bench_ps.measure(mode, scratch / "ps"))
         others: dict[str, Any] = {}
         for script in OTHERS:
-            if mode == "smoke":
-                others[Path(script).stem] = {"skipped": "not run in --smoke"}
+            if mode == "smoke" or args.skip_others:
+                why = "--smoke" if mode == "smoke" else "--skip-others"
+                others[Path(script).stem] = {"skipped": f"not run with {why}"}
             else:
                 others[Path(script).stem] = run_other(script, mode == "quick", scratch)
         result["others"] = others
