@@ -91,7 +91,7 @@ def release(project: Project, run_ids: list[str]) -> None:
 
 def ps_latency(project: Project, count: int) -> dict[str, Any]:
     """``count`` Ps requests from a client process of their own (after 10 warm-up)."""
-    with ClientPool(project.endpoint, 1, env=project.env) as pool:
+    with ClientPool(project.endpoint, 1) as pool:
         pool.run([{"job": "ps", "count": 10}])
         result = pool.run([{"job": "ps", "count": count}])[0]
     return {**summary(result["latencies_ms"]), "runs_listed": result["runs"]}
@@ -100,7 +100,7 @@ def ps_latency(project: Project, count: int) -> dict[str, Any]:
 def ps_latency_side_by_side(projects: list[Project], count: int) -> list[dict[str, Any]]:
     """Ps latency of several supervisors, in alternating batches (noise hits all alike)."""
     rounds = 10
-    pools = [ClientPool(p.endpoint, 1, env=p.env) for p in projects]
+    pools = [ClientPool(p.endpoint, 1) for p in projects]
     try:
         samples: list[list[float]] = [[] for _ in projects]
         listed = [0 for _ in projects]

@@ -263,7 +263,7 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
     rows = []
     for c in sizes.concurrency:
         acc = _Row()
-        with ClientPool(project.endpoint, c, env=project.env) as pool:
+        with ClientPool(project.endpoint, c) as pool:
             # warm-up: every path once at this concurrency (imports, caches, git's files)
             supervisor_round(pool, pid, "True", tasks, 2 * c)
             supervisor_round(pool, pid, "TrueWt", tasks, c)
@@ -300,7 +300,7 @@ def measure_storm(project: Project, clients: int) -> dict[str, Any]:
     from lattice.protocol import Cancel, RunReply, Wait
 
     task = project.task_ids[-1]  # a task of its own: the throughput rounds use the others
-    with ClientPool(project.endpoint, clients, env=project.env) as pool:
+    with ClientPool(project.endpoint, clients) as pool:
         results = pool.run([{"job": "run", "worker": "Sleep00", "task": task}] * clients)
     created = [r for r in results if r.get("created")]
     codes: dict[str, int] = {}

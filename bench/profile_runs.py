@@ -160,7 +160,7 @@ def main() -> None:
         project.pid = sup.pid
         raw = Path(tmp) / "py-spy.txt"
         try:
-            with ClientPool(project.endpoint, args.clients, env=project.env) as pool:
+            with ClientPool(project.endpoint, args.clients) as pool:
                 supervisor_round(pool, sup.pid, args.worker, project.task_ids, 2 * args.clients)
                 spy = None
                 if args.py_spy:
