@@ -54,15 +54,27 @@ class Journal:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return self._fd
 
-    def write(self, record: JournalRecord, *, durable: bool = True) -> None:
-        """Append one record; with ``durable`` it is on disk when this returns."""
+    def write(self, record: JournalRecord, *, durable: bool = False) -> None:
+        """Append one record; with ``durable`` it is on disk when this returns.
+
+        Only acceptance needs ``durable``: a run accepted must survive a reboot to be
+        requeued. Later records (pid, worktree, end) only need to survive the death of
+        the supervisor, which the page cache gives; after a reboot their processes are
+        gone anyway and the board says which runs are open. The fsync runs outside the
+        lock (on a duplicate of the descriptor, which a compaction may close), so
+        concurrent acceptances share the disk's flush instead of queueing for it.
+        """
         line = _encoder.encode(record) + b"\n"
         with self._lock:
             fd = self._open()
             os.write(fd, line)
-            if durable:
-                os.fsync(fd)
             self.appended += 1
+            flush_fd = os.dup(fd) if durable else None
+        if flush_fd is not None:
+            try:
+                os.fsync(flush_fd)
+            finally:
+                os.close(flush_fd)
 
     def close(self) -> None:
         with self._lock:

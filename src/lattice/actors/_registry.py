@@ -17,7 +17,6 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from pathlib import Path
 
 import trio
 from trio_util import AsyncValue
@@ -155,7 +154,7 @@ class Registry:
         # ---- inserted; now make the acceptance durable before anyone hears of it
         try:
             record = JournalRecord(seq=run.seq, run=info, request=req)
-            await trio.to_thread.run_sync(self.ctx.journal.write, record)
+            await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=True))
         except OSError as exc:
             self._forget(run)
             raise LatticeError(Code.INTERNAL, f"could not record the run: {exc}") from exc
@@ -215,8 +214,48 @@ class Registry:
     async def _validate(
         self, req: Run
     ) -> tuple[LoadedWorker, str, str | None, str, str | None, str | None, str | None]:
+        """Everything a Run is refused for, before anything is written.
+
+        The file work (definitions, task, actor, engine on PATH) happens in one thread
+        hop and the git work in one git process (plus a cached merge-base): a trivial
+        run's cost is dominated by such fixed costs, so they are counted.
+        """
+        worker, task_id, short_id, actor = await trio.to_thread.run_sync(self._check_files, req)
+        defn = worker.definition
+        assert defn is not None
+        root = self.ctx.board.root
+        worktrees = self.ctx.worktrees
+        bases = [req.base] if req.base else self._default_bases()
+        try:
+            revs = [req.revision or "HEAD", *bases]
+            commit, *base_shas = await worktrees.resolve_many(root, revs)
+        except LatticeError:
+            if req.revision is not None or req.base is not None or defn.worktree:
+                raise
+            return worker, task_id, short_id, actor, None, None, None  # no git: fine here
+        if commit is None:
+            if req.revision is None and not defn.worktree:
+                return worker, task_id, short_id, actor, None, None, None
+            await worktrees.resolve_commit(root, req.revision)  # raises the clear error
+        if req.base and base_shas[0] is None:
+            raise LatticeError(
+                Code.NOT_FOUND, f"base {req.base!r} is not a commit in this repository"
+            )
+        base, base_sha = next(
+            ((name, sha) for name, sha in zip(bases, base_shas, strict=True) if sha), (None, None)
+        )
+        merge_base = None
+        if base_sha and commit:
+            merge_base = await worktrees.merge_base(root, base_sha, commit)
+        return worker, task_id, short_id, actor, commit, base, merge_base
+
+    def _check_files(self, req: Run) -> tuple[LoadedWorker, str, str | None, str]:
+        """The blocking part of validation; runs in a thread."""
         board = self.ctx.board
-        worker = (await self.workers()).get(req.worker)
+        workers = self._workers
+        if workers is None or workers.stale():
+            workers = self._workers = load_workers(board.root)
+        worker = workers.get(req.worker)
         if not worker.valid or worker.definition is None:
             raise LatticeError(
                 Code.INVALID_WORKER,
@@ -224,50 +263,20 @@ class Registry:
                 details={"problems": worker.problems},
             )
         defn = worker.definition
-
-        def read_task() -> tuple[str, str | None]:
-            task_id = board.resolve_task(req.task)
-            snapshot = board.read_snapshot(task_id)
-            return task_id, snapshot.get("short_id")
-
-        task_id, short_id = await trio.to_thread.run_sync(read_task)
-        actor = req.actor or worker.actor
-        validate_actor(actor)
+        task_id = board.resolve_task(req.task)
+        short_id = board.read_snapshot(task_id).get("short_id")
+        actor = validate_actor(req.actor or worker.actor)
         path_env = worker_environment(self.ctx.environ, defn, {}).get("PATH", os.defpath)
         problem = preflight(defn, board.root, path_env)
         if problem:
             raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
-        worktrees = self.ctx.worktrees
-        commit: str | None
-        try:
-            commit = await worktrees.resolve_commit(board.root, req.revision)
-        except LatticeError:
-            if req.revision is not None or defn.worktree:
-                raise
-            commit = None  # a script worker without a worktree may run outside git
-        base = req.base or await self._default_base(board.root, commit)
-        merge_base = None
-        if base and commit:
-            try:
-                merge_base = await worktrees.merge_base(board.root, base, commit)
-            except LatticeError:
-                if req.base is not None:
-                    raise
-        return worker, task_id, short_id, actor, commit, base, merge_base
+        return worker, task_id, short_id, actor
 
-    async def _default_base(self, root: Path, commit: str | None) -> str | None:
+    def _default_bases(self) -> list[str]:
         configured = self.ctx.board.config.get("workers", {})
         if isinstance(configured, dict) and isinstance(configured.get("base_ref"), str):
-            return str(configured["base_ref"])
-        if commit is None:
-            return None
-        for candidate in ("main", "master"):
-            try:
-                await self.ctx.worktrees.resolve_commit(root, candidate)
-            except LatticeError:
-                continue
-            return candidate
-        return None
+            return [str(configured["base_ref"])]
+        return ["main", "master"]
 
     # ------------------------------------------------------------------ admission
 

@@ -226,9 +226,8 @@ class RunActor:
             return
         self._process = process
         self.info.pid = process.pid
-        self._pid_start_time = await trio.to_thread.run_sync(process_start_time, process.pid)
         self._set_state(RunState.RUNNING)
-        await self._journal()
+        await self._journal(note_start_time_of=process.pid)
         timeout_min = self.request.timeout_minutes or defn.timeout_minutes
         with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
             self._wait_scope = scope
@@ -349,7 +348,7 @@ class RunActor:
         final = RunState.COMPLETED if self.info.reason is None and started else RunState.FAILED
         self.info.state = str(final)
         self.info.pid = None
-        await self._journal(durable=False)
+        await self._journal()
         self.state.value = final
 
     async def _close_attempt(self) -> None:
@@ -390,9 +389,8 @@ class RunActor:
         }
         if defn.worktree:
             data["worktree_path"] = str(self.ctx.worktrees.base_dir / info.run_id)
-        await self._append("process_started", data, event_id=event_id)
+        await self._append("process_started", data, event_id=event_id, journal=True)
         info.started_event_id = event_id  # only now is there a run on the board to close
-        await self._journal()
 
     async def _write_terminal(self, outcome: Outcome) -> None:
         info = self.info
@@ -410,12 +408,6 @@ class RunActor:
             "duration_seconds": info.duration_seconds,
             "log_path": info.log_path,
         }
-        result, result_error = await trio.to_thread.run_sync(self._read_result)
-        if result is not None:
-            info.result = result
-            data["output"] = result
-        if result_error:
-            data["output_error"] = result_error
         if outcome.reason is None:
             data.update(result="success", exit_code=0)
             event_type = "process_completed"
@@ -429,7 +421,7 @@ class RunActor:
                 data["signal"] = outcome.signal
             event_type = "process_failed"
         try:
-            await self._append(event_type, data)
+            await self._append(event_type, data, result_file=True)
         except Exception:
             # The board refused the write (disk full, lock timeout): say so loudly; the
             # run stays open on the board and recovery or `doctor --fix` settles it.
@@ -455,13 +447,32 @@ class RunActor:
         return value, None
 
     async def _append(
-        self, event_type: str, data: dict[str, Any], *, event_id: str | None = None
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        journal: bool = False,
+        result_file: bool = False,
     ) -> None:
+        """Write one event (and what goes with it) in one thread hop.
+
+        ``result_file``: read the worker's result into ``data`` first; ``journal``:
+        record the run in the journal after the event. Thread hops are a fixed cost
+        of every run, so a run's steps that belong together share one.
+        """
         info = self.info
         board = self.ctx.board
 
         def write() -> dict[str, Any]:
-            result = board.append(
+            if result_file:
+                result, result_error = self._read_result()
+                if result is not None:
+                    info.result = result
+                    data["output"] = result
+                if result_error:
+                    data["output_error"] = result_error
+            written = board.append(
                 info.task_id,
                 event_type,
                 data,
@@ -471,16 +482,30 @@ class RunActor:
                 hooks=False,
                 event_id=event_id,
             )
-            return result.event
+            if journal:
+                self._journal_now(event_id=event_id)
+            return written.event
 
         event = await trio.to_thread.run_sync(write)
         self.ctx.run_hooks([event])
 
-    async def _journal(self, *, durable: bool = True) -> None:
+    async def _journal(self, *, note_start_time_of: int | None = None) -> None:
+        def write() -> None:
+            if note_start_time_of is not None:
+                self._pid_start_time = process_start_time(note_start_time_of)
+            self._journal_now()
+
+        await trio.to_thread.run_sync(write)
+
+    def _journal_now(self, *, event_id: str | None = None) -> None:
+        """Record the run as it is now (blocking). Not durable: see :meth:`Journal.write`."""
+        run = self.info
+        if event_id is not None:  # the event is on the board: the record may say so
+            run = msgspec.structs.replace(run, started_event_id=event_id)
         record = JournalRecord(
-            seq=self.seq, run=self.info, request=self.request, pid_start_time=self._pid_start_time
+            seq=self.seq, run=run, request=self.request, pid_start_time=self._pid_start_time
         )
-        await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=durable))
+        self.ctx.journal.write(record)
 
 
 def _signal_of(returncode: int | None) -> int | None:

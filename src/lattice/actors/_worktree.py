@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import trio
 
-from lattice.actors._git import one_line, run_git
+from lattice.actors._git import git_environment, one_line, run_git
 from lattice.errors import Code, LatticeError
 
 #: Names of worktree folders (run ids and the like): no separators, no leading dot.
@@ -54,6 +54,7 @@ class Worktrees:
         self._repos: dict[str, _Repo] = {}
         self._locks: dict[Path, trio.Lock] = {}
         self._busy: set[Path] = set()
+        self._merge_bases: dict[tuple[Path, str, str], str | None] = {}
 
     @staticmethod
     def default_base_dir(root: Path) -> Path:
@@ -97,14 +98,52 @@ class Worktrees:
             "branch, tag or commit that exists",
         )
 
+    async def resolve_many(self, root: Path, revs: list[str]) -> list[str | None]:
+        """The commit sha each of ``revs`` names (None where none), in one git process.
+
+        A Run request needs HEAD (or its revision) and the base ref; one
+        ``cat-file --batch-check`` answers both, where a ``rev-parse`` per name would
+        cost a process each (a third of a trivial run's time, measured).
+        """
+        for rev in revs:
+            _check_rev(rev)
+        repo = await self._repo(root)
+        done = await trio.run_process(
+            ["git", "-C", str(repo.top), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            stdin="".join(f"{rev}^{{commit}}\n" for rev in revs).encode(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=git_environment(),
+        )
+        lines = done.stdout.decode(errors="replace").splitlines()
+        if done.returncode != 0 or len(lines) != len(revs):
+            raise LatticeError(
+                Code.NOT_FOUND, f"git could not read revisions in {repo.top}: "
+                f"{one_line(done.stderr)}"
+            )
+        out: list[str | None] = []
+        for line in lines:
+            sha, _, kind = line.partition(" ")
+            out.append(sha if kind == "commit" else None)
+        return out
+
     async def merge_base(self, root: Path, base: str, commit: str) -> str | None:
         """The best common ancestor of ``base`` and ``commit``, None when there is none."""
         _check_rev(base)
         _check_rev(commit)
         repo = await self._repo(root)
+        key = (repo.top, base, commit)
+        if key in self._merge_bases:  # two commit shas always have the same merge base
+            return self._merge_bases[key]
         done = await run_git(repo.top, "merge-base", base, commit)
         if done.returncode == 0:
-            return done.stdout.decode().strip() or None
+            found = done.stdout.decode().strip() or None
+            if _SHA.fullmatch(base) and _SHA.fullmatch(commit):
+                if len(self._merge_bases) > 4096:
+                    self._merge_bases.clear()
+                self._merge_bases[key] = found
+            return found
         if done.returncode == 1 and not done.stderr.strip():
             return None
         raise LatticeError(
@@ -266,6 +305,9 @@ class Worktrees:
 def _absolute(path: os.PathLike[str] | str) -> Path:
     """``path`` made absolute without touching the file system (beyond the cwd)."""
     return Path(os.path.abspath(path))
+
+
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def _check_rev(rev: str) -> None:
