@@ -311,7 +311,7 @@ class Board:
 
         if status is not None:
             self.workflow().require_status(status)
-        return read_rows(str(self.dir / "tasks"), status)
+        return read_rows(str(self.dir / "tasks"), status, str(self.dir / "run" / "rows-cache.json"))
 
     def list_snapshots(self, *, status: str | None = None) -> list[dict[str, Any]]:
         """Active tasks' snapshots sorted by id, optionally only those in ``status``."""

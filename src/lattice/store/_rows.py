@@ -7,12 +7,20 @@ struct of just the listed fields (its decode is faster, but importing msgspec co
 as much as it saves at 5,000 tasks, and more on smaller boards); a cache of rows
 (checking 5,000 entries costs 5,000 ``stat`` calls, about what reading the files
 costs, and it would also have to notice lattice-tracker's writes).
+
+What does work is a cache validated by the ``tasks/`` folder itself: every snapshot
+write by either tool is a rename into that folder (atomic write), which changes the
+folder's mtime, so one ``stat`` tells whether any snapshot changed. The mtime clock
+ticks coarsely, so a folder state is trusted (cached) only once it is two seconds
+old; a board that is being written to is simply read in full. The cache lives in
+``.lattice/run/`` (our runtime folder) and is never needed: delete it at will.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 _CHUNK = 1 << 16
@@ -32,9 +40,67 @@ def _read(path: str) -> bytes:
     return data
 
 
-def read_rows(tasks_dir: str, status: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+#: A folder state younger than this is not cached (mtime granularity, writers racing).
+SETTLE_NS = 2_000_000_000
+
+
+def read_rows(
+    tasks_dir: str, status: str | None, cache_path: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows (id, short_id, title, status, priority, type, assigned_to, tags, updated_at,
-    active_runs) of every snapshot in ``tasks_dir`` sorted by id, and unreadable files."""
+    active_runs) of every snapshot in ``tasks_dir`` sorted by id, and unreadable files.
+
+    With ``cache_path``, rows are reused while the folder has not changed (see above).
+    """
+    try:
+        st = os.stat(tasks_dir)
+    except FileNotFoundError:
+        return [], []
+    stamp = [st.st_ino, st.st_mtime_ns]
+    cached = _load_cache(cache_path, stamp) if cache_path else None
+    if cached is not None:
+        rows, problems = cached
+    else:
+        rows, problems = _scan(tasks_dir)
+        if cache_path and time.time_ns() - st.st_mtime_ns > SETTLE_NS:
+            _save_cache(cache_path, stamp, rows, problems)
+    if status is not None:
+        rows = [r for r in rows if r["status"] == status]
+    return rows, problems
+
+
+def _load_cache(path: str, stamp: list[int]) -> tuple[list[dict[str, Any]], list[str]] | None:
+    try:
+        data = json.loads(_read(path))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("stamp") != stamp:
+        return None
+    rows, problems = data.get("rows"), data.get("problems")
+    if not isinstance(rows, list) or not isinstance(problems, list):
+        return None
+    return rows, problems
+
+
+def _save_cache(
+    path: str, stamp: list[int], rows: list[dict[str, Any]], problems: list[str]
+) -> None:
+    """Best effort: a cache that cannot be written costs the next list a full read."""
+    folder = os.path.dirname(path)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        with open(tmp, "w", encoding="ascii") as f:
+            json.dump({"stamp": stamp, "rows": rows, "problems": problems}, f)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _scan(tasks_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     try:
@@ -51,8 +117,6 @@ def read_rows(tasks_dir: str, status: str | None) -> tuple[list[dict[str, Any]],
             get = snap.get
         except (OSError, ValueError, AttributeError) as err:
             problems.append(f"tasks/{name}: cannot be read ({err})")
-            continue
-        if status is not None and get("status") != status:
             continue
         runs = get("active_processes")
         append(
