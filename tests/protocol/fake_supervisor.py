@@ -64,6 +64,8 @@ class FakeSupervisor:
         self.stream_cancelled = trio.Event()
         self.slow_started = trio.Event()
         self.release_late = trio.Event()
+        self.late_started = trio.Event()
+        self.late_answered = trio.Event()
 
     async def __call__(self, req: AnyRequest, send: Send) -> None:
         rid = req.rid
@@ -104,8 +106,12 @@ class FakeSupervisor:
                 self.slow_started.set()
                 await trio.sleep_forever()
             case Get(run_id="late"):
+                self.late_started.set()
                 await self.release_late.wait()
-                await send(RunReply(rid=rid, run=run_info("late", "completed")))
+                try:
+                    await send(RunReply(rid=rid, run=run_info("late", "completed")))
+                finally:
+                    self.late_answered.set()  # sent, or found its client gone
             case Get():
                 await send(RunReply(rid=rid, run=run_info(req.run_id, "completed")))
             case Wait():

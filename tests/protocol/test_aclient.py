@@ -75,10 +75,14 @@ async def test_no_answer_in_time_is_supervisor_unavailable_and_the_late_reply_is
 ) -> None:
     async with AsyncClient(endpoint) as client:
         with pytest.raises(LatticeError) as info:
-            await client.request(Get(run_id="late"), timeout=0.2)
+            await client.request(Get(run_id="late"), timeout=0.5)
         assert info.value.code == Code.SUPERVISOR_UNAVAILABLE
-        assert "within 0.2s" in info.value.message
+        assert "within 0.5s" in info.value.message
+        with trio.fail_after(20):
+            await fake.late_started.wait()
         fake.release_late.set()
+        with trio.fail_after(20):
+            await fake.late_answered.wait()
         reply = await client.request(Get(run_id="next"))
         assert isinstance(reply, RunReply) and reply.run.run_id == "next"
 

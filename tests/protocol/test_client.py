@@ -95,15 +95,17 @@ def test_no_supervisor_is_a_clear_error_within_the_timeout(tmp_path: Path) -> No
 
 
 async def test_a_late_reply_is_never_taken_for_the_next_answer(
-    fake: FakeSupervisor, endpoint: str, server_log: LogWatch
+    fake: FakeSupervisor, endpoint: str
 ) -> None:
     with Client(endpoint, timeout=20) as client:
         with pytest.raises(LatticeError) as info:
-            await trio.to_thread.run_sync(lambda: client.request(Get(run_id="late"), timeout=0.2))
+            await trio.to_thread.run_sync(lambda: client.request(Get(run_id="late"), timeout=1))
         assert info.value.code == Code.SUPERVISOR_UNAVAILABLE
+        with trio.fail_after(20):
+            await fake.late_started.wait()  # (the request did reach the server)
         fake.release_late.set()
-        # the late reply goes to the old connection, which the client has closed
-        await server_log.wait_for("went away")
+        with trio.fail_after(20):
+            await fake.late_answered.wait()
         reply = await trio.to_thread.run_sync(lambda: client.request(Get(run_id="next")))
     assert isinstance(reply, RunReply) and reply.run.run_id == "next"
 

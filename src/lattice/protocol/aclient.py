@@ -49,7 +49,7 @@ class TrioSocket:
 
     def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.sock = sock
-        self._fd = int(sock.getsockopt(zmq.FD))
+        self.fd = int(sock.getsockopt(zmq.FD))
         self._waiter: trio.CancelScope | None = None  # the one task in wait_readable
         self._wanted = 0  # union of the EVENTS bits that waiting tasks want
         self._lot = trio.lowlevel.ParkingLot()
@@ -69,7 +69,7 @@ class TrioSocket:
             with trio.CancelScope() as scope:
                 self._waiter = scope
                 try:
-                    await trio.lowlevel.wait_readable(self._fd)
+                    await trio.lowlevel.wait_readable(self.fd)
                 finally:
                     self._waiter = None
                     self._wanted = 0  # every woken task adds its mask back
@@ -82,10 +82,9 @@ class TrioSocket:
 
     def recv_nowait(self) -> list[bytes] | None:
         """One whole message, or None when none is queued."""
-        try:
-            frames = self.sock.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return None
+        if not self.events() & zmq.POLLIN:
+            return None  # (cheaper than letting recv raise zmq.Again)
+        frames = self.sock.recv_multipart(zmq.NOBLOCK)
         self.wake_waiters()
         return frames
 
@@ -121,7 +120,7 @@ class TrioSocket:
         """Close the socket (waking and failing any task still waiting on it)."""
         if self.sock.closed:
             return
-        trio.lowlevel.notify_closing(self._fd)
+        trio.lowlevel.notify_closing(self.fd)
         self.sock.close(linger=linger)
 
 

@@ -124,8 +124,8 @@ class Client:
         frame = encode(req)
         check_request_size(frame)
         sock, monitor = self._connected()
-        while monitor.poll(0):  # disconnects from before this request are old news
-            _monitor_event(monitor)
+        while monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # disconnects from before
+            _monitor_event(monitor)  # this request are old news
         sock.send(frame)
         return req.rid
 
@@ -151,11 +151,6 @@ class Client:
         sock, monitor = self._connected()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            reply = self._take(sock, rid)
-            if reply is not None:
-                if isinstance(reply, Error):
-                    raise error_from_reply(reply)
-                return reply
             wait_ms = None
             if deadline is not None:
                 wait_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
@@ -163,6 +158,12 @@ class Client:
             if not ready:
                 self.close()  # a late reply must not answer a later request
                 raise no_answer(self.endpoint, timeout or 0.0)
+            if sock in ready:
+                reply = self._take(sock, rid)
+                if reply is not None:
+                    if isinstance(reply, Error):
+                        raise error_from_reply(reply)
+                    return reply
             if monitor in ready and _monitor_event(monitor) == zmq.EVENT_DISCONNECTED:
                 reply = self._take(sock, rid)  # the answer may have come just before
                 if reply is None:

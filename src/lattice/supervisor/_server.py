@@ -133,24 +133,44 @@ class _Server:
         self.handler = handler
         self.log = log
         self.nursery: trio.Nursery | None = None
+        self._reader: trio.CancelScope | None = None
         #: identity -> cancel scopes of that peer's running requests
         self.peers: dict[bytes, set[trio.CancelScope]] = {}
 
     async def receive_forever(self) -> None:
+        """Dispatch requests as they come; the one task that waits on the descriptor.
+
+        Rule 2 of :class:`TrioSocket` (a send may swallow the edge this task waits
+        for) is kept without waking this task: whoever sends also dispatches what
+        has arrived (:meth:`_after_send`). This task is woken only in the rare case
+        that a sender left messages behind (more than a batch), by cancelling its
+        scope; so the common path pays for no cancel scope per wait.
+        """
+        fd = self.sock.fd
         while True:
-            # Rule 1 (see TrioSocket): drain before waiting on the descriptor.
-            for _ in range(RECEIVE_BATCH):
-                frames = self.sock.recv_nowait()
-                if frames is None:
-                    break
-                try:
-                    self._dispatch(frames)
-                except Exception:  # a bug here must not take the supervisor down
-                    self.log.exception("failed to dispatch a message of %d frames", len(frames))
-            else:
-                await trio.lowlevel.checkpoint()
-                continue
-            await self.sock.wait(zmq.POLLIN)
+            with trio.CancelScope() as self._reader:
+                while True:
+                    if self._pump():
+                        await trio.lowlevel.checkpoint()  # a full batch: let handlers run
+                    else:
+                        await trio.lowlevel.wait_readable(fd)
+
+    def _pump(self) -> bool:
+        """Rule 1: dispatch what is queued; True if it stopped at the batch limit."""
+        for _ in range(RECEIVE_BATCH):
+            frames = self.sock.recv_nowait()
+            if frames is None:
+                return False
+            try:
+                self._dispatch(frames)
+            except Exception:  # a bug here must not take the supervisor down
+                self.log.exception("failed to dispatch a message of %d frames", len(frames))
+        return True
+
+    def _after_send(self) -> None:
+        """Rule 2: this send may have consumed the edge the receiver waits for."""
+        if self.sock.events() & zmq.POLLIN and self._pump() and self._reader is not None:
+            self._reader.cancel()
 
     def _dispatch(self, frames: list[bytes]) -> None:
         identity = frames[0]
@@ -249,6 +269,7 @@ class _Server:
             replies += 1
             done = isinstance(reply, Error) or not streaming
             failure = self._send_now(envelope, reply)
+            self._after_send()
             if failure == "gone":
                 self.log.info(
                     "peer %s went away; cancelling its %d request(s), %s rid=%d among them",
@@ -268,7 +289,12 @@ class _Server:
                     identity.hex(),
                 )
                 scope.cancel()
-            await trio.lowlevel.checkpoint()
+            if streaming:
+                await trio.lowlevel.checkpoint()  # a stream in a loop must let others run
+            else:
+                # The one reply of a plain request: no need to reschedule the task just
+                # to finish it (this saves a scheduling round per request).
+                await trio.lowlevel.checkpoint_if_cancelled()
 
         try:
             with scope:
