@@ -124,7 +124,7 @@ class Client:
         frame = encode(req)
         check_request_size(frame)
         sock, monitor = self._connected()
-        while monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # disconnects from before
+        while int(monitor.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # disconnects from before
             _monitor_event(monitor)  # this request are old news
         sock.send(frame)
         return req.rid
