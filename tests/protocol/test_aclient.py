@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import zmq
 from lattice.errors import Code, LatticeError
 from lattice.protocol import Get, Hello, HelloReply, Logs, Run, RunReply, Wait, default_endpoint
 from lattice.protocol.aclient import AsyncClient, TrioSocket
+from lattice.supervisor._server import serve
 from tests.protocol.conftest import LogWatch
 from tests.protocol.fake_supervisor import FakeSupervisor
 
@@ -100,6 +102,51 @@ async def test_a_caller_cancelling_one_request_leaves_the_others_working(
     async with AsyncClient(endpoint) as client:
         with trio.move_on_after(0.05):
             await client.request(Get(run_id="slow"))
+        assert isinstance(await client.request(Hello()), HelloReply)
+
+
+async def test_a_supervisor_gone_mid_stream_ends_every_request_in_flight(
+    endpoint: str, nursery: trio.Nursery
+) -> None:
+    server = trio.CancelScope()
+    fake = FakeSupervisor(endpoint)
+
+    async def run_server(task_status: trio.TaskStatus[str]) -> None:
+        with server:
+            await serve(endpoint, fake, task_status=task_status)
+
+    await nursery.start(run_server)
+    failures: list[LatticeError] = []
+    async with AsyncClient(endpoint) as client:
+
+        async def expect_gone(req: Logs | Get) -> None:
+            with pytest.raises(LatticeError) as info:
+                if isinstance(req, Logs):
+                    async for _ in client.stream(req):  # no timeout at all
+                        pass
+                else:
+                    await client.request(req, timeout=60)
+            failures.append(info.value)
+
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(expect_gone, Logs(run_id="forever", follow=True))
+            waiting.start_soon(expect_gone, Get(run_id="slow"))
+            await fake.slow_started.wait()
+            server.cancel()
+    assert [e.code for e in failures] == [Code.SUPERVISOR_UNAVAILABLE] * 2
+    assert all("closed the connection" in e.message for e in failures)
+
+
+async def test_leaving_a_stream_early_stops_it_on_the_server(
+    fake: FakeSupervisor, endpoint: str
+) -> None:
+    async with AsyncClient(endpoint) as client:
+        stream = client.stream(Logs(run_id="forever", follow=True), timeout=20)
+        async with aclosing(stream):  # type: ignore[type-var]
+            async for _ in stream:
+                break
+        with trio.fail_after(20):
+            await fake.stream_cancelled.wait()
         assert isinstance(await client.request(Hello()), HelloReply)
 
 

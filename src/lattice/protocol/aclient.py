@@ -35,6 +35,7 @@ from lattice.protocol._client_errors import (
     check_request_size,
     error_from_reply,
     no_answer,
+    went_away,
 )
 from lattice.protocol._codec import ProtocolError, decode_reply, encode
 from lattice.protocol._messages import End, Error, Reply, Request
@@ -124,6 +125,13 @@ class TrioSocket:
         self.sock.close(linger=linger)
 
 
+class _Gone:
+    """Filed in the inbox of every request in flight when the connection closes."""
+
+
+_GONE = _Gone()
+
+
 class AsyncClient:
     """A client of the supervisor for Trio programs; the API of :class:`Client`.
 
@@ -132,6 +140,10 @@ class AsyncClient:
     gets; so no background task is needed and the client works without a nursery.
     A reply nobody waits for any more (its request timed out) is dropped, because
     request ids are never reused within a client.
+
+    While it receives, that task also watches the connection (a socket monitor): if
+    it closes, every request in flight fails with SUPERVISOR_UNAVAILABLE, so a
+    stream without a timeout cannot outlive the supervisor.
     """
 
     def __init__(
@@ -145,17 +157,20 @@ class AsyncClient:
         self.timeout = timeout
         self._curve_server_key = curve_server_key
         self._rids = itertools.count(1)
-        self._inbox: dict[int, deque[Reply]] = {}
+        self._inbox: dict[int, deque[Reply | _Gone]] = {}
         self._receiving = False
         self._arrived = trio.lowlevel.ParkingLot()
-        self._socket: TrioSocket | None = None
+        self._sockets: tuple[TrioSocket, TrioSocket] | None = None
 
-    def _connected(self) -> TrioSocket:
-        if self._socket is None:
+    def _connected(self) -> tuple[TrioSocket, TrioSocket]:
+        """The DEALER socket and its monitor, connecting on first use."""
+        if self._sockets is None:
             from lattice.protocol.client import new_dealer  # no Trio there: cheap to share
 
-            self._socket = TrioSocket(new_dealer(self.endpoint, self._curve_server_key))
-        return self._socket
+            sock = new_dealer(self.endpoint, self._curve_server_key)
+            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._sockets = (TrioSocket(sock), TrioSocket(monitor))
+        return self._sockets
 
     async def __aenter__(self) -> Self:
         return self
@@ -168,24 +183,60 @@ class AsyncClient:
     ) -> None:
         await self.aclose()
 
+    def _close(self) -> None:
+        if self._sockets is not None:
+            sock, monitor = self._sockets
+            sock.sock.disable_monitor()
+            monitor.close()
+            sock.close()
+            self._sockets = None
+
     async def aclose(self) -> None:
-        """Close the socket; requests still waiting fail."""
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        """Close the connection (the client connects again if used again)."""
+        self._close()
         await trio.lowlevel.checkpoint()
+
+    def _connection_closed(self) -> None:
+        for box in self._inbox.values():
+            box.append(_GONE)
 
     async def _send(self, req: Request) -> int:
         req.rid = next(self._rids)
         frame = encode(req)
         check_request_size(frame)
+        sock, monitor = self._connected()
+        while monitor.recv_nowait() is not None:  # a close seen now ends what is in flight
+            self._connection_closed()
         self._inbox[req.rid] = deque()
         try:
-            await self._connected().send([frame])
+            await sock.send([frame])
         except BaseException:
             del self._inbox[req.rid]
             raise
         return req.rid
+
+    async def _receive(self) -> list[bytes] | None:
+        """The next message, or None when the connection closed first."""
+        sock, monitor = self._connected()
+        got: list[bytes] | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def data() -> None:
+                nonlocal got
+                got = await sock.recv()
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                await monitor.recv()  # only EVENT_DISCONNECTED is monitored
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(data)
+            nursery.start_soon(watch)
+        if got is None:
+            got = sock.recv_nowait()  # the answer may have arrived just before the close
+            if got is None:
+                self._connection_closed()
+        return got
 
     async def _next(self, rid: int) -> Reply:
         """The next reply to ``rid``: from the inbox, or received by this task."""
@@ -196,10 +247,12 @@ class AsyncClient:
                 continue
             self._receiving = True
             try:
-                frames = await self._connected().recv()
+                frames = await self._receive()
             finally:
                 self._receiving = False
                 self._arrived.unpark_all()
+            if frames is None:
+                break
             try:
                 reply = decode_reply(frames[-1])
             except ProtocolError as exc:
@@ -208,7 +261,10 @@ class AsyncClient:
                 continue
             if reply.rid in self._inbox:
                 self._inbox[reply.rid].append(reply)
-        return box.popleft()
+        answer = box.popleft()
+        if isinstance(answer, _Gone):
+            raise went_away(self.endpoint)
+        return answer
 
     async def _answer(self, rid: int, seconds: float | None) -> Reply:
         with trio.move_on_after(math.inf if seconds is None else seconds):
@@ -244,17 +300,24 @@ class AsyncClient:
     ) -> AsyncIterator[Reply]:
         """Yield the replies to ``req`` until :class:`End` (not yielded).
 
-        ``timeout`` applies to each reply; None waits forever (as ``Wait`` needs).
+        ``timeout`` applies to each reply; None waits forever (as ``Wait`` needs),
+        though never past the supervisor's end. Leaving early closes the connection
+        when no other request is using it, which stops the stream on the server;
+        otherwise the rest of the stream is dropped as it arrives.
         """
         rid = await self._send(req)
+        ended = False
         try:
             while True:
                 reply = await self._answer(rid, timeout)
                 if isinstance(reply, End):
+                    ended = True
                     return
                 yield reply
         finally:
             self._inbox.pop(rid, None)
+            if not ended and not self._inbox and not self._receiving:
+                self._close()
 
 
 __all__ = ["AsyncClient", "TrioSocket"]
