@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import select
 from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -132,6 +133,34 @@ class _Gone:
 _GONE = _Gone()
 
 
+class _Connection:
+    """A DEALER socket, its monitor, and one descriptor to wait on for both.
+
+    Trio lets a task wait on one descriptor; an epoll set holding both sockets'
+    descriptors is readable when either is, so the receiving task can wait for a
+    reply and for the connection closing at once, without a task per wait.
+    """
+
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+        self.sock = TrioSocket(sock)
+        self.monitor = TrioSocket(sock.get_monitor_socket(zmq.EVENT_DISCONNECTED))
+        self._either: select.epoll | None = None
+        self.either_fd = self.sock.fd  # without epoll (not Linux): closes seen on wake-up
+        if hasattr(select, "epoll"):
+            self._either = select.epoll()
+            self._either.register(self.sock.fd, select.EPOLLIN)
+            self._either.register(self.monitor.fd, select.EPOLLIN)
+            self.either_fd = self._either.fileno()
+
+    def close(self) -> None:
+        if self._either is not None:
+            trio.lowlevel.notify_closing(self.either_fd)
+            self._either.close()
+        self.sock.sock.disable_monitor()
+        self.monitor.close()
+        self.sock.close()
+
+
 class AsyncClient:
     """A client of the supervisor for Trio programs; the API of :class:`Client`.
 
@@ -157,20 +186,18 @@ class AsyncClient:
         self.timeout = timeout
         self._curve_server_key = curve_server_key
         self._rids = itertools.count(1)
-        self._inbox: dict[int, deque[Reply | _Gone]] = {}
+        self._inbox: dict[int, deque[Reply | _Gone | ProtocolError]] = {}
         self._receiving = False
+        self._receiver: trio.CancelScope | None = None
         self._arrived = trio.lowlevel.ParkingLot()
-        self._sockets: tuple[TrioSocket, TrioSocket] | None = None
+        self._conn: _Connection | None = None
 
-    def _connected(self) -> tuple[TrioSocket, TrioSocket]:
-        """The DEALER socket and its monitor, connecting on first use."""
-        if self._sockets is None:
+    def _connected(self) -> _Connection:
+        if self._conn is None:
             from lattice.protocol.client import new_dealer  # no Trio there: cheap to share
 
-            sock = new_dealer(self.endpoint, self._curve_server_key)
-            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-            self._sockets = (TrioSocket(sock), TrioSocket(monitor))
-        return self._sockets
+            self._conn = _Connection(new_dealer(self.endpoint, self._curve_server_key))
+        return self._conn
 
     async def __aenter__(self) -> Self:
         return self
@@ -184,12 +211,9 @@ class AsyncClient:
         await self.aclose()
 
     def _close(self) -> None:
-        if self._sockets is not None:
-            sock, monitor = self._sockets
-            sock.sock.disable_monitor()
-            monitor.close()
-            sock.close()
-            self._sockets = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def aclose(self) -> None:
         """Close the connection (the client connects again if used again)."""
@@ -204,39 +228,49 @@ class AsyncClient:
         req.rid = next(self._rids)
         frame = encode(req)
         check_request_size(frame)
-        sock, monitor = self._connected()
-        while monitor.recv_nowait() is not None:  # a close seen now ends what is in flight
-            self._connection_closed()
+        conn = self._connected()
+        while conn.monitor.recv_nowait() is not None:  # a close seen now ends what is
+            self._connection_closed()  # in flight, not this request
         self._inbox[req.rid] = deque()
         try:
-            await sock.send([frame])
+            await conn.sock.send([frame])
         except BaseException:
             del self._inbox[req.rid]
             raise
+        # Rule 2 of TrioSocket: the send may have taken the edge the receiver waits for.
+        if self._receiver is not None and conn.sock.events() & zmq.POLLIN:
+            self._receiver.cancel()
         return req.rid
 
-    async def _receive(self) -> list[bytes] | None:
-        """The next message, or None when the connection closed first."""
-        sock, monitor = self._connected()
-        got: list[bytes] | None = None
-        async with trio.open_nursery() as nursery:
+    async def _receive(self) -> None:
+        """Receive what has arrived and file it; wait if nothing has."""
+        conn = self._connected()
+        with trio.CancelScope() as self._receiver:
+            try:
+                while True:
+                    frames = conn.sock.recv_nowait()
+                    if frames is not None:
+                        self._file(frames)
+                        return
+                    if conn.monitor.recv_nowait() is not None:  # the connection closed
+                        frames = conn.sock.recv_nowait()  # (an answer may have come first)
+                        if frames is not None:
+                            self._file(frames)
+                        self._connection_closed()
+                        return
+                    await trio.lowlevel.wait_readable(conn.either_fd)
+            finally:
+                self._receiver = None
 
-            async def data() -> None:
-                nonlocal got
-                got = await sock.recv()
-                nursery.cancel_scope.cancel()
-
-            async def watch() -> None:
-                await monitor.recv()  # only EVENT_DISCONNECTED is monitored
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(data)
-            nursery.start_soon(watch)
-        if got is None:
-            got = sock.recv_nowait()  # the answer may have arrived just before the close
-            if got is None:
-                self._connection_closed()
-        return got
+    def _file(self, frames: list[bytes]) -> None:
+        try:
+            reply = decode_reply(frames[-1])
+        except ProtocolError as exc:
+            if exc.rid in self._inbox:
+                self._inbox[exc.rid].append(exc)
+            return
+        if reply.rid in self._inbox:
+            self._inbox[reply.rid].append(reply)
 
     async def _next(self, rid: int) -> Reply:
         """The next reply to ``rid``: from the inbox, or received by this task."""
@@ -247,23 +281,15 @@ class AsyncClient:
                 continue
             self._receiving = True
             try:
-                frames = await self._receive()
+                await self._receive()
             finally:
                 self._receiving = False
                 self._arrived.unpark_all()
-            if frames is None:
-                break
-            try:
-                reply = decode_reply(frames[-1])
-            except ProtocolError as exc:
-                if exc.rid in self._inbox:
-                    raise
-                continue
-            if reply.rid in self._inbox:
-                self._inbox[reply.rid].append(reply)
         answer = box.popleft()
         if isinstance(answer, _Gone):
             raise went_away(self.endpoint)
+        if isinstance(answer, ProtocolError):
+            raise answer
         return answer
 
     async def _answer(self, rid: int, seconds: float | None) -> Reply:
