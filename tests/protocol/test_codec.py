@@ -182,7 +182,7 @@ _json = st.recursive(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(
         st.sampled_from(["type", "v", "rid", "run_id", "worker", "task", "run_ids", "follow"]),
