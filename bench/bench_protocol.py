@@ -107,8 +107,9 @@ def serve_zmq_anyio(endpoint: str) -> None:
 # ----------------------------------------------------------------- clients (child processes)
 
 
-def client_main(kind: str, endpoint: str, count: int) -> None:
-    """Wait for 'go' on stdin, do ``count`` round trips, print the latencies (us) as JSON."""
+def client_main(kind: str, endpoint: str) -> None:
+    """A client process: for each line ``N`` on stdin, do N round trips and print their
+    latencies (us) as one JSON line. It stays connected between batches."""
     import zmq
 
     from lattice.protocol import Hello, encode
@@ -130,16 +131,16 @@ def client_main(kind: str, endpoint: str, count: int) -> None:
             sock.send(payload)
             sock.recv()
 
-    for _ in range(min(200, count)):  # warm up: connect, first allocations
+    for _ in range(200):  # warm up: connect, first allocations
         once()
     print("ready", flush=True)
-    sys.stdin.readline()
-    out = []
-    for _ in range(count):
-        t0 = time.perf_counter_ns()
-        once()
-        out.append((time.perf_counter_ns() - t0) / 1000)
-    print(json.dumps(out), flush=True)
+    for line in sys.stdin:
+        out = []
+        for _ in range(int(line)):
+            t0 = time.perf_counter_ns()
+            once()
+            out.append((time.perf_counter_ns() - t0) / 1000)
+        print(json.dumps(out), flush=True)
 
 
 # ----------------------------------------------------------------- the driver
@@ -154,29 +155,38 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def measure(kind: str, endpoint: str, clients: int, count: int) -> dict[str, float]:
-    procs = [_spawn("--client", kind, endpoint, str(count)) for _ in range(clients)]
-    try:
-        for p in procs:
+class Clients:
+    """``n`` client processes of one kind against one endpoint, kept for the whole run."""
+
+    def __init__(self, kind: str, endpoint: str, n: int) -> None:
+        self.procs = [_spawn("--client", kind, endpoint) for _ in range(n)]
+        for p in self.procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+
+    def batch(self, count: int) -> tuple[list[float], float]:
+        """Every client does ``count`` round trips at once: (latencies, wall seconds)."""
         start = time.perf_counter()
-        for p in procs:
+        for p in self.procs:
             assert p.stdin is not None
-            p.stdin.write("go\n")
+            p.stdin.write(f"{count}\n")
             p.stdin.flush()
         lat: list[float] = []
-        for p in procs:
+        for p in self.procs:
             assert p.stdout is not None
             lat.extend(json.loads(p.stdout.readline()))
-        wall = time.perf_counter() - start
-    finally:
-        for p in procs:
+        return lat, time.perf_counter() - start
+
+    def close(self) -> None:
+        for p in self.procs:
             p.kill()
             p.wait()
-    lat.sort()
+
+
+def _summary(lat: list[float], wall: float) -> dict[str, float]:
+    lat = sorted(lat)
     return {
         "p50_us": statistics.median(lat),
-        "p99_us": lat[int(len(lat) * 0.99) - 1],
+        "p99_us": lat[max(0, int(len(lat) * 0.99) - 1)],
         "req_per_s": len(lat) / wall,
     }
 
@@ -187,51 +197,66 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--zmq-anyio", action="store_true", help="add the zmq-anyio server rows")
     args = ap.parse_args()
-    n1, n32 = (2_000, 200) if args.quick else (20_000, 1_000)
+    # Rows take turns, batch by batch, so that the machine's noise (other processes,
+    # frequency changes) falls on every row alike.
+    rounds, n1, n32 = (4, 500, 50) if args.quick else (20, 1_000, 100)
 
-    servers = [
+    rows = [
         ("bare REQ/REP echo", "bare", "req"),
         ("lattice server, raw DEALER", "lattice", "dealer"),
+        ("lattice server, Client", "lattice", "client"),
     ]
-    servers.append(("lattice server, Client", "lattice", "client"))
     if args.zmq_anyio:
-        servers.append(("zmq-anyio server, raw DEALER", "zmq-anyio", "dealer"))
-    rows = []
+        rows.append(("zmq-anyio server, raw DEALER", "zmq-anyio", "dealer"))
+    results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-proto-") as tmp:
-        for i, (label, server, client) in enumerate(servers):
-            endpoint = f"ipc://{tmp}/s{i}.sock"
-            srv = _spawn("--serve", server, endpoint)
-            try:
+        servers: dict[str, tuple[subprocess.Popen[str], str]] = {}
+        try:
+            for server in dict.fromkeys(server for _, server, _ in rows):
+                endpoint = f"ipc://{tmp}/{server}.sock"
+                srv = _spawn("--serve", server, endpoint)
                 assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
-                one = measure(client, endpoint, 1, n1)
-                many = measure(client, endpoint, 32, n32)
-            finally:
+                servers[server] = (srv, endpoint)
+            for clients, count in ((1, n1), (32, n32)):
+                pools = [Clients(kind, servers[server][1], clients) for _, server, kind in rows]
+                try:
+                    lat: list[list[float]] = [[] for _ in rows]
+                    walls = [0.0 for _ in rows]
+                    for _ in range(rounds):
+                        for i, pool in enumerate(pools):
+                            got, wall = pool.batch(count)
+                            lat[i].extend(got)
+                            walls[i] += wall
+                finally:
+                    for pool in pools:
+                        pool.close()
+                for i, (label, _, _) in enumerate(rows):
+                    summary = _summary(lat[i], walls[i])
+                    if clients == 1:
+                        results.append({"row": label, **summary})
+                    else:
+                        results[i]["req_per_s_32"] = summary["req_per_s"]
+                        results[i]["p50_us_32"] = summary["p50_us"]
+        finally:
+            for srv, _ in servers.values():
                 srv.kill()
                 srv.wait()
-            rows.append(
-                {
-                    "row": label,
-                    "p50_us": one["p50_us"],
-                    "p99_us": one["p99_us"],
-                    "req_per_s_1": one["req_per_s"],
-                    "req_per_s_32": many["req_per_s"],
-                    "p50_us_32": many["p50_us"],
-                }
-            )
-    floor = rows[0]["p50_us"]
+    floor = float(results[0]["p50_us"])  # type: ignore[arg-type]
     print(
-        f"transport ipc:// in {tempfile.gettempdir()}; {os.cpu_count()} CPUs; "
-        f"{n1} requests x 1 client, {n32} x 32 clients (each its own process)"
+        f"ipc:// in {tempfile.gettempdir()}; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; 1 client: {rounds} x {n1} requests; 32 clients (each a "
+        f"process): {rounds} x {n32} requests each"
     )
     cols = ["p50 us", "p99 us", "x floor", "req/s 1", "req/s 32", "p50 us 32"]
-    print(f"{'':32} " + " ".join(f"{c:>9}" for c in cols))
-    for r in rows:
+    print(f"{'':30} " + " ".join(f"{c:>9}" for c in cols))
+    for r in results:
+        p50 = float(r["p50_us"])  # type: ignore[arg-type]
         print(
-            f"{r['row']:32} {r['p50_us']:9.0f} {r['p99_us']:9.0f} {r['p50_us'] / floor:9.2f} "
-            f"{r['req_per_s_1']:9.0f} {r['req_per_s_32']:9.0f} {r['p50_us_32']:9.0f}"
+            f"{r['row']:30} {p50:9.0f} {r['p99_us']:9.0f} {p50 / floor:9.2f} "
+            f"{r['req_per_s']:9.0f} {r['req_per_s_32']:9.0f} {r['p50_us_32']:9.0f}"
         )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "quick": args.quick}, indent=2))
+        args.json.write_text(json.dumps({"rows": results, "quick": args.quick}, indent=2))
 
 
 if __name__ == "__main__":
@@ -240,6 +265,6 @@ if __name__ == "__main__":
             sys.argv[3]
         )
     elif len(sys.argv) > 1 and sys.argv[1] == "--client":
-        client_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        client_main(sys.argv[2], sys.argv[3])
     else:
         main()

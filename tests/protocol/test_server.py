@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,7 +37,7 @@ from lattice.protocol.aclient import AsyncClient, TrioSocket
 from lattice.supervisor import _server
 from lattice.supervisor._server import Send, serve
 from tests.protocol.conftest import LogWatch
-from tests.protocol.fake_supervisor import FakeSupervisor
+from tests.protocol.fake_supervisor import FakeSupervisor, run_info
 from tests.protocol.test_codec import REQUESTS
 
 pytestmark = pytest.mark.timeout(60)
@@ -350,6 +351,43 @@ async def test_the_socket_file_of_a_newer_server_is_left_alone(endpoint: str) ->
         path.write_text("someone else's")  # as if another server had bound the path since
         nursery.cancel_scope.cancel()
     assert path.read_text() == "someone else's"
+
+
+async def test_a_second_server_on_a_live_socket_is_refused_and_the_first_keeps_it(
+    fake: FakeSupervisor, endpoint: str
+) -> None:
+    with pytest.raises(LatticeError) as info:
+        await serve(endpoint, FakeSupervisor())
+    assert info.value.code == Code.INVALID_ARGUMENT and "already listening" in info.value.message
+    await hello_works(endpoint)
+
+
+async def test_a_socket_file_left_by_a_killed_server_is_replaced(
+    nursery: trio.Nursery, endpoint: str
+) -> None:
+    path = ipc_path(endpoint)
+    assert path is not None
+    path.parent.mkdir(parents=True)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening, then abandoned: as after kill -9
+    stale.close()
+    await nursery.start(serve, endpoint, FakeSupervisor())
+    await hello_works(endpoint)
+
+
+async def test_a_reply_that_cannot_be_encoded_is_an_internal_error(
+    nursery: trio.Nursery, endpoint: str, server_log: LogWatch
+) -> None:
+    async def handler(req: object, send: Send) -> None:
+        run = run_info("r")
+        run.result = {"not msgpack": object()}
+        await send(RunReply(rid=1, run=run))
+
+    await nursery.start(serve, endpoint, handler)
+    async with dealer(endpoint) as sock:
+        reply = await exchange(sock, encode(Get(rid=1, run_id="r")))
+    assert isinstance(reply, Error) and reply.code == Code.INTERNAL
+    assert server_log.seen("handler for Get rid=1 failed")
 
 
 async def test_non_loopback_tcp_is_refused_without_curve_keys() -> None:

@@ -86,6 +86,28 @@ def prepare_ipc_folder(socket_path: Path) -> None:
         folder.chmod(0o700)
 
 
+def check_ipc_free(socket_path: Path, endpoint: str) -> None:
+    """Refuse to bind a socket file that a live server is listening on.
+
+    ZeroMQ would silently unlink it and bind anew, leaving the other server unreachable.
+    A socket file nobody listens on (left by a killed server) is fine to replace.
+    """
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(socket_path))
+    except OSError:
+        return  # no file, or nobody listening
+    finally:
+        probe.close()
+    raise LatticeError(
+        Code.INVALID_ARGUMENT,
+        f"another server is already listening on {endpoint}; stop it first "
+        f"(lattice supervisor status) or choose another endpoint",
+    )
+
+
 def check_tcp_endpoint(endpoint: str, *, curve: bool) -> None:
     """Refuse a ``tcp://`` address other than loopback unless CURVE encrypts it."""
     if not endpoint.startswith("tcp://") or curve:

@@ -40,7 +40,12 @@ from lattice.protocol import (
     decode_request,
     encode,
 )
-from lattice.protocol._endpoint import check_tcp_endpoint, ipc_path, prepare_ipc_folder
+from lattice.protocol._endpoint import (
+    check_ipc_free,
+    check_tcp_endpoint,
+    ipc_path,
+    prepare_ipc_folder,
+)
 from lattice.protocol.aclient import TrioSocket
 
 Send = Callable[[Reply], Awaitable[None]]
@@ -76,6 +81,7 @@ async def serve(
     path = ipc_path(endpoint)
     if path is not None:
         await trio.to_thread.run_sync(prepare_ipc_folder, path)
+        await trio.to_thread.run_sync(check_ipc_free, path, endpoint)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     bound_inode: int | None = None
@@ -105,10 +111,10 @@ async def serve(
     finally:
         with trio.move_on_after(CLOSE_LINGER_MS / 1000 + 1) as cleanup:
             cleanup.shield = True
-            sock.close()
-            await trio.to_thread.run_sync(ctx.term, abandon_on_cancel=True)
+            sock.close()  # queued replies still leave, for up to CLOSE_LINGER_MS
             if path is not None and bound_inode is not None:
                 await trio.to_thread.run_sync(_remove_socket_file, path, bound_inode)
+            await trio.to_thread.run_sync(ctx.term, abandon_on_cancel=True)
 
 
 def _secure_socket_file(path: Path) -> int:
@@ -228,16 +234,18 @@ class _Server:
         scopes.add(scope)
         self.nursery.start_soon(self._run, envelope, req, scope)
 
-    def _send_now(self, envelope: list[bytes], reply: Reply) -> str | None:
+    def _send_now(self, envelope: list[bytes], reply: Reply | bytes) -> str | None:
         """Send without waiting; the reason it could not be sent, or None."""
+        frame = reply if isinstance(reply, bytes) else encode(reply)
         try:
-            self.sock.send_nowait([*envelope, encode(reply)])
+            self.sock.send_nowait([*envelope, frame])
         except zmq.Again:
             return "full"
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:
                 return "gone"
-            raise
+            self.log.error("could not send to peer %s: %s", envelope[0].hex(), exc)
+            return "failed"
         return None
 
     async def _run(self, envelope: list[bytes], req: AnyRequest, scope: trio.CancelScope) -> None:
@@ -266,9 +274,10 @@ class _Server:
                     reply.rid,
                 )
                 reply = msgspec.structs.replace(reply, rid=req.rid)
+            frame = encode(reply)  # (a reply that cannot be encoded is the handler's bug)
             replies += 1
             done = isinstance(reply, Error) or not streaming
-            failure = self._send_now(envelope, reply)
+            failure = self._send_now(envelope, frame)
             self._after_send()
             if failure == "gone":
                 self.log.info(
@@ -288,6 +297,8 @@ class _Server:
                     req.rid,
                     identity.hex(),
                 )
+                scope.cancel()
+            elif failure == "failed":
                 scope.cancel()
             if streaming:
                 await trio.lowlevel.checkpoint()  # a stream in a loop must let others run
