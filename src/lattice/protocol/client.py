@@ -70,6 +70,9 @@ def new_dealer(endpoint: str, curve_server_key: bytes | None = None) -> zmq.Sock
 class Client:
     """A connection to the supervisor at ``endpoint`` (see :func:`default_endpoint`).
 
+    One request at a time, from one thread (like the socket under it); use a client
+    per thread, or :class:`~lattice.protocol.aclient.AsyncClient` in Trio programs.
+
     ``timeout`` is the default deadline of :meth:`request`, in seconds.
     ``curve_server_key`` is the server's CURVE public key, for a CURVE-encrypted
     ``tcp://`` endpoint.
