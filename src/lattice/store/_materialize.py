@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lattice.store._workflow import STATUSES
+
 #: Fields ``field_updated`` may not set (the list ``lattice-tracker`` enforces).
 PROTECTED_FIELDS = frozenset(
     {
@@ -47,22 +49,7 @@ LIFECYCLE_TYPES = frozenset({"task_created", "task_archived", "task_unarchived"}
 PROCESS_END_TYPES = frozenset({"process_completed", "process_failed"})
 
 # The order the tracker uses to count a move "backwards" as a reopening.
-_STATUS_RANK = {
-    s: i
-    for i, s in enumerate(
-        (
-            "backlog",
-            "in_planning",
-            "planned",
-            "in_progress",
-            "review",
-            "done",
-            "blocked",
-            "needs_human",
-            "cancelled",
-        )
-    )
-}
+_STATUS_RANK = {s: i for i, s in enumerate(STATUSES)}
 
 
 class EventError(ValueError):
