@@ -145,7 +145,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--tracker", help="path to lattice-tracker's `lattice` executable")
     parser.add_argument("--json", dest="json_out", type=Path, help="also write results here")
+    parser.add_argument("--quick", action="store_true", help="3 runs instead of 7")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = min(args.runs, 3)
 
     tracker = find_tracker(args.tracker)
     # The installed console script, as a user runs it (as the tracker is run).

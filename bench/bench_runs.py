@@ -61,7 +61,7 @@ class Sizes:
         return {
             "full": cls((1, 4, 16), reps=5, runs=240, runs_wt=64, storm=50),
             # quick: CI's "the bench still works", one repetition after the warm-up
-            "quick": cls((1, 4, 16), reps=1, runs=32, runs_wt=16, storm=50),
+            "quick": cls((1, 4, 16), reps=1, runs=24, runs_wt=12, storm=50),
             # smoke: every row and key with minimal counts (the test suite runs it)
             "smoke": cls((1, 4), reps=1, runs=8, runs_wt=8, storm=10),
         }[mode]

@@ -22,8 +22,10 @@ def board(tmp_path: Path) -> Board:
 
 
 def settle(board: Board) -> None:
-    """Date the tasks/ folder's last change an hour back, as if nobody wrote since."""
+    """Date tasks/ and its files an hour back, as if nobody had written since."""
     past = time.time_ns() - 3600 * 10**9
+    for path in (board.dir / "tasks").iterdir():
+        os.utime(path, ns=(past, past))
     os.utime(board.dir / "tasks", ns=(past, past))
 
 
@@ -62,10 +64,26 @@ def test_status_filter_applies_to_cached_rows(board: Board) -> None:
     assert [r["id"] for r in board.task_rows(status="planned")[0]] == [task_id]
 
 
-def test_a_folder_changed_just_now_is_not_cached(board: Board) -> None:
+def test_a_folder_changed_just_now_is_not_trusted_whole(board: Board) -> None:
     board.create_task("just now", actor="human:t")
     board.task_rows()
-    assert not cache(board).exists()
+    data = json.loads(cache(board).read_text())
+    assert data["folder"] is None and data["rows"] is None
+    assert len(data["files"]) == 3  # the settled files; the new one is read every time
+
+
+def test_after_a_write_only_the_changed_file_is_read_again(board: Board) -> None:
+    rows, _ = board.task_rows()
+    changed, untouched = rows[0]["id"], rows[1]["id"]
+    data = json.loads(cache(board).read_text())
+    for name, entry in data["files"].items():
+        if name.startswith(untouched):
+            entry[1]["title"] = "from the cache"
+    cache(board).write_text(json.dumps(data))
+    board.change_status(changed, "planned", actor="human:t")
+    by_id = {r["id"]: r for r in board.task_rows()[0]}
+    assert by_id[changed]["status"] == "planned"
+    assert by_id[untouched]["title"] == "from the cache"
 
 
 def test_a_corrupt_cache_is_ignored(board: Board) -> None:
