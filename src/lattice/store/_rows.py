@@ -15,7 +15,9 @@ at all (the whole cache is reused); when something did, one ``stat`` per file
 (``ino``, ``mtime_ns``, ``size``) says which files to read again, and only those are
 decoded (decoding is most of the cost). Because the mtime clock is coarse and an
 inode number can come back, a file (or the folder) is cached only once its mtime is
-two seconds old; anything younger is read every time until it settles. The cache
+older than a clock tick can hide (100 ms here; coarse file-system clocks tick every 1 to
+10 ms): any later write then gets a visibly different mtime. Younger files are read
+every time until they settle. The cache
 lives in ``.lattice/run/`` (our runtime folder) and is never needed.
 """
 
@@ -44,7 +46,7 @@ def _read(path: str) -> bytes:
 
 
 #: A file or folder state younger than this is not cached (coarse mtime, reused inodes).
-SETTLE_NS = 2_000_000_000
+SETTLE_NS = 100_000_000
 
 Row = dict[str, Any]
 
