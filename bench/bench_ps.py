@@ -183,6 +183,7 @@ def measure_cli(scratch: Path, sizes: Sizes) -> dict[str, Any]:
         "python -c 'import zmq, msgspec'": lambda: [sys.executable, "-c", "import zmq, msgspec"],
         "lattice worker ps": lambda: [*lattice, "worker", "ps"],
         "lattice worker run": lambda: [*lattice, "worker", "run", "True", next(tasks)],
+        "lattice supervisor status": lambda: [*lattice, "supervisor", "status"],
     }
     env = {**project.env, "LATTICE_NO_AUTOSTART": "1"}
     times: dict[str, list[float]] = {name: [] for name in commands}

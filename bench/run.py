@@ -273,8 +273,11 @@ def table(result: dict[str, Any]) -> str:
     for name, goal in (
         ("lattice worker ps", "<= 5x"),
         ("lattice worker run", "<= 6x"),
+        ("lattice supervisor status", ""),
         ("python -c 'import zmq, msgspec'", ""),
     ):
+        if name not in wall:
+            continue
         s = wall[name]
         row(
             f"`{name}` ms, board of {cli['tasks']:,} tasks",

@@ -78,6 +78,7 @@ def test_ps_scale_and_cli_sections_are_complete(smoke: dict) -> None:
     assert set(smoke["cli"]["times_python_pass"]) == {
         "python -c pass",
         "python -c 'import zmq, msgspec'",
+        "lattice supervisor status",
         "lattice worker ps",
         "lattice worker run",
     }
