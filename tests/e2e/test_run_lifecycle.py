@@ -225,3 +225,18 @@ def test_logs_tail_and_follow(project: Project) -> None:
     assert followed.splitlines() == [f"line {i}" for i in range(1, 6)]
     tail = project.cli("worker", "logs", run["run_id"], "--tail", "2").stdout
     assert tail.splitlines() == ["line 4", "line 5"]
+
+
+def test_follow_on_a_queued_run_waits_for_its_output(project: Project) -> None:
+    config = project.root / ".lattice" / "config.json"
+    data = json.loads(config.read_text())
+    data["workers"] = {"max_concurrent": 1}
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    project.write_worker("First", command="sleep 1", worktree=False)
+    project.write_worker("Second", command="echo out of the queue", worktree=False)
+    task = project.create_task()
+    project.json("worker", "run", "First", task)
+    queued = project.json("worker", "run", "Second", task)["data"]
+    assert queued["state"] == "queued"
+    followed = project.cli("worker", "logs", queued["run_id"], "--follow").stdout
+    assert followed == "out of the queue\n"

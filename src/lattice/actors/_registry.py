@@ -86,10 +86,13 @@ class Registry:
 
     async def workers(self) -> WorkerSet:
         """The definitions, re-read when any file in workers/ changed."""
+        return await trio.to_thread.run_sync(self._current_workers)
+
+    def _current_workers(self) -> WorkerSet:
+        """The one place definitions are (re)loaded; blocking, so called from threads."""
         current = self._workers
-        if current is None or await trio.to_thread.run_sync(current.stale):
-            current = await trio.to_thread.run_sync(load_workers, self.ctx.board.root)
-            self._workers = current
+        if current is None or current.stale():
+            current = self._workers = load_workers(self.ctx.board.root)
         return current
 
     async def reload(self) -> WorkerSet:
@@ -252,10 +255,7 @@ class Registry:
     def _check_files(self, req: Run) -> tuple[LoadedWorker, str, str | None, str]:
         """The blocking part of validation; runs in a thread."""
         board = self.ctx.board
-        workers = self._workers
-        if workers is None or workers.stale():
-            workers = self._workers = load_workers(board.root)
-        worker = workers.get(req.worker)
+        worker = self._current_workers().get(req.worker)
         if not worker.valid or worker.definition is None:
             raise LatticeError(
                 Code.INVALID_WORKER,

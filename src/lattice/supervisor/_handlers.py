@@ -17,6 +17,7 @@ import trio
 
 from lattice import __version__
 from lattice.actors._run import RunActor
+from lattice.actors._state import RunState
 from lattice.errors import Code, LatticeError
 from lattice.protocol._messages import (
     PROTOCOL_VERSION,
@@ -140,8 +141,11 @@ class Handlers:
     async def _logs(self, req: Logs, send: Send) -> None:
         run = self.registry.get(req.run_id)
         info = self.registry.info(run)
+        if not info.log_path and req.follow and isinstance(run, RunActor):
+            # Queued: the log is named after process_started, which is not written yet.
+            await run.state.wait_value(lambda s: s is not RunState.QUEUED)
         if not info.log_path:
-            return  # still queued and not following: nothing yet
+            return  # nothing was ever logged (still queued, or ended in the queue)
         path = Path(info.log_path)
         offset = req.offset
         if req.tail is not None:
