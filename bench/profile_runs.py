@@ -110,22 +110,23 @@ def serve(argv: list[str]) -> None:
 # ----------------------------------------------------------------------------- the driver
 
 
-def py_spy_top(raw: Path, count: int) -> list[tuple[float, str]]:
-    """The functions with the largest inclusive share of py-spy's samples."""
+def py_spy_top(raw: Path, count: int, *, leaf: bool = False) -> list[tuple[float, str]]:
+    """The functions with the largest inclusive share of py-spy's samples (``leaf``:
+    their own share, the innermost frame only)."""
     total = 0
-    inclusive: collections.Counter[str] = collections.Counter()
+    shares: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack:
             continue
         total += int(n)
-        names = set()
+        names = []
         for frame in stack.split(";"):
             m = re.match(r"(.*) \((.*?):\d+\)$", frame)
-            names.add(f"{m.group(1)} ({Path(m.group(2)).name})" if m else frame)
-        for name in names:
-            inclusive[name] += int(n)
-    return [(100 * n / total, name) for name, n in inclusive.most_common(count)]
+            names.append(f"{m.group(1)} ({Path(m.group(2)).name})" if m else frame)
+        for name in names[-1:] if leaf else set(names):
+            shares[name] += int(n)
+    return [(100 * n / total, name) for name, n in shares.most_common(count)]
 
 
 def main() -> None:
@@ -212,6 +213,9 @@ def main() -> None:
         if args.py_spy and raw.exists():
             print("\npy-spy --gil, inclusive share of the supervisor's Python CPU:")
             for share, name in py_spy_top(raw, 40):
+                print(f"{share:5.1f}%  {name}")
+            print("\npy-spy --gil, own share (innermost frame):")
+            for share, name in py_spy_top(raw, 30, leaf=True):
                 print(f"{share:5.1f}%  {name}")
 
 

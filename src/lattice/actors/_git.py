@@ -36,8 +36,14 @@ def git_environment() -> dict[str, str]:
     """The supervisor's environment, minus repository overrides, in the C locale.
 
     The C locale keeps git's messages in English, which is what we show and match.
+    ``LATTICE_*`` markers are dropped too: they name a run's processes (recovery and
+    the tests find a run's leftovers by them), and git is the supervisor's helper.
     """
-    env = {k: v for k, v in os.environ.items() if k not in _REPOSITORY_VARIABLES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _REPOSITORY_VARIABLES and not k.startswith("LATTICE_")
+    }
     env.update(LC_ALL="C", GIT_TERMINAL_PROMPT="0")
     return env
 

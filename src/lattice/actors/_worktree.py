@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 
 import trio
 
-from lattice.actors._git import git_environment, one_line, run_git
+from lattice.actors._git import one_line, run_git
+from lattice.actors._revisions import RevisionReader
 from lattice.errors import Code, LatticeError
 
 #: Names of worktree folders (run ids and the like): no separators, no leading dot.
@@ -55,6 +56,12 @@ class Worktrees:
         self._locks: dict[Path, trio.Lock] = {}
         self._busy: set[Path] = set()
         self._merge_bases: dict[tuple[Path, str, str], str | None] = {}
+        #: Revision names to commits; :meth:`serve` keeps its git processes.
+        self.revisions = RevisionReader()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the long-lived git processes until cancelled (see :class:`RevisionReader`)."""
+        await self.revisions.serve(task_status=task_status)
 
     @staticmethod
     def default_base_dir(root: Path) -> Path:
@@ -99,34 +106,15 @@ class Worktrees:
         )
 
     async def resolve_many(self, root: Path, revs: list[str]) -> list[str | None]:
-        """The commit sha each of ``revs`` names (None where none), in one git process.
+        """The commit sha each of ``revs`` names (None where none).
 
-        A Run request needs HEAD (or its revision) and the base ref; one
-        ``cat-file --batch-check`` answers both, where a ``rev-parse`` per name would
-        cost a process each (a third of a trivial run's time, measured).
+        A Run request needs HEAD (or its revision) and the base ref; the repository's
+        long-lived ``cat-file`` answers both (see :mod:`lattice.actors._revisions`).
         """
         for rev in revs:
             _check_rev(rev)
         repo = await self._repo(root)
-        done = await trio.run_process(
-            ["git", "-C", str(repo.top), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
-            stdin="".join(f"{rev}^{{commit}}\n" for rev in revs).encode(),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=git_environment(),
-        )
-        lines = done.stdout.decode(errors="replace").splitlines()
-        if done.returncode != 0 or len(lines) != len(revs):
-            raise LatticeError(
-                Code.NOT_FOUND, f"git could not read revisions in {repo.top}: "
-                f"{one_line(done.stderr)}"
-            )
-        out: list[str | None] = []
-        for line in lines:
-            sha, _, kind = line.partition(" ")
-            out.append(sha if kind == "commit" else None)
-        return out
+        return await self.revisions.commits(repo.top, revs)
 
     async def merge_base(self, root: Path, base: str, commit: str) -> str | None:
         """The best common ancestor of ``base`` and ``commit``, None when there is none."""

@@ -98,6 +98,7 @@ class Supervisor:
                 nursery.start_soon(self._watch_signals, signals)
                 async with trio.open_nursery() as hooks:
                     self._hooks_nursery = hooks
+                    await nursery.start(self.ctx.worktrees.serve)
                     await nursery.start(self.registry.serve)
                     await recover(self)
                     handler = Handlers(self)
