@@ -154,16 +154,25 @@ class Registry:
             wait_admitted=self._wait_admitted,
         )
         self._insert(run)
+        self._dispatch()  # admits it at once when a slot is free
         # ---- inserted; now make the acceptance durable before anyone hears of it
-        try:
-            record = JournalRecord(seq=run.seq, run=info, request=req)
-            await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=True))
-        except OSError as exc:
-            self._forget(run)
-            raise LatticeError(Code.INTERNAL, f"could not record the run: {exc}") from exc
+        if not run.admitted:
+            # Queued: the journal alone records it, before its actor exists (so that no
+            # later record of the actor can land before this one).
+            try:
+                record = JournalRecord(seq=run.seq, run=info, request=req)
+                await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=True))
+            except OSError as exc:
+                self._abandon(run)
+                raise LatticeError(Code.INTERNAL, f"could not record the run: {exc}") from exc
+            run.accept_recorded = True
         assert self._nursery is not None
         self._nursery.start_soon(run.run, name=f"run {info.run_id}")
-        self._dispatch()
+        # Admitted at once: its first write records the acceptance durably in the
+        # journal beside its process_started on the board, in one thread hop; the
+        # reply waits for it, so a reply means the run is on the board.
+        if not run.accept_recorded:
+            await run.recorded.wait()
         return run, True
 
     async def requeue(self, record: JournalRecord) -> None:
@@ -194,6 +203,7 @@ class Registry:
             on_exit=self._on_exit,
             wait_admitted=self._wait_admitted,
         )
+        run.accept_recorded = True  # the journal it came from holds its acceptance
         self._insert(run)
         assert self._nursery is not None
         self._nursery.start_soon(run.run, name=f"run {info.run_id}")
@@ -339,6 +349,14 @@ class Registry:
                 self._compacting = False
 
         self._nursery.start_soon(compact)
+
+    def _abandon(self, run: RunActor) -> None:
+        """Undo :meth:`submit`'s insert of a run that was never recorded or started."""
+        if run.admitted:
+            self._running_total -= 1
+            self._running_by_worker[run.worker.name.lower()] -= 1
+        self._forget(run)
+        self._dispatch()
 
     def _forget(self, run: RunActor) -> None:
         if self.live.get(run.key) is run:

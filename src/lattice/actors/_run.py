@@ -100,6 +100,11 @@ class RunActor:
         self._started_mono: float | None = None
         #: Set by the registry when the run leaves the queue and holds a slot.
         self.admitted = False
+        #: Whether the journal already holds the acceptance durably (the registry wrote
+        #: it for a queued run); if not, the run's first write does.
+        self.accept_recorded = False
+        #: Set once the run is recorded (its first write) or has ended without one.
+        self.recorded = trio.Event()
         self._attempt_closed = False
 
     # ------------------------------------------------------------------ identity
@@ -165,6 +170,7 @@ class RunActor:
                 await self._finish()
             if s.cancelled_caught:
                 log.error("run %s: cleanup did not finish in time", self.run_id)
+            self.recorded.set()
             self._on_exit(self)
 
     def _should_retry(self) -> bool:
@@ -195,7 +201,7 @@ class RunActor:
         self.info.started_at = time.time()
         self._started_mono = trio.current_time()
         try:
-            await self._write_started()
+            files = await self._write_started()
         except LatticeError as exc:
             # Nothing is on the board, so there is nothing to close there: the run
             # ends here, failed, with the reason on its record.
@@ -203,32 +209,23 @@ class RunActor:
             self.info.reason = str(Reason.SPAWN_ERROR)
             self.info.error = f"could not write process_started: {exc.message}"
             return
-        defn = self.definition
-        board = self.ctx.board
-        cwd = board.root
-        if defn.worktree:
-            try:
-                path = await self.ctx.worktrees.create(
-                    board.root, self.run_id, self.info.commit_sha or "HEAD"
-                )
-            except LatticeError as exc:
-                self._outcome = Outcome(Reason.WORKTREE_ERROR, f"worktree: {exc.message}")
-                return
-            self.info.worktree_path = str(path)
-            cwd = path
-        if self._cancel_reason is not None:
-            self._outcome = Outcome(self._cancel_reason, self._cancel_sentence())
+        finally:
+            self.recorded.set()
+        if isinstance(files, OSError):
+            self._outcome = Outcome(Reason.SPAWN_ERROR, f"could not start the worker: {files}")
             return
+        log_fd, prompt_text = files
         try:
-            process = await self._spawn(cwd)
-        except OSError as exc:
-            self._outcome = Outcome(Reason.SPAWN_ERROR, f"could not start the worker: {exc}")
+            process = await self._prepare_and_spawn(prompt_text, log_fd)
+        finally:
+            os.close(log_fd)  # the worker has its own copy
+        if process is None:
             return
         self._process = process
         self.info.pid = process.pid
         self._set_state(RunState.RUNNING)
         await self._journal(note_start_time_of=process.pid)
-        timeout_min = self.request.timeout_minutes or defn.timeout_minutes
+        timeout_min = self.request.timeout_minutes or self.definition.timeout_minutes
         with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
             self._wait_scope = scope
             if self._cancel_reason is not None:
@@ -249,28 +246,44 @@ class RunActor:
         else:
             self._outcome = _outcome_of_exit(process.returncode)
 
+    async def _prepare_and_spawn(self, prompt_text: str, log_fd: int) -> trio.Process | None:
+        """The worktree (when the definition asks for one), then the process.
+
+        None, with the outcome set, when either fails or a cancel came first.
+        """
+        board = self.ctx.board
+        cwd = board.root
+        if self.definition.worktree:
+            try:
+                path = await self.ctx.worktrees.create(
+                    board.root, self.run_id, self.info.commit_sha or "HEAD"
+                )
+            except LatticeError as exc:
+                self._outcome = Outcome(Reason.WORKTREE_ERROR, f"worktree: {exc.message}")
+                return None
+            self.info.worktree_path = str(path)
+            cwd = path
+        if self._cancel_reason is not None:
+            self._outcome = Outcome(self._cancel_reason, self._cancel_sentence())
+            return None
+        try:
+            return await self._spawn(cwd, prompt_text, log_fd)
+        except OSError as exc:
+            self._outcome = Outcome(Reason.SPAWN_ERROR, f"could not start the worker: {exc}")
+            return None
+
     def _cancel_sentence(self) -> str:
         if self._cancel_reason is Reason.SUPERVISOR_SHUTDOWN:
             return "the supervisor shut down while the run was in progress"
         return "the run was cancelled on request"
 
-    async def _spawn(self, cwd: Path) -> trio.Process:
+    async def _spawn(self, cwd: Path, prompt_text: str, log_fd: int) -> trio.Process:
         board = self.ctx.board
         defn = self.definition
         info = self.info
-        prompt_path = board.root / defn.prompt_file if defn.prompt_file else None
+        prompt_path = self._prompt_path()
         log_path = Path(info.log_path or "")
-        result_file = self.ctx.results_dir / f"{self.run_id}.json"
-
-        def open_files() -> tuple[int, str]:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            self.ctx.results_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            result_file.unlink(missing_ok=True)
-            prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            return fd, prompt
-
-        log_fd, prompt_text = await trio.to_thread.run_sync(open_files)
+        result_file = self._result_path()
         lattice_vars = lattice_variables(
             root=board.root,
             task_id=info.task_id,
@@ -293,18 +306,36 @@ class RunActor:
         lattice_vars["LATTICE_ATTEMPT"] = str(info.attempt)
         env = worker_environment(self.ctx.environ, defn, lattice_vars)
         argv = command_for(defn, board.root, prompt_text)
+        return await trio.lowlevel.open_process(
+            argv,
+            cwd=str(cwd),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,
+        )
+
+    def _prompt_path(self) -> Path | None:
+        prompt_file = self.definition.prompt_file
+        return self.ctx.board.root / prompt_file if prompt_file else None
+
+    def _result_path(self) -> Path:
+        return self.ctx.results_dir / f"{self.run_id}.json"
+
+    def _open_files(self) -> tuple[int, str] | OSError:
+        """The log (opened for the worker), a clean result file, the prompt (blocking)."""
+        log_path = Path(self.info.log_path or "")
+        prompt_path = self._prompt_path()
         try:
-            return await trio.lowlevel.open_process(
-                argv,
-                cwd=str(cwd),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                start_new_session=True,
-            )
-        finally:
-            os.close(log_fd)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.ctx.results_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._result_path().unlink(missing_ok=True)
+            prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            return fd, prompt
+        except (OSError, UnicodeDecodeError) as exc:
+            return exc if isinstance(exc, OSError) else OSError(f"prompt file: {exc}")
 
     async def _stop_process(self, process: trio.Process) -> None:
         """SIGTERM to the group, the grace period, then SIGKILL to the group."""
@@ -333,8 +364,9 @@ class RunActor:
                 signal=_signal_of(process.returncode),
             )
         started = self.info.started_event_id is not None
+        journaled = False
         if started:
-            await self._close_attempt()
+            journaled = await self._close_attempt(final=True)
         elif self.info.reason is None:
             # Never left the queue: nothing was written to the board.
             self.info.reason = str(self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN)
@@ -348,13 +380,18 @@ class RunActor:
         final = RunState.COMPLETED if self.info.reason is None and started else RunState.FAILED
         self.info.state = str(final)
         self.info.pid = None
-        await self._journal()
+        if not journaled:
+            await self._journal()
         self.state.value = final
 
-    async def _close_attempt(self) -> None:
-        """End the current attempt: the rest of its group, its terminal event, its worktree."""
+    async def _close_attempt(self, *, final: bool = False) -> bool:
+        """End the current attempt: the rest of its group, its terminal event, its worktree.
+
+        ``final``: this attempt ends the run, so the run's last journal record goes in
+        the terminal event's thread hop. Returns whether that record was written.
+        """
         if self._attempt_closed:
-            return
+            return False
         self._attempt_closed = True
         if self._process is not None:
             # Whatever the leader left behind in its group (a forked grandchild) dies now.
@@ -362,16 +399,23 @@ class RunActor:
         outcome = self._outcome or Outcome(
             self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
         )
-        await self._write_terminal(outcome)
+        journaled = await self._write_terminal(outcome, final=final)
         if self.info.worktree_path:
             try:
                 await self.ctx.worktrees.remove(self.ctx.board.root, Path(self.info.worktree_path))
             except Exception:
                 log.exception("run %s: could not remove worktree", self.run_id)
+        return journaled
 
     # ------------------------------------------------------------------ writes
 
-    async def _write_started(self) -> None:
+    async def _write_started(self) -> tuple[int, str] | OSError:
+        """``process_started``, the journal record and the worker's files, in one hop.
+
+        Returns what :meth:`_open_files` returns. When the registry did not record
+        the acceptance (the run was admitted at once), this journal record is it and
+        is made durable.
+        """
         board = self.ctx.board
         info = self.info
         defn = self.definition
@@ -389,10 +433,19 @@ class RunActor:
         }
         if defn.worktree:
             data["worktree_path"] = str(self.ctx.worktrees.base_dir / info.run_id)
-        await self._append("process_started", data, event_id=event_id, journal=True)
+        files = await self._append(
+            "process_started",
+            data,
+            event_id=event_id,
+            journal=True,
+            durable=not self.accept_recorded,
+            then=self._open_files,
+        )
         info.started_event_id = event_id  # only now is there a run on the board to close
+        self.accept_recorded = True
+        return files
 
-    async def _write_terminal(self, outcome: Outcome) -> None:
+    async def _write_terminal(self, outcome: Outcome, *, final: bool) -> bool:
         info = self.info
         info.ended_at = time.time()
         if self._started_mono is not None:
@@ -420,12 +473,17 @@ class RunActor:
             if outcome.signal is not None:
                 data["signal"] = outcome.signal
             event_type = "process_failed"
+        end = RunState.COMPLETED if outcome.reason is None else RunState.FAILED
         try:
-            await self._append(event_type, data, result_file=True)
+            await self._append(
+                event_type, data, result_file=True, journal=final, final=end if final else None
+            )
         except Exception:
             # The board refused the write (disk full, lock timeout): say so loudly; the
             # run stays open on the board and recovery or `doctor --fix` settles it.
             log.exception("run %s: could not write %s", self.run_id, event_type)
+            return False
+        return final
 
     def _read_result(self) -> tuple[dict[str, Any] | None, str | None]:
         path = self.ctx.results_dir / f"{self.run_id}.json"
@@ -453,18 +511,23 @@ class RunActor:
         *,
         event_id: str | None = None,
         journal: bool = False,
+        durable: bool = False,
+        final: RunState | None = None,
         result_file: bool = False,
-    ) -> None:
-        """Write one event (and what goes with it) in one thread hop.
+        then: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Write one event (and what goes with it) in one thread hop; ``then()``'s value.
 
         ``result_file``: read the worker's result into ``data`` first; ``journal``:
-        record the run in the journal after the event. Thread hops are a fixed cost
-        of every run, so a run's steps that belong together share one.
+        record the run in the journal after the event (``durable``, ``final``: see
+        :meth:`_journal_now`); ``then``: more blocking work for the same hop. Thread
+        hops are a fixed cost of every run (a fifth of a millisecond of CPU each,
+        measured), so a run's steps that belong together share one.
         """
         info = self.info
         board = self.ctx.board
 
-        def write() -> dict[str, Any]:
+        def write() -> tuple[dict[str, Any], Any]:
             if result_file:
                 result, result_error = self._read_result()
                 if result is not None:
@@ -483,11 +546,16 @@ class RunActor:
                 event_id=event_id,
             )
             if journal:
-                self._journal_now(event_id=event_id)
-            return written.event
+                try:
+                    self._journal_now(event_id=event_id, durable=durable, final=final)
+                except OSError:
+                    # The event is on the board, which recovery reads: not fatal.
+                    log.exception("run %s: could not write the journal", self.run_id)
+            return written.event, then() if then is not None else None
 
-        event = await trio.to_thread.run_sync(write)
+        event, value = await trio.to_thread.run_sync(write)
         self.ctx.run_hooks([event])
+        return value
 
     async def _journal(self, *, note_start_time_of: int | None = None) -> None:
         def write() -> None:
@@ -497,15 +565,24 @@ class RunActor:
 
         await trio.to_thread.run_sync(write)
 
-    def _journal_now(self, *, event_id: str | None = None) -> None:
-        """Record the run as it is now (blocking). Not durable: see :meth:`Journal.write`."""
+    def _journal_now(
+        self, *, event_id: str | None = None, durable: bool = False, final: RunState | None = None
+    ) -> None:
+        """Record the run as it is now (blocking); see :meth:`Journal.write` for ``durable``.
+
+        ``event_id``: the ``process_started`` just written. ``final``: the state the
+        run is about to end in (the record is written before the worktree's removal,
+        which recovery redoes for any run that is not live).
+        """
         run = self.info
         if event_id is not None:  # the event is on the board: the record may say so
             run = msgspec.structs.replace(run, started_event_id=event_id)
+        if final is not None:
+            run = msgspec.structs.replace(run, state=str(final), pid=None)
         record = JournalRecord(
             seq=self.seq, run=run, request=self.request, pid_start_time=self._pid_start_time
         )
-        self.ctx.journal.write(record)
+        self.ctx.journal.write(record, durable=durable)
 
 
 def _signal_of(returncode: int | None) -> int | None:
