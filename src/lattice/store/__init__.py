@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lattice.store._board import LATTICE_DIR, Board
+    from lattice.store._board import Board
     from lattice.store._ids import (
         actor_display,
         is_short_id,
@@ -36,13 +36,14 @@ if TYPE_CHECKING:
         fsync_dir,
         parse_jsonl,
     )
+    from lattice.store._locate import LATTICE_DIR, find_root
     from lattice.store._materialize import apply_event, replay
     from lattice.store._runs import process_runs
     from lattice.store._workflow import Workflow
     from lattice.store._write import NewEvent, WriteResult
 
 _WHERE = {
-    "LATTICE_DIR": "_board",
+    "LATTICE_DIR": "_locate",
     "Board": "_board",
     "actor_display": "_ids",
     "is_short_id": "_ids",
@@ -65,6 +66,7 @@ _WHERE = {
     "dumps_pretty": "_jsonio",
     "fsync_dir": "_jsonio",
     "parse_jsonl": "_jsonio",
+    "find_root": "_locate",
     "apply_event": "_materialize",
     "replay": "_materialize",
     "process_runs": "_runs",
@@ -90,6 +92,7 @@ __all__ = [
     "drift",
     "dumps_event",
     "dumps_pretty",
+    "find_root",
     "fsync_dir",
     "is_short_id",
     "new_id",

@@ -28,6 +28,7 @@ from lattice.store._jsonio import (
     parse_jsonl,
     read_bytes,
 )
+from lattice.store._locate import LATTICE_DIR, find_root
 from lattice.store._materialize import replay
 from lattice.store._workflow import PRIORITIES, TASK_TYPES, Workflow, default_config
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 # The write path (and its dataclasses, filelock, ulid) is imported by the methods
 # that write, so that `lattice list` and `lattice show` load only what reads.
 
-LATTICE_DIR = ".lattice"
 _SUBDIRS = (
     "tasks",
     "events",
@@ -71,37 +71,7 @@ class Board:
 
         ``LATTICE_ROOT`` names the project root; when it is set there is no fallback.
         """
-        env = os.environ.get("LATTICE_ROOT")
-        if env is not None:
-            return cls._from_env(env)
-        here = (start or Path.cwd()).resolve()
-        for folder in (here, *here.parents):
-            if (folder / LATTICE_DIR).is_dir():
-                return cls(folder)
-        raise LatticeError(
-            Code.NO_BOARD,
-            f"no Lattice board here: neither {here} nor any folder above it has a "
-            f"{LATTICE_DIR}/ folder (run lattice init, or set LATTICE_ROOT to the project root)",
-        )
-
-    @classmethod
-    def _from_env(cls, env: str) -> Board:
-        if not env:
-            raise LatticeError(
-                Code.NO_BOARD,
-                "LATTICE_ROOT is set but empty: unset it or set it to the project root",
-            )
-        root = Path(env).absolute()
-        if (root / LATTICE_DIR).is_dir():
-            return cls(root)
-        hint = (
-            f"it must name the project root, not its {LATTICE_DIR}/ folder: use {root.parent}"
-            if root.name == LATTICE_DIR and root.is_dir()
-            else "set it to the folder that holds .lattice/, or run lattice init there"
-        )
-        raise LatticeError(
-            Code.NO_BOARD, f"LATTICE_ROOT={env} has no {LATTICE_DIR}/ folder: {hint}"
-        )
+        return cls(find_root(start))
 
     @classmethod
     def init(
