@@ -4,22 +4,27 @@
 one line from a pipe the supervisor writes when it is serving (or has failed): it
 returns exactly when the supervisor answers, without polling. ``stop`` sends
 ``Shutdown`` and waits on a pidfd until the process is gone.
+
+Every client command passes through :func:`ensure_running`, which needs only a lock
+probe when the supervisor runs; ``subprocess`` is imported by ``start`` alone.
 """
 
 from __future__ import annotations
 
 import os
 import select
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lattice.errors import Code, LatticeError
 from lattice.protocol import default_endpoint
 from lattice.protocol.client import Client
 from lattice.supervisor._pidlock import LOCK_NAME, is_held, read_holder
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: How long ``start`` waits for a new supervisor to answer.
 START_TIMEOUT = 30.0
@@ -65,6 +70,8 @@ def start(
     current = status(root, board_dir)
     if current is not None:
         return {**current, "started": False}
+    import subprocess  # here: a client that finds the supervisor running never needs it
+
     read_fd, write_fd = os.pipe()
     log_dir = board_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
