@@ -10,6 +10,7 @@ valid in a protocol we do not speak.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import msgspec
@@ -46,8 +47,19 @@ class _RidOnly(msgspec.Struct):
 _encoder = msgspec.msgpack.Encoder()
 _header = msgspec.msgpack.Decoder(Header)
 _rid_only = msgspec.msgpack.Decoder(_RidOnly)
-_requests = msgspec.msgpack.Decoder(AnyRequest)
-_replies = msgspec.msgpack.Decoder(AnyReply)
+
+
+# Building a union's decoder compiles every member's type (about a millisecond each,
+# which a `lattice` command feels): each side builds only the one it reads, the
+# supervisor requests and a client replies, on first use.
+@functools.cache
+def _requests() -> msgspec.msgpack.Decoder[AnyRequest]:
+    return msgspec.msgpack.Decoder(AnyRequest)
+
+
+@functools.cache
+def _replies() -> msgspec.msgpack.Decoder[AnyReply]:
+    return msgspec.msgpack.Decoder(AnyReply)
 
 
 def encode(msg: Request | Reply) -> bytes:
@@ -93,7 +105,7 @@ def decode_request(frame: bytes) -> AnyRequest:
             f"version {PROTOCOL_VERSION} (use a client of the same version)",
         )
     try:
-        return _requests.decode(frame)
+        return _requests().decode(frame)
     except Exception as exc:
         raise ProtocolError(
             Code.INVALID_REQUEST, header.rid, f"invalid request: {_why(exc)}"
@@ -107,7 +119,7 @@ def decode_reply(frame: bytes) -> AnyReply:
     supervisor disagree about the protocol.
     """
     try:
-        return _replies.decode(frame)
+        return _replies().decode(frame)
     except Exception as exc:
         raise ProtocolError(
             Code.INTERNAL,
