@@ -6,7 +6,9 @@ A command module exposes ``register(commands)`` and adds its subcommands with
 into a message and an exit code here, and nowhere else.
 
 Command modules import only this module at the top: the store, msgspec and pyzmq are
-imported inside handlers so that each command pays only for what it uses.
+imported inside handlers so that each command pays only for what it uses. For the same
+reason a command line builds only the parsers of its own command (see
+:data:`COMMAND_MODULES`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +35,25 @@ class Context:
     def __init__(self, json_mode: bool, cwd: Path | None = None) -> None:
         self.json = json_mode
         self.cwd = cwd or Path.cwd()
+        self._root: Path | None = None
         self._board: Board | None = None
 
+    def where(self) -> tuple[Path, Path]:
+        """The project root and its ``.lattice/``, found from the working directory (or
+        ``LATTICE_ROOT``) without loading the store: enough for a client of the supervisor.
+        """
+        from lattice.store import LATTICE_DIR, find_root
+
+        if self._root is None:
+            self._root = find_root(self.cwd)
+        return self._root, self._root / LATTICE_DIR
+
     def board(self) -> Board:
-        """The board found from the working directory (or ``LATTICE_ROOT``)."""
+        """The board at :meth:`where`."""
         if self._board is None:
             from lattice.store import Board
 
-            self._board = Board.open(self.cwd)
+            self._board = Board(self.where()[0])
         return self._board
 
     def ok(self, data: Any, text: str | Callable[[], str] | None = None, exit_code: int = 0) -> int:
@@ -54,8 +67,46 @@ class Context:
         return exit_code
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, minus an ``import shutil`` on every command line.
+
+    argparse builds a formatter for each ``add_argument`` (to check its metavar), and
+    the stock one asks ``shutil.get_terminal_size`` for the width; importing shutil
+    takes ~3 ms (it loads bz2 and lzma), a tenth of what ``lattice worker ps`` spends
+    on its own code. This one gets the same width the same way (:func:`_columns`).
+    """
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        width = _columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``: ``COLUMNS``, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose usage errors obey ``--json``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
         raise LatticeError(Code.INVALID_ARGUMENT, f"{self.prog}: {message}")
@@ -64,12 +115,25 @@ class _Parser(argparse.ArgumentParser):
 _COMMON = _Parser(add_help=False)
 _COMMON.add_argument("--json", action="store_true", help="print the JSON envelope")
 
-COMMAND_MODULES = (
-    "lattice.cli.board",
-    "lattice.cli.worker_defs",
-    "lattice.cli.worker",
-    "lattice.cli.supervisor",
-)
+#: Each command module, in ``--help`` order, with the top-level names it registers (a
+#: group such as ``worker`` may be filled by several modules). A test checks this
+#: table against what each module's ``register`` adds.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "lattice.cli.board": (
+        "init",
+        "create",
+        "list",
+        "show",
+        "status",
+        "comment",
+        "attach",
+        "rebuild",
+        "doctor",
+    ),
+    "lattice.cli.worker_defs": ("worker",),
+    "lattice.cli.worker": ("worker",),
+    "lattice.cli.supervisor": ("supervisor",),
+}
 
 
 def add_command(
@@ -110,7 +174,21 @@ def group(
     return _GROUPS[name]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def modules_for(argv: Sequence[str]) -> list[str]:
+    """The command modules that parsing ``argv`` needs, in registration order.
+
+    The command is the first word after any ``--json``: when a module owns it, only
+    the modules that own it are needed, because argparse hands everything after the
+    command to that command's parser. Anything else (no command, ``--help``, a typo)
+    needs them all, so that the top-level help and "invalid choice" list every command.
+    """
+    command = next((word for word in argv if word != "--json"), None)
+    owners = [module for module, names in COMMAND_MODULES.items() if command in names]
+    return owners or list(COMMAND_MODULES)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``lattice`` parser: every command, or only those ``argv`` can reach."""
     import importlib
 
     parser = _Parser(
@@ -120,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _GROUPS.clear()
-    for module_name in COMMAND_MODULES:
+    for module_name in list(COMMAND_MODULES) if argv is None else modules_for(argv):
         importlib.import_module(module_name).register(commands)
     return parser
 
@@ -131,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     json_mode = "--json" in argv
     ctx = Context(json_mode)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
         ctx.json = bool(getattr(args, "json", False)) or json_mode
         code: int = args.handler(ctx, args)
         return code

@@ -31,8 +31,8 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
     from lattice.supervisor import control
 
-    board = ctx.board()
-    info = control.start(board.root, board.dir, listen=args.listen)
+    root, board_dir = ctx.where()
+    info = control.start(root, board_dir, listen=args.listen)
     verb = "started" if info.get("started") else "already running"
     return ctx.ok(info, f"supervisor {verb}: pid {info.get('pid')}, socket {info.get('socket')}")
 
@@ -40,8 +40,8 @@ def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
     from lattice.supervisor import control
 
-    board = ctx.board()
-    pid = control.stop(board.root, board.dir, drain=args.drain)
+    root, board_dir = ctx.where()
+    pid = control.stop(root, board_dir, drain=args.drain)
     if pid is None:
         return ctx.ok({"stopped": False}, "no supervisor is running for this board")
     return ctx.ok({"stopped": True, "pid": pid}, f"supervisor stopped (pid {pid})")
@@ -50,12 +50,10 @@ def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     from lattice.supervisor import control
 
-    board = ctx.board()
-    info = control.status(board.root, board.dir)
+    root, board_dir = ctx.where()
+    info = control.status(root, board_dir)
     if info is None:
-        raise LatticeError(
-            Code.SUPERVISOR_UNAVAILABLE, f"no supervisor is running for {board.root}"
-        )
+        raise LatticeError(Code.SUPERVISOR_UNAVAILABLE, f"no supervisor is running for {root}")
     return ctx.ok(
         {"running": True, **info},
         f"supervisor running: pid {info['pid']}, socket {info['socket']}, "

@@ -61,9 +61,9 @@ def _client(ctx: Context) -> Client:
     from lattice.protocol.client import Client
     from lattice.supervisor import control
 
-    board = ctx.board()
-    control.ensure_running(board.root, board.dir)
-    return Client(control.endpoint_for(board.root))
+    root, board_dir = ctx.where()  # not ctx.board(): a client needs only where it is
+    control.ensure_running(root, board_dir)
+    return Client(control.endpoint_for(root))
 
 
 def _requested_by(ctx: Context) -> str:
