@@ -39,8 +39,9 @@ class Context:
         self._board: Board | None = None
 
     def where(self) -> tuple[Path, Path]:
-        """The project root and its ``.lattice/``, found from the working directory (or
-        ``LATTICE_ROOT``) without loading the store: enough for a client of the supervisor.
+        """The project root and its ``.lattice/`` (``LATTICE_ROOT``, else found upwards).
+
+        Found without loading the store: all that a client of the supervisor needs.
         """
         from lattice.store import LATTICE_DIR, find_root
 
@@ -72,8 +73,8 @@ class _Formatter(argparse.HelpFormatter):
 
     argparse builds a formatter for each ``add_argument`` (to check its metavar), and
     the stock one asks ``shutil.get_terminal_size`` for the width; importing shutil
-    takes ~3 ms (it loads bz2 and lzma), a tenth of what ``lattice worker ps`` spends
-    on its own code. This one gets the same width the same way (:func:`_columns`).
+    takes ~3 ms (it loads bz2 and lzma), as long as building the parsers of a command.
+    This one gets the same width the same way (:func:`_columns`).
     """
 
     def __init__(
