@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -224,13 +225,17 @@ class RunActor:
         self._process = process
         self.info.pid = process.pid
         self._set_state(RunState.RUNNING)
-        await self._journal(note_start_time_of=process.pid)
         timeout_min = self.request.timeout_minutes or self.definition.timeout_minutes
-        with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
-            self._wait_scope = scope
-            if self._cancel_reason is not None:
-                scope.cancel()
-            await process.wait()
+        async with trio.open_nursery() as nursery:
+            # The pid record (for recovery after a supervisor crash) is written while
+            # the worker already runs; it lands before the run's last record, which
+            # is written after this nursery.
+            nursery.start_soon(partial(self._journal, note_start_time_of=process.pid))
+            with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
+                self._wait_scope = scope
+                if self._cancel_reason is not None:
+                    scope.cancel()
+                await process.wait()
         self._wait_scope = None
         if process.returncode is None:
             reason = self._cancel_reason or Reason.TIMEOUT
@@ -558,10 +563,16 @@ class RunActor:
         return value
 
     async def _journal(self, *, note_start_time_of: int | None = None) -> None:
+        """Record the run in the journal; a failure is logged, never fatal (the board
+        is the record that matters, and recovery reads it)."""
+
         def write() -> None:
             if note_start_time_of is not None:
                 self._pid_start_time = process_start_time(note_start_time_of)
-            self._journal_now()
+            try:
+                self._journal_now()
+            except OSError:
+                log.exception("run %s: could not write the journal", self.run_id)
 
         await trio.to_thread.run_sync(write)
 
