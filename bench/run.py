@@ -185,7 +185,11 @@ def table(result: dict[str, Any]) -> str:
             f"runs/s, worktree, C={r['clients']} ({r['runs_worktree']} runs x {r['reps']})",
             _rate(s["sup_wt"]),
             f"git worktree add+remove {_rate(s['worktree'])}"
-            + (f" ({n} git failures)" if (n := r["floor_worktree_git_failures"]) else ""),
+            + (
+                f" ({n} failed git pairs, not counted)"
+                if (n := r["floor_worktree_git_failures"])
+                else ""
+            ),
             f"{r['share_of_floor_worktree']:.0%}",
             ">= 80%",
         )
