@@ -28,6 +28,8 @@ def test_task_id_is_accepted_in_any_case_and_canonicalized() -> None:
         "task_01M854QTJN4BXTN7DTFDVA5JRI",  # I is not Crockford base32
         "",
         f"task_{ULID}\n",
+        f"task_{ULID[:-1]}\u212a",  # the Kelvin sign case-folds to k, but is not ASCII
+        f"tas\u212a_{ULID}",
     ],
 )
 def test_malformed_task_ids_are_invalid_id(bad: str) -> None:

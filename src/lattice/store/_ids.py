@@ -16,8 +16,10 @@ import time
 from lattice.errors import Code, LatticeError
 
 #: Crockford base32, 26 characters: the ULID part of every id (any case on read).
-ULID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}", re.IGNORECASE)
-_PREFIXED_RE = re.compile(r"([a-z]+)_([0-9A-HJKMNP-TV-Z]{26})", re.IGNORECASE)
+#: Both cases are spelled out, ASCII only: ``re.IGNORECASE`` would also let in the
+#: Kelvin sign (U+212A) for ``K``, and it makes these the slowest patterns to compile.
+ULID_RE = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}")
+_PREFIXED_RE = re.compile(r"([A-Za-z]+)_([0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26})")
 #: Short ids such as ``LAT-42`` or ``LAT-F-7`` (looked up upper-cased).
 SHORT_ID_RE = re.compile(r"[A-Z]{1,5}(?:-[A-Z]{1,5})?-\d+")
 PROJECT_CODE_RE = re.compile(r"[A-Z]{1,5}")
