@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--py-spy", action="store_true", help="also sample with py-spy (--gil)")
+    ap.add_argument("--raw", type=Path, help="keep py-spy's raw stacks in this file")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         project = Project.create(Path(tmp), "profile", tasks=32)
@@ -174,7 +175,7 @@ def main() -> None:
                             str(sup.pid),
                             "--gil",
                             "-r",
-                            "200",
+                            "500",
                             "--format",
                             "raw",
                             "-o",
@@ -210,6 +211,8 @@ def main() -> None:
                 f"{label:48} {calls / all_runs:9.2f} {1000 * seconds / all_runs:8.2f} "
                 f"{1000 * seconds / calls:8.2f}"
             )
+        if args.py_spy and raw.exists() and args.raw:
+            shutil.copyfile(raw, args.raw)
         if args.py_spy and raw.exists():
             print("\npy-spy --gil, inclusive share of the supervisor's Python CPU:")
             for share, name in py_spy_top(raw, 40):
