@@ -47,7 +47,7 @@ class Sizes:
         return {
             "full": cls(10_000, live=200, scale=500, ps_count=2000, cli_reps=15, cli_board=5_000),
             "quick": cls(10_000, live=50, scale=100, ps_count=300, cli_reps=3, cli_board=5_000),
-            "smoke": cls(200, live=20, scale=40, ps_count=20, cli_reps=2, cli_board=200),
+            "smoke": cls(200, live=10, scale=20, ps_count=20, cli_reps=1, cli_board=200),
         }[mode]
 
 

@@ -65,7 +65,7 @@ class Sizes:
             # quick: CI's "the bench still works", one repetition after the warm-up
             "quick": cls((1, 4, 16), reps=1, runs=24, runs_wt=12, storm=50),
             # smoke: every row and key with minimal counts (the test suite runs it)
-            "smoke": cls((1, 4), reps=1, runs=8, runs_wt=8, storm=10),
+            "smoke": cls((1, 4), reps=1, runs=4, runs_wt=4, storm=8),
         }[mode]
 
 
