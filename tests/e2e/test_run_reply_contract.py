@@ -51,9 +51,12 @@ def test_a_queued_run_is_in_the_journal_and_not_on_the_board_when_the_reply_come
     assert b["state"] == "queued"
     assert [r["run"]["state"] for r in journal_records(project, b["run_id"])] == ["queued"]
     assert project.process_events(second) == []
-    # Once the slot frees, the queued run starts, and its record says so.
+    # Once the slot frees, the queued run starts, and its record says so; `ps` lists
+    # it (its queue position, set while it waited, must not hide it now).
     project.cli("worker", "cancel", a["run_id"])
     project.cli("worker", "wait", a["run_id"], check=False)
+    listed = {r["run_id"]: r for r in project.json("worker", "ps")["data"]}
+    assert list(listed) == [b["run_id"]] and "queue_position" not in listed[b["run_id"]]
     project.cli("worker", "cancel", b["run_id"])
     waited = project.json("worker", "wait", b["run_id"], check=False)["data"][0]
     assert waited["state"] == "failed" and waited["reason"] == "cancelled"

@@ -99,6 +99,20 @@ class Registry:
         self._workers = None
         return await self.workers()
 
+    def set_limits(
+        self, *, max_concurrent: int, keep_finished: int, keep_finished_seconds: float
+    ) -> None:
+        """New caps and retention, applied now: a raised cap admits queued runs at once.
+
+        A lowered cap stops nothing that runs; it holds back new admissions until the
+        running count is under it.
+        """
+        self.max_concurrent = max_concurrent
+        self.keep_finished = keep_finished
+        self.keep_finished_seconds = keep_finished_seconds
+        self._trim_finished()
+        self._dispatch()
+
     async def worker_infos(self) -> list[WorkerInfo]:
         workers = await self.workers()
         return [_worker_info(w) for w in workers.workers.values()]
@@ -310,6 +324,7 @@ class Registry:
             self._running_total += 1
             self._running_by_worker[name] += 1
             run.admitted = True
+            run.info.queue_position = None
             self._admitted.pop(run.run_id).set()
 
     def queue_position(self, run: RunActor) -> int | None:
@@ -400,8 +415,9 @@ class Registry:
 
     def ps(self, *, include_finished: bool = False, task_id: str | None = None) -> list[RunInfo]:
         """Queued runs in queue order, then the others: costs the live runs, not the board."""
+        waiting = set(self._queue)
         queued = [self.info(r) for r in self._queue]
-        others = [self.info(r) for r in self.live.values() if r.info.queue_position is None]
+        others = [self.info(r) for r in self.live.values() if r not in waiting]
         runs = queued + sorted(others, key=lambda i: i.created_at)
         if include_finished:
             runs += list(reversed(self.finished.values()))
