@@ -20,6 +20,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(sub, "stop", cmd_stop, "stop the supervisor gracefully and wait for it")
     p.add_argument("--drain", action="store_true", help="let live runs finish first")
     add_command(sub, "status", cmd_status, "is a supervisor running for this board?")
+    add_command(
+        sub, "reload", cmd_reload,
+        "re-read .lattice/config.json and the worker definitions (no restart, no run stops)",
+    )
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
@@ -58,4 +62,26 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
         {"running": True, **info},
         f"supervisor running: pid {info['pid']}, socket {info['socket']}, "
         f"up {info['uptime_seconds']:.0f}s",
+    )
+
+
+def cmd_reload(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice.protocol._messages import Reload, WorkersReply
+    from lattice.protocol.client import Client
+    from lattice.supervisor import control
+
+    root, board_dir = ctx.where()
+    if not control.is_running(board_dir):
+        raise LatticeError(
+            Code.SUPERVISOR_UNAVAILABLE,
+            f"no supervisor is running for {root}; the next one reads the config when it starts",
+        )
+    with Client(control.endpoint_for(root)) as client:
+        reply = client.request(Reload())
+    assert isinstance(reply, WorkersReply)
+    valid = sum(1 for w in reply.workers if w.valid)
+    return ctx.ok(
+        {"reloaded": True, "workers": len(reply.workers), "valid_workers": valid},
+        f"reloaded .lattice/config.json and {len(reply.workers)} worker definitions "
+        f"({valid} valid)",
     )

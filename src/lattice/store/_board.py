@@ -33,6 +33,8 @@ from lattice.store._materialize import replay
 from lattice.store._workflow import PRIORITIES, TASK_TYPES, Workflow, default_config
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lattice.store._integrity import Problem, RebuildReport
     from lattice.store._write import Check, NewEvent, WriteResult
 
@@ -147,26 +149,43 @@ class Board:
     # ----------------------------------------------------------------- config
     @property
     def config(self) -> dict[str, Any]:
-        """``config.json`` as a dict (unknown keys kept); defaults when it is missing."""
+        """``config.json`` as a dict (unknown keys kept); defaults when it is missing.
+
+        Read once and kept: a long-lived reader (the supervisor) sees later edits only
+        through :meth:`reload_config`.
+        """
         if self._config is None:
-            raw = read_bytes(self.dir / "config.json")
-            if raw is None:
-                self._config = default_config()
-            else:
-                try:
-                    config = loads(raw)
-                except ValueError as err:
-                    raise LatticeError(
-                        Code.INVALID_ARGUMENT,
-                        f"{self.dir / 'config.json'} is not valid JSON ({err}); fix the file",
-                    ) from None
-                if not isinstance(config, dict):
-                    raise LatticeError(
-                        Code.INVALID_ARGUMENT,
-                        f"{self.dir / 'config.json'} must hold a JSON object; fix the file",
-                    )
-                self._config = config
+            self._config = self._read_config()
         return self._config
+
+    def reload_config(
+        self, check: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Read ``config.json`` again; ``check`` may refuse it (raise), and then the
+        config in use stays as it was."""
+        config = self._read_config()
+        if check is not None:
+            check(config)
+        self._config = config
+        return config
+
+    def _read_config(self) -> dict[str, Any]:
+        raw = read_bytes(self.dir / "config.json")
+        if raw is None:
+            return default_config()
+        try:
+            config = loads(raw)
+        except ValueError as err:
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                f"{self.dir / 'config.json'} is not valid JSON ({err}); fix the file",
+            ) from None
+        if not isinstance(config, dict):
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                f"{self.dir / 'config.json'} must hold a JSON object; fix the file",
+            )
+        return config
 
     def workflow(self) -> Workflow:
         return Workflow.from_config(self.config)

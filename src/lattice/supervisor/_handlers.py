@@ -69,7 +69,7 @@ class Handlers:
             case ListWorkers():
                 await send(WorkersReply(rid=req.rid, workers=await self.registry.worker_infos()))
             case Reload():
-                await self.registry.reload()
+                await self.sup.reload()
                 await send(WorkersReply(rid=req.rid, workers=await self.registry.worker_infos()))
             case Run():
                 accepted, created = await self.registry.submit(req)

@@ -26,7 +26,7 @@ from lattice.actors._journal import Journal
 from lattice.actors._registry import Registry
 from lattice.actors._run import RunContext
 from lattice.actors._worktree import Worktrees
-from lattice.errors import LatticeError
+from lattice.errors import Code, LatticeError
 from lattice.protocol import default_endpoint
 from lattice.store import Board
 from lattice.supervisor._handlers import Handlers
@@ -38,17 +38,40 @@ log = logging.getLogger("lattice.supervisor")
 
 
 class Settings:
-    """The ``workers`` section of ``.lattice/config.json`` (all optional)."""
+    """The ``workers`` section of ``.lattice/config.json`` (all optional).
+
+    Refused with one clear sentence when a value is not what it must be, so that a
+    typo neither crashes a start nor half-applies a reload.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         section = config.get("workers")
         section = section if isinstance(section, dict) else {}
-        self.max_concurrent = int(section.get("max_concurrent", 8))
-        self.keep_finished = int(section.get("keep_finished", 1000))
-        self.keep_finished_seconds = float(section.get("keep_finished_days", 7)) * 86400
-        self.shutdown_drain_seconds = float(section.get("shutdown_drain_seconds", 60))
+        self.max_concurrent = int(_number(section, "max_concurrent", 8, minimum=1, whole=True))
+        self.keep_finished = int(_number(section, "keep_finished", 1000, minimum=0, whole=True))
+        self.keep_finished_seconds = _number(section, "keep_finished_days", 7, minimum=0) * 86400
+        self.shutdown_drain_seconds = _number(section, "shutdown_drain_seconds", 60, minimum=0)
         worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
         self.worktree_dir = Path(worktree_dir) if worktree_dir else None
+
+
+def _number(
+    section: dict[str, Any], key: str, default: float, *, minimum: float, whole: bool = False
+) -> float:
+    value = section.get(key, default)
+    kind = "a whole number" if whole else "a number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (whole and not float(value).is_integer())
+        or value < minimum
+    ):
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"workers.{key} in .lattice/config.json must be {kind} of at least {minimum:g}, "
+            f"got {value!r}; fix the file",
+        )
+    return float(value)
 
 
 class Supervisor:
@@ -86,6 +109,26 @@ class Supervisor:
         """Begin the graceful stop (idempotent)."""
         self._drain = self._drain or drain
         self._shutdown.set()
+
+    async def reload(self) -> None:
+        """Read ``.lattice/config.json`` and the worker definitions again (``Reload``).
+
+        Caps and retention apply at once (a raised cap admits queued runs); hooks and
+        the default base ref are read from the config where they are used. A config
+        that is refused changes nothing. The worktree folder stays the one this
+        supervisor started with: its runs live there.
+        """
+        checked: list[Settings] = []
+        await trio.to_thread.run_sync(
+            self.board.reload_config, lambda config: checked.append(Settings(config))
+        )
+        self.settings = checked[0]
+        self.registry.set_limits(
+            max_concurrent=self.settings.max_concurrent,
+            keep_finished=self.settings.keep_finished,
+            keep_finished_seconds=self.settings.keep_finished_seconds,
+        )
+        await self.registry.reload()
 
     def _run_hooks(self, events: list[dict[str, Any]]) -> None:
         """Run board hooks for events the actors wrote, without holding up the actor."""
