@@ -336,3 +336,23 @@ def wait_for(predicate: Any, *, deadline_s: float, what: str, interval: float = 
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {deadline_s:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def run_main(description: str, measure: Any, prefix: str) -> None:
+    """A bench module's command line: ``[--quick | --smoke] [--json PATH]``; ``measure(mode,
+    scratch)`` runs in a temporary folder and its result is printed (and written) as JSON."""
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        out = measure(mode, Path(tmp))
+    text = json.dumps(out, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)

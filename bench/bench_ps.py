@@ -15,11 +15,8 @@ Usage: ``python bench/bench_ps.py [--quick] [--json PATH]``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _pool import ClientPool
-from _scratch import SLEEPERS, Project, lattice_command, rss_kib, summary, wait_for
+from _scratch import SLEEPERS, Project, lattice_command, rss_kib, run_main, summary, wait_for
 
 
 @dataclass(frozen=True)
@@ -222,18 +219,7 @@ def measure(mode: str, scratch: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    with tempfile.TemporaryDirectory(prefix="bench-ps-") as tmp:
-        out = measure(mode, Path(tmp))
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    run_main(__doc__.splitlines()[0], measure, "bench-ps-")
 
 
 if __name__ == "__main__":

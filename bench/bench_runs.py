@@ -30,12 +30,9 @@ this and everything else).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _pool import ClientPool
-from _scratch import Project, cpu_seconds, populate, summary
+from _scratch import Project, cpu_seconds, populate, run_main, summary
 
 
 @dataclass(frozen=True)
@@ -354,18 +351,7 @@ def measure(mode: str, scratch: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    with tempfile.TemporaryDirectory(prefix="bench-runs-") as tmp:
-        out = measure(mode, Path(tmp))
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    run_main(__doc__.splitlines()[0], measure, "bench-runs-")
 
 
 if __name__ == "__main__":
