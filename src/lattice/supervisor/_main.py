@@ -122,6 +122,7 @@ class Supervisor:
         await trio.to_thread.run_sync(
             self.board.reload_config, lambda config: checked.append(Settings(config))
         )
+        checked[0].worktree_dir = self.settings.worktree_dir  # where the live runs are
         self.settings = checked[0]
         self.registry.set_limits(
             max_concurrent=self.settings.max_concurrent,
