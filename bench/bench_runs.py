@@ -8,14 +8,24 @@ written and the worktree removed). Rows with and without worktrees.
 
 The floor, measured in the same repetition, at the same concurrency, from Trio:
 - ``spawn``: ``bash -c true`` spawned and awaited (what the worker itself costs);
-- ``2 appends``: the two durable events a run writes (``process_started`` then
-  ``process_completed``) through ``Board.append`` on a board of the same shape;
-- ``spawn + 2 appends``: both, in the order a run does them: the floor of a run
-  without a worktree;
+- ``2 bare writes`` (JSON kind ``append``): the two durable events a run writes
+  (``process_started`` then ``process_completed``), each as a bare canonical task
+  write with raw ``os``/``fcntl`` calls and nothing of ours (:func:`bare_write`);
+- ``spawn + 2 bare writes`` (kind ``spawn+append``): both, in the order a run does
+  them: the floor of a run without a worktree;
 - ``worktree add+remove``: bare ``git worktree add --detach`` and ``git worktree
   remove --force`` of the same repository, with no lock of ours around them: the
   floor of a run with a worktree. Concurrent bare adds and removes race each other
   in git's metadata and some fail: only the pairs that worked count.
+
+Why bare writes: the floor is the machine's, not our store's. Earlier versions
+wrote the floor's events through ``Board.append`` (its locks, log replay,
+validation and formatting), which hid about 2 ms of our own CPU per write (3 ms
+against 1 ms for the syscalls, measured by hand) inside the floor.
+
+Store (a diagnostic, not a goal): ``Board.append`` of a ``process_started`` beside
+the same bare write, one at a time on fresh tasks of a scratch board, interleaved
+in rounds: wall ms (median) and CPU ms per write of each, and their ratio.
 
 Latency: Run request -> accepted reply, from the same clients: idle at C=1 (nothing
 else happens in the supervisor while a request is answered), under load at C=16. An
@@ -30,6 +40,8 @@ this and everything else).
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import sys
@@ -53,17 +65,97 @@ class Sizes:
     runs: int  # per repetition, without worktrees
     runs_wt: int  # per repetition, with worktrees
     storm: int  # clients in the duplicate storm
+    store: int  # writes of each kind in the store diagnostic
     tasks: int = 32
 
     @classmethod
     def of(cls, mode: str) -> Sizes:
         return {
-            "full": cls((1, 4, 16), reps=5, runs=240, runs_wt=64, storm=50),
+            "full": cls((1, 4, 16), reps=5, runs=240, runs_wt=64, storm=50, store=300),
             # quick: CI's "the bench still works", one repetition after the warm-up
-            "quick": cls((1, 4, 16), reps=1, runs=24, runs_wt=12, storm=50),
+            "quick": cls((1, 4, 16), reps=1, runs=24, runs_wt=12, storm=50, store=100),
             # smoke: every row and key with minimal counts (the test suite runs it)
-            "smoke": cls((1, 4), reps=1, runs=4, runs_wt=4, storm=8),
+            "smoke": cls((1, 4), reps=1, runs=4, runs_wt=4, storm=8, store=20),
         }[mode]
+
+
+# ----------------------------------------------------------------------------- bare write
+
+
+def run_event(task: str, started: str | None) -> dict[str, Any]:
+    """The envelope of a run's ``process_started`` (``started`` None) or of its
+    ``process_completed``, as the supervisor writes them; a new event id and ``ts``."""
+    from lattice.store import new_id
+
+    event_id = new_id("ev")
+    data: dict[str, Any] = {
+        "process_type": "True",
+        "run_id": f"run_{event_id[3:]}",
+        "commit_sha": None,
+        "log_path": "/dev/null",
+    }
+    if started is None:
+        data.update(attempt=1, timeout_minutes=30, base_ref=None, requested_by="human:bench")
+    else:
+        data.update(started_event_id=started, result="success", exit_code=0, duration_seconds=0.001)
+    return {
+        "schema_version": 1,
+        "id": event_id,
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "type": "process_started" if started is None else "process_completed",
+        "task_id": task,
+        "actor": "agent:true",
+        "data": data,
+        "agent_meta": {"model": None, "session": data["run_id"]},
+    }
+
+
+def _write_fsync_close(fd: int, data: bytes) -> None:
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write of {len(data)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def bare_write(lattice_dir: str, task: str, snapshot: bytes, event: dict[str, Any]) -> None:
+    """The canonical task write of lattice-format.md with raw syscalls, nothing of ours.
+
+    What any writer of the format must do and no more: ``flock`` the task's two lock
+    files in sorted order, append the event line (``O_APPEND``, fsync), replace the
+    snapshot (temp file, fsync, ``os.replace``, fsync of ``tasks/``), unlock and close
+    in reverse order. No replay, no validation: ``snapshot`` is the task's file as read
+    before timing, written back as it is. Lock files are opened ``O_CLOEXEC`` so that
+    a concurrent spawn cannot inherit them.
+    """
+    line = json.dumps(event, sort_keys=True, separators=(",", ":")).encode("ascii") + b"\n"
+    held: list[int] = []
+    try:
+        for key in sorted((f"events_{task}", f"tasks_{task}")):
+            fd = os.open(
+                f"{lattice_dir}/locks/{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666
+            )
+            held.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        append = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        _write_fsync_close(os.open(f"{lattice_dir}/events/{task}.jsonl", append, 0o644), line)
+        tasks_dir = f"{lattice_dir}/tasks"
+        tmp = f"{tasks_dir}/.tmp.bench.{task}"  # one writer per task: it holds the locks
+        create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        _write_fsync_close(os.open(tmp, create, 0o644), snapshot)
+        os.replace(tmp, f"{tasks_dir}/{task}.json")
+        fd = os.open(tasks_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        for fd in reversed(held):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
 
 
 # ----------------------------------------------------------------------------- floors
@@ -83,15 +175,22 @@ def _plan(tasks: list[str], clients: int, total: int) -> list[list[str]]:
 
 
 async def _floor(
-    kind: str, clients: int, total: int, *, board: Any, tasks: list[str], repo: Path, base: Path
+    kind: str,
+    clients: int,
+    total: int,
+    *,
+    board: Any,
+    tasks: list[str],
+    snapshots: dict[str, bytes],
+    repo: Path,
+    base: Path,
 ) -> dict[str, Any]:
     import subprocess
 
     import trio
 
-    from lattice.store import new_id
-
     failures = 0
+    lattice_dir = str(board.dir)
 
     async def spawn() -> None:
         proc = await trio.lowlevel.open_process(
@@ -103,32 +202,11 @@ async def _floor(
         )
         await proc.wait()
 
-    def append(task: str, started: str | None) -> str:
-        event_id = new_id("ev")
-        data: dict[str, Any] = {
-            "process_type": "True",
-            "run_id": f"run_{event_id[3:]}",
-            "commit_sha": None,
-            "log_path": "/dev/null",
-        }
-        if started is None:
-            data.update(attempt=1, timeout_minutes=30, base_ref=None, requested_by="human:bench")
-            kind_ = "process_started"
-        else:
-            data.update(
-                started_event_id=started, result="success", exit_code=0, duration_seconds=0.001
-            )
-            kind_ = "process_completed"
-        board.append(
-            task,
-            kind_,
-            data,
-            actor="agent:true",
-            hooks=False,
-            event_id=event_id,
-            agent_meta={"model": None, "session": data["run_id"]},
-        )
-        return event_id
+    def write(task: str, started: str | None) -> str:
+        """One bare write of a run's event; the event id is made here, inside the timing."""
+        event = run_event(task, started)
+        bare_write(lattice_dir, task, snapshots[task], event)
+        return str(event["id"])
 
     async def git(*args: str) -> bool:
         done = await trio.run_process(
@@ -141,13 +219,13 @@ async def _floor(
         for k, task in enumerate(mine):
             if kind == "spawn":
                 await spawn()
-            elif kind == "append":
-                started = await trio.to_thread.run_sync(append, task, None)
-                await trio.to_thread.run_sync(append, task, started)
-            elif kind == "spawn+append":
-                started = await trio.to_thread.run_sync(append, task, None)
+            elif kind == "append":  # 2 bare writes
+                started = await trio.to_thread.run_sync(write, task, None)
+                await trio.to_thread.run_sync(write, task, started)
+            elif kind == "spawn+append":  # spawn + 2 bare writes
+                started = await trio.to_thread.run_sync(write, task, None)
                 await spawn()
-                await trio.to_thread.run_sync(append, task, started)
+                await trio.to_thread.run_sync(write, task, started)
             elif kind == "worktree":
                 path = base / f"floor-{i}-{k}"
                 ok = await git("worktree", "add", "--detach", str(path), "HEAD")
@@ -254,6 +332,8 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
     where = {
         "board": floor_board,
         "tasks": floor_tasks,
+        # read once, before any timing: the bare write puts these bytes back
+        "snapshots": {t: floor_board.snapshot_path(t).read_bytes() for t in floor_tasks},
         "repo": project.root,
         "base": scratch / "floor-worktrees",
     }
@@ -295,6 +375,75 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
     return rows
 
 
+def measure_store(sizes: Sizes, scratch: Path) -> dict[str, Any]:
+    """Diagnostic, not a goal: our ``Board.append`` beside the bare write it must do.
+
+    One ``process_started`` per fresh task (so no log replay grows with the
+    measurement), one write at a time in this thread, the two kinds interleaved in
+    rounds of 10 whose order alternates, after a warm-up of 5 of each. Wall time per
+    write and CPU time of this process (``time.process_time``) per write.
+    """
+    from lattice.store import Board
+
+    root = scratch / "store-board"
+    root.mkdir()
+    board = Board.init(root, project_code="S")
+    lattice_dir = str(board.dir)
+    n, per_round, warm = sizes.store, 10, 5
+    rounds = max(1, n // per_round)
+    fresh = iter(populate(board, 2 * (warm + rounds * per_round)))
+
+    def board_append(task: str) -> None:
+        event = run_event(task, None)
+        board.append(
+            task,
+            event["type"],
+            event["data"],
+            actor=event["actor"],
+            hooks=False,
+            event_id=event["id"],
+            agent_meta=event["agent_meta"],
+        )
+
+    snapshots: dict[str, bytes] = {}
+
+    def bare(task: str) -> None:
+        bare_write(lattice_dir, task, snapshots[task], run_event(task, None))
+
+    kinds = {"board_append": board_append, "bare_write": bare}
+    walls: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, float] = dict.fromkeys(kinds, 0.0)
+
+    def batch(kind: str, count: int, record: bool = True) -> None:
+        tasks = [next(fresh) for _ in range(count)]
+        if kind == "bare_write":
+            snapshots.update({t: board.snapshot_path(t).read_bytes() for t in tasks})
+        write = kinds[kind]
+        for task in tasks:
+            c0, t0 = time.process_time(), time.perf_counter()
+            write(task)
+            t1, c1 = time.perf_counter(), time.process_time()
+            if record:
+                walls[kind].append(1000 * (t1 - t0))
+                cpu[kind] += c1 - c0
+
+    for kind in kinds:
+        batch(kind, warm, record=False)
+    for r in range(rounds):
+        for kind in kinds if r % 2 == 0 else reversed(kinds):
+            batch(kind, per_round)
+    out: dict[str, Any] = {"writes": rounds * per_round, "rounds": rounds}
+    for kind in kinds:
+        out[kind] = {
+            "wall_ms": summary(walls[kind]),
+            "cpu_ms_per_write": 1000 * cpu[kind] / len(walls[kind]),
+        }
+    a, b = out["board_append"], out["bare_write"]
+    out["ratio_wall"] = a["wall_ms"]["median"] / b["wall_ms"]["median"]
+    out["ratio_cpu"] = a["cpu_ms_per_write"] / b["cpu_ms_per_write"]
+    return out
+
+
 def measure_storm(project: Project, clients: int) -> dict[str, Any]:
     """K processes ask for one key at the same moment; count what started."""
     from lattice.protocol import Cancel, RunReply, Wait
@@ -331,6 +480,8 @@ def measure_storm(project: Project, clients: int) -> dict[str, Any]:
 def measure(mode: str, scratch: Path) -> dict[str, Any]:
     sizes = Sizes.of(mode)
     project = Project.create(scratch, "runs", tasks=sizes.tasks + 1)
+    t_store = time.monotonic()
+    store = measure_store(sizes, scratch)  # before the supervisor starts: a quiet process
     project.start()
     t0 = time.monotonic()
     try:
@@ -344,9 +495,10 @@ def measure(mode: str, scratch: Path) -> dict[str, Any]:
     return {
         "throughput": throughput,
         "storm": storm,
+        "store": store,
         "worktrees_left": left - 1,
         "tasks": sizes.tasks,
-        "phase_seconds": {"throughput": t1 - t0, "storm": t2 - t1},
+        "phase_seconds": {"store": t0 - t_store, "throughput": t1 - t0, "storm": t2 - t1},
     }
 
 

@@ -2,12 +2,13 @@
 
 Runs, in this order and in one process tree, every measurement of the supervisor
 beside the floor of this machine (``bench_runs``: throughput, floors, request
-latency, duplicate storm; ``bench_ps``: ``ps`` latency, 500 live runs, CLI wall
-time), then the board benchmark (``bench_board.py``) and the wire benchmark
-(``bench_protocol.py``) as they are, in subprocesses. Prints one table (markdown,
-ready for the README's Performance section) with the issue's goals beside the
-measurements, then the other two benchmarks' own tables, and writes everything as
-JSON (default ``bench/results.json``; ``--json-out`` elsewhere).
+latency, duplicate storm, ``Board.append`` beside a bare write; ``bench_ps``: ``ps``
+latency, 500 live runs, CLI wall time), then the board benchmark
+(``bench_board.py``) and the wire benchmark (``bench_protocol.py``) as they are, in
+subprocesses. Prints one table (markdown, ready for the README's Performance
+section) with the issue's goals beside the measurements, then the other two
+benchmarks' own tables, and writes everything as JSON (default
+``bench/results.json``; ``--json-out`` elsewhere).
 
 Scratch projects live in a temporary folder (``--dir`` chooses the parent, so that
 another filesystem can be measured); the table names the filesystem.
@@ -87,7 +88,7 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
         c = row["clients"]
         out.append(
             {
-                "goal": f"runs/s >= 80% of spawn + 2 appends, C={c}",
+                "goal": f"runs/s >= 80% of spawn + 2 bare writes, C={c}",
                 "value": row["share_of_floor"],
                 "met": row["share_of_floor"] >= 0.8,
             }
@@ -175,7 +176,7 @@ def table(result: dict[str, Any]) -> str:
         row(
             f"runs/s, no worktree, C={r['clients']} ({r['runs']} runs x {r['reps']})",
             _rate(s["sup"]),
-            f"spawn + 2 appends {_rate(s['spawn+append'])}",
+            f"spawn + 2 bare writes {_rate(s['spawn+append'])}",
             f"{r['share_of_floor']:.0%}",
             ">= 80%",
         )
@@ -198,7 +199,7 @@ def table(result: dict[str, Any]) -> str:
         row(
             f"floor parts, C={r['clients']}",
             "",
-            f"spawn {_rate(s['spawn'])}; 2 appends {_rate(s['append'])}",
+            f"spawn {_rate(s['spawn'])}; 2 bare writes {_rate(s['append'])}",
             "",
             "",
         )
@@ -210,11 +211,27 @@ def table(result: dict[str, Any]) -> str:
             row(
                 f"CPU ms per run (process + children){label}, C={r['clients']}",
                 f"{mine['self']:.1f} + {mine['children']:.1f}",
-                f"{'spawn + 2 appends' if fl != 'worktree' else 'worktree add+remove'} "
+                f"{'spawn + 2 bare writes' if fl != 'worktree' else 'worktree add+remove'} "
                 f"{base['self']:.1f} + {base['children']:.1f}",
                 f"{total / base_total:.1f}x" if base_total else "",
                 "",
             )
+    if store := runs.get("store"):
+        ours, bare = store["board_append"], store["bare_write"]
+        row(
+            f"Board.append vs bare write, wall ms per write, median ({store['writes']} each)",
+            f"{ours['wall_ms']['median']:.2f}",
+            f"bare write {bare['wall_ms']['median']:.2f}",
+            f"{store['ratio_wall']:.1f}x",
+            "(diagnostic)",
+        )
+        row(
+            "Board.append vs bare write, CPU ms per write",
+            f"{ours['cpu_ms_per_write']:.2f}",
+            f"bare write {bare['cpu_ms_per_write']:.2f}",
+            f"{store['ratio_cpu']:.1f}x",
+            "(diagnostic)",
+        )
     first, last = runs["throughput"][0], runs["throughput"][-1]
     row(
         f"Run -> accepted p50 / p99 ms, idle (C={first['clients']})",

@@ -105,3 +105,56 @@ def test_bulk_populated_board_is_valid(tmp_path: Path) -> None:
     assert board.doctor() == []
     assert board.resolve_task("B-21") == ids[-1]
     assert len(board.list_snapshots()) == 22
+
+
+def test_store_diagnostic_compares_board_append_with_bare_write(smoke: dict) -> None:
+    store = smoke["runs"]["store"]
+    assert store["writes"] == 20
+    for kind in ("board_append", "bare_write"):
+        assert store[kind]["wall_ms"]["n"] == store["writes"]
+        assert store[kind]["wall_ms"]["median"] > 0 and store[kind]["cpu_ms_per_write"] >= 0
+    assert store["ratio_wall"] > 0
+    assert "Board.append vs bare write" in smoke["table"]
+    assert "spawn + 2 bare writes" in smoke["table"] and "2 appends" not in smoke["table"]
+
+
+def test_bare_write_appends_the_event_line_and_replaces_the_snapshot_under_the_locks(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+    import os
+    import threading
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _scratch import populate
+        from bench_runs import bare_write, run_event
+    finally:
+        sys.path.remove(str(BENCH))
+    from lattice.store import Board, dumps_event
+
+    board = Board.init(tmp_path, project_code="B")
+    (task,) = populate(board, 1)
+    log_before = board.events_path(task).read_bytes()
+    snapshot = board.snapshot_path(task).read_bytes()
+    started = run_event(task, None)
+    done = run_event(task, started["id"])
+    lock = os.open(board.locks_dir / f"tasks_{task}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    writer = threading.Thread(target=bare_write, args=(str(board.dir), task, snapshot, started))
+    writer.start()
+    writer.join(0.3)
+    blocked = writer.is_alive()
+    os.close(lock)  # releases the flock
+    writer.join(30)
+    assert blocked and not writer.is_alive()
+    assert board.events_path(task).read_bytes() == log_before + dumps_event(started).encode()
+    bare_write(str(board.dir), task, snapshot, done)
+    events = board.read_events(task)
+    assert events.problems == [] and [e["type"] for e in events.events][1:] == [
+        "process_started",
+        "process_completed",
+    ]
+    assert board.snapshot_path(task).read_bytes() == snapshot
+    assert sorted(p.name for p in (board.dir / "tasks").iterdir()) == [f"{task}.json"]
+    assert board.replay(task)["active_processes"] == []
