@@ -173,5 +173,5 @@ def test_board_commands_import_neither_trio_nor_zmq_nor_the_writer(project: Path
     )
     assert proc.returncode == 0, proc.stderr
     loaded = set(proc.stdout.split())
-    for heavy in ("trio", "zmq", "msgspec", "filelock", "ulid", "lattice.store._write"):
+    for heavy in ("trio", "zmq", "msgspec", "ulid", "lattice.store._write"):
         assert heavy not in loaded, heavy

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from lattice.store._integrity import Problem, RebuildReport
     from lattice.store._write import Check, NewEvent, WriteResult
 
-# The write path (and its dataclasses, filelock, ulid) is imported by the methods
+# The write path (and its dataclasses, ulid) is imported by the methods
 # that write, so that `lattice list` and `lattice show` load only what reads.
 
 _SUBDIRS = (
@@ -484,8 +484,8 @@ class Board:
 
         task_id = validate_task_id(task_id)
         with locked(self.locks_dir, task_lock_keys(task_id)):
-            snap, events = current_state(self, task_id)
-            if snap is None or events is None:
+            snap, ids = current_state(self, task_id)
+            if snap is None or ids is None:
                 return False
             path = self.snapshot_path(task_id)
             try:

@@ -1,6 +1,6 @@
 """The canonical write path: the only code that appends to a task's log.
 
-Under the task's locks (sorted, ``filelock``) it rebuilds the task's current state
+Under the task's locks (sorted ``flock``s, ``_locks``) it rebuilds the task's current state
 *from the log*, lets the caller check it, builds the new events from it, applies
 them, appends them durably (plus the lifecycle copy), rewrites the snapshot
 atomically, and only then releases the locks. Hooks run afterwards, outside.
@@ -9,10 +9,11 @@ Why replay instead of trusting ``tasks/<id>.json``: ``lattice-tracker`` computes
 snapshot it writes from a read made *before* it takes its locks, so after a race
 the file can silently miss another writer's update (an ``active_processes`` entry,
 a comment count). Those lost updates are invisible from the file alone. Replaying
-the log under the lock costs a fraction of a millisecond per hundred events and
-makes every snapshot written here equal to the replay of its log, whatever wrote
-before. Keys of the old file that replay does not produce are carried over, so a
-newer tool's additions survive our writes.
+the log under the lock makes every snapshot written here equal to the replay of its
+log, whatever wrote before; it is incremental, so a process parses only the lines
+added since it last read the log (``_replay_cache``). Keys of the old file that
+replay does not produce are carried over, so a newer tool's additions survive our
+writes.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from lattice.store._jsonio import (
     atomic_write_json,
     dumps_event,
     loads,
-    parse_jsonl,
     read_bytes,
 )
 from lattice.store._locks import locked, task_lock_keys
-from lattice.store._materialize import LIFECYCLE_TYPES, EventError, apply_event, replay
+from lattice.store._materialize import LIFECYCLE_TYPES, EventError, apply_event
+from lattice.store._replay_cache import replay_log
 
 if TYPE_CHECKING:
     from lattice.store._board import Board
@@ -127,18 +128,16 @@ class WriteResult:
 
 def current_state(
     board: Board, task_id: str
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
-    """The task's snapshot as the replay of its log, and the log's events (None: no log).
+) -> tuple[dict[str, Any] | None, frozenset[str] | None]:
+    """The task's snapshot as the replay of its log, and its event ids (None: no log).
 
-    Falls back to the snapshot file when the log cannot give one (its
-    ``task_created`` line is unreadable); carries over unknown keys of the file.
+    The replay is incremental (:mod:`._replay_cache`): only lines added since this
+    process last read the log are parsed. Falls back to the snapshot file when the log
+    cannot give one (its ``task_created`` line is unreadable); carries over unknown
+    keys of the file. The caller holds the task's locks.
     """
-    raw = read_bytes(board.events_path(task_id))
-    snap: dict[str, Any] | None = None
-    events = None
-    if raw is not None:
-        events = parse_jsonl(raw, "").events
-        snap, _ = replay(events)
+    replayed = replay_log(board.events_path(task_id))
+    snap = replayed.snapshot if replayed else None
     file_snap: dict[str, Any] | None = None
     file_raw = read_bytes(board.snapshot_path(task_id))
     if file_raw is not None:
@@ -147,12 +146,13 @@ def current_state(
             file_snap = decoded if isinstance(decoded, dict) else None
         except ValueError:
             file_snap = None
+    ids = replayed.ids if replayed else None
     if snap is None:
-        return file_snap, events
+        return file_snap, ids
     if file_snap:
         for key, value in file_snap.items():
             snap.setdefault(key, value)
-    return snap, events
+    return snap, ids
 
 
 def locked_write(
@@ -192,7 +192,7 @@ def locked_write(
         for item in planned:
             item.validate()
         chosen = {item.id for item in planned if item.id}
-        if chosen & {str(e.get("id")) for e in existing or []}:
+        if existing is not None and chosen & existing:
             raise LatticeError(
                 Code.CONFLICT, f"task {task_id} already has an event with id {sorted(chosen)[0]}"
             )

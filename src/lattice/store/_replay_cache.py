@@ -1,0 +1,131 @@
+"""Replayed task logs, remembered between writes: a write parses only the new lines.
+
+A write applies its events to the replay of the task's *whole* log (see ``_write``
+for why the snapshot file cannot be trusted), and a task's log grows by two events
+per worker run: replaying all of it made every write cost more than the last. Every
+writer only appends to a log, so the state after its first N bytes stays right for
+as long as those bytes stay. Per log this module keeps a *mark*: the state after the
+log's last complete line, and what identifies those bytes (device, inode, offset and
+the bytes just before the offset). The next read parses only what follows the mark.
+
+A log that shrank, was replaced (a new inode: an archive, a restore) or whose bytes
+before the mark changed is replayed from its start. Reads happen under the task's
+locks, where nobody else can append. The state is kept as JSON text, so callers may
+change what they get. At most :data:`CAPACITY` logs are remembered (least recently
+used first out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from lattice.store._jsonio import parse_jsonl
+from lattice.store._materialize import EventError, apply_event
+
+#: Logs remembered per process.
+CAPACITY = 256
+#: Bytes before a mark that must be unchanged for the mark to be used.
+_TAIL = 128
+
+
+class _Mark(NamedTuple):
+    dev: int
+    ino: int
+    offset: int  # the log's bytes up to here (just after a newline) are replayed
+    tail: bytes  # the ``_TAIL`` bytes before ``offset``
+    state: str  # the replay so far, as JSON ("null": no task_created yet)
+    ids: frozenset[str]  # the id of every event up to ``offset``
+
+
+class Replayed(NamedTuple):
+    """A log's replay: the snapshot it gives (None: no ``task_created``) and its ids."""
+
+    snapshot: dict[str, Any] | None
+    ids: frozenset[str]
+
+
+_marks: OrderedDict[str, _Mark] = OrderedDict()
+_guard = threading.Lock()
+
+
+def replay_log(path: Path) -> Replayed | None:
+    """The replay of the task log at ``path``, or None when there is no log.
+
+    The caller holds the task's locks. Lines that cannot be read or applied are
+    skipped, as in :func:`~lattice.store._materialize.replay`.
+    """
+    key = os.fspath(path)
+    try:
+        fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        with _guard:
+            _marks.pop(key, None)
+        return None
+    try:
+        info = os.fstat(fd)
+        mark = _usable_mark(key, fd, info)
+        start = mark.offset if mark else 0
+        data = _read_from(fd, start)
+    finally:
+        os.close(fd)
+    snap: dict[str, Any] | None = json.loads(mark.state) if mark else None
+    ids = mark.ids if mark else frozenset()
+    cut = data.rfind(b"\n") + 1  # complete lines end here
+    if cut:
+        snap, ids = _apply(snap, ids, data[:cut])
+        tail = ((mark.tail if mark else b"") + data[:cut])[-_TAIL:]
+        _remember(key, _Mark(info.st_dev, info.st_ino, start + cut, tail, json.dumps(snap), ids))
+    if cut < len(data):  # a last line without its newline (a torn write, or one in flight)
+        snap, ids = _apply(snap, ids, data[cut:])
+    return Replayed(snap, ids)
+
+
+def forget_all() -> None:
+    """Drop every mark (tests; a process that wants to start cold)."""
+    with _guard:
+        _marks.clear()
+
+
+def _usable_mark(key: str, fd: int, info: os.stat_result) -> _Mark | None:
+    with _guard:
+        mark = _marks.get(key)
+    if mark is None or (mark.dev, mark.ino) != (info.st_dev, info.st_ino):
+        return None
+    if mark.offset > info.st_size:
+        return None
+    if os.pread(fd, len(mark.tail), mark.offset - len(mark.tail)) != mark.tail:
+        return None
+    return mark
+
+
+def _read_from(fd: int, offset: int) -> bytes:
+    chunks = []
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _apply(
+    snap: dict[str, Any] | None, ids: frozenset[str], data: bytes
+) -> tuple[dict[str, Any] | None, frozenset[str]]:
+    events = parse_jsonl(data, "").events
+    for event in events:
+        try:
+            snap = apply_event(snap, event)
+        except EventError:
+            pass  # skipped, as a full replay skips it
+    return snap, ids | {str(e.get("id")) for e in events}
+
+
+def _remember(key: str, mark: _Mark) -> None:
+    with _guard:
+        _marks[key] = mark
+        _marks.move_to_end(key)
+        while len(_marks) > CAPACITY:
+            _marks.popitem(last=False)
