@@ -57,12 +57,14 @@ class Journal:
     def write(self, record: JournalRecord, *, durable: bool = False) -> None:
         """Append one record; with ``durable`` it is on disk when this returns.
 
-        Only acceptance needs ``durable``: a run accepted must survive a reboot to be
-        requeued. Later records (pid, worktree, end) only need to survive the death of
-        the supervisor, which the page cache gives; after a reboot their processes are
-        gone anyway and the board says which runs are open. The fsync runs outside the
-        lock (on a duplicate of the descriptor, which a compaction may close), so
-        concurrent acceptances share the disk's flush instead of queueing for it.
+        Only the acceptance of a queued run needs ``durable``: it must survive a reboot
+        to be requeued, and nothing else records it (a run admitted at once has its
+        ``process_started`` on the board, which recovery reads). Later records (pid,
+        worktree, end) only need to survive the death of the supervisor, which the
+        page cache gives; after a reboot their processes are gone anyway and the board
+        says which runs are open. The fsync runs outside the lock (on a duplicate of
+        the descriptor, which a compaction may close), so concurrent acceptances share
+        the disk's flush instead of queueing for it.
         """
         line = _encoder.encode(record) + b"\n"
         with self._lock:

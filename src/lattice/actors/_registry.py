@@ -182,8 +182,8 @@ class Registry:
             run.accept_recorded = True
         assert self._nursery is not None
         self._nursery.start_soon(run.run, name=f"run {info.run_id}")
-        # Admitted at once: its first write records the acceptance durably in the
-        # journal beside its process_started on the board, in one thread hop; the
+        # Admitted at once: its process_started on the board (durable) records the
+        # acceptance, with its first journal record in the same thread hop; the
         # reply waits for it, so a reply means the run is on the board.
         if not run.accept_recorded:
             await run.recorded.wait()

@@ -418,8 +418,12 @@ class RunActor:
         """``process_started``, the journal record and the worker's files, in one hop.
 
         Returns what :meth:`_open_files` returns. When the registry did not record
-        the acceptance (the run was admitted at once), this journal record is it and
-        is made durable.
+        the acceptance (the run was admitted at once), this journal record is its
+        first, and it needs no fsync of its own: the ``process_started`` before it is
+        durable, and recovery settles a run that is open on the board but missing
+        from the journal (it writes its end, kills by run id, and removes every
+        worktree of ours that no live run owns). The page cache keeps the record
+        through a supervisor's death; after a reboot no process of it is left.
         """
         board = self.ctx.board
         info = self.info
@@ -443,7 +447,6 @@ class RunActor:
             data,
             event_id=event_id,
             journal=True,
-            durable=not self.accept_recorded,
             then=self._open_files,
         )
         info.started_event_id = event_id  # only now is there a run on the board to close
