@@ -402,25 +402,6 @@ async def test_loopback_tcp_is_served_and_started_reports_the_port(nursery: trio
     await hello_works(bound)
 
 
-@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq was built without CURVE")
-async def test_curve_lets_a_server_listen_on_all_interfaces_for_clients_with_its_key(
-    nursery: trio.Nursery,
-) -> None:
-    public, secret = zmq.curve_keypair()
-    bound = await nursery.start(
-        lambda task_status: serve(
-            "tcp://0.0.0.0:*", FakeSupervisor(), curve_secret_key=secret, task_status=task_status
-        )
-    )
-    endpoint = "tcp://127.0.0.1:" + bound.rsplit(":", 1)[1]
-    async with AsyncClient(endpoint, curve_server_key=public) as client:
-        assert isinstance(await client.request(Hello(), timeout=20), HelloReply)
-    async with AsyncClient(endpoint) as plain:  # no key: the handshake never completes
-        with pytest.raises(LatticeError) as info:
-            await plain.request(Hello(), timeout=0.5)
-    assert info.value.code == Code.SUPERVISOR_UNAVAILABLE
-
-
 async def test_an_address_that_cannot_be_bound_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LatticeError) as info:
         await serve("tcp://127.0.0.1:not-a-port", FakeSupervisor())

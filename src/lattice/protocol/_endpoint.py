@@ -109,7 +109,8 @@ def check_ipc_free(socket_path: Path, endpoint: str) -> None:
 
 
 def check_tcp_endpoint(endpoint: str, *, curve: bool) -> None:
-    """Refuse a ``tcp://`` address other than loopback unless CURVE encrypts it."""
+    """Refuse a ``tcp://`` address other than loopback unless ``curve``: CURVE encrypts
+    it and an allow-list of client keys decides who may connect."""
     if not endpoint.startswith("tcp://") or curve:
         return
     import ipaddress
@@ -125,5 +126,7 @@ def check_tcp_endpoint(endpoint: str, *, curve: bool) -> None:
         raise LatticeError(
             Code.INVALID_ARGUMENT,
             f"refusing to listen on {endpoint}: a non-loopback TCP address needs CURVE "
-            f"keys (configure a CURVE secret key, or listen on tcp://127.0.0.1:PORT)",
+            f"(set LATTICE_CURVE_SECRET_KEY and LATTICE_CURVE_CLIENTS, a folder of the "
+            f"public *.key certificates of the clients allowed in), or listen on "
+            f"tcp://127.0.0.1:PORT",
         )

@@ -176,6 +176,9 @@ class AsyncClient:
     While it receives, that task also watches the connection (a socket monitor): if
     it closes, every request in flight fails with SUPERVISOR_UNAVAILABLE, so a
     stream without a timeout cannot outlive the supervisor.
+
+    ``curve_server_key`` and ``curve_keypair``: as for
+    :class:`~lattice.protocol.client.Client`.
     """
 
     def __init__(
@@ -184,10 +187,11 @@ class AsyncClient:
         *,
         timeout: float = 10.0,
         curve_server_key: bytes | None = None,
+        curve_keypair: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._curve_server_key = curve_server_key
+        self._curve = (curve_server_key, curve_keypair)
         self._rids = itertools.count(1)
         self._inbox: dict[int, deque[Reply | _Gone | ProtocolError]] = {}
         self._receiving = False
@@ -199,7 +203,7 @@ class AsyncClient:
         if self._conn is None:
             from lattice.protocol.client import new_dealer  # no Trio there: cheap to share
 
-            self._conn = _Connection(new_dealer(self.endpoint, self._curve_server_key))
+            self._conn = _Connection(new_dealer(self.endpoint, *self._curve))
         return self._conn
 
     async def __aenter__(self) -> Self:

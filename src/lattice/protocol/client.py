@@ -43,15 +43,25 @@ def _monitor_event(monitor: zmq.Socket[bytes]) -> int:
     return int(struct.unpack("=hi", first[:6])[0])
 
 
-def new_dealer(endpoint: str, curve_server_key: bytes | None = None) -> zmq.Socket[bytes]:
-    """A DEALER socket connected to ``endpoint`` (both clients use this)."""
+def new_dealer(
+    endpoint: str,
+    curve_server_key: bytes | None = None,
+    curve_keypair: tuple[bytes, bytes] | None = None,
+) -> zmq.Socket[bytes]:
+    """A DEALER socket connected to ``endpoint`` (both clients use this).
+
+    With ``curve_server_key`` the connection is CURVE-encrypted; ``curve_keypair``
+    (public, secret) is this client's own pair, which the server's allow-list must
+    hold. Without it a new pair is made, which only a server without an allow-list
+    lets in.
+    """
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if endpoint.startswith("tcp://"):
         sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
     if curve_server_key is not None:
-        public, secret = zmq.curve_keypair()
+        public, secret = curve_keypair or zmq.curve_keypair()
         sock.curve_publickey = public
         sock.curve_secretkey = secret
         sock.curve_serverkey = curve_server_key
@@ -75,7 +85,8 @@ class Client:
 
     ``timeout`` is the default deadline of :meth:`request`, in seconds.
     ``curve_server_key`` is the server's CURVE public key, for a CURVE-encrypted
-    ``tcp://`` endpoint.
+    ``tcp://`` endpoint, and ``curve_keypair`` this client's (public, secret) pair,
+    whose public key the server must allow (see :func:`new_dealer`).
     """
 
     def __init__(
@@ -84,10 +95,11 @@ class Client:
         *,
         timeout: float = 10.0,
         curve_server_key: bytes | None = None,
+        curve_keypair: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._curve_server_key = curve_server_key
+        self._curve = (curve_server_key, curve_keypair)
         self._rids = itertools.count(1)
         self._sock: zmq.Socket[bytes] | None = None
         self._monitor: zmq.Socket[bytes] | None = None
@@ -116,7 +128,7 @@ class Client:
 
     def _connected(self) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
         if self._sock is None or self._monitor is None:
-            self._sock = new_dealer(self.endpoint, self._curve_server_key)
+            self._sock = new_dealer(self.endpoint, *self._curve)
             self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             self._poller.register(self._sock, zmq.POLLIN)
             self._poller.register(self._monitor, zmq.POLLIN)

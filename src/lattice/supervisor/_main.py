@@ -16,11 +16,13 @@ import queue
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
+from zmq.utils import z85
 
 from lattice.actors._journal import Journal
 from lattice.actors._registry import Registry
@@ -33,6 +35,7 @@ from lattice.supervisor._handlers import Handlers
 from lattice.supervisor._pidlock import PidLock, runtime_dir
 from lattice.supervisor._recovery import recover
 from lattice.supervisor._server import serve
+from lattice.supervisor._zap import ClientKeys
 
 log = logging.getLogger("lattice.supervisor")
 
@@ -74,6 +77,40 @@ def _number(
     return float(value)
 
 
+@dataclass(frozen=True)
+class CurveSettings:
+    """CURVE for TCP listeners: the server's secret key and who may connect."""
+
+    secret_key: bytes
+    clients: ClientKeys
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> CurveSettings | None:
+        """From ``LATTICE_CURVE_SECRET_KEY`` and ``LATTICE_CURVE_CLIENTS`` (both or none)."""
+        secret = environ.get("LATTICE_CURVE_SECRET_KEY") or None
+        folder = environ.get("LATTICE_CURVE_CLIENTS") or None
+        if secret is None and folder is None:
+            return None
+        if secret is None or folder is None:
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                "CURVE needs both LATTICE_CURVE_SECRET_KEY (the server's secret key, 40 Z85 "
+                "characters) and LATTICE_CURVE_CLIENTS (a folder of the public *.key "
+                "certificates of the clients allowed in); set both or neither",
+            )
+        try:
+            valid = len(z85.decode(secret.encode("ascii"))) == 32
+        except (ValueError, KeyError, UnicodeEncodeError):  # z85 says KeyError for a bad char
+            valid = False
+        if not valid:
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                "LATTICE_CURVE_SECRET_KEY is not a CURVE secret key (40 Z85 characters, as "
+                "zmq.curve_keypair() makes); check the variable",
+            )
+        return cls(secret.encode("ascii"), ClientKeys(Path(folder)))
+
+
 class Supervisor:
     """Everything one running supervisor owns."""
 
@@ -82,6 +119,7 @@ class Supervisor:
         self.root = board.root
         self.endpoints = endpoints
         self.endpoint = endpoints[0]
+        self.curve = CurveSettings.from_environment(os.environ)
         self.started_at = time.time()
         self.settings = Settings(board.config)
         self.run_dir = runtime_dir(board.dir)
@@ -116,7 +154,8 @@ class Supervisor:
         Caps and retention apply at once (a raised cap admits queued runs); hooks and
         the default base ref are read from the config where they are used. A config
         that is refused changes nothing. The worktree folder stays the one this
-        supervisor started with: its runs live there.
+        supervisor started with: its runs live there. The CURVE client certificates
+        are read again too (connections already made stay).
         """
         checked: list[Settings] = []
         await trio.to_thread.run_sync(
@@ -130,6 +169,8 @@ class Supervisor:
             keep_finished_seconds=self.settings.keep_finished_seconds,
         )
         await self.registry.reload()
+        if self.curve is not None:
+            await trio.to_thread.run_sync(self.curve.clients.load)
 
     def _run_hooks(self, events: list[dict[str, Any]]) -> None:
         """Run board hooks for events the actors wrote, without holding up the actor."""
@@ -137,6 +178,8 @@ class Supervisor:
             self._hooks_nursery.start_soon(trio.to_thread.run_sync, self.board.run_hooks, events)
 
     async def run(self, ready: Callable[[], None]) -> None:
+        if self.curve is not None:
+            await trio.to_thread.run_sync(self.curve.clients.load)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals, signals)
@@ -146,15 +189,17 @@ class Supervisor:
                     await nursery.start(self.registry.serve)
                     await recover(self)
                     handler = Handlers(self)
-                    curve = os.environ.get("LATTICE_CURVE_SECRET_KEY")
                     for endpoint in self.endpoints:
+                        # CURVE is for TCP; the ipc:// socket is guarded by its file modes.
+                        curve = self.curve if endpoint.startswith("tcp://") else None
                         await nursery.start(
-                            lambda task_status, e=endpoint: serve(
+                            lambda task_status, e=endpoint, c=curve: serve(
                                 e,
                                 handler,
                                 task_status=task_status,
                                 log=log,
-                                curve_secret_key=curve.encode() if curve else None,
+                                curve_secret_key=c.secret_key if c else None,
+                                curve_clients=c.clients if c else None,
                             )
                         )
                     log.info("supervisor %d serving %s", os.getpid(), ", ".join(self.endpoints))

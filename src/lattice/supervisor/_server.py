@@ -26,6 +26,7 @@ from pathlib import Path
 import msgspec
 import trio
 import zmq
+import zmq.auth
 
 from lattice.errors import Code, LatticeError
 from lattice.protocol import (
@@ -47,6 +48,7 @@ from lattice.protocol._endpoint import (
     prepare_ipc_folder,
 )
 from lattice.protocol.aclient import TrioSocket
+from lattice.supervisor._zap import ClientKeys, answer, start_authenticator
 
 Send = Callable[[Reply], Awaitable[None]]
 Handler = Callable[[AnyRequest, Send], Awaitable[None]]
@@ -69,23 +71,33 @@ async def serve(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     log: logging.Logger | None = None,
     curve_secret_key: bytes | None = None,
+    curve_clients: ClientKeys | None = None,
 ) -> None:
     """Serve ``endpoint`` with ``handler`` until cancelled.
 
     ``task_status.started`` receives the bound endpoint (with the real port when the
     endpoint asked for ``tcp://127.0.0.1:*``). An ``ipc://`` socket file is made mode
     0600 in a 0700 folder, and removed at the end.
+
+    ``curve_secret_key`` makes the socket a CURVE server; ``curve_clients`` then
+    admits only the clients whose public key it holds (ZAP). A TCP address beyond
+    loopback needs both.
     """
     log = log or _log
-    check_tcp_endpoint(endpoint, curve=curve_secret_key is not None)
+    if curve_secret_key is None and curve_clients is not None:
+        raise ValueError("curve_clients needs a curve_secret_key")
+    check_tcp_endpoint(endpoint, curve=curve_clients is not None)
     path = ipc_path(endpoint)
     if path is not None:
         await trio.to_thread.run_sync(prepare_ipc_folder, path)
         await trio.to_thread.run_sync(check_ipc_free, path, endpoint)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
+    auth: zmq.auth.Authenticator | None = None
     bound_inode: int | None = None
     try:
+        if curve_clients is not None:  # before the bind: no handshake may go unchecked
+            auth = start_authenticator(ctx, curve_clients)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
         sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
@@ -106,12 +118,16 @@ async def serve(
         server = _Server(TrioSocket(sock), handler, log)
         async with trio.open_nursery() as nursery:
             server.nursery = nursery
+            if auth is not None:
+                nursery.start_soon(answer, auth)
             task_status.started(bound)
             await server.receive_forever()
     finally:
         with trio.move_on_after(CLOSE_LINGER_MS / 1000 + 1) as cleanup:
             cleanup.shield = True
             sock.close()  # queued replies still leave, for up to CLOSE_LINGER_MS
+            if auth is not None:
+                auth.stop()
             if path is not None and bound_inode is not None:
                 await trio.to_thread.run_sync(_remove_socket_file, path, bound_inode)
             await trio.to_thread.run_sync(ctx.term, abandon_on_cancel=True)

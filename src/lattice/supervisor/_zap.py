@@ -1,0 +1,81 @@
+"""Which CURVE clients may connect: ZAP over pyzmq's ``zmq.auth.Authenticator``.
+
+CURVE alone encrypts, but lets in any client that knows the server's *public* key:
+whoever can reach a TCP port could start and cancel runs. With an allow-list, libzmq
+asks the ZAP handler of the socket's context about every handshake, and only clients
+whose public key has a certificate in the folder get through.
+
+The folder holds public certificates in ZeroMQ's format, ``*.key`` files (what
+``zmq.auth.create_certificates`` writes, or czmq's ``zcert``); secret ``*.key_secret``
+files are never read. It is read at start and by ``lattice supervisor reload``.
+
+pyzmq's ``Authenticator`` holds the policy and speaks the protocol; it does not come
+with a Trio loop, so :func:`answer` feeds it from a Trio task.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from lattice.errors import Code, LatticeError
+from lattice.protocol.aclient import TrioSocket
+
+log = logging.getLogger("lattice.supervisor.zap")
+
+
+class ClientKeys:
+    """The public keys (Z85) allowed to connect, from the ``*.key`` files of ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.keys: frozenset[bytes] = frozenset()
+
+    def load(self) -> int:
+        """Read the folder again (blocking); the number of keys. A bad folder changes nothing."""
+        try:
+            found = zmq.auth.load_certificates(self.folder)
+        except (OSError, ValueError) as exc:
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                f"cannot read the CURVE client certificates in {self.folder}: {exc}; "
+                f"LATTICE_CURVE_CLIENTS must name a folder of public *.key certificates",
+            ) from None
+        self.keys = frozenset(found)
+        if not self.keys:
+            log.warning("no client certificate (*.key) in %s: no client can connect", self.folder)
+        return len(self.keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """``Authenticator``'s question: may the client with this Z85 key connect?"""
+        allowed = key in self.keys
+        if not allowed:
+            log.warning("refused a CURVE client with an unknown key %s", key.decode("ascii"))
+        return allowed
+
+
+def start_authenticator(
+    ctx: zmq.Context[zmq.Socket[bytes]], clients: ClientKeys
+) -> zmq.auth.Authenticator:
+    """Bind ``ctx``'s ZAP handler socket, checking CURVE clients against ``clients``.
+
+    Call it before the server binds: libzmq lets every CURVE client in when no handler
+    is bound. Requests wait in the socket until :func:`answer` reads them. Close it
+    with ``auth.stop()`` before the context is terminated.
+    """
+    auth = zmq.auth.Authenticator(ctx, log=log)
+    auth.configure_curve_callback("*", clients)
+    auth.start()
+    return auth
+
+
+async def answer(auth: zmq.auth.Authenticator) -> None:
+    """Answer ZAP requests until cancelled."""
+    sock = TrioSocket(auth.zap_socket)
+    while True:
+        request = await sock.recv()
+        await auth.handle_zap_message(request)  # replies at once on the REP socket
+        sock.wake_waiters()
