@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,23 @@ def test_doctor_reports_only_unowned_runs_and_fix_settles_them(project: Project)
         ("orphaned", run["run_id"])
     ]
     assert project.cli("doctor", env=env, check=False).returncode == 0
+
+
+def test_doctor_fix_without_autostart_also_removes_the_worktrees_left(project: Project) -> None:
+    project.write_worker("Sleeper", command="sleep 300", worktree=True)
+    task = project.create_task()
+    project.json("worker", "run", "Sleeper", task)
+    running = _wait_running(project, 1)[0]
+    worktree = Path(running["worktree_path"])
+    assert worktree.is_dir() and len(project.worktree_list()) == 2
+    supervisor = project.supervisor_pid()
+    assert supervisor is not None
+    os.kill(supervisor, signal.SIGKILL)
+    wait_gone(supervisor)
+    env = dict(project.env, LATTICE_NO_AUTOSTART="1")
+    fixed = project.cli("doctor", "--fix", env=env, check=False)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert not _alive(running["pid"])
+    assert not worktree.exists()
+    assert len(project.worktree_list()) == 1  # git forgot it too
+    assert project.cli("supervisor", "status", env=env, check=False).returncode == 6

@@ -123,7 +123,7 @@ class Supervisor:
         self.started_at = time.time()
         self.settings = Settings(board.config)
         self.run_dir = runtime_dir(board.dir)
-        base = self.settings.worktree_dir or Worktrees.default_base_dir(board.root)
+        base = worktree_base(board, self.settings)
         self.journal = Journal(self.run_dir / "journal.jsonl")
         self._hooks_nursery: trio.Nursery | None = None
         self.ctx = RunContext(
@@ -218,6 +218,13 @@ class Supervisor:
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
             self.request_shutdown()
+
+
+def worktree_base(board: Board, settings: Settings | None = None) -> Path:
+    """Where the board's run worktrees live: ``LATTICE_WORKTREE_DIR``, else
+    ``workers.worktree_dir``, else the default under the user's cache folder."""
+    settings = settings or Settings(board.config)
+    return settings.worktree_dir or Worktrees.default_base_dir(board.root)
 
 
 def _worker_base_environment() -> dict[str, str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,30 @@ import trio
 from lattice.actors._journal import JournalRecord
 from lattice.actors._settle import ORPHANED_ERROR, kill_by_run_id, kill_if_same, write_orphaned
 from lattice.actors._state import Reason, RunState
+from lattice.actors._worktree import Worktrees
 from lattice.errors import LatticeError
 
 if TYPE_CHECKING:
     from lattice.supervisor._main import Supervisor
 
 log = logging.getLogger("lattice.supervisor.recovery")
+
+
+async def remove_leftover_worktrees(
+    worktrees: Worktrees, root: Path, known: Iterable[Path] = ()
+) -> None:
+    """Remove ``known`` and every worktree of ours under the base folder, then prune.
+
+    Only while no run is live (recovery, or ``doctor --fix`` under the supervisor's
+    lock): then every worktree of ours is left over. A project outside git has none.
+    """
+    try:
+        found = [*known, *await worktrees.existing(root)]
+        for path in dict.fromkeys(found):
+            await worktrees.remove(root, path)
+        await worktrees.prune(root)
+    except LatticeError as exc:  # not a git repository: no worktrees to settle
+        log.info("worktree cleanup skipped: %s", exc.message)
 
 
 async def recover(sup: Supervisor) -> None:
@@ -77,14 +96,7 @@ async def recover(sup: Supervisor) -> None:
         # Open on the board but unknown to the journal (deleted journal, or a run
         # started by another tool): nothing to kill that we can identify; close it.
         await trio.to_thread.run_sync(write_orphaned, board, board_run, board_run.get("run_id"))
-    try:
-        # No actor lives yet, so every worktree of ours under the base folder is left over.
-        worktrees += await sup.ctx.worktrees.existing(board.root)
-        for path in dict.fromkeys(worktrees):
-            await sup.ctx.worktrees.remove(board.root, path)
-        await sup.ctx.worktrees.prune(board.root)
-    except LatticeError as exc:  # not a git repository: no worktrees to settle
-        log.info("worktree cleanup skipped: %s", exc.message)
+    await remove_leftover_worktrees(sup.ctx.worktrees, board.root, worktrees)
     # A crash between a log append and its snapshot write leaves the two apart; the
     # log is the truth, so every task an open run touched gets its snapshot checked.
     for task_id in touched:

@@ -6,7 +6,9 @@ settles everything the journal knows, kills what is left of those runs and reque
 what was never started), then closes any run still open that the supervisor does not
 own (written by another tool, or with the journal deleted). With
 ``LATTICE_NO_AUTOSTART=1`` and no supervisor, it settles directly under the
-supervisor's lock, so that none can start half-way. No Trio here.
+supervisor's lock, so that none can start half-way: it kills what is left of the
+open runs, closes them on the board and removes the worktrees of ours, as recovery
+would (that step runs Trio, as the worktree code does).
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ def unowned_problems(board: Board, *, fix: bool = False) -> list[Problem]:
     ]
 
 
+def _remove_worktrees(board: Board) -> None:
+    """No supervisor runs (we hold its lock): every worktree of ours is left over."""
+    import trio
+
+    from lattice.actors._worktree import Worktrees
+    from lattice.supervisor._main import worktree_base
+    from lattice.supervisor._recovery import remove_leftover_worktrees
+
+    trio.run(remove_leftover_worktrees, Worktrees(worktree_base(board)), board.root)
+
+
 def _settle(board: Board) -> None:
     import os
 
@@ -59,5 +72,6 @@ def _settle(board: Board) -> None:
         kill_by_run_id({str(r["run_id"]) for r in open_runs if r.get("run_id")})
         for run in open_runs:
             write_orphaned(board, run, run.get("run_id"))
+        _remove_worktrees(board)
     finally:
         lock.release()
