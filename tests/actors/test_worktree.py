@@ -394,3 +394,22 @@ async def test_forty_concurrent_create_remove_pairs_never_fail(
     assert failures == []
     assert len(created) == 40
     assert_only_main(repo, worktrees)
+
+
+# -- leftovers after a crash ----------------------------------------------------------------
+
+
+async def test_leftover_cleanup_goes_on_past_a_path_it_must_refuse(
+    repo: Path, worktrees: Worktrees, tmp_path: Path
+) -> None:
+    from lattice.supervisor._recovery import remove_leftover_worktrees
+
+    head = git(repo, "rev-parse", "HEAD")
+    first = await worktrees.create(repo, "run_a", head)
+    second = await worktrees.create(repo, "run_b", head)
+    elsewhere = tmp_path / "old-base" / "run_c"  # a base folder of an earlier configuration
+    elsewhere.mkdir(parents=True)
+    await remove_leftover_worktrees(worktrees, repo, [elsewhere, first])
+    assert not first.exists() and not second.exists()
+    assert elsewhere.is_dir()  # refused, not deleted: it is not under our base folder
+    assert_only_main(repo, worktrees)

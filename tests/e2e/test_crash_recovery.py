@@ -183,7 +183,8 @@ def test_doctor_reports_only_unowned_runs_and_fix_settles_them(project: Project)
 
 
 def test_doctor_fix_without_autostart_also_removes_the_worktrees_left(project: Project) -> None:
-    project.write_worker("Sleeper", command="sleep 300", worktree=True)
+    # `env -i` scrubs LATTICE_RUN_ID: only the journal's pid record finds this process.
+    project.write_worker("Sleeper", command="exec env -i sleep 300", worktree=True)
     task = project.create_task()
     project.json("worker", "run", "Sleeper", task)
     running = _wait_running(project, 1)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,33 @@ def test_curve_settings_from_a_good_environment() -> None:
     )
     assert settings is not None and settings.secret_key == secret
     assert settings.clients.folder == Path("/keys")
+
+
+def test_refusals_are_logged_at_most_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clients = ClientKeys(tmp_path)
+    allowed = keypair_with_certificate(tmp_path, "ana")[0]
+    clients.load()
+    caplog.set_level("WARNING", logger="lattice.supervisor.zap")
+    assert clients.callback("", allowed)
+    assert not any(clients.callback("", b"x" * 40) for _ in range(500))
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and "refused 1 " in refusals[0].getMessage()
+    assert clients.refused == 499  # counted, to be reported with the next warning
+
+
+def test_the_supervisor_keeps_its_secret_key_out_of_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lattice.store import Board
+    from lattice.supervisor._main import Supervisor
+
+    _, secret = zmq.curve_keypair()
+    monkeypatch.setenv("LATTICE_CURVE_SECRET_KEY", secret.decode())
+    monkeypatch.setenv("LATTICE_CURVE_CLIENTS", str(tmp_path))
+    board = Board.init(tmp_path, project_code="LAT")
+    sup = Supervisor(board, endpoints=["tcp://127.0.0.1:0"])
+    assert sup.curve is not None and sup.curve.secret_key == secret
+    assert "LATTICE_CURVE_SECRET_KEY" not in os.environ  # hooks and git inherit it
+    assert "LATTICE_CURVE_SECRET_KEY" not in sup.ctx.environ  # workers start from this

@@ -110,6 +110,22 @@ def test_a_log_rewritten_in_place_is_replayed_from_its_start(board: Board, task_
     assert on_disk(board, task_id) == board.replay(task_id)
 
 
+def test_an_edit_of_the_line_before_the_mark_is_noticed_even_at_the_same_length(
+    board: Board, task_id: str
+) -> None:
+    board.change_status(task_id, "planned", actor=ACTOR)
+    board.comment(task_id, "x", actor=ACTOR)  # the mark is now after the status change
+    path = board.events_path(task_id)
+    raw = path.read_bytes()
+    edited = raw.replace(b'"to":"planned"', b'"to":"backlog"')
+    assert edited != raw and len(edited) == len(raw)
+    with path.open("r+b") as log:  # in place: same inode, same length
+        log.write(edited)
+    seen = seen_by_a_write(board, task_id)
+    assert seen["status"] == "backlog"
+    assert on_disk(board, task_id) == board.replay(task_id)
+
+
 def test_a_shrunk_log_is_replayed_from_its_start(board: Board, task_id: str) -> None:
     for n in range(3):
         board.comment(task_id, f"c{n}", actor=ACTOR)

@@ -59,7 +59,8 @@ class Journal:
 
         Only the acceptance of a queued run needs ``durable``: it must survive a reboot
         to be requeued, and nothing else records it (a run admitted at once has its
-        ``process_started`` on the board, which recovery reads). Later records (pid,
+        ``process_started`` on the board, which recovery reads), and so does that of a
+        run with an idempotency key, which only the journal keeps. Later records (pid,
         worktree, end) only need to survive the death of the supervisor, which the
         page cache gives; after a reboot their processes are gone anyway and the board
         says which runs are open. The fsync runs outside the lock (on a duplicate of

@@ -419,7 +419,8 @@ class RunActor:
 
         Returns what :meth:`_open_files` returns. When the registry did not record
         the acceptance (the run was admitted at once), this journal record is its
-        first, and it needs no fsync of its own: the ``process_started`` before it is
+        first. It needs no fsync of its own unless the request has an idempotency
+        key, which only the journal keeps: the ``process_started`` before it is
         durable, and recovery settles a run that is open on the board but missing
         from the journal (it writes its end, kills by run id, and removes every
         worktree of ours that no live run owns). The page cache keeps the record
@@ -447,6 +448,7 @@ class RunActor:
             data,
             event_id=event_id,
             journal=True,
+            durable=self.request.idempotency_key is not None and not self.accept_recorded,
             then=self._open_files,
         )
         info.started_event_id = event_id  # only now is there a run on the board to close

@@ -86,11 +86,23 @@ def locked(locks_dir: Path, keys: Iterable[str], timeout: float = LOCK_TIMEOUT_S
             held.append(_acquire(f"{base}/{key}.lock", locks_dir, key, deadline, timeout))
         yield
     finally:
-        for fd in reversed(held):
-            # Unlock before closing: a child forked meanwhile (a worker being spawned
-            # by another thread) shares the descriptor until it execs, and a close
-            # alone would leave the lock held until then.
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+        _release(held)
+
+
+def _release(held: list[int]) -> None:
+    """Unlock and close every descriptor, in reverse order, even if one fails.
+
+    Unlock before closing: a child forked meanwhile (a worker being spawned by another
+    thread) shares the descriptor until it execs, and a close alone would leave the
+    lock held until then.
+    """
+    failure: OSError | None = None
+    for fd in reversed(held):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            failure = failure or exc
+        finally:
+            os.close(fd)
+    if failure is not None:
+        raise failure

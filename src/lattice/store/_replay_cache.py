@@ -6,13 +6,16 @@ per worker run: replaying all of it made every write cost more than the last. Ev
 writer only appends to a log, so the state after its first N bytes stays right for
 as long as those bytes stay. Per log this module keeps a *mark*: the state after the
 log's last complete line, and what identifies those bytes (device, inode, offset and
-the bytes just before the offset). The next read parses only what follows the mark.
+the whole line before the offset, which holds that event's unique id). The next read
+parses only what follows the mark.
 
-A log that shrank, was replaced (a new inode: an archive, a restore) or whose bytes
-before the mark changed is replayed from its start. Reads happen under the task's
-locks, where nobody else can append. The state is kept as JSON text, so callers may
-change what they get. At most :data:`CAPACITY` logs are remembered (least recently
-used first out).
+A log that shrank, was replaced (a new inode: an archive, a restore, a copy) or whose
+line before the mark changed is replayed from its start. A log rewritten in place
+with the same length and the same last line would not be noticed: logs are
+append-only (lattice-format.md), and a process that starts reads every log afresh.
+Reads happen under the task's locks, where nobody else can append. The state is
+kept as JSON text, so callers may change what they get. At most :data:`CAPACITY`
+logs are remembered (least recently used first out).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from lattice.store._materialize import EventError, apply_event
 
 #: Logs remembered per process.
 CAPACITY = 256
-#: Bytes before a mark that must be unchanged for the mark to be used.
+#: At least this many bytes before a mark must be unchanged for the mark to be used
+#: (the whole line before it, when longer: an event line holds its own unique id).
 _TAIL = 128
 
 
@@ -37,7 +41,7 @@ class _Mark(NamedTuple):
     dev: int
     ino: int
     offset: int  # the log's bytes up to here (just after a newline) are replayed
-    tail: bytes  # the ``_TAIL`` bytes before ``offset``
+    tail: bytes  # the bytes before ``offset``: its last line, and at least ``_TAIL``
     state: str  # the replay so far, as JSON ("null": no task_created yet)
     ids: frozenset[str]  # the id of every event up to ``offset``
 
@@ -78,7 +82,7 @@ def replay_log(path: Path) -> Replayed | None:
     cut = data.rfind(b"\n") + 1  # complete lines end here
     if cut:
         snap, ids = _apply(snap, ids, data[:cut])
-        tail = ((mark.tail if mark else b"") + data[:cut])[-_TAIL:]
+        tail = _tail((mark.tail if mark else b"") + data[:cut])
         _remember(key, _Mark(info.st_dev, info.st_ino, start + cut, tail, json.dumps(snap), ids))
     if cut < len(data):  # a last line without its newline (a torn write, or one in flight)
         snap, ids = _apply(snap, ids, data[cut:])
@@ -101,6 +105,12 @@ def _usable_mark(key: str, fd: int, info: os.stat_result) -> _Mark | None:
     if os.pread(fd, len(mark.tail), mark.offset - len(mark.tail)) != mark.tail:
         return None
     return mark
+
+
+def _tail(replayed: bytes) -> bytes:
+    """The end of ``replayed`` (which ends with a newline) to check a mark by."""
+    line_start = replayed.rfind(b"\n", 0, len(replayed) - 1) + 1
+    return replayed[min(line_start, max(0, len(replayed) - _TAIL)) :]
 
 
 def _read_from(fd: int, offset: int) -> bytes:

@@ -120,6 +120,8 @@ class Supervisor:
         self.endpoints = endpoints
         self.endpoint = endpoints[0]
         self.curve = CurveSettings.from_environment(os.environ)
+        # Read once; no child (git, hooks, workers) needs the server's secret key.
+        os.environ.pop("LATTICE_CURVE_SECRET_KEY", None)
         self.started_at = time.time()
         self.settings = Settings(board.config)
         self.run_dir = runtime_dir(board.dir)

@@ -42,15 +42,25 @@ async def remove_leftover_worktrees(
     """Remove ``known`` and every worktree of ours under the base folder, then prune.
 
     Only while no run is live (recovery, or ``doctor --fix`` under the supervisor's
-    lock): then every worktree of ours is left over. A project outside git has none.
+    lock): then every worktree of ours is left over. A project outside git has none
+    under the base folder (``known`` ones are still removed). A path that cannot be
+    removed (say, under a base folder of an earlier configuration) is logged and the
+    others are still removed.
     """
+    found = list(known)
     try:
-        found = [*known, *await worktrees.existing(root)]
-        for path in dict.fromkeys(found):
+        found += await worktrees.existing(root)
+    except LatticeError as exc:  # not a git repository
+        log.info("worktree listing skipped: %s", exc.message)
+    for path in dict.fromkeys(found):
+        try:
             await worktrees.remove(root, path)
+        except LatticeError as exc:
+            log.warning("could not remove the worktree %s: %s", path, exc.message)
+    try:
         await worktrees.prune(root)
-    except LatticeError as exc:  # not a git repository: no worktrees to settle
-        log.info("worktree cleanup skipped: %s", exc.message)
+    except LatticeError as exc:
+        log.info("git worktree prune skipped: %s", exc.message)
 
 
 async def recover(sup: Supervisor) -> None:

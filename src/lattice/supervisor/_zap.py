@@ -16,6 +16,8 @@ with a Trio loop, so :func:`answer` feeds it from a Trio task.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 
 import zmq
@@ -26,6 +28,9 @@ from lattice.protocol.aclient import TrioSocket
 
 log = logging.getLogger("lattice.supervisor.zap")
 
+#: Shortest time between two warnings about refused handshakes.
+REFUSAL_LOG_INTERVAL_S = 60.0
+
 
 class ClientKeys:
     """The public keys (Z85) allowed to connect, from the ``*.key`` files of ``folder``."""
@@ -33,6 +38,8 @@ class ClientKeys:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.keys: frozenset[bytes] = frozenset()
+        self.refused = 0  # handshakes refused since the last warning
+        self._warned_at = -math.inf
 
     def load(self) -> int:
         """Read the folder again (blocking); the number of keys. A bad folder changes nothing."""
@@ -50,11 +57,23 @@ class ClientKeys:
         return len(self.keys)
 
     def callback(self, domain: str, key: bytes) -> bool:
-        """``Authenticator``'s question: may the client with this Z85 key connect?"""
-        allowed = key in self.keys
-        if not allowed:
-            log.warning("refused a CURVE client with an unknown key %s", key.decode("ascii"))
-        return allowed
+        """``Authenticator``'s question: may the client with this Z85 key connect?
+
+        Refusals are logged at most once a minute (with their count), so that a
+        stranger knocking on the port cannot fill the disk with the log.
+        """
+        if key in self.keys:
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._warned_at >= REFUSAL_LOG_INTERVAL_S:
+            log.warning(
+                "refused %d CURVE handshake(s) with unknown keys (the last: %s)",
+                self.refused,
+                key.decode("ascii", "replace"),
+            )
+            self._warned_at, self.refused = now, 0
+        return False
 
 
 def start_authenticator(

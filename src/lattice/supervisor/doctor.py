@@ -13,7 +13,9 @@ would (that step runs Trio, as the worktree code does).
 
 from __future__ import annotations
 
-from lattice.actors._settle import kill_by_run_id, write_orphaned
+from pathlib import Path
+
+from lattice.actors._settle import kill_by_run_id, kill_if_same, write_orphaned
 from lattice.store import Board, Problem
 from lattice.supervisor import control
 
@@ -42,7 +44,7 @@ def unowned_problems(board: Board, *, fix: bool = False) -> list[Problem]:
     ]
 
 
-def _remove_worktrees(board: Board) -> None:
+def _remove_worktrees(board: Board, known: list[Path]) -> None:
     """No supervisor runs (we hold its lock): every worktree of ours is left over."""
     import trio
 
@@ -50,7 +52,7 @@ def _remove_worktrees(board: Board) -> None:
     from lattice.supervisor._main import worktree_base
     from lattice.supervisor._recovery import remove_leftover_worktrees
 
-    trio.run(remove_leftover_worktrees, Worktrees(worktree_base(board)), board.root)
+    trio.run(remove_leftover_worktrees, Worktrees(worktree_base(board)), board.root, known)
 
 
 def _settle(board: Board) -> None:
@@ -65,13 +67,28 @@ def _settle(board: Board) -> None:
             if run.get("run_id") not in live:
                 write_orphaned(board, run, run.get("run_id"))
         return
+    from lattice.actors._journal import Journal
+    from lattice.actors._state import RunState
+
     lock = PidLock(runtime_dir(board.dir))
     lock.acquire()  # no supervisor may start while we settle
     try:
+        # What the journal knows, as recovery uses it: the exact process group of
+        # each started run, and its worktree (the records stay open: the next start
+        # closes them, finding nothing left to do).
+        started = []
+        for record in Journal(runtime_dir(board.dir) / "journal.jsonl").load().values():
+            info = record.run
+            if info.started_event_id is None or RunState(info.state).is_final:
+                continue  # ended, or never started (the next start requeues it)
+            started.append(info)
+            if info.pid is not None and record.pid_start_time is not None:
+                kill_if_same(info.pid, record.pid_start_time)
         open_runs = board.open_runs()
-        kill_by_run_id({str(r["run_id"]) for r in open_runs if r.get("run_id")})
+        run_ids = {str(r["run_id"]) for r in open_runs if r.get("run_id")}
+        kill_by_run_id(run_ids | {info.run_id for info in started})
         for run in open_runs:
             write_orphaned(board, run, run.get("run_id"))
-        _remove_worktrees(board)
+        _remove_worktrees(board, [Path(i.worktree_path) for i in started if i.worktree_path])
     finally:
         lock.release()
