@@ -6,7 +6,7 @@ per worker run: replaying all of it made every write cost more than the last. Ev
 writer only appends to a log, so the state after its first N bytes stays right for
 as long as those bytes stay. Per log this module keeps a *mark*: the state after the
 log's last complete line, and what identifies those bytes (device, inode, offset and
-the whole line before the offset, which holds that event's unique id). The next read
+the line before the offset, up to 4 KiB, which holds that event's unique id). The next read
 parses only what follows the mark.
 
 A log that shrank, was replaced (a new inode: an archive, a restore, a copy) or whose
@@ -33,15 +33,18 @@ from lattice.store._materialize import EventError, apply_event
 #: Logs remembered per process.
 CAPACITY = 256
 #: At least this many bytes before a mark must be unchanged for the mark to be used
-#: (the whole line before it, when longer: an event line holds its own unique id).
+#: (the whole line before it, when longer: an event line holds its own unique id)...
 _TAIL = 128
+#: ...and at most this many (keys are sorted, so a line's id comes after its data
+#: and lies in its last few hundred bytes even when a comment body is huge).
+_MAX_TAIL = 4096
 
 
 class _Mark(NamedTuple):
     dev: int
     ino: int
     offset: int  # the log's bytes up to here (just after a newline) are replayed
-    tail: bytes  # the bytes before ``offset``: its last line, and at least ``_TAIL``
+    tail: bytes  # the bytes before ``offset``: its last line (within ``_TAIL``..``_MAX_TAIL``)
     state: str  # the replay so far, as JSON ("null": no task_created yet)
     ids: frozenset[str]  # the id of every event up to ``offset``
 
@@ -109,8 +112,9 @@ def _usable_mark(key: str, fd: int, info: os.stat_result) -> _Mark | None:
 
 def _tail(replayed: bytes) -> bytes:
     """The end of ``replayed`` (which ends with a newline) to check a mark by."""
-    line_start = replayed.rfind(b"\n", 0, len(replayed) - 1) + 1
-    return replayed[min(line_start, max(0, len(replayed) - _TAIL)) :]
+    size = len(replayed)
+    line_start = replayed.rfind(b"\n", 0, size - 1) + 1
+    return replayed[max(min(line_start, size - _TAIL), size - _MAX_TAIL, 0) :]
 
 
 def _read_from(fd: int, offset: int) -> bytes:
