@@ -93,6 +93,13 @@ class Project:
         data = self.json("create", title)["data"]
         return str(data.get("short_id") or data["id"])
 
+    def configure_workers(self, **workers: Any) -> None:
+        """Set the ``workers`` section of ``.lattice/config.json`` (read at start/reload)."""
+        path = self.root / ".lattice" / "config.json"
+        data = json.loads(path.read_text())
+        data["workers"] = workers
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
     def write_worker(self, name: str, **fields: Any) -> Path:
         definition = {"name": name, "engine": "script", **fields}
         path = self.root / "workers" / f"{name.lower()}.json"

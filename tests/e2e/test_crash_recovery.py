@@ -16,13 +16,6 @@ from tests.e2e.conftest import Project, processes_with_root
 from tests.e2e.test_supervisor_process import wait_gone
 
 
-def _configure(project: Project, **workers: object) -> None:
-    config = project.root / ".lattice" / "config.json"
-    data = json.loads(config.read_text())
-    data["workers"] = workers
-    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _wait_running(project: Project, count: int, timeout: float = 60) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -32,6 +25,14 @@ def _wait_running(project: Project, count: int, timeout: float = 60) -> list[dic
             return running
         assert time.monotonic() < deadline, runs
         time.sleep(0.1)
+
+
+def _kill_supervisor(project: Project) -> None:
+    """SIGKILL the project's supervisor, as a crash or the OOM killer would."""
+    supervisor = project.supervisor_pid()
+    assert supervisor is not None
+    os.kill(supervisor, signal.SIGKILL)
+    wait_gone(supervisor)
 
 
 def _alive(pid: int) -> bool:
@@ -58,7 +59,7 @@ def _drop_journal_records(project: Project, run_ids: set[str]) -> None:
 def test_sigkill_then_restart_settles_every_run(
     project: Project, kill_during_recovery: bool, journal_lost: bool
 ) -> None:
-    _configure(project, max_concurrent=5)
+    project.configure_workers(max_concurrent=5)
     project.write_worker("Sleeper", command="sleep 300")
     project.write_worker("Stubborn", command="trap '' TERM; while true; do sleep 0.2; done")
     project.write_worker("Quick", command="echo done")
@@ -72,10 +73,7 @@ def test_sigkill_then_restart_settles_every_run(
     assert all(q["state"] == "queued" for q in queued)
     running = _wait_running(project, 5)
     worker_pids = [r["pid"] for r in running]
-    supervisor = project.supervisor_pid()
-    assert supervisor is not None
-    os.kill(supervisor, signal.SIGKILL)
-    wait_gone(supervisor)
+    _kill_supervisor(project)
     assert any(_alive(p) for p in worker_pids), "workers should outlive a SIGKILLed supervisor"
     if journal_lost:
         _drop_journal_records(project, {r["run_id"] for r in started})
@@ -163,10 +161,7 @@ def test_doctor_reports_only_unowned_runs_and_fix_settles_them(project: Project)
     run = project.json("worker", "run", "Sleeper", task)["data"]
     pid = _wait_running(project, 1)[0]["pid"]
     assert project.cli("doctor", check=False).returncode == 0  # owned by a live supervisor
-    supervisor = project.supervisor_pid()
-    assert supervisor is not None
-    os.kill(supervisor, signal.SIGKILL)
-    wait_gone(supervisor)
+    _kill_supervisor(project)
     env = dict(project.env, LATTICE_NO_AUTOSTART="1")
     report = project.cli("doctor", "--json", env=env, check=False)
     assert report.returncode == 7
@@ -190,10 +185,7 @@ def test_doctor_fix_without_autostart_also_removes_the_worktrees_left(project: P
     running = _wait_running(project, 1)[0]
     worktree = Path(running["worktree_path"])
     assert worktree.is_dir() and len(project.worktree_list()) == 2
-    supervisor = project.supervisor_pid()
-    assert supervisor is not None
-    os.kill(supervisor, signal.SIGKILL)
-    wait_gone(supervisor)
+    _kill_supervisor(project)
     env = dict(project.env, LATTICE_NO_AUTOSTART="1")
     fixed = project.cli("doctor", "--fix", env=env, check=False)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr

@@ -122,10 +122,7 @@ def test_cancel_while_running_writes_cancelled(project: Project) -> None:
 
 
 def test_cancel_while_queued_writes_nothing(project: Project) -> None:
-    config = project.root / ".lattice" / "config.json"
-    data = json.loads(config.read_text())
-    data["workers"] = {"max_concurrent": 1}
-    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    project.configure_workers(max_concurrent=1)
     project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
     first, second = project.create_task("one"), project.create_task("two")
     a = project.json("worker", "run", "Sleeper", first)["data"]
@@ -228,10 +225,7 @@ def test_logs_tail_and_follow(project: Project) -> None:
 
 
 def test_follow_on_a_queued_run_waits_for_its_output(project: Project) -> None:
-    config = project.root / ".lattice" / "config.json"
-    data = json.loads(config.read_text())
-    data["workers"] = {"max_concurrent": 1}
-    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    project.configure_workers(max_concurrent=1)
     project.write_worker("First", command="sleep 1", worktree=False)
     project.write_worker("Second", command="echo out of the queue", worktree=False)
     task = project.create_task()

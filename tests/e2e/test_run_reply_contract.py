@@ -40,10 +40,7 @@ def test_an_admitted_run_is_on_the_board_and_in_the_journal_when_the_reply_comes
 def test_a_queued_run_is_in_the_journal_and_not_on_the_board_when_the_reply_comes(
     project: Project,
 ) -> None:
-    config = project.root / ".lattice" / "config.json"
-    data = json.loads(config.read_text())
-    data["workers"] = {"max_concurrent": 1}
-    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    project.configure_workers(max_concurrent=1)
     project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
     first, second = project.create_task("one"), project.create_task("two")
     a = project.json("worker", "run", "Sleeper", first)["data"]

@@ -7,17 +7,7 @@ such a config fails with the same sentence instead of a traceback.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from tests.e2e.conftest import Project
-
-
-def configure(project: Project, **workers: Any) -> None:
-    path = project.root / ".lattice" / "config.json"
-    data = json.loads(path.read_text())
-    data["workers"] = workers
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def queue_positions(project: Project) -> dict[str, int | None]:
@@ -27,14 +17,14 @@ def queue_positions(project: Project) -> dict[str, int | None]:
 def test_a_raised_cap_admits_the_queued_run_and_a_bad_config_changes_nothing(
     project: Project,
 ) -> None:
-    configure(project, max_concurrent=1)
+    project.configure_workers(max_concurrent=1)
     project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
     first, second = project.create_task("one"), project.create_task("two")
     a = project.json("worker", "run", "Sleeper", first)["data"]
     b = project.json("worker", "run", "Sleeper", second)["data"]
     assert b["state"] == "queued"
 
-    configure(project, max_concurrent="lots")
+    project.configure_workers(max_concurrent="lots")
     refused = project.json("supervisor", "reload", check=False)
     assert refused["ok"] is False and refused["error"]["code"] == "INVALID_ARGUMENT"
     assert "workers.max_concurrent" in refused["error"]["message"]
@@ -42,7 +32,7 @@ def test_a_raised_cap_admits_the_queued_run_and_a_bad_config_changes_nothing(
     assert project.cli("supervisor", "reload", check=False).returncode == 2  # INVALID_ARGUMENT
     assert queue_positions(project) == {a["run_id"]: None, b["run_id"]: 1}
 
-    configure(project, max_concurrent=2)
+    project.configure_workers(max_concurrent=2)
     done = project.json("supervisor", "reload")["data"]
     assert done["reloaded"] is True and done["workers"] == 1
     assert queue_positions(project) == {a["run_id"]: None, b["run_id"]: None}
@@ -53,7 +43,7 @@ def test_a_raised_cap_admits_the_queued_run_and_a_bad_config_changes_nothing(
 
 
 def test_a_start_with_a_bad_config_fails_with_the_reason(project: Project) -> None:
-    configure(project, keep_finished=-3)
+    project.configure_workers(keep_finished=-3)
     proc = project.cli("supervisor", "start", check=False)
     assert proc.returncode != 0
     assert "workers.keep_finished" in proc.stderr and "-3" in proc.stderr

@@ -48,12 +48,15 @@ def git_environment() -> dict[str, str]:
     return env
 
 
-async def run_git(cwd: os.PathLike[str] | str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run ``git -C cwd ARGS``, capturing both streams; never raises for an exit code."""
+async def run_git(
+    cwd: os.PathLike[str] | str, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``git -C cwd ARGS`` (fed ``stdin``), capturing both streams; never raises for
+    an exit code."""
     try:
         return await trio.run_process(
             ["git", "-C", os.fspath(cwd), *args],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             capture_stdout=True,
             capture_stderr=True,
             check=False,

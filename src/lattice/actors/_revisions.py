@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from lattice.actors._git import git_environment, one_line
+from lattice.actors._git import git_environment, one_line, run_git
 from lattice.errors import Code, LatticeError
 
 #: How long one batch of questions may take before its process is killed.
@@ -135,19 +135,7 @@ class RevisionReader:
 
 async def _ask_once(top: Path, names: list[str]) -> list[bytes]:
     """The same questions to a git process of their own."""
-    try:
-        done = await trio.run_process(
-            ["git", "-C", os.fspath(top), "cat-file", _FORMAT],
-            stdin="".join(f"{n}\n" for n in names).encode(),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=git_environment(),
-        )
-    except FileNotFoundError:
-        raise LatticeError(
-            Code.INTERNAL, "git was not found on PATH; install git to use worktrees"
-        ) from None
+    done = await run_git(top, "cat-file", _FORMAT, stdin="".join(f"{n}\n" for n in names).encode())
     lines = done.stdout.split(b"\n")[: len(names)]
     if done.returncode != 0 or len(lines) != len(names):
         raise LatticeError(
