@@ -100,6 +100,19 @@ class Project:
         data["workers"] = workers
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
+    def one_running_one_queued(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Cap 1, then two ``sleep`` runs on two tasks: the first runs, the second waits.
+
+        Returns the two Run replies (the second is ``queued``).
+        """
+        self.configure_workers(max_concurrent=1)
+        self.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
+        first, second = self.create_task("one"), self.create_task("two")
+        running = self.json("worker", "run", "Sleeper", first)["data"]
+        queued = self.json("worker", "run", "Sleeper", second)["data"]
+        assert queued["state"] == "queued", queued
+        return running, queued
+
     def write_worker(self, name: str, **fields: Any) -> Path:
         definition = {"name": name, "engine": "script", **fields}
         path = self.root / "workers" / f"{name.lower()}.json"

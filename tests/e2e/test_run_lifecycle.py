@@ -122,12 +122,9 @@ def test_cancel_while_running_writes_cancelled(project: Project) -> None:
 
 
 def test_cancel_while_queued_writes_nothing(project: Project) -> None:
-    project.configure_workers(max_concurrent=1)
-    project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
-    first, second = project.create_task("one"), project.create_task("two")
-    a = project.json("worker", "run", "Sleeper", first)["data"]
-    b = project.json("worker", "run", "Sleeper", second)["data"]
-    assert b["state"] == "queued" and b["queue_position"] == 1
+    a, b = project.one_running_one_queued()
+    first, second = a["task_id"], b["task_id"]
+    assert b["queue_position"] == 1
     ps = project.json("worker", "ps")["data"]
     assert [r["run_id"] for r in ps] == [b["run_id"], a["run_id"]]
     project.cli("worker", "cancel", "Sleeper", second)

@@ -40,14 +40,9 @@ def test_an_admitted_run_is_on_the_board_and_in_the_journal_when_the_reply_comes
 def test_a_queued_run_is_in_the_journal_and_not_on_the_board_when_the_reply_comes(
     project: Project,
 ) -> None:
-    project.configure_workers(max_concurrent=1)
-    project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
-    first, second = project.create_task("one"), project.create_task("two")
-    a = project.json("worker", "run", "Sleeper", first)["data"]
-    b = project.json("worker", "run", "Sleeper", second)["data"]
-    assert b["state"] == "queued"
+    a, b = project.one_running_one_queued()
     assert [r["run"]["state"] for r in journal_records(project, b["run_id"])] == ["queued"]
-    assert project.process_events(second) == []
+    assert project.process_events(b["task_id"]) == []
     # Once the slot frees, the queued run starts, and its record says so; `ps` lists
     # it (its queue position, set while it waited, must not hide it now).
     project.cli("worker", "cancel", a["run_id"])

@@ -17,12 +17,7 @@ def queue_positions(project: Project) -> dict[str, int | None]:
 def test_a_raised_cap_admits_the_queued_run_and_a_bad_config_changes_nothing(
     project: Project,
 ) -> None:
-    project.configure_workers(max_concurrent=1)
-    project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
-    first, second = project.create_task("one"), project.create_task("two")
-    a = project.json("worker", "run", "Sleeper", first)["data"]
-    b = project.json("worker", "run", "Sleeper", second)["data"]
-    assert b["state"] == "queued"
+    a, b = project.one_running_one_queued()
 
     project.configure_workers(max_concurrent="lots")
     refused = project.json("supervisor", "reload", check=False)
