@@ -16,16 +16,7 @@ import trio
 
 from lattice.actors._revisions import RevisionReader
 from lattice.errors import Code, LatticeError
-from tests.actors.test_worktree import commit_file, git
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    commit_file(path, "a.txt", "one")
-    return path
+from tests.actors.conftest import commit_file, git
 
 
 def batch_pid(reader: RevisionReader, top: Path) -> int | None:
