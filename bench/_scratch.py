@@ -124,8 +124,17 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without any ``LATTICE_*`` (the bench's own shell may have some)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
+    """This environment without any ``LATTICE_*`` (the bench's own shell may have some).
+
+    Byte-code writing is left on, as for a user: with ``PYTHONDONTWRITEBYTECODE`` an
+    editable install recompiles every module on every command and supervisor start,
+    which the CLI rows would count.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LATTICE_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(GIT_ENV)
     env.update(extra)
     return env
