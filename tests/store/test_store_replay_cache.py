@@ -188,6 +188,19 @@ def test_the_number_of_remembered_logs_is_bounded(
         assert on_disk(board, task) == board.replay(task)
 
 
+def test_the_number_of_remembered_events_is_bounded_too(
+    board: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache, "MAX_EVENTS", 10)
+    small, big = (board.create_task(t, actor=ACTOR)["id"] for t in ("small", "big"))
+    board.comment(small, "hi", actor=ACTOR)  # its mark: 1 event
+    for n in range(12):
+        board.comment(big, f"c{n}", actor=ACTOR)  # its mark grows past the budget
+    # The older mark went first; the newest stays even alone over the budget.
+    assert list(cache._marks) == [os.fspath(board.events_path(big))]
+    assert on_disk(board, big) == board.replay(big)
+
+
 def test_marks_are_keyed_by_path_so_two_boards_do_not_mix(tmp_path: Path) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()

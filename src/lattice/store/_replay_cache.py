@@ -15,7 +15,7 @@ with the same length and the same last line would not be noticed: logs are
 append-only (lattice-format.md), and a process that starts reads every log afresh.
 Reads happen under the task's locks, where nobody else can append. The state is
 kept as JSON text, so callers may change what they get. At most :data:`CAPACITY`
-logs are remembered (least recently used first out).
+logs and :data:`MAX_EVENTS` events are remembered (least recently used out first).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from typing import Any, NamedTuple
 from lattice.store._jsonio import parse_jsonl
 from lattice.store._materialize import EventError, apply_event
 
-#: Logs remembered per process.
+#: Logs remembered per process...
 CAPACITY = 256
+#: ...and events, over all of them (an id is ~100 bytes: ~20 MB).
+MAX_EVENTS = 200_000
 #: At least this many bytes before a mark must be unchanged for the mark to be used
 #: (the whole line before it, when longer: an event line holds its own unique id)...
 _TAIL = 128
@@ -141,5 +143,6 @@ def _remember(key: str, mark: _Mark) -> None:
     with _guard:
         _marks[key] = mark
         _marks.move_to_end(key)
-        while len(_marks) > CAPACITY:
-            _marks.popitem(last=False)
+        events = sum(len(m.ids) for m in _marks.values())
+        while len(_marks) > CAPACITY or (events > MAX_EVENTS and len(_marks) > 1):
+            events -= len(_marks.popitem(last=False)[1].ids)
