@@ -31,4 +31,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     folder = config.stash.get(_prefix_key, None)
     if folder is not None:
+        os.environ.pop(_PREFIX, None)
+        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
         shutil.rmtree(folder, ignore_errors=True)

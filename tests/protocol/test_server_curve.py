@@ -154,3 +154,30 @@ def test_the_supervisor_keeps_its_secret_key_out_of_its_environment(
     assert sup.curve is not None and sup.curve.secret_key == secret
     assert "LATTICE_CURVE_SECRET_KEY" not in os.environ  # hooks and git inherit it
     assert "LATTICE_CURVE_SECRET_KEY" not in sup.ctx.environ  # workers start from this
+
+
+async def test_refusals_counted_in_between_are_reported_when_the_minute_is_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, autojump_clock: trio.abc.Clock
+) -> None:
+    from lattice.supervisor import _zap
+
+    caplog.set_level("WARNING", logger="lattice.supervisor.zap")
+    clients = ClientKeys(tmp_path)
+    clients.load()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    auth = _zap.start_authenticator(ctx, clients)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_zap.answer, auth, clients)
+            for _ in range(3):  # a burst, then silence
+                clients.callback("", b"y" * 40)
+            assert clients.refused == 2  # the first was logged at once
+            await trio.sleep(_zap.REFUSAL_LOG_INTERVAL_S + 1)  # virtual time: no handshake
+            assert clients.refused == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        auth.stop()
+        ctx.term()
+    messages = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(messages) == 2
+    assert messages[0].startswith("refused 1 ") and messages[1].startswith("refused 2 ")

@@ -99,3 +99,19 @@ def test_lock_files_are_created_with_their_folder_and_never_deleted(tmp_path: Pa
     assert sorted(p.name for p in locks.iterdir()) == ["a.lock", "b.lock"]
     holder = hold_in_other_process(locks / "a.lock")  # released despite the error
     release(holder)
+
+
+def test_release_frees_every_lock_even_when_one_descriptor_is_already_gone(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from lattice.store._locks import _acquire, _release
+
+    locks = tmp_path / "locks"
+    first = _acquire(str(locks / "a.lock"), locks, "a", float("inf"), 1.0)
+    second = _acquire(str(locks / "b.lock"), locks, "b", float("inf"), 1.0)
+    os.close(second)  # its unlock and close now fail with EBADF
+    _release([first, second])  # does not raise
+    holder = hold_in_other_process(locks / "a.lock")  # the first lock was given back
+    release(holder)

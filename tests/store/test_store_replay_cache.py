@@ -193,7 +193,7 @@ def test_the_number_of_remembered_events_is_bounded_too(
 ) -> None:
     monkeypatch.setattr(cache, "MAX_EVENTS", 10)
     small, big = (board.create_task(t, actor=ACTOR)["id"] for t in ("small", "big"))
-    board.comment(small, "hi", actor=ACTOR)  # its mark: 1 event
+    board.comment(small, "hi", actor=ACTOR)  # its mark: task_created
     for n in range(12):
         board.comment(big, f"c{n}", actor=ACTOR)  # its mark grows past the budget
     # The older mark went first; the newest stays even alone over the budget.

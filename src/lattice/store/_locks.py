@@ -90,19 +90,17 @@ def locked(locks_dir: Path, keys: Iterable[str], timeout: float = LOCK_TIMEOUT_S
 
 
 def _release(held: list[int]) -> None:
-    """Unlock and close every descriptor, in reverse order, even if one fails.
+    """Unlock and close every descriptor, in reverse order; never raises.
 
     Unlock before closing: a child forked meanwhile (a worker being spawned by another
     thread) shares the descriptor until it execs, and a close alone would leave the
-    lock held until then.
+    lock held until then. Neither call can fail in a way that leaves the lock held:
+    closing the last descriptor of the description releases it, and Linux frees a
+    descriptor even when ``close`` reports an error. So errors are not raised, which
+    would also hide the exception of the locked block.
     """
-    failure: OSError | None = None
     for fd in reversed(held):
-        try:
+        with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
-        except OSError as exc:
-            failure = failure or exc
-        finally:
+        with contextlib.suppress(OSError):
             os.close(fd)
-    if failure is not None:
-        raise failure

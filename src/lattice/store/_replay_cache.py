@@ -37,8 +37,9 @@ MAX_EVENTS = 200_000
 #: At least this many bytes before a mark must be unchanged for the mark to be used
 #: (the whole line before it, when longer: an event line holds its own unique id)...
 _TAIL = 128
-#: ...and at most this many (keys are sorted, so a line's id comes after its data
-#: and lies in its last few hundred bytes even when a comment body is huge).
+#: ...and at most this many. Keys are sorted, so a line's id comes after its data;
+#: only a ``provenance`` reason of over ~4 KiB would push it out, and then the tail
+#: still holds the line's timestamp, task and type.
 _MAX_TAIL = 4096
 
 

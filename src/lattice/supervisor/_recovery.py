@@ -52,11 +52,15 @@ async def remove_leftover_worktrees(
         found += await worktrees.existing(root)
     except LatticeError as exc:  # not a git repository
         log.info("worktree listing skipped: %s", exc.message)
+    except OSError as exc:
+        log.warning("could not list the worktrees of %s: %s", root, exc)
     for path in dict.fromkeys(found):
         try:
             await worktrees.remove(root, path)
         except LatticeError as exc:
             log.warning("could not remove the worktree %s: %s", path, exc.message)
+        except OSError as exc:  # files we may not delete (a worker ran a container, say)
+            log.warning("could not remove the worktree %s: %s", path, exc)
     try:
         await worktrees.prune(root)
     except LatticeError as exc:

@@ -118,8 +118,8 @@ async def serve(
         server = _Server(TrioSocket(sock), handler, log)
         async with trio.open_nursery() as nursery:
             server.nursery = nursery
-            if auth is not None:
-                nursery.start_soon(answer, auth)
+            if auth is not None and curve_clients is not None:
+                nursery.start_soon(answer, auth, curve_clients)
             task_status.started(bound)
             await server.receive_forever()
     finally:

@@ -20,6 +20,7 @@ import math
 import time
 from pathlib import Path
 
+import trio
 import zmq
 import zmq.auth
 
@@ -39,6 +40,7 @@ class ClientKeys:
         self.folder = folder
         self.keys: frozenset[bytes] = frozenset()
         self.refused = 0  # handshakes refused since the last warning
+        self._last_refused = b""
         self._warned_at = -math.inf
 
     def load(self) -> int:
@@ -59,21 +61,32 @@ class ClientKeys:
     def callback(self, domain: str, key: bytes) -> bool:
         """``Authenticator``'s question: may the client with this Z85 key connect?
 
-        Refusals are logged at most once a minute (with their count), so that a
-        stranger knocking on the port cannot fill the disk with the log.
+        Refusals are logged at most once a minute, with their count, so that a
+        stranger knocking on the port cannot fill the disk with the log; those counted
+        in between are reported when the minute is up (:func:`answer` sees to it).
         """
         if key in self.keys:
             return True
         self.refused += 1
-        now = time.monotonic()
-        if now - self._warned_at >= REFUSAL_LOG_INTERVAL_S:
-            log.warning(
-                "refused %d CURVE handshake(s) with unknown keys (the last: %s)",
-                self.refused,
-                key.decode("ascii", "replace"),
-            )
-            self._warned_at, self.refused = now, 0
+        self._last_refused = key
+        if self.seconds_until_report() == 0:
+            self.report()
         return False
+
+    def seconds_until_report(self) -> float:
+        """How long until the refusals counted so far may be logged (inf: none)."""
+        if not self.refused:
+            return math.inf
+        return max(0.0, REFUSAL_LOG_INTERVAL_S - (time.monotonic() - self._warned_at))
+
+    def report(self) -> None:
+        """Log the refusals counted since the last warning."""
+        log.warning(
+            "refused %d CURVE handshake(s) with unknown keys (the last: %s)",
+            self.refused,
+            self._last_refused.decode("ascii", "replace"),
+        )
+        self._warned_at, self.refused = time.monotonic(), 0
 
 
 def start_authenticator(
@@ -91,10 +104,15 @@ def start_authenticator(
     return auth
 
 
-async def answer(auth: zmq.auth.Authenticator) -> None:
-    """Answer ZAP requests until cancelled."""
+async def answer(auth: zmq.auth.Authenticator, clients: ClientKeys) -> None:
+    """Answer ZAP requests until cancelled; report counted refusals when they are due."""
     sock = TrioSocket(auth.zap_socket)
     while True:
-        request = await sock.recv()
+        request = None
+        with trio.move_on_after(clients.seconds_until_report()):
+            request = await sock.recv()
+        if request is None:
+            clients.report()
+            continue
         await auth.handle_zap_message(request)  # replies at once on the REP socket
         sock.wake_waiters()
