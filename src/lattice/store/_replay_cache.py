@@ -24,6 +24,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,8 +60,53 @@ class Replayed(NamedTuple):
     ids: frozenset[str]
 
 
-_marks: OrderedDict[str, _Mark] = OrderedDict()
-_guard = threading.Lock()
+class _Marks:
+    """The marks by log path, least recently used first, and how many events they
+    hold (kept as a running total: a write must not add them all up); thread-safe."""
+
+    def __init__(self) -> None:
+        self._by_log: OrderedDict[str, _Mark] = OrderedDict()
+        self._events = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._by_log)
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._by_log))
+
+    def get(self, key: str) -> _Mark | None:
+        with self._lock:
+            return self._by_log.get(key)
+
+    def put(self, key: str, mark: _Mark) -> None:
+        """Remember ``mark`` as the newest; drop the oldest while over the bounds."""
+        with self._lock:
+            self._drop(key)
+            self._by_log[key] = mark
+            self._events += len(mark.ids)
+            while len(self._by_log) > CAPACITY or (
+                self._events > MAX_EVENTS and len(self._by_log) > 1
+            ):
+                self._events -= len(self._by_log.popitem(last=False)[1].ids)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._drop(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_log.clear()
+            self._events = 0
+
+    def _drop(self, key: str) -> None:
+        gone = self._by_log.pop(key, None)
+        if gone is not None:
+            self._events -= len(gone.ids)
+
+
+_marks = _Marks()
 
 
 def replay_log(path: Path) -> Replayed | None:
@@ -73,8 +119,7 @@ def replay_log(path: Path) -> Replayed | None:
     try:
         fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        with _guard:
-            _marks.pop(key, None)
+        _marks.drop(key)
         return None
     try:
         info = os.fstat(fd)
@@ -89,7 +134,7 @@ def replay_log(path: Path) -> Replayed | None:
     if cut:
         snap, ids = _apply(snap, ids, data[:cut])
         tail = _tail((mark.tail if mark else b"") + data[:cut])
-        _remember(key, _Mark(info.st_dev, info.st_ino, start + cut, tail, json.dumps(snap), ids))
+        _marks.put(key, _Mark(info.st_dev, info.st_ino, start + cut, tail, json.dumps(snap), ids))
     if cut < len(data):  # a last line without its newline (a torn write, or one in flight)
         snap, ids = _apply(snap, ids, data[cut:])
     return Replayed(snap, ids)
@@ -97,13 +142,11 @@ def replay_log(path: Path) -> Replayed | None:
 
 def forget_all() -> None:
     """Drop every mark (tests; a process that wants to start cold)."""
-    with _guard:
-        _marks.clear()
+    _marks.clear()
 
 
 def _usable_mark(key: str, fd: int, info: os.stat_result) -> _Mark | None:
-    with _guard:
-        mark = _marks.get(key)
+    mark = _marks.get(key)
     if mark is None or (mark.dev, mark.ino) != (info.st_dev, info.st_ino):
         return None
     if mark.offset > info.st_size:
@@ -139,11 +182,3 @@ def _apply(
             pass  # skipped, as a full replay skips it
     return snap, ids | {str(e.get("id")) for e in events}
 
-
-def _remember(key: str, mark: _Mark) -> None:
-    with _guard:
-        _marks[key] = mark
-        _marks.move_to_end(key)
-        events = sum(len(m.ids) for m in _marks.values())
-        while len(_marks) > CAPACITY or (events > MAX_EVENTS and len(_marks) > 1):
-            events -= len(_marks.popitem(last=False)[1].ids)
