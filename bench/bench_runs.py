@@ -18,6 +18,13 @@ The floor, measured in the same repetition, at the same concurrency, from Trio:
   floor of a run with a worktree. Concurrent bare adds and removes race each other
   in git's metadata and some fail: only the pairs that worked count.
 
+The stack's ceiling (kind ``ceiling``, a diagnostic): ``bench/_ceiling.py``, a
+server that does per run only what any supervisor on the required stack (Trio,
+pyzmq, msgspec) must do: receive and decode Run and Wait, write the two events with
+the same bare writes, spawn, reply. Driven by the same client processes in the same
+repetition. ``ceiling / floor`` is what the stack itself costs; ``supervisor /
+ceiling`` is the share of the stack's best that our code keeps.
+
 Why bare writes: the floor is the machine's, not our store's. Earlier versions
 wrote the floor's events through ``Board.append`` (its locks, log replay,
 validation and formatting), which hid about 2 ms of our own CPU per write (3 ms
@@ -44,6 +51,7 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -53,7 +61,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _pool import ClientPool
-from _scratch import Project, cpu_seconds, populate, run_main, summary
+from _scratch import Project, clean_env, cpu_seconds, populate, run_main, summary
 
 
 @dataclass(frozen=True)
@@ -292,12 +300,12 @@ def supervisor_round(
 class _Row:
     """The repetitions of one concurrency: rates, latencies, CPU, problems."""
 
-    KINDS = ("sup", "sup_wt", "spawn", "append", "spawn+append", "worktree")
+    KINDS = ("sup", "sup_wt", "ceiling", "spawn", "append", "spawn+append", "worktree")
 
     def __init__(self) -> None:
         self.samples: dict[str, list[float]] = {k: [] for k in self.KINDS}
         self.cpu: dict[str, list[float]] = {k: [0.0, 0.0, 0.0] for k in self.KINDS}
-        self.latencies: dict[str, list[float]] = {"sup": [], "sup_wt": []}
+        self.latencies: dict[str, list[float]] = {"sup": [], "sup_wt": [], "ceiling": []}
         self.problems: list[str] = []
         self.git_failures = 0  # bare concurrent git races itself (see actors/_worktree.py)
 
@@ -322,6 +330,39 @@ class _Row:
         }
 
 
+class CeilingProcess:
+    """``bench/_ceiling.py`` serving a board of its own: the stack's best (see its docstring)."""
+
+    def __init__(self, lattice_dir: Path, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("_ceiling.py")),
+                endpoint,
+                str(lattice_dir),
+            ],
+            stdout=subprocess.PIPE,
+            env=clean_env(),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the ceiling server did not start (exit {self.proc.wait()})")
+        self.pid = int(json.loads(line)["ready"])
+
+    def __enter__(self) -> CeilingProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[dict[str, Any]]:
     """Every (C, worktree) row: supervisor and floors, interleaved repetition by repetition."""
     from lattice.store import Board
@@ -341,37 +382,56 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
     pid = project.pid
     assert pid is not None
     rows = []
-    for c in sizes.concurrency:
-        acc = _Row()
-        with ClientPool(project.endpoint, c) as pool:
-            # warm-up: every path once at this concurrency (imports, caches, git's files)
-            supervisor_round(pool, pid, "True", tasks, 2 * c)
-            supervisor_round(pool, pid, "TrueWt", tasks, c)
-            for kind in ("spawn", "append", "spawn+append", "worktree"):
-                floor(kind, c, c, **where)
-            for _ in range(sizes.reps):
-                for kind in ("spawn", "append", "spawn+append"):
-                    acc.add(kind, floor(kind, c, sizes.runs, **where))
-                acc.add("sup", supervisor_round(pool, pid, "True", tasks, sizes.runs))
-                acc.add("worktree", floor("worktree", c, sizes.runs_wt, **where))
-                acc.add("sup_wt", supervisor_round(pool, pid, "TrueWt", tasks, sizes.runs_wt))
-        stats = {k: summary(v) for k, v in acc.samples.items()}
-        rows.append(
-            {
-                "clients": c,
-                "runs": sizes.runs,
-                "runs_worktree": sizes.runs_wt,
-                "reps": sizes.reps,
-                "runs_per_s": stats,
-                "share_of_floor": stats["sup"]["median"] / stats["spawn+append"]["median"],
-                "share_of_floor_worktree": stats["sup_wt"]["median"] / stats["worktree"]["median"],
-                "run_latency_ms": summary(acc.latencies["sup"]),
-                "run_latency_ms_worktree": summary(acc.latencies["sup_wt"]),
-                "cpu_ms_per_run": acc.cpu_per_run(),
-                "problems": acc.problems,
-                "floor_worktree_git_failures": acc.git_failures,
-            }
-        )
+    (scratch / "ceiling-board").mkdir()
+    ceiling_board = Board.init(scratch / "ceiling-board", project_code="C")
+    ceiling_tasks = populate(ceiling_board, sizes.tasks)
+    with CeilingProcess(ceiling_board.dir, f"ipc://{scratch}/ceiling.sock") as ceiling:
+        for c in sizes.concurrency:
+            acc = _Row()
+            with (
+                ClientPool(project.endpoint, c) as pool,
+                ClientPool(ceiling.endpoint, c) as ceiling_pool,
+            ):
+                # warm-up: every path once at this concurrency (imports, caches, git's files)
+                supervisor_round(pool, pid, "True", tasks, 2 * c)
+                supervisor_round(pool, pid, "TrueWt", tasks, c)
+                supervisor_round(ceiling_pool, ceiling.pid, "True", ceiling_tasks, 2 * c)
+                for kind in ("spawn", "append", "spawn+append", "worktree"):
+                    floor(kind, c, c, **where)
+                for _ in range(sizes.reps):
+                    for kind in ("spawn", "append", "spawn+append"):
+                        acc.add(kind, floor(kind, c, sizes.runs, **where))
+                    acc.add("sup", supervisor_round(pool, pid, "True", tasks, sizes.runs))
+                    acc.add(
+                        "ceiling",
+                        supervisor_round(
+                            ceiling_pool, ceiling.pid, "True", ceiling_tasks, sizes.runs
+                        ),
+                    )
+                    acc.add("worktree", floor("worktree", c, sizes.runs_wt, **where))
+                    acc.add("sup_wt", supervisor_round(pool, pid, "TrueWt", tasks, sizes.runs_wt))
+            stats = {k: summary(v) for k, v in acc.samples.items()}
+            rows.append(
+                {
+                    "clients": c,
+                    "runs": sizes.runs,
+                    "runs_worktree": sizes.runs_wt,
+                    "reps": sizes.reps,
+                    "runs_per_s": stats,
+                    "share_of_floor": stats["sup"]["median"] / stats["spawn+append"]["median"],
+                    "share_of_floor_worktree": stats["sup_wt"]["median"]
+                    / stats["worktree"]["median"],
+                    "ceiling_share_of_floor": stats["ceiling"]["median"]
+                    / stats["spawn+append"]["median"],
+                    "share_of_ceiling": stats["sup"]["median"] / stats["ceiling"]["median"],
+                    "run_latency_ms": summary(acc.latencies["sup"]),
+                    "run_latency_ms_worktree": summary(acc.latencies["sup_wt"]),
+                    "run_latency_ms_ceiling": summary(acc.latencies["ceiling"]),
+                    "cpu_ms_per_run": acc.cpu_per_run(),
+                    "problems": acc.problems,
+                    "floor_worktree_git_failures": acc.git_failures,
+                }
+            )
     return rows
 
 

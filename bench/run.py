@@ -197,6 +197,15 @@ def table(result: dict[str, Any]) -> str:
     for r in runs["throughput"]:
         s = r["runs_per_s"]
         row(
+            f"stack ceiling (bench/_ceiling.py), C={r['clients']}",
+            f"lattice is {r['share_of_ceiling']:.0%} of it",
+            f"ceiling {_rate(s['ceiling'])}",
+            f"{r['ceiling_share_of_floor']:.0%} of the floor",
+            "(diagnostic)",
+        )
+    for r in runs["throughput"]:
+        s = r["runs_per_s"]
+        row(
             f"floor parts, C={r['clients']}",
             "",
             f"spawn {_rate(s['spawn'])}; 2 bare writes {_rate(s['append'])}",
@@ -205,7 +214,11 @@ def table(result: dict[str, Any]) -> str:
         )
     for r in runs["throughput"]:
         cpu = r["cpu_ms_per_run"]
-        for sup, fl, label in (("sup", "spawn+append", ""), ("sup_wt", "worktree", ", worktree")):
+        for sup, fl, label in (
+            ("sup", "spawn+append", ""),
+            ("ceiling", "spawn+append", ", stack ceiling"),
+            ("sup_wt", "worktree", ", worktree"),
+        ):
             mine, base = cpu[sup], cpu[fl]
             total, base_total = sum(mine.values()), sum(base.values())
             row(

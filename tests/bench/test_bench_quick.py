@@ -47,6 +47,7 @@ def test_throughput_rows_have_supervisor_floors_and_shares(smoke: dict) -> None:
         assert set(row["runs_per_s"]) == {
             "sup",
             "sup_wt",
+            "ceiling",
             "spawn",
             "append",
             "spawn+append",
@@ -55,6 +56,8 @@ def test_throughput_rows_have_supervisor_floors_and_shares(smoke: dict) -> None:
         for stats in row["runs_per_s"].values():
             assert {"median", "min", "max", "n"} <= set(stats) and stats["median"] > 0
         assert row["share_of_floor"] > 0 and row["share_of_floor_worktree"] > 0
+        assert row["ceiling_share_of_floor"] > 0 and row["share_of_ceiling"] > 0
+        assert row["run_latency_ms_ceiling"]["n"] > 0
         assert row["run_latency_ms"]["n"] > 0 and "p99" in row["run_latency_ms"]
         assert row["problems"] == []
     assert smoke["runs"]["worktrees_left"] == 0
