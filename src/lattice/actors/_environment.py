@@ -10,8 +10,10 @@ because an agent that sees them behaves as a nested session (or refuses to start
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from lattice.actors._definitions import WorkerDefinition
@@ -26,6 +28,22 @@ SESSION_MARKERS = (
 )
 
 
+_MARKERS = frozenset(SESSION_MARKERS)
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], object]:
+    """Whether a name matches any of ``patterns`` (shell patterns, case-sensitive), as
+    one compiled expression: this runs for every variable of every run's environment."""
+    if not patterns:
+        return _never
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+
+
+def _never(name: str) -> bool:
+    return False
+
+
 def worker_environment(
     base: Mapping[str, str], defn: WorkerDefinition, lattice_vars: Mapping[str, str]
 ) -> dict[str, str]:
@@ -37,18 +55,12 @@ def worker_environment(
     ``LATTICE_*`` variables go because they describe the supervisor's caller (another
     task, another root), not this run.
     """
-
-    def matches(name: str, patterns: list[str]) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-    def stripped(name: str) -> bool:
-        if matches(name, defn.env_keep):
-            return False
-        return (
-            name in SESSION_MARKERS or name.startswith("LATTICE_") or matches(name, defn.env_strip)
-        )
-
-    env = {k: v for k, v in base.items() if not stripped(k)}
+    keep, strip = _matcher(tuple(defn.env_keep)), _matcher(tuple(defn.env_strip))
+    env = {
+        k: v
+        for k, v in base.items()
+        if keep(k) or not (k in _MARKERS or k.startswith("LATTICE_") or strip(k))
+    }
     env.update(defn.env)
     env.update(lattice_vars)
     return env

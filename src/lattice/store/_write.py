@@ -19,7 +19,7 @@ writes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lattice.errors import Code, LatticeError
@@ -61,9 +61,12 @@ class NewEvent:
     provenance: dict[str, Any] | None = None
     #: A caller may choose the id (``ev_<ULID>``) beforehand, e.g. to name a log file.
     id: str | None = None
+    _valid: bool = field(default=False, init=False, repr=False, compare=False)
 
     def validate(self) -> None:
-        """Refuse a malformed event before any lock is taken."""
+        """Refuse a malformed event before any lock is taken (checked once per event)."""
+        if self._valid:
+            return
         validate_event_type(self.type)
         if self.id is not None:
             self.id = validate_event_id(self.id)
@@ -85,6 +88,7 @@ class NewEvent:
         if behalf is not None:
             validate_actor(behalf)
         dumps_event(self.data)  # refuses NaN and non-JSON values now, not under the lock
+        self._valid = True
 
     def build(self, task_id: str, ts: str) -> dict[str, Any]:
         """The full event envelope as Lattice stores it."""
