@@ -23,6 +23,7 @@ code keeps, and ``ceiling / floor`` is what the stack itself costs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -64,6 +65,7 @@ class Ceiling:
         self.live: dict[tuple[str, str], str] = {}
         self.ended: dict[str, trio.Event] = {}
         self.infos: dict[str, RunInfo] = {}
+        self.numbers = itertools.count()
 
     def send(self, envelope: list[bytes], reply: Reply) -> None:
         self.sock.send_nowait([*envelope, encode(reply)])
@@ -80,7 +82,7 @@ class Ceiling:
         if key in self.live:
             self.send(envelope, Error(rid=req.rid, code="ALREADY_RUNNING", message="live"))
             return
-        run_id = f"run_{len(self.infos):08d}"
+        run_id = f"run_{next(self.numbers):08d}"
         self.live[key] = run_id
         self.ended[run_id] = trio.Event()
         started = await trio.to_thread.run_sync(self.write, req.task, None)
