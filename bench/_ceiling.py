@@ -27,7 +27,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_runs import bare_write, run_event
+from bench_runs import bare_write, run_event, spawn_true
 from lattice.protocol import (
     End,
     Error,
@@ -94,14 +93,7 @@ class Ceiling:
         nursery.start_soon(self.process, key, run_id, started)
 
     async def process(self, key: tuple[str, str], run_id: str, started: str) -> None:
-        proc = await trio.lowlevel.open_process(
-            ["bash", "-c", "true"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        code = await proc.wait()
+        code = await spawn_true()
         await trio.to_thread.run_sync(self.write, key[0], started)
         info = self.infos[run_id]
         self.infos[run_id] = RunInfo(

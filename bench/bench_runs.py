@@ -169,6 +169,20 @@ def bare_write(lattice_dir: str, task: str, snapshot: bytes, event: dict[str, An
 # ----------------------------------------------------------------------------- floors
 
 
+async def spawn_true() -> int:
+    """``bash -c true`` in a session of its own, from Trio, awaited: a trivial worker."""
+    import trio
+
+    proc = await trio.lowlevel.open_process(
+        ["bash", "-c", "true"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return await proc.wait()
+
+
 def _plan(tasks: list[str], clients: int, total: int) -> list[list[str]]:
     """Client ``i``'s tasks: ``tasks[i::clients]`` cycled, ``total // clients`` of them.
 
@@ -193,22 +207,10 @@ async def _floor(
     repo: Path,
     base: Path,
 ) -> dict[str, Any]:
-    import subprocess
-
     import trio
 
     failures = 0
     lattice_dir = str(board.dir)
-
-    async def spawn() -> None:
-        proc = await trio.lowlevel.open_process(
-            ["bash", "-c", "true"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        await proc.wait()
 
     def write(task: str, started: str | None) -> str:
         """One bare write of a run's event; the event id is made here, inside the timing."""
@@ -226,13 +228,13 @@ async def _floor(
         nonlocal failures
         for k, task in enumerate(mine):
             if kind == "spawn":
-                await spawn()
+                await spawn_true()
             elif kind == "append":  # 2 bare writes
                 started = await trio.to_thread.run_sync(write, task, None)
                 await trio.to_thread.run_sync(write, task, started)
             elif kind == "spawn+append":  # spawn + 2 bare writes
                 started = await trio.to_thread.run_sync(write, task, None)
-                await spawn()
+                await spawn_true()
                 await trio.to_thread.run_sync(write, task, started)
             elif kind == "worktree":
                 path = base / f"floor-{i}-{k}"
