@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,15 +41,21 @@ def _deep(tmp_path: Path) -> Path:
 def test_a_root_too_deep_for_a_unix_socket_falls_back_to_xdg_runtime_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    endpoint = default_endpoint(_deep(tmp_path))
-    path = ipc_path(endpoint)
-    assert path is not None and len(os.fsencode(path)) <= MAX_IPC_PATH
-    assert path.parent.parent == tmp_path
-    assert path.parent.name.startswith(f"lattice-{os.getuid()}-")
-    # computed again (as a client would), the answer is the same; another root differs
-    assert default_endpoint(_deep(tmp_path)) == endpoint
-    assert default_endpoint(_deep(tmp_path) / "other") != endpoint
+    # A runtime folder as short as a real one (/run/user/<uid>): pytest's own
+    # tmp_path can be too long for a socket path (under pytest-xdist, say).
+    runtime = Path(tempfile.mkdtemp(prefix="xdg-", dir="/tmp"))
+    try:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        endpoint = default_endpoint(_deep(tmp_path))
+        path = ipc_path(endpoint)
+        assert path is not None and len(os.fsencode(path)) <= MAX_IPC_PATH
+        assert path.parent.parent == runtime
+        assert path.parent.name.startswith(f"lattice-{os.getuid()}-")
+        # computed again (as a client would), the answer is the same; another root differs
+        assert default_endpoint(_deep(tmp_path)) == endpoint
+        assert default_endpoint(_deep(tmp_path) / "other") != endpoint
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def test_without_xdg_runtime_dir_the_fallback_is_under_tmp(
