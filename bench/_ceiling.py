@@ -135,16 +135,18 @@ class Ceiling:
 async def main(endpoint: str, lattice_dir: str) -> None:
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(endpoint)
-    ceiling = Ceiling(TrioSocket(sock), lattice_dir, endpoint)
-    print(json.dumps({"ready": os.getpid()}), flush=True)
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ceiling.serve)
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
-    sock.close()
+    try:
+        sock.bind(endpoint)
+        ceiling = Ceiling(TrioSocket(sock), lattice_dir, endpoint)
+        print(json.dumps({"ready": os.getpid()}), flush=True)
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ceiling.serve)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        sock.close()
 
 
 if __name__ == "__main__":

@@ -348,10 +348,14 @@ class CeilingProcess:
             env=clean_env(),
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the ceiling server did not start (exit {self.proc.wait()})")
-        self.pid = int(json.loads(line)["ready"])
+        try:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the ceiling server did not start (exit {self.proc.wait()})")
+            self.pid = int(json.loads(line)["ready"])
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __enter__(self) -> CeilingProcess:
         return self
@@ -363,6 +367,9 @@ class CeilingProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
 
 def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[dict[str, Any]]:
