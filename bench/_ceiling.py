@@ -56,11 +56,13 @@ from lattice.protocol.aclient import TrioSocket
 class Ceiling:
     """The server's state: live runs by key, and every run's end by run id."""
 
-    def __init__(self, sock: TrioSocket, lattice_dir: str, endpoint: str) -> None:
+    def __init__(
+        self, sock: TrioSocket, lattice_dir: str, endpoint: str, snapshots: dict[str, bytes]
+    ) -> None:
         self.sock = sock
         self.lattice_dir = lattice_dir
         self.endpoint = endpoint
-        self.snapshots: dict[str, bytes] = {}  # read once per task, written back as it was
+        self.snapshots = snapshots  # each write puts its task's file back as it was
         self.live: dict[tuple[str, str], str] = {}
         self.ended: dict[str, trio.Event] = {}
         self.infos: dict[str, RunInfo] = {}
@@ -70,8 +72,6 @@ class Ceiling:
         self.sock.send_nowait([*envelope, encode(reply)])
 
     def write(self, task: str, started: str | None) -> str:
-        if task not in self.snapshots:
-            self.snapshots[task] = Path(f"{self.lattice_dir}/tasks/{task}.json").read_bytes()
         event = run_event(task, started)
         bare_write(self.lattice_dir, task, self.snapshots[task], event)
         return str(event["id"])
@@ -132,12 +132,18 @@ class Ceiling:
                 nursery.start_soon(self.handle, frames, nursery)
 
 
+def read_snapshots(lattice_dir: str) -> dict[str, bytes]:
+    """Every task's snapshot by task id, read before any timing (as the floor does)."""
+    return {path.stem: path.read_bytes() for path in Path(lattice_dir, "tasks").glob("*.json")}
+
+
 async def main(endpoint: str, lattice_dir: str) -> None:
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
         sock.bind(endpoint)
-        ceiling = Ceiling(TrioSocket(sock), lattice_dir, endpoint)
+        snapshots = await trio.to_thread.run_sync(read_snapshots, lattice_dir)
+        ceiling = Ceiling(TrioSocket(sock), lattice_dir, endpoint, snapshots)
         print(json.dumps({"ready": os.getpid()}), flush=True)
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
