@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import inspect
 import json
 import os
 import re
@@ -39,7 +40,8 @@ SPANS = [
     ("lattice.actors._registry", "Registry", "workers", "    Registry.workers (definitions)"),
     ("lattice.actors._run", "RunActor", "_prepare_and_run", "RunActor._prepare_and_run"),
     ("lattice.actors._run", "RunActor", "_write_started", "  RunActor._write_started"),
-    ("lattice.actors._run", "RunActor", "_spawn", "  RunActor._spawn"),
+    ("lattice.actors._run", "RunActor", "_spawn", "  RunActor._spawn (in a thread)"),
+    ("lattice.actors._run", "RunActor", "_worktree_then_spawn", "  RunActor._worktree_then_spawn"),
     ("lattice.actors._run", "RunActor", "_finish", "RunActor._finish"),
     ("lattice.actors._run", "RunActor", "_write_terminal", "  RunActor._write_terminal"),
     ("lattice.actors._run", "RunActor", "_journal", "RunActor._journal"),
@@ -84,7 +86,9 @@ def serve(argv: list[str]) -> None:
     for module, cls, attr, name in SPANS:
         owner = getattr(importlib.import_module(module), cls)
         if hasattr(owner, attr):
-            setattr(owner, attr, timed_async(getattr(owner, attr), lambda *a, n=name, **k: n))
+            fn = getattr(owner, attr)
+            wrap = timed_async if inspect.iscoroutinefunction(fn) else timed
+            setattr(owner, attr, wrap(fn, lambda *a, n=name, **k: n))
     worktree = importlib.import_module("lattice.actors._worktree")
     worktree.run_git = timed_async(worktree.run_git, lambda cwd, *args: f"git {args[0]}")
     from lattice.actors._journal import Journal

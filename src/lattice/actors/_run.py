@@ -16,11 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import msgspec
 import trio
 from trio_util import AsyncValue
 
+from lattice.actors._child import Child
 from lattice.actors._definitions import LoadedWorker, WorkerDefinition, command_for
 from lattice.actors._environment import lattice_variables, worker_environment
 from lattice.actors._journal import Journal, JournalRecord
@@ -45,6 +44,10 @@ log = logging.getLogger("lattice.supervisor.run")
 CLEANUP_SECONDS = 60.0
 #: A result file larger than this is refused (SPEC section 2).
 RESULT_MAX_BYTES = 64 * 1024
+
+#: What an attempt's spawn gives: the process, why it could not start, or None when
+#: a cancel came first.
+Spawned = Child | Exception | None
 
 
 @dataclass
@@ -95,7 +98,7 @@ class RunActor:
         self._wait_admitted = wait_admitted
         self._cancel_reason: Reason | None = None
         self._wait_scope: trio.CancelScope | None = None
-        self._process: trio.Process | None = None
+        self._process: Child | None = None
         self._pid_start_time: int | None = None
         self._outcome: Outcome | None = None
         self._started_mono: float | None = None
@@ -202,7 +205,7 @@ class RunActor:
         self.info.started_at = time.time()
         self._started_mono = trio.current_time()
         try:
-            files = await self._write_started()
+            started = await self._write_started()
         except LatticeError as exc:
             # Nothing is on the board, so there is nothing to close there: the run
             # ends here, failed, with the reason on its record.
@@ -212,30 +215,25 @@ class RunActor:
             return
         finally:
             self.recorded.set()
-        if isinstance(files, OSError):
-            self._outcome = Outcome(Reason.SPAWN_ERROR, f"could not start the worker: {files}")
+        if isinstance(started, tuple):  # the worktree comes before the process
+            started = await self._worktree_then_spawn(*started)
+        if started is None or isinstance(started, Exception):
+            if started is None:
+                reason = self._cancel_reason or Reason.CANCELLED
+                self._outcome = Outcome(reason, self._cancel_sentence())
+            elif self._outcome is None:
+                self._outcome = Outcome(
+                    Reason.SPAWN_ERROR, f"could not start the worker: {started}"
+                )
             return
-        log_fd, prompt_text = files
-        try:
-            process = await self._prepare_and_spawn(prompt_text, log_fd)
-        finally:
-            os.close(log_fd)  # the worker has its own copy
-        if process is None:
-            return
-        self._process = process
-        self.info.pid = process.pid
+        process = self._process = started
         self._set_state(RunState.RUNNING)
         timeout_min = self.request.timeout_minutes or self.definition.timeout_minutes
-        async with trio.open_nursery() as nursery:
-            # The pid record (for recovery after a supervisor crash) is written while
-            # the worker already runs; it lands before the run's last record, which
-            # is written after this nursery.
-            nursery.start_soon(partial(self._journal, note_start_time_of=process.pid))
-            with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
-                self._wait_scope = scope
-                if self._cancel_reason is not None:
-                    scope.cancel()
-                await process.wait()
+        with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
+            self._wait_scope = scope
+            if self._cancel_reason is not None:
+                scope.cancel()
+            await process.wait()
         self._wait_scope = None
         if process.returncode is None:
             reason = self._cancel_reason or Reason.TIMEOUT
@@ -251,38 +249,46 @@ class RunActor:
         else:
             self._outcome = _outcome_of_exit(process.returncode)
 
-    async def _prepare_and_spawn(self, prompt_text: str, log_fd: int) -> trio.Process | None:
-        """The worktree (when the definition asks for one), then the process.
+    async def _worktree_then_spawn(self, log_fd: int, prompt_text: str) -> Spawned:
+        """The worktree, then the process in it (one hop, with its journal record).
 
-        None, with the outcome set, when either fails or a cancel came first.
+        Sets the outcome when the worktree fails; None when a cancel came first.
         """
         board = self.ctx.board
-        cwd = board.root
-        if self.definition.worktree:
+        try:
             try:
                 path = await self.ctx.worktrees.create(
                     board.root, self.run_id, self.info.commit_sha or "HEAD"
                 )
             except LatticeError as exc:
                 self._outcome = Outcome(Reason.WORKTREE_ERROR, f"worktree: {exc.message}")
-                return None
+                return exc
             self.info.worktree_path = str(path)
-            cwd = path
-        if self._cancel_reason is not None:
-            self._outcome = Outcome(self._cancel_reason, self._cancel_sentence())
-            return None
-        try:
-            return await self._spawn(cwd, prompt_text, log_fd)
-        except OSError as exc:
-            self._outcome = Outcome(Reason.SPAWN_ERROR, f"could not start the worker: {exc}")
-            return None
+            if self._cancel_reason is not None:
+                return None
+
+            def spawn_and_note() -> Spawned:
+                child = self._spawn(path, prompt_text, log_fd)
+                if isinstance(child, Child):
+                    self._journal_quietly()
+                return child
+
+            return await trio.to_thread.run_sync(spawn_and_note)
+        finally:
+            os.close(log_fd)  # the worker has its own copy
 
     def _cancel_sentence(self) -> str:
         if self._cancel_reason is Reason.SUPERVISOR_SHUTDOWN:
             return "the supervisor shut down while the run was in progress"
         return "the run was cancelled on request"
 
-    async def _spawn(self, cwd: Path, prompt_text: str, log_fd: int) -> trio.Process:
+    def _spawn(self, cwd: Path, prompt_text: str, log_fd: int) -> Spawned:
+        """Start the worker in ``cwd`` and note its pid for recovery (blocking).
+
+        None when a cancel came first; the error when it could not start.
+        """
+        if self._cancel_reason is not None:
+            return None
         board = self.ctx.board
         defn = self.definition
         info = self.info
@@ -309,17 +315,15 @@ class RunActor:
             report_prefix=defn.report_prefix,
         )
         lattice_vars["LATTICE_ATTEMPT"] = str(info.attempt)
-        env = worker_environment(self.ctx.environ, defn, lattice_vars)
-        argv = command_for(defn, board.root, prompt_text)
-        return await trio.lowlevel.open_process(
-            argv,
-            cwd=str(cwd),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            start_new_session=True,
-        )
+        try:
+            env = worker_environment(self.ctx.environ, defn, lattice_vars)
+            argv = command_for(defn, board.root, prompt_text)
+            child = Child.spawn(argv, cwd=str(cwd), env=env, output_fd=log_fd)
+        except Exception as exc:  # OSError, or ValueError for a NUL in argv or env
+            return exc
+        info.pid = child.pid
+        self._pid_start_time = process_start_time(child.pid)
+        return child
 
     def _prompt_path(self) -> Path | None:
         prompt_file = self.definition.prompt_file
@@ -342,7 +346,7 @@ class RunActor:
         except (OSError, UnicodeDecodeError) as exc:
             return exc if isinstance(exc, OSError) else OSError(f"prompt file: {exc}")
 
-    async def _stop_process(self, process: trio.Process) -> None:
+    async def _stop_process(self, process: Child) -> None:
         """SIGTERM to the group, the grace period, then SIGKILL to the group."""
         self._set_state(RunState.STOPPING)
         with trio.CancelScope(shield=True):
@@ -401,6 +405,7 @@ class RunActor:
         if self._process is not None:
             # Whatever the leader left behind in its group (a forked grandchild) dies now.
             kill_group(self._process.pid, signal.SIGKILL)
+            self._process.close()
         outcome = self._outcome or Outcome(
             self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
         )
@@ -414,17 +419,21 @@ class RunActor:
 
     # ------------------------------------------------------------------ writes
 
-    async def _write_started(self) -> tuple[int, str] | OSError:
-        """``process_started``, the journal record and the worker's files, in one hop.
+    async def _write_started(self) -> Spawned | tuple[int, str]:
+        """``process_started``, the worker's files, the process, the journal: one hop.
 
-        Returns what :meth:`_open_files` returns. When the registry did not record
-        the acceptance (the run was admitted at once), this journal record is its
-        first. It needs no fsync of its own unless the request has an idempotency
-        key, which only the journal keeps: the ``process_started`` before it is
-        durable, and recovery settles a run that is open on the board but missing
-        from the journal (it writes its end, kills by run id, and removes every
-        worktree of ours that no live run owns). The page cache keeps the record
-        through a supervisor's death; after a reboot no process of it is left.
+        Returns the spawned :class:`Child` (or why there is none, see :meth:`_spawn`);
+        when the definition wants a worktree, which git makes on the loop, the open
+        log's descriptor and the prompt instead, for :meth:`_worktree_then_spawn`.
+
+        When the registry did not record the acceptance (the run was admitted at
+        once), this hop's journal record is its first. It needs no fsync of its own
+        unless the request has an idempotency key, which only the journal keeps: the
+        ``process_started`` before it is durable, and recovery settles a run that is
+        open on the board but missing from the journal (it writes its end, kills by
+        run id, and removes every worktree of ours that no live run owns). The page
+        cache keeps the record through a supervisor's death; after a reboot no
+        process of it is left.
         """
         board = self.ctx.board
         info = self.info
@@ -443,17 +452,28 @@ class RunActor:
         }
         if defn.worktree:
             data["worktree_path"] = str(self.ctx.worktrees.base_dir / info.run_id)
-        files = await self._append(
+
+        def files_then_process() -> Spawned | tuple[int, str]:
+            info.started_event_id = event_id  # on the board: from now on it has an end
+            files = self._open_files()
+            if isinstance(files, OSError) or defn.worktree:
+                return files
+            log_fd, prompt_text = files
+            try:
+                return self._spawn(board.root, prompt_text, log_fd)
+            finally:
+                os.close(log_fd)  # the worker has its own copy
+
+        started: Spawned | tuple[int, str] = await self._append(
             "process_started",
             data,
             event_id=event_id,
             journal=True,
             durable=self.request.idempotency_key is not None and not self.accept_recorded,
-            then=self._open_files,
+            then=files_then_process,
         )
-        info.started_event_id = event_id  # only now is there a run on the board to close
         self.accept_recorded = True
-        return files
+        return started
 
     async def _write_terminal(self, outcome: Outcome, *, final: bool) -> bool:
         info = self.info
@@ -529,8 +549,9 @@ class RunActor:
         """Write one event (and what goes with it) in one thread hop; ``then()``'s value.
 
         ``result_file``: read the worker's result into ``data`` first; ``journal``:
-        record the run in the journal after the event (``durable``, ``final``: see
-        :meth:`_journal_now`); ``then``: more blocking work for the same hop. Thread
+        record the run in the journal after ``then`` (``durable``, ``final``: see
+        :meth:`_journal_now`); ``then``: more blocking work for the same hop, after
+        the event is written (it may spawn the worker, whose pid the record notes). Thread
         hops are a fixed cost of every run (a fifth of a millisecond of CPU each,
         measured), so a run's steps that belong together share one.
         """
@@ -555,31 +576,30 @@ class RunActor:
                 hooks=False,
                 event_id=event_id,
             )
-            if journal:
-                try:
-                    self._journal_now(event_id=event_id, durable=durable, final=final)
-                except OSError:
-                    # The event is on the board, which recovery reads: not fatal.
-                    log.exception("run %s: could not write the journal", self.run_id)
-            return written.event, then() if then is not None else None
+            try:
+                value = then() if then is not None else None
+            finally:
+                if journal:
+                    self._journal_quietly(event_id=event_id, durable=durable, final=final)
+            return written.event, value
 
         event, value = await trio.to_thread.run_sync(write)
         self.ctx.run_hooks([event])
         return value
 
-    async def _journal(self, *, note_start_time_of: int | None = None) -> None:
-        """Record the run in the journal; a failure is logged, never fatal (the board
-        is the record that matters, and recovery reads it)."""
+    async def _journal(self) -> None:
+        """Record the run in the journal, in a thread hop (see :meth:`_journal_quietly`)."""
+        await trio.to_thread.run_sync(self._journal_quietly)
 
-        def write() -> None:
-            if note_start_time_of is not None:
-                self._pid_start_time = process_start_time(note_start_time_of)
-            try:
-                self._journal_now()
-            except OSError:
-                log.exception("run %s: could not write the journal", self.run_id)
-
-        await trio.to_thread.run_sync(write)
+    def _journal_quietly(
+        self, *, event_id: str | None = None, durable: bool = False, final: RunState | None = None
+    ) -> None:
+        """:meth:`_journal_now`, with a failure logged, never raised: the board is the
+        record that matters, and recovery reads it."""
+        try:
+            self._journal_now(event_id=event_id, durable=durable, final=final)
+        except OSError:
+            log.exception("run %s: could not write the journal", self.run_id)
 
     def _journal_now(
         self, *, event_id: str | None = None, durable: bool = False, final: RunState | None = None
