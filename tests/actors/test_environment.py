@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from lattice.actors._definitions import WorkerDefinition
-from lattice.actors._environment import SESSION_MARKERS, lattice_variables, worker_environment
+from lattice.actors._environment import (
+    SESSION_MARKERS,
+    lattice_variables,
+    worker_environment,
+    worker_variable,
+)
 
 BASE = {
     "PATH": "/usr/bin:/bin",
@@ -81,6 +86,20 @@ def test_definition_may_strip_more_and_keep_some_back() -> None:
     assert "AWS_PROFILE" not in env and "OPENAI_API_KEY" not in env
     assert env["AWS_REGION"] == "eu-west-1"
     assert env["CODEX_SANDBOX"] == "seatbelt"
+
+
+def test_one_variable_is_what_the_whole_environment_would_hold() -> None:
+    definitions = [
+        defn(),
+        defn(env_strip=["AWS_*", "PATH"], env_keep=["AWS_REGION", "CODEX_SANDBOX"]),
+        defn(env={"PATH": "/opt/bin", "LATTICE_DEBUG": "2"}, env_strip=["*"]),
+    ]
+    for d in definitions:
+        env = worker_environment(BASE, d, {})
+        for name in [*BASE, *d.env, "NOT_SET"]:
+            assert worker_variable(BASE, d, name) == env.get(name), (d, name)
+    assert worker_variable(BASE, definitions[1], "PATH") is None
+    assert worker_variable(BASE, definitions[2], "PATH") == "/opt/bin"
 
 
 def test_definition_env_comes_after_the_base_and_before_lattice_variables() -> None:

@@ -13,6 +13,7 @@ This module imports no Trio: the ``lattice worker`` commands use it directly.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
@@ -555,8 +556,11 @@ def _at_field(message: str, field: str) -> str:
     return f"{message} - at `$.{field}`"
 
 
+@functools.lru_cache(maxsize=256)
 def _first_word(command: str) -> str | None:
-    """The first shell word of ``command``, or None when it has none or cannot be parsed."""
+    """The first shell word of ``command``, or None when it has none or cannot be parsed.
+
+    Cached: every Run request and every spawn asks it of the same few commands."""
     lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     try:

@@ -55,15 +55,32 @@ def worker_environment(
     ``LATTICE_*`` variables go because they describe the supervisor's caller (another
     task, another root), not this run.
     """
-    keep, strip = _matcher(tuple(defn.env_keep)), _matcher(tuple(defn.env_strip))
-    env = {
-        k: v
-        for k, v in base.items()
-        if keep(k) or not (k in _MARKERS or k.startswith("LATTICE_") or strip(k))
-    }
+    inherited = _inherited(defn)
+    env = {k: v for k, v in base.items() if inherited(k)}
     env.update(defn.env)
     env.update(lattice_vars)
     return env
+
+
+def worker_variable(base: Mapping[str, str], defn: WorkerDefinition, name: str) -> str | None:
+    """``worker_environment(base, defn, {}).get(name)`` without building the rest: every
+    Run request checks the worker's ``PATH`` for its program."""
+    if name in defn.env:
+        return defn.env[name]
+    value = base.get(name)
+    return value if value is not None and _inherited(defn)(name) else None
+
+
+def _inherited(defn: WorkerDefinition) -> Callable[[str], bool]:
+    """Whether a variable of the supervisor's environment passes to ``defn``'s workers."""
+    keep, strip = _matcher(tuple(defn.env_keep)), _matcher(tuple(defn.env_strip))
+
+    def inherited(name: str) -> bool:
+        return bool(
+            keep(name) or not (name in _MARKERS or name.startswith("LATTICE_") or strip(name))
+        )
+
+    return inherited
 
 
 def lattice_variables(

@@ -22,7 +22,7 @@ import trio
 from trio_util import AsyncValue
 
 from lattice.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
-from lattice.actors._environment import worker_environment
+from lattice.actors._environment import worker_variable
 from lattice.actors._journal import JournalRecord
 from lattice.actors._run import RunActor, RunContext
 from lattice.actors._state import Reason, RunState
@@ -292,7 +292,7 @@ class Registry:
         task_id = board.resolve_task(req.task)
         short_id = board.read_snapshot(task_id).get("short_id")
         actor = validate_actor(req.actor or worker.actor)
-        path_env = worker_environment(self.ctx.environ, defn, {}).get("PATH", os.defpath)
+        path_env = worker_variable(self.ctx.environ, defn, "PATH") or os.defpath
         problem = preflight(defn, board.root, path_env)
         if problem:
             raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
