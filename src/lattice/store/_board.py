@@ -8,6 +8,7 @@ prints; every error is a :class:`~lattice.errors.LatticeError`.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,11 @@ class Board:
         self.root = root
         self.dir = root / LATTICE_DIR
         self._config: dict[str, Any] | None = None
+        # Built once: a write names these on every call, and pathlib joins cost more
+        # than the rest of a write's own Python work.
+        self._dir_str = os.fspath(self.dir)
+        self._locks_dir = self.dir / "locks"
+        self._lifecycle_path = self.dir / "events" / "_lifecycle.jsonl"
 
     def __repr__(self) -> str:
         return f"Board({str(self.root)!r})"
@@ -128,17 +134,25 @@ class Board:
     # ----------------------------------------------------------------- paths
     @property
     def locks_dir(self) -> Path:
-        return self.dir / "locks"
+        return self._locks_dir
 
     @property
     def lifecycle_path(self) -> Path:
-        return self.dir / "events" / "_lifecycle.jsonl"
+        return self._lifecycle_path
 
     def events_path(self, task_id: str) -> Path:
         return self.dir / "events" / f"{task_id}.jsonl"
 
     def snapshot_path(self, task_id: str) -> Path:
         return self.dir / "tasks" / f"{task_id}.json"
+
+    def events_file(self, task_id: str) -> str:
+        """:meth:`events_path` as a string, for the write path (equal to its ``fspath``)."""
+        return f"{self._dir_str}/events/{task_id}.jsonl"
+
+    def snapshot_file(self, task_id: str) -> str:
+        """:meth:`snapshot_path` as a string, for the write path (equal to its ``fspath``)."""
+        return f"{self._dir_str}/tasks/{task_id}.json"
 
     def worker_log_dir(self) -> Path:
         """``.lattice/logs/workers``, where each run's log lives (created if missing)."""
@@ -211,7 +225,7 @@ class Board:
         return mapping if isinstance(mapping, dict) else {}
 
     def task_exists(self, task_id: str) -> bool:
-        return self.events_path(task_id).exists() or self.snapshot_path(task_id).exists()
+        return _exists(self.events_file(task_id)) or _exists(self.snapshot_file(task_id))
 
     def resolve_task(self, ref: str) -> str:
         """The canonical task id of ``ref``: a task id in any case, or a short id."""
@@ -502,6 +516,23 @@ class Board:
         from lattice.store._integrity import open_runs
 
         return open_runs(self)
+
+
+def _exists(path: str) -> bool:
+    """``Path(path).exists()`` without building a Path: the same errors mean "no"."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno in _NOT_THERE:
+            return False
+        raise
+    except ValueError:  # a NUL in the path
+        return False
+    return True
+
+
+#: The errors ``Path.exists`` reads as "does not exist" (others are raised).
+_NOT_THERE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
 
 
 def check_priority(priority: str) -> str:

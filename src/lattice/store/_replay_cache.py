@@ -14,8 +14,18 @@ line before the mark changed is replayed from its start. A log rewritten in plac
 with the same length and the same last line would not be noticed: logs are
 append-only (lattice-format.md), and a process that starts reads every log afresh.
 Reads happen under the task's locks, where nobody else can append. The state is
-kept as JSON text, so callers may change what they get. At most :data:`CAPACITY`
+kept as JSON text, so callers may change what they get. The set of event ids is
+grown in place instead (copying it made a write cost O(events in the log)): it is
+taken out of the cache while it grows, so a failure halfway leaves no mark, and the
+caller gets it read-only, valid while it holds the locks. At most :data:`CAPACITY`
 logs and :data:`MAX_EVENTS` events are remembered (least recently used out first).
+
+A write also needs the keys of the task's snapshot *file* that replay does not give
+(they are carried over), and decoding that file on every write cost more than the
+replay. So the file's bytes are remembered as this process last read or wrote them,
+with their top-level keys (:func:`read_snapshot_file`): a write still reads the file,
+but decodes it only when its bytes changed (someone else wrote it) or hold a key the
+replay lacks, and then afresh, so callers may change what they get.
 """
 
 from __future__ import annotations
@@ -24,14 +34,13 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Set
 from typing import Any, NamedTuple
 
-from lattice.store._jsonio import parse_jsonl
+from lattice.store._jsonio import StrPath, loads, parse_jsonl
 from lattice.store._materialize import EventError, apply_event
 
-#: Logs remembered per process...
+#: Logs (and snapshot files) remembered per process...
 CAPACITY = 256
 #: ...and events, over all of them (an id is ~100 bytes: ~20 MB).
 MAX_EVENTS = 200_000
@@ -50,14 +59,15 @@ class _Mark(NamedTuple):
     offset: int  # the log's bytes up to here (just after a newline) are replayed
     tail: bytes  # the bytes before ``offset``: its last line (within ``_TAIL``..``_MAX_TAIL``)
     state: str  # the replay so far, as JSON ("null": no task_created yet)
-    ids: frozenset[str]  # the id of every event up to ``offset``
+    ids: set[str]  # the id of every event up to ``offset`` (grown in place, see above)
+    events: int  # len(ids) when the mark was made (the budget's running total)
 
 
 class Replayed(NamedTuple):
     """A log's replay: the snapshot it gives (None: no ``task_created``) and its ids."""
 
     snapshot: dict[str, Any] | None
-    ids: frozenset[str]
+    ids: Set[str]  # read-only, and valid only while the caller holds the task's locks
 
 
 class _Marks:
@@ -76,24 +86,24 @@ class _Marks:
         with self._lock:
             return iter(list(self._by_log))
 
-    def get(self, key: str) -> _Mark | None:
+    def take(self, key: str) -> _Mark | None:
+        """Remove and return the mark of ``key`` (its owner puts it back when done)."""
         with self._lock:
-            return self._by_log.get(key)
+            gone = self._by_log.pop(key, None)
+            if gone is not None:
+                self._events -= gone.events
+            return gone
 
     def put(self, key: str, mark: _Mark) -> None:
         """Remember ``mark`` as the newest; drop the oldest while over the bounds."""
         with self._lock:
             self._drop(key)
             self._by_log[key] = mark
-            self._events += len(mark.ids)
+            self._events += mark.events
             while len(self._by_log) > CAPACITY or (
                 self._events > MAX_EVENTS and len(self._by_log) > 1
             ):
-                self._events -= len(self._by_log.popitem(last=False)[1].ids)
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._drop(key)
+                self._events -= self._by_log.popitem(last=False)[1].events
 
     def clear(self) -> None:
         with self._lock:
@@ -103,57 +113,59 @@ class _Marks:
     def _drop(self, key: str) -> None:
         gone = self._by_log.pop(key, None)
         if gone is not None:
-            self._events -= len(gone.ids)
+            self._events -= gone.events
 
 
 _marks = _Marks()
 
 
-def replay_log(path: Path) -> Replayed | None:
+def replay_log(path: StrPath) -> Replayed | None:
     """The replay of the task log at ``path``, or None when there is no log.
 
     The caller holds the task's locks. Lines that cannot be read or applied are
     skipped, as in :func:`~lattice.store._materialize.replay`.
     """
     key = os.fspath(path)
+    mark = _marks.take(key)
     try:
         fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        _marks.drop(key)
         return None
     try:
         info = os.fstat(fd)
-        mark = _usable_mark(key, fd, info)
+        if mark is not None and not _usable(mark, fd, info):
+            mark = None
         start = mark.offset if mark else 0
         data = _read_from(fd, start)
     finally:
         os.close(fd)
     snap: dict[str, Any] | None = json.loads(mark.state) if mark else None
-    ids = mark.ids if mark else frozenset()
+    ids = mark.ids if mark else set()
     cut = data.rfind(b"\n") + 1  # complete lines end here
     if cut:
-        snap, ids = _apply(snap, ids, data[:cut])
+        snap = _apply(snap, ids, data[:cut])
         tail = _tail((mark.tail if mark else b"") + data[:cut])
-        _marks.put(key, _Mark(info.st_dev, info.st_ino, start + cut, tail, json.dumps(snap), ids))
+        state = json.dumps(snap)
+        mark = _Mark(info.st_dev, info.st_ino, start + cut, tail, state, ids, len(ids))
+    if mark is not None:
+        _marks.put(key, mark)
     if cut < len(data):  # a last line without its newline (a torn write, or one in flight)
-        snap, ids = _apply(snap, ids, data[cut:])
+        ids = set(ids)  # not the mark's
+        snap = _apply(snap, ids, data[cut:])
     return Replayed(snap, ids)
 
 
 def forget_all() -> None:
-    """Drop every mark (tests; a process that wants to start cold)."""
+    """Drop every mark and snapshot file (tests; a process that wants to start cold)."""
     _marks.clear()
+    _snapshots.clear()
 
 
-def _usable_mark(key: str, fd: int, info: os.stat_result) -> _Mark | None:
-    mark = _marks.get(key)
-    if mark is None or (mark.dev, mark.ino) != (info.st_dev, info.st_ino):
-        return None
-    if mark.offset > info.st_size:
-        return None
-    if os.pread(fd, len(mark.tail), mark.offset - len(mark.tail)) != mark.tail:
-        return None
-    return mark
+def _usable(mark: _Mark, fd: int, info: os.stat_result) -> bool:
+    """Whether the log open at ``fd`` still starts with the bytes ``mark`` replayed."""
+    if (mark.dev, mark.ino) != (info.st_dev, info.st_ino) or mark.offset > info.st_size:
+        return False
+    return os.pread(fd, len(mark.tail), mark.offset - len(mark.tail)) == mark.tail
 
 
 def _tail(replayed: bytes) -> bytes:
@@ -171,14 +183,95 @@ def _read_from(fd: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
-def _apply(
-    snap: dict[str, Any] | None, ids: frozenset[str], data: bytes
-) -> tuple[dict[str, Any] | None, frozenset[str]]:
+def _apply(snap: dict[str, Any] | None, ids: set[str], data: bytes) -> dict[str, Any] | None:
+    """Apply the lines of ``data`` to ``snap``; add their ids to ``ids``."""
     events = parse_jsonl(data, "").events
     for event in events:
         try:
             snap = apply_event(snap, event)
         except EventError:
             pass  # skipped, as a full replay skips it
-    return snap, ids | {str(e.get("id")) for e in events}
+    ids.update(str(e.get("id")) for e in events)
+    return snap
 
+
+class SnapshotFile(NamedTuple):
+    """A task's snapshot file: its bytes and their top-level keys."""
+
+    keys: frozenset[str]  # none when the bytes are not a JSON object
+    data: bytes
+
+    def decoded(self) -> dict[str, Any] | None:
+        """The file as a new dict (None when it is not a JSON object)."""
+        try:
+            value = loads(self.data)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
+class _Snapshots:
+    """Snapshot files by path, least recently used first, at most :data:`CAPACITY`;
+    thread-safe."""
+
+    def __init__(self) -> None:
+        self._by_path: OrderedDict[str, SnapshotFile] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._by_path)
+
+    def get(self, path: str) -> SnapshotFile | None:
+        with self._lock:
+            return self._by_path.get(path)
+
+    def put(self, path: str, file: SnapshotFile) -> None:
+        with self._lock:
+            self._by_path.pop(path, None)
+            self._by_path[path] = file
+            while len(self._by_path) > CAPACITY:
+                self._by_path.popitem(last=False)
+
+    def drop(self, path: str) -> None:
+        with self._lock:
+            self._by_path.pop(path, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_path.clear()
+
+
+_snapshots = _Snapshots()
+
+
+def read_snapshot_file(path: str) -> SnapshotFile | None:
+    """The snapshot file at ``path`` (None: there is none); its keys are found by
+    decoding it only when its bytes are not those this process last saw there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        _snapshots.drop(path)
+        return None
+    try:
+        data = _read_from(fd, 0)
+    finally:
+        os.close(fd)
+    seen = _snapshots.get(path)
+    if seen is not None and seen.data == data:
+        _snapshots.put(path, seen)  # the most recently used now
+        return seen
+    file = SnapshotFile(frozenset(), data)
+    decoded = file.decoded()
+    if decoded:
+        file = SnapshotFile(frozenset(decoded), data)
+    _snapshots.put(path, file)
+    return file
+
+
+def remember_snapshot_file(path: str, snapshot: dict[str, Any], data: bytes) -> None:
+    """Remember that this process just wrote ``data``, the encoding of ``snapshot``,
+    to ``path``."""
+    if all(type(key) is str for key in snapshot):
+        _snapshots.put(path, SnapshotFile(frozenset(snapshot), data))
+    else:  # the file's keys are those keys' JSON forms: let the next read find them
+        _snapshots.drop(path)

@@ -18,7 +18,7 @@ writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,14 +32,13 @@ from lattice.store._ids import (
 )
 from lattice.store._jsonio import (
     append_durable,
-    atomic_write_json,
+    atomic_write_bytes,
     dumps_event,
-    loads,
-    read_bytes,
+    dumps_pretty,
 )
 from lattice.store._locks import locked, task_lock_keys
 from lattice.store._materialize import LIFECYCLE_TYPES, EventError, apply_event
-from lattice.store._replay_cache import replay_log
+from lattice.store._replay_cache import read_snapshot_file, remember_snapshot_file, replay_log
 
 if TYPE_CHECKING:
     from lattice.store._board import Board
@@ -130,33 +129,24 @@ class WriteResult:
         return bool(self.events)
 
 
-def current_state(
-    board: Board, task_id: str
-) -> tuple[dict[str, Any] | None, frozenset[str] | None]:
+def current_state(board: Board, task_id: str) -> tuple[dict[str, Any] | None, Set[str] | None]:
     """The task's snapshot as the replay of its log, and its event ids (None: no log).
 
     The replay is incremental (:mod:`._replay_cache`): only lines added since this
     process last read the log are parsed. Falls back to the snapshot file when the log
     cannot give one (its ``task_created`` line is unreadable); carries over unknown
-    keys of the file. The caller holds the task's locks.
+    keys of the file (decoded only when it changed, or holds such a key). The caller
+    holds the task's locks.
     """
-    replayed = replay_log(board.events_path(task_id))
-    snap = replayed.snapshot if replayed else None
-    file_snap: dict[str, Any] | None = None
-    file_raw = read_bytes(board.snapshot_path(task_id))
-    if file_raw is not None:
-        try:
-            decoded = loads(file_raw)
-            file_snap = decoded if isinstance(decoded, dict) else None
-        except ValueError:
-            file_snap = None
-    ids = replayed.ids if replayed else None
-    if snap is None:
-        return file_snap, ids
-    if file_snap:
-        for key, value in file_snap.items():
+    replayed = replay_log(board.events_file(task_id))
+    file = read_snapshot_file(board.snapshot_file(task_id))
+    if replayed is None or replayed.snapshot is None:
+        return (file.decoded() if file else None), (replayed.ids if replayed else None)
+    snap = replayed.snapshot
+    if file is not None and not file.keys <= snap.keys():
+        for key, value in (file.decoded() or {}).items():
             snap.setdefault(key, value)
-    return snap, ids
+    return snap, replayed.ids
 
 
 def locked_write(
@@ -210,12 +200,15 @@ def locked_write(
                 raise LatticeError(Code.INVALID_ARGUMENT, msg) from None
         assert snap is not None
         append_durable(
-            board.events_path(task_id), "".join(dumps_event(e) for e in events).encode("ascii")
+            board.events_file(task_id), "".join(dumps_event(e) for e in events).encode("ascii")
         )
         lifecycle_lines = [dumps_event(e) for e in events if e["type"] in LIFECYCLE_TYPES]
         if lifecycle_lines:
             append_durable(board.lifecycle_path, "".join(lifecycle_lines).encode("ascii"))
-        atomic_write_json(board.snapshot_path(task_id), snap)
+        snapshot_file = board.snapshot_file(task_id)
+        text = dumps_pretty(snap).encode("utf-8")
+        atomic_write_bytes(snapshot_file, text)
+        remember_snapshot_file(snapshot_file, snap, text)
         if commit is not None:
             commit(events)
     return WriteResult(events, snap)
