@@ -73,3 +73,24 @@ def test_a_worker_without_a_worktree_gets_its_started_event_id(project: Project)
     (started,) = [e for e in project.process_events(task) if e["type"] == "process_started"]
     assert started_id == started["id"] == run["started_event_id"]
     assert os.path.samefile(cwd, project.root)
+
+
+def test_log_and_result_folders_removed_under_a_live_supervisor_come_back(
+    project: Project,
+) -> None:
+    project.write_worker(
+        "Ok", command='echo \'{"ok": 1}\' > "$LATTICE_RESULT_FILE"', worktree=False
+    )
+    task = project.create_task()
+    project.cli("supervisor", "start")
+    logs = project.root / ".lattice" / "logs" / "workers"
+    results = project.root / ".lattice" / "run" / "results"
+    for _ in range(2):
+        run = json.loads(project.cli("worker", "run", "Ok", task, "--wait", "--json").stdout)
+        assert run["data"][0]["result"] == {"ok": 1}
+        assert Path(run["data"][0]["log_path"]).parent == logs
+        assert oct(results.stat().st_mode & 0o777) == oct(0o700)
+        for folder in (logs, results):
+            for child in folder.iterdir():
+                child.unlink()
+            folder.rmdir()

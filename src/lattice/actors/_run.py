@@ -337,8 +337,9 @@ class RunActor:
         log_path = Path(self.info.log_path or "")
         prompt_path = self._prompt_path()
         try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            self.ctx.results_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for folder, mode in ((log_path.parent, 0o777), (self.ctx.results_dir, 0o700)):
+                if not os.path.isdir(folder):  # one stat, where mkdir(exist_ok) costs two
+                    folder.mkdir(mode=mode, parents=True, exist_ok=True)
             self._result_path().unlink(missing_ok=True)
             prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

@@ -155,10 +155,9 @@ class Board:
         return f"{self._dir_str}/tasks/{task_id}.json"
 
     def worker_log_dir(self) -> Path:
-        """``.lattice/logs/workers``, where each run's log lives (created if missing)."""
-        path = self.dir / "logs" / "workers"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """``.lattice/logs/workers``, where each run's log lives (a path only: the
+        supervisor asks for it on its event loop and creates it in a thread)."""
+        return self.dir / "logs" / "workers"
 
     # ----------------------------------------------------------------- config
     @property
