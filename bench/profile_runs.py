@@ -133,6 +133,39 @@ def py_spy_top(raw: Path, count: int, *, leaf: bool = False) -> list[tuple[float
     return [(100 * n / total, name) for name, n in shares.most_common(count)]
 
 
+#: (part, substrings of a frame): each py-spy sample counts once, for the first part
+#: whose substring one of its frames contains (so a board write inside validation
+#: counts as a board write). The table of bench/README.md, "Where the time goes".
+PARTS = [
+    ("Board.append (2 per run)", ["Board.append "]),
+    ("spawn (Child.spawn)", ["Child.spawn"]),
+    ("validation (Registry._check_files)", ["_check_files"]),
+    ("the worker's environment (RunActor._spawn)", ["RunActor._spawn "]),
+    ("journal", ["Journal.write", "_journal_now"]),
+    ("log, prompt and result files", ["_open_files", "_read_result"]),
+    ("revisions (cat-file, merge base)", ["RevisionReader", "resolve_many", "merge_base"]),
+    ("thread machinery", ["_thread_cache.py", "to_thread_run_sync", "_threads.py"]),
+    ("the server", ["_Server", "Handlers.__call__", "aclient.py", "_codec"]),
+    ("the registry", ["Registry."]),
+    ("the run actor", ["RunActor."]),
+    ("Trio's core", ["trio/_core"]),
+]
+
+
+def py_spy_parts(raw: Path) -> list[tuple[float, str]]:
+    """The share of py-spy's samples in each of :data:`PARTS` (and "other")."""
+    total = 0
+    shares: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        total += int(n)
+        part = next((name for name, keys in PARTS if any(k in stack for k in keys)), "other")
+        shares[part] += int(n)
+    return [(100 * n / total, name) for name, n in shares.most_common()]
+
+
 def main() -> None:
     from _pool import ClientPool
     from _scratch import Project, cpu_seconds
@@ -223,6 +256,9 @@ def main() -> None:
                 print(f"{share:5.1f}%  {name}")
             print("\npy-spy --gil, own share (innermost frame):")
             for share, name in py_spy_top(raw, 30, leaf=True):
+                print(f"{share:5.1f}%  {name}")
+            print("\npy-spy --gil, by part (each sample once, in the first part it is in):")
+            for share, name in py_spy_parts(raw):
                 print(f"{share:5.1f}%  {name}")
 
 
