@@ -380,3 +380,45 @@ async def test_leftover_cleanup_goes_on_past_a_path_it_must_refuse(
     assert not first.exists() and not second.exists()
     assert elsewhere.is_dir()  # refused, not deleted: it is not under our base folder
     assert_only_main(repo, worktrees)
+
+
+# -- owners: boards of one repository sharing a worktree folder --------------------------
+
+
+async def test_a_shared_folder_gives_each_board_only_its_own_worktrees(
+    repo: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "shared"
+    first = Worktrees(base, owner=tmp_path / "a" / ".lattice")
+    second = Worktrees(base, owner=tmp_path / "b" / ".lattice")
+    unnamed = Worktrees(base)  # as a version before the owner names made them
+    head = git(repo, "rev-parse", "HEAD")
+    mine = await first.create(repo, "run_a", head)
+    theirs = await second.create(repo, "run_b", head)
+    old = await unnamed.create(repo, "run_old", head)
+    assert await first.existing(repo) == [mine, old]
+    assert await second.existing(repo) == [theirs, old]
+    assert await unnamed.existing(repo) == [mine, theirs, old]
+    admin = Path(git(repo, "rev-parse", "--git-common-dir"))
+    if not admin.is_absolute():
+        admin = repo / admin
+    owner = await trio.Path(tmp_path / "a" / ".lattice").resolve()
+    assert (admin / "worktrees" / "run_a" / "lattice-board").read_text() == f"{owner}\n"
+    for path in (mine, theirs, old):
+        await unnamed.remove(repo, path)
+    assert_only_main(repo, unnamed)
+
+
+async def test_an_owner_name_that_cannot_be_written_leaves_no_worktree(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lattice.actors import _worktree
+
+    # A real write that fails after git's add: the owner file in a folder that is not there.
+    monkeypatch.setattr(_worktree, "OWNER_FILE", "no-such-folder/lattice-board")
+    worktrees = Worktrees(tmp_path / "shared", owner=tmp_path / ".lattice")
+    with pytest.raises(LatticeError) as caught:
+        await worktrees.create(repo, "run_1", git(repo, "rev-parse", "HEAD"))
+    assert caught.value.code == Code.INTERNAL and caught.value.details == {"stage": "owner"}
+    assert "cannot record which board owns the worktree" in caught.value.message
+    assert_only_main(repo, worktrees)

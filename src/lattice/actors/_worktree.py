@@ -37,6 +37,11 @@ from lattice.errors import Code, LatticeError
 WORKTREE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: How long a failed create may spend removing what it made, even when cancelled.
 CLEANUP_SECONDS = 30
+#: The file, in a worktree's own folder of the repository's git directory
+#: (``<common>/worktrees/<name>/``, where git ignores what it does not know), that
+#: names the board whose supervisor made the worktree: two boards of one repository
+#: may share a worktree folder, and each must clean up only its own.
+OWNER_FILE = "lattice-board"
 
 
 class _Repo(NamedTuple):
@@ -47,11 +52,16 @@ class _Repo(NamedTuple):
 class Worktrees:
     """Worktrees of runs, in folders named after the runs under ``base_dir``.
 
-    Use one instance per supervisor: the per-repository locks live in it.
+    Use one instance per supervisor: the per-repository locks live in it. ``owner``
+    (the board's ``.lattice`` folder) is written beside each worktree it creates, and
+    :meth:`existing` then leaves out worktrees another owner made (see
+    :data:`OWNER_FILE`); without it, every worktree of the repository counts.
     """
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, *, owner: Path | None = None) -> None:
         self.base_dir = _absolute(base_dir)
+        # Real path: a doctor started through a symlink names the same board.
+        self.owner = os.path.realpath(owner) if owner is not None else None
         self._repos: dict[str, _Repo] = {}
         self._locks: dict[Path, trio.Lock] = {}
         self._busy: set[Path] = set()
@@ -145,7 +155,9 @@ class Worktrees:
 
         A folder counts when git has it registered or when its ``.git`` file points into
         this repository, so that a ``LATTICE_WORKTREE_DIR`` shared by several projects
-        never hands over another project's worktrees.
+        never hands over another project's worktrees; and, with an ``owner``, when no
+        other board's name is written beside it (one without a name, from a version
+        before the names or a create cut short, still counts: leaking it would be worse).
         """
         repo = await self._repo(root)
         async with self._lock(repo):  # the listing reads the metadata others write
@@ -155,7 +167,9 @@ class Worktrees:
             for item in done.stdout.decode(errors="replace").split("\0")
             if item.startswith("worktree ")
         ]
-        return await trio.to_thread.run_sync(_ours_under, self.base_dir, repo.common, listed)
+        return await trio.to_thread.run_sync(
+            _ours_under, self.base_dir, repo.common, listed, self.owner
+        )
 
     # -- changes ----------------------------------------------------------------------
 
@@ -188,6 +202,8 @@ class Worktrees:
             await trio.to_thread.run_sync(_make_base, base, path)  # nothing of ours yet
             try:
                 await self._add(repo, path, commit)
+                if self.owner is not None:
+                    await trio.to_thread.run_sync(_write_owner, path, self.owner)
             except BaseException:
                 with trio.move_on_after(CLEANUP_SECONDS) as scope:
                     scope.shield = True
@@ -310,7 +326,9 @@ def _check_rev(rev: str) -> None:
 # -- blocking file work, run in threads -----------------------------------------------------
 
 
-def _ours_under(base_dir: Path, common: Path, listed: list[Path]) -> list[Path]:
+def _ours_under(
+    base_dir: Path, common: Path, listed: list[Path], owner: str | None = None
+) -> list[Path]:
     base = Path(os.path.realpath(base_dir))
     found = {path for path in listed if path.parent == base and WORKTREE_NAME.match(path.name)}
     try:
@@ -318,14 +336,44 @@ def _ours_under(base_dir: Path, common: Path, listed: list[Path]) -> list[Path]:
     except (FileNotFoundError, NotADirectoryError):
         entries = []
     for entry in entries:
-        try:
-            text = Path(entry.path, ".git").read_text()
-        except OSError:
-            continue
-        gitdir = Path(os.path.realpath(text.removeprefix("gitdir:").strip()))
-        if common in gitdir.parents:
+        admin = _admin_dir(Path(entry.path))
+        if admin is not None and common in admin.parents:
             found.add(Path(entry.path))
+    if owner is not None:
+        found = {path for path in found if _owner_of(path) in (None, owner)}
     return sorted(found)
+
+
+def _admin_dir(path: Path) -> Path | None:
+    """The worktree's own folder in the git directory, from its ``.git`` file."""
+    try:
+        text = Path(path, ".git").read_text()
+    except OSError:
+        return None
+    return Path(os.path.realpath(os.path.join(path, text.removeprefix("gitdir:").strip())))
+
+
+def _write_owner(path: Path, owner: str) -> None:
+    admin = _admin_dir(path)
+    try:
+        if admin is None:
+            raise OSError(f"{path}/.git cannot be read after git created it")
+        (admin / OWNER_FILE).write_text(owner + "\n", encoding="utf-8")
+    except OSError as err:
+        raise LatticeError(
+            Code.INTERNAL,
+            f"cannot record which board owns the worktree {path}: {err}",
+            details={"stage": "owner"},
+        ) from None
+
+
+def _owner_of(path: Path) -> str | None:
+    """The board named beside the worktree at ``path``, None when none is."""
+    admin = _admin_dir(path)
+    try:
+        return (admin / OWNER_FILE).read_text(encoding="utf-8").strip() if admin else None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _make_base(base: Path, path: Path) -> None:

@@ -130,7 +130,7 @@ class Supervisor:
         self._hooks_nursery: trio.Nursery | None = None
         self.ctx = RunContext(
             board=board,
-            worktrees=Worktrees(base),
+            worktrees=Worktrees(base, owner=board.dir),
             journal=self.journal,
             results_dir=self.run_dir / "results",
             run_hooks=self._run_hooks,

@@ -52,7 +52,8 @@ def _remove_worktrees(board: Board, known: list[Path]) -> None:
     from lattice.supervisor._main import worktree_base
     from lattice.supervisor._recovery import remove_leftover_worktrees
 
-    trio.run(remove_leftover_worktrees, Worktrees(worktree_base(board)), board.root, known)
+    worktrees = Worktrees(worktree_base(board), owner=board.dir)
+    trio.run(remove_leftover_worktrees, worktrees, board.root, known)
 
 
 def _settle(board: Board) -> None:
