@@ -39,6 +39,12 @@ from lattice.supervisor._zap import ClientKeys
 
 log = logging.getLogger("lattice.supervisor")
 
+#: The supervisor's log is rotated at this size, keeping this many older files
+#: (``supervisor.log.1`` ...): it runs for weeks, and a peer that keeps sending bad
+#: requests gets a warning each time, so the log must not be able to fill the disk.
+LOG_MAX_BYTES = 1024 * 1024
+LOG_BACKUPS = 4
+
 
 class Settings:
     """The ``workers`` section of ``.lattice/config.json`` (all optional).
@@ -252,7 +258,12 @@ def _start_logging(board: Board, foreground: bool) -> logging.handlers.QueueList
     """Log lines go through a queue to a listener thread, so the Trio loop never writes files."""
     log_dir = board.dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(log_dir / "supervisor.log", encoding="utf-8")
+    file_handler = logging.handlers.RotatingFileHandler(
+        log_dir / "supervisor.log",
+        maxBytes=LOG_MAX_BYTES,
+        backupCount=LOG_BACKUPS,
+        encoding="utf-8",
+    )
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers: list[logging.Handler] = [file_handler]
     if foreground:
