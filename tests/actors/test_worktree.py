@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -422,3 +423,28 @@ async def test_an_owner_name_that_cannot_be_written_leaves_no_worktree(
     assert caught.value.code == Code.INTERNAL and caught.value.details == {"stage": "owner"}
     assert "cannot record which board owns the worktree" in caught.value.message
     assert_only_main(repo, worktrees)
+
+
+async def test_another_boards_recovery_during_the_checkout_leaves_the_worktree_alone(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkout of a large commit takes long: the owner is named before it starts."""
+    from lattice.actors import _worktree
+
+    base = tmp_path / "shared"
+    first = Worktrees(base, owner=tmp_path / "a" / ".lattice")
+    second = Worktrees(base, owner=tmp_path / "b" / ".lattice")
+    seen_by_second: list[list[Path]] = []
+    real_run_git = _worktree.run_git
+
+    async def run_git(cwd: Path | str, *args: str) -> Any:
+        if "read-tree" in args:  # the other board's recovery runs now
+            seen_by_second.append(await second.existing(repo))
+        return await real_run_git(cwd, *args)
+
+    monkeypatch.setattr(_worktree, "run_git", run_git)
+    path = await first.create(repo, "run_a", git(repo, "rev-parse", "HEAD"))
+    assert seen_by_second == [[]]
+    assert await first.existing(repo) == [path]
+    await first.remove(repo, path)
+    assert_only_main(repo, first)

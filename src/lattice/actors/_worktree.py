@@ -202,8 +202,6 @@ class Worktrees:
             await trio.to_thread.run_sync(_make_base, base, path)  # nothing of ours yet
             try:
                 await self._add(repo, path, commit)
-                if self.owner is not None:
-                    await trio.to_thread.run_sync(_write_owner, path, self.owner)
             except BaseException:
                 with trio.move_on_after(CLEANUP_SECONDS) as scope:
                     scope.shield = True
@@ -258,6 +256,10 @@ class Worktrees:
                 f"cannot create a worktree at {path} for commit {commit}: {one_line(done.stderr)}",
                 details={"stage": "add"},
             )
+        if self.owner is not None:
+            # Before the checkout, which may take long: another board's recovery that
+            # lists the worktree meanwhile must already see that it is not its own.
+            await trio.to_thread.run_sync(_write_owner, path, self.owner)
         done = await run_git(path, "read-tree", "-u", "--reset", "HEAD")
         if done.returncode != 0:
             raise LatticeError(
