@@ -321,6 +321,9 @@ class RunActor:
             child = Child.spawn(argv, cwd=str(cwd), env=env, output_fd=log_fd)
         except Exception as exc:  # OSError, or ValueError for a NUL in argv or env
             return exc
+        # Owned from here: whatever fails before the loop takes the returned child (a
+        # hook, the journal), ``_finish`` still stops and reaps it.
+        self._process = child
         info.pid = child.pid
         self._pid_start_time = process_start_time(child.pid)
         return child
@@ -366,7 +369,8 @@ class RunActor:
             # Only a cancel of the whole supervisor gets here with the process alive.
             reason = self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN
             await self._stop_process(process)
-            self._outcome = Outcome(
+            # An outcome already set here is an internal error after the spawn: keep it.
+            self._outcome = self._outcome or Outcome(
                 reason,
                 "the supervisor shut down while the run was in progress"
                 if reason is Reason.SUPERVISOR_SHUTDOWN

@@ -1,0 +1,88 @@
+"""A RunActor whose worker is already spawned when something goes wrong on the loop."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lattice.actors._definitions import load_workers
+from lattice.actors._journal import Journal
+from lattice.actors._run import RunActor, RunContext
+from lattice.actors._worktree import Worktrees
+from lattice.protocol._messages import Run, RunInfo
+from lattice.store import Board, new_id
+
+ACTOR = "human:ana"
+
+
+def _live_workers(run_id: str) -> list[int]:
+    """Pids of live (not zombie) processes whose environment names ``run_id``."""
+    marker = f"LATTICE_RUN_ID={run_id}\0".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read() + b"\0"
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in env and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+async def test_an_error_after_the_spawn_hop_still_stops_the_worker(tmp_path: Path) -> None:
+    board = Board.init(tmp_path, project_code="LAT", default_actor=ACTOR)
+    task_id = str(board.create_task("t", actor=ACTOR)["id"])
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "workers" / "sleeper.json").write_text(
+        json.dumps({"name": "Sleeper", "engine": "script", "command": "sleep 300",
+                    "worktree": False})
+    )
+    worker = load_workers(tmp_path).get("Sleeper")
+    assert worker is not None and worker.valid, worker
+
+    def run_hooks(events: list[dict[str, Any]]) -> None:
+        # As when the supervisor's hook nursery has closed under a crash.
+        if events[0]["type"] == "process_started":
+            raise RuntimeError("Nursery is closed to new arrivals")
+
+    ctx = RunContext(
+        board=board,
+        worktrees=Worktrees(tmp_path / "worktrees"),
+        journal=Journal(board.dir / "run" / "journal.jsonl"),
+        results_dir=board.dir / "run" / "results",
+        run_hooks=run_hooks,
+        environ=dict(os.environ),
+    )
+    info = RunInfo(
+        run_id=new_id("run"), task_id=task_id, worker="Sleeper", state="queued", actor=ACTOR
+    )
+
+    async def admitted(_: RunActor) -> None:
+        pass
+
+    actor = RunActor(
+        ctx, info, worker, Run(worker="Sleeper", task=task_id), 1,
+        on_exit=lambda _: None, wait_admitted=admitted,
+    )
+    try:
+        with trio.fail_after(30):
+            await actor.run()
+        assert _live_workers(info.run_id) == []
+        lines = board.events_path(task_id).read_text().splitlines()
+        events = [json.loads(line) for line in lines]
+        ends = [e for e in events if e["type"] in ("process_completed", "process_failed")]
+        assert len(ends) == 1 and ends[0]["data"]["reason"] == "spawn_error", ends
+        assert "internal error" in ends[0]["data"]["error"]
+    finally:
+        for pid in _live_workers(info.run_id):
+            os.killpg(pid, 9)
+        ctx.journal.close()
