@@ -146,6 +146,18 @@ def test_missing_command_is_refused_before_anything_is_written(project: Project)
     assert project.events(task) == before
 
 
+def test_an_empty_path_in_the_definition_is_refused_before_anything_is_written(
+    project: Project,
+) -> None:
+    """An empty PATH finds no program (the worker's exec would not either)."""
+    project.write_worker("NoPath", command=["sleep", "0"], env={"PATH": ""}, worktree=False)
+    task = project.create_task()
+    before = project.events(task)
+    proc = project.cli("worker", "run", "NoPath", task, "--json", check=False)
+    assert json.loads(proc.stdout).get("error", {}).get("code") == "ENGINE_NOT_FOUND", proc.stdout
+    assert project.events(task) == before
+
+
 def test_worktree_that_cannot_be_created_fails_the_run(project: Project) -> None:
     blocker = project.worktrees
     blocker.parent.mkdir(parents=True, exist_ok=True)

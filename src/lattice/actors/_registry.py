@@ -292,7 +292,9 @@ class Registry:
         task_id = board.resolve_task(req.task)
         short_id = board.read_snapshot(task_id).get("short_id")
         actor = validate_actor(req.actor or worker.actor)
-        path_env = worker_variable(self.ctx.environ, defn, "PATH") or os.defpath
+        path_env = worker_variable(self.ctx.environ, defn, "PATH")
+        if path_env is None:  # an empty PATH finds nothing, here as in the worker's exec
+            path_env = os.defpath
         problem = preflight(defn, board.root, path_env)
         if problem:
             raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
