@@ -410,6 +410,23 @@ async def test_a_shared_folder_gives_each_board_only_its_own_worktrees(
     assert_only_main(repo, unnamed)
 
 
+async def test_a_worktree_whose_git_file_a_worker_deleted_keeps_its_owner(
+    repo: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "shared"
+    first = Worktrees(base, owner=tmp_path / "a" / ".lattice")
+    second = Worktrees(base, owner=tmp_path / "b" / ".lattice")
+    head = git(repo, "rev-parse", "HEAD")
+    await first.create(repo, "run_a1", head)  # a name that is a prefix of the next one
+    mine = await first.create(repo, "run_a", head)
+    (mine / ".git").unlink()  # what a careless worker may do
+    assert await second.existing(repo) == []
+    assert mine in await first.existing(repo)
+    for path in await first.existing(repo):
+        await first.remove(repo, path)
+    assert_only_main(repo, first)
+
+
 async def test_an_owner_name_that_cannot_be_written_leaves_no_worktree(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -342,17 +342,37 @@ def _ours_under(
         if admin is not None and common in admin.parents:
             found.add(Path(entry.path))
     if owner is not None:
-        found = {path for path in found if _owner_of(path) in (None, owner)}
+        found = {path for path in found if _owner_of(path, common) in (None, owner)}
     return sorted(found)
 
 
-def _admin_dir(path: Path) -> Path | None:
-    """The worktree's own folder in the git directory, from its ``.git`` file."""
+def _admin_dir(path: Path, common: Path | None = None) -> Path | None:
+    """The worktree's own folder in the git directory, from its ``.git`` file; or, when
+    a worker deleted that file, the folder of ``common/worktrees`` whose ``gitdir``
+    names ``path`` (git names it after the worktree's folder, plus a number if taken)."""
     try:
         text = Path(path, ".git").read_text()
     except OSError:
-        return None
+        return _admin_dir_naming(path, common) if common is not None else None
     return Path(os.path.realpath(os.path.join(path, text.removeprefix("gitdir:").strip())))
+
+
+def _admin_dir_naming(path: Path, common: Path) -> Path | None:
+    real = os.path.realpath(path)
+    try:
+        candidates = [
+            e.path for e in os.scandir(common / "worktrees") if e.name.startswith(path.name)
+        ]
+    except OSError:
+        return None
+    for candidate in candidates:
+        try:
+            gitfile = Path(candidate, "gitdir").read_text().strip()
+        except OSError:
+            continue
+        if os.path.realpath(os.path.dirname(os.path.join(candidate, gitfile))) == real:
+            return Path(candidate)
+    return None
 
 
 def _write_owner(path: Path, owner: str) -> None:
@@ -369,9 +389,9 @@ def _write_owner(path: Path, owner: str) -> None:
         ) from None
 
 
-def _owner_of(path: Path) -> str | None:
+def _owner_of(path: Path, common: Path) -> str | None:
     """The board named beside the worktree at ``path``, None when none is."""
-    admin = _admin_dir(path)
+    admin = _admin_dir(path, common)
     try:
         return (admin / OWNER_FILE).read_text(encoding="utf-8").strip() if admin else None
     except (OSError, UnicodeDecodeError):
