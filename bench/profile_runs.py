@@ -114,22 +114,29 @@ def serve(argv: list[str]) -> None:
 # ----------------------------------------------------------------------------- the driver
 
 
+def _stacks(raw: Path) -> list[tuple[str, int]]:
+    """py-spy's raw output: each sampled stack (frames joined by ``;``) and its count."""
+    out = []
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack:
+            out.append((stack, int(n)))
+    return out
+
+
 def py_spy_top(raw: Path, count: int, *, leaf: bool = False) -> list[tuple[float, str]]:
     """The functions with the largest inclusive share of py-spy's samples (``leaf``:
     their own share, the innermost frame only)."""
     total = 0
     shares: collections.Counter[str] = collections.Counter()
-    for line in raw.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack:
-            continue
-        total += int(n)
+    for stack, n in _stacks(raw):
+        total += n
         names = []
         for frame in stack.split(";"):
             m = re.match(r"(.*) \((.*?):\d+\)$", frame)
             names.append(f"{m.group(1)} ({Path(m.group(2)).name})" if m else frame)
         for name in names[-1:] if leaf else set(names):
-            shares[name] += int(n)
+            shares[name] += n
     return [(100 * n / total, name) for name, n in shares.most_common(count)]
 
 
@@ -154,15 +161,11 @@ PARTS = [
 
 def py_spy_parts(raw: Path) -> list[tuple[float, str]]:
     """The share of py-spy's samples in each of :data:`PARTS` (and "other")."""
-    total = 0
     shares: collections.Counter[str] = collections.Counter()
-    for line in raw.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack:
-            continue
-        total += int(n)
+    for stack, n in _stacks(raw):
         part = next((name for name, keys in PARTS if any(k in stack for k in keys)), "other")
-        shares[part] += int(n)
+        shares[part] += n
+    total = sum(shares.values())
     return [(100 * n / total, name) for name, n in shares.most_common()]
 
 

@@ -15,27 +15,9 @@ from lattice.actors._run import RunActor, RunContext
 from lattice.actors._worktree import Worktrees
 from lattice.protocol._messages import Run, RunInfo
 from lattice.store import Board, new_id
+from tests.e2e.conftest import processes_with_variable
 
 ACTOR = "human:ana"
-
-
-def _live_workers(run_id: str) -> list[int]:
-    """Pids of live (not zombie) processes whose environment names ``run_id``."""
-    marker = f"LATTICE_RUN_ID={run_id}\0".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read() + b"\0"
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in env and state != b"Z":
-            found.append(int(entry))
-    return found
 
 
 async def test_an_error_after_the_spawn_hop_still_stops_the_worker(tmp_path: Path) -> None:
@@ -43,8 +25,9 @@ async def test_an_error_after_the_spawn_hop_still_stops_the_worker(tmp_path: Pat
     task_id = str(board.create_task("t", actor=ACTOR)["id"])
     (tmp_path / "workers").mkdir()
     (tmp_path / "workers" / "sleeper.json").write_text(
-        json.dumps({"name": "Sleeper", "engine": "script", "command": "sleep 300",
-                    "worktree": False})
+        json.dumps(
+            {"name": "Sleeper", "engine": "script", "command": "sleep 300", "worktree": False}
+        )
     )
     worker = load_workers(tmp_path).get("Sleeper")
     assert worker is not None and worker.valid, worker
@@ -70,19 +53,24 @@ async def test_an_error_after_the_spawn_hop_still_stops_the_worker(tmp_path: Pat
         pass
 
     actor = RunActor(
-        ctx, info, worker, Run(worker="Sleeper", task=task_id), 1,
-        on_exit=lambda _: None, wait_admitted=admitted,
+        ctx,
+        info,
+        worker,
+        Run(worker="Sleeper", task=task_id),
+        1,
+        on_exit=lambda _: None,
+        wait_admitted=admitted,
     )
     try:
         with trio.fail_after(30):
             await actor.run()
-        assert _live_workers(info.run_id) == []
+        assert processes_with_variable("LATTICE_RUN_ID", info.run_id) == []
         lines = board.events_path(task_id).read_text().splitlines()
         events = [json.loads(line) for line in lines]
         ends = [e for e in events if e["type"] in ("process_completed", "process_failed")]
         assert len(ends) == 1 and ends[0]["data"]["reason"] == "spawn_error", ends
         assert "internal error" in ends[0]["data"]["error"]
     finally:
-        for pid in _live_workers(info.run_id):
+        for pid in processes_with_variable("LATTICE_RUN_ID", info.run_id):
             os.killpg(pid, 9)
         ctx.journal.close()

@@ -36,7 +36,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def processes_with_root(root: Path) -> list[int]:
     """Pids of live processes whose environment has LATTICE_ROOT=<root>."""
-    marker = f"LATTICE_ROOT={root}\0".encode()
+    return processes_with_variable("LATTICE_ROOT", str(root))
+
+
+def processes_with_variable(name: str, value: str) -> list[int]:
+    """Pids of live (not zombie) processes, but this one, whose environment has
+    ``name=value``."""
+    marker = f"{name}={value}\0".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
