@@ -38,9 +38,9 @@ async def test_wait_returns_the_exit_status_and_reaps(tmp_path: Path) -> None:
 async def test_the_child_leads_its_own_session_and_sees_only_the_given_env(
     tmp_path: Path,
 ) -> None:
-    child, out = await trio.to_thread.run_sync(
-        _spawn, tmp_path, 'echo "$$ $(ps -o sid= -p $$) ${HOME:-nohome}"; read -t 5 x; echo "[$x]"'
-    )
+    # The session id is field 6 of /proc/<pid>/stat (the name, field 2, is "(bash)").
+    script = 'echo "$$ $(cut -d" " -f6 /proc/$$/stat) ${HOME:-nohome}"; read -t 5 x; echo "[$x]"'
+    child, out = await trio.to_thread.run_sync(_spawn, tmp_path, script)
     assert await child.wait() == 0
     pid, sid, home, stdin = out.read_text().split()
     assert int(pid) == child.pid == int(sid)
