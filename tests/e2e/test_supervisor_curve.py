@@ -3,6 +3,7 @@ and the ``ipc://`` socket (guarded by its file modes) stays as it was for the CL
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -76,3 +77,79 @@ def test_half_a_curve_configuration_refuses_to_start(
     assert proc.returncode != 0
     assert "LATTICE_CURVE_SECRET_KEY" in proc.stderr + proc.stdout
     assert project.cli("supervisor", "status", check=False).returncode == 6  # none runs
+
+
+def test_the_cli_speaks_curve_to_a_tcp_endpoint(project: Project, tmp_path: Path) -> None:
+    import zmq.auth
+
+    server_public, server_secret = zmq.curve_keypair()
+    allowed, keys = tmp_path / "clients", tmp_path / "mine"
+    allowed.mkdir()
+    keys.mkdir()
+    public_file, secret_file = zmq.auth.create_certificates(keys, "cli")
+    Path(public_file).rename(allowed / "cli.key")
+    port = free_port()
+    project.env.update(
+        LATTICE_CURVE_SECRET_KEY=server_secret.decode(), LATTICE_CURVE_CLIENTS=str(allowed)
+    )
+    project.cli("supervisor", "start", "--listen", f"tcp://0.0.0.0:{port}")
+    project.write_worker("Hi", command="echo hi", worktree=False)
+    task = project.create_task()
+    remote = dict(
+        project.env,
+        LATTICE_ENDPOINT=f"tcp://127.0.0.1:{port}",
+        LATTICE_CURVE_SERVER_KEY=server_public.decode(),
+        LATTICE_CURVE_CLIENT_CERT=str(secret_file),
+    )
+    run = json.loads(
+        project.cli("worker", "run", "Hi", task, "--wait", "--json", env=remote).stdout
+    )
+    assert run["ok"] and run["data"][0]["state"] == "completed"
+    assert json.loads(project.cli("worker", "ps", "-a", "--json", env=remote).stdout)["ok"]
+    status = json.loads(project.cli("supervisor", "status", "--json", env=remote).stdout)
+    assert status["ok"]
+    # A certificate the supervisor does not know: refused at the handshake, said so.
+    _, stranger = zmq.auth.create_certificates(keys, "stranger")
+    refused = project.cli(
+        "worker",
+        "ps",
+        "--json",
+        env=dict(remote, LATTICE_CURVE_CLIENT_CERT=str(stranger)),
+        check=False,
+    )
+    error = json.loads(refused.stdout)["error"]
+    assert refused.returncode == 6 and error["code"] == "SUPERVISOR_UNAVAILABLE"
+    assert "LATTICE_CURVE_CLIENTS" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("server_key", "cert", "said"),
+    [
+        ("good", None, "set both or neither"),
+        ("not-a-key", "secret", "LATTICE_CURVE_SERVER_KEY is not a CURVE public key"),
+        ("good", "public", "holds no secret key"),
+        ("good", "missing", "cannot read the CURVE client certificate"),
+    ],
+)
+def test_a_bad_curve_client_setting_is_refused_clearly(
+    project: Project, tmp_path: Path, server_key: str, cert: str | None, said: str
+) -> None:
+    import zmq.auth
+
+    public_file, secret_file = zmq.auth.create_certificates(tmp_path, "cli")
+    certs = {"secret": str(secret_file), "public": str(public_file), "missing": "/nonexistent"}
+    env = dict(
+        project.env,
+        LATTICE_ENDPOINT="tcp://127.0.0.1:9",  # never reached: the settings are refused first
+        LATTICE_NO_AUTOSTART="1",
+        LATTICE_CURVE_SERVER_KEY=zmq.curve_keypair()[0].decode()
+        if server_key == "good"
+        else server_key,
+    )
+    if cert is not None:
+        env["LATTICE_CURVE_CLIENT_CERT"] = certs[cert]
+    project.cli("supervisor", "start")
+    proc = project.cli("worker", "ps", "--json", env=env, check=False)
+    out = json.loads(proc.stdout)
+    assert not out["ok"] and out["error"]["code"] == "INVALID_ARGUMENT", out
+    assert said in out["error"]["message"]

@@ -67,7 +67,6 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_reload(ctx: Context, args: argparse.Namespace) -> int:
     from lattice.protocol._messages import Reload, WorkersReply
-    from lattice.protocol.client import Client
     from lattice.supervisor import control
 
     root, board_dir = ctx.where()
@@ -76,7 +75,7 @@ def cmd_reload(ctx: Context, args: argparse.Namespace) -> int:
             Code.SUPERVISOR_UNAVAILABLE,
             f"no supervisor is running for {root}; the next one reads the config when it starts",
         )
-    with Client(control.endpoint_for(root)) as client:
+    with control.client_for(root) as client:
         reply = client.request(Reload())
     assert isinstance(reply, WorkersReply)
     valid = sum(1 for w in reply.workers if w.valid)

@@ -58,12 +58,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _client(ctx: Context) -> Client:
-    from lattice.protocol.client import Client
     from lattice.supervisor import control
 
     root, board_dir = ctx.where()  # not ctx.board(): a client needs only where it is
     control.ensure_running(root, board_dir)
-    return Client(control.endpoint_for(root))
+    return control.client_for(root)
 
 
 def _requested_by(ctx: Context) -> str:

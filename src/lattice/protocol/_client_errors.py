@@ -25,11 +25,19 @@ def no_answer(endpoint: str, timeout: float) -> LatticeError:
 
 
 def went_away(endpoint: str) -> LatticeError:
-    """The connection closed while a reply was awaited: the supervisor stopped."""
+    """The connection closed while a reply was awaited: the supervisor stopped (or, over
+    TCP, refused this client's CURVE handshake, which looks the same from here)."""
+    hint = ""
+    if endpoint.startswith("tcp://"):
+        hint = (
+            "; over tcp:// a refused CURVE handshake looks the same: check "
+            "LATTICE_CURVE_SERVER_KEY and that this client's public key is in the "
+            "supervisor's LATTICE_CURVE_CLIENTS folder"
+        )
     return LatticeError(
         Code.SUPERVISOR_UNAVAILABLE,
         f"the supervisor at {endpoint} closed the connection before answering (it stopped "
-        f"or restarted); check it with lattice supervisor status and try again",
+        f"or restarted); check it with lattice supervisor status and try again{hint}",
     )
 
 

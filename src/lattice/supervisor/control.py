@@ -15,6 +15,7 @@ import os
 import select
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,68 @@ def endpoint_for(root: Path) -> str:
     return os.environ.get("LATTICE_ENDPOINT") or default_endpoint(root)
 
 
+def client_for(root: Path, *, timeout: float = 10.0) -> Client:
+    """A client of :func:`endpoint_for`; CURVE-encrypted on a ``tcp://`` endpoint when
+    ``LATTICE_CURVE_SERVER_KEY`` and ``LATTICE_CURVE_CLIENT_CERT`` are set (CURVE
+    guards TCP listeners only: the ``ipc://`` socket has its file modes)."""
+    endpoint = endpoint_for(root)
+    server_key, keypair = None, None
+    if endpoint.startswith("tcp://"):
+        server_key, keypair = curve_client_keys(os.environ)
+    return Client(endpoint, timeout=timeout, curve_server_key=server_key, curve_keypair=keypair)
+
+
+def curve_client_keys(
+    environ: Mapping[str, str],
+) -> tuple[bytes | None, tuple[bytes, bytes] | None]:
+    """The server's public key and this client's key pair, from the environment.
+
+    ``LATTICE_CURVE_SERVER_KEY``: the supervisor's public key (40 Z85 characters).
+    ``LATTICE_CURVE_CLIENT_CERT``: this client's secret certificate, a ``*.key_secret``
+    file as ``zmq.auth.create_certificates`` writes it (its public ``*.key`` twin goes
+    in the supervisor's ``LATTICE_CURVE_CLIENTS`` folder). Both or neither.
+    """
+    server = environ.get("LATTICE_CURVE_SERVER_KEY") or None
+    cert = environ.get("LATTICE_CURVE_CLIENT_CERT") or None
+    if server is None and cert is None:
+        return None, None
+    if server is None or cert is None:
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            "a CURVE client needs both LATTICE_CURVE_SERVER_KEY (the supervisor's public "
+            "key, 40 Z85 characters) and LATTICE_CURVE_CLIENT_CERT (this client's secret "
+            "certificate, a *.key_secret file); set both or neither",
+        )
+    from zmq.auth.certs import load_certificate
+    from zmq.utils import z85
+
+    try:
+        valid = len(z85.decode(server.encode("ascii"))) == 32
+    except (ValueError, KeyError, UnicodeEncodeError):  # z85 says KeyError for a bad char
+        valid = False
+    if not valid:
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            "LATTICE_CURVE_SERVER_KEY is not a CURVE public key (40 Z85 characters); "
+            "copy the supervisor's public key into it",
+        )
+    try:
+        public, secret = load_certificate(cert)
+    except (OSError, ValueError) as exc:
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"cannot read the CURVE client certificate {cert}: {exc}; "
+            "LATTICE_CURVE_CLIENT_CERT must name a *.key_secret certificate file",
+        ) from None
+    if secret is None:
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"{cert} holds no secret key; LATTICE_CURVE_CLIENT_CERT must name the "
+            "*.key_secret file, not its public *.key twin",
+        )
+    return server.encode("ascii"), (public, secret)
+
+
 def is_running(board_dir: Path) -> bool:
     """Whether a live process holds this board's supervisor lock (no socket traffic)."""
     return is_held(run_dir(board_dir))
@@ -50,7 +113,7 @@ def status(root: Path, board_dir: Path, *, timeout: float = 2.0) -> dict[str, An
         return None
     from lattice.protocol._messages import Hello, HelloReply
 
-    with Client(endpoint_for(root), timeout=timeout) as client:
+    with client_for(root, timeout=timeout) as client:
         reply = client.request(Hello(client="lattice-cli"))
     assert isinstance(reply, HelloReply)
     return {
@@ -153,7 +216,7 @@ def stop(root: Path, board_dir: Path, *, drain: bool = False, timeout: float = 1
     pid = read_holder(run_dir(board_dir) / LOCK_NAME)
     pidfd = _pidfd(pid)
     try:
-        with Client(endpoint_for(root), timeout=10.0) as client:
+        with client_for(root) as client:
             client.request(Shutdown(drain=drain))
         if pidfd is not None:
             ready, _, _ = select.select([pidfd], [], [], timeout)
