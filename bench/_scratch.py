@@ -237,9 +237,11 @@ class Project:
         return self.pid
 
     def stop(self) -> None:
-        """Stop the supervisor gracefully; if that fails, kill everything of this project."""
-        if self.pid is None:
-            return
+        """Stop the supervisor gracefully; if that fails, kill everything of this project.
+
+        Also when :meth:`start` did not finish (a SIGTERM during it, see
+        :func:`exit_on_sigterm`): a supervisor it had already launched is stopped too.
+        """
         try:
             subprocess.run(
                 [*lattice_command(), "supervisor", "stop"],
@@ -347,12 +349,20 @@ def wait_for(predicate: Any, *, deadline_s: float, what: str, interval: float = 
         time.sleep(interval)
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``timeout``) unwind the bench like an exception, so that
+    every ``finally`` runs: scratch supervisors stopped, scratch folders removed.
+    Python's default for SIGTERM ends the process at once and leaks both."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def run_main(description: str, measure: Any, prefix: str) -> None:
     """A bench module's command line: ``[--quick | --smoke] [--json PATH]``; ``measure(mode,
     scratch)`` runs in a temporary folder and its result is printed (and written) as JSON."""
     import argparse
     import tempfile
 
+    exit_on_sigterm()
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--smoke", action="store_true")

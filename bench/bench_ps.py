@@ -144,8 +144,8 @@ def measure_ps(scratch: Path, sizes: Sizes) -> list[dict[str, Any]]:
 def measure_scale(scratch: Path, sizes: Sizes) -> dict[str, Any]:
     tasks = -(-sizes.scale // len(SLEEPERS))
     project = Project.create(scratch, "scale", tasks=tasks)
-    pid = project.start()
     try:
+        pid = project.start()
         idle = ps_latency(project, 20)  # the same client traffic before the idle reading
         rss_idle = rss_kib(pid)
         t0 = time.monotonic()
@@ -172,7 +172,6 @@ def measure_scale(scratch: Path, sizes: Sizes) -> dict[str, Any]:
 
 def measure_cli(scratch: Path, sizes: Sizes) -> dict[str, Any]:
     project = Project.create(scratch, "cli", tasks=sizes.cli_board)
-    project.start()
     lattice = lattice_command()
     tasks = iter(project.task_ids)
     commands: dict[str, Any] = {
@@ -185,6 +184,7 @@ def measure_cli(scratch: Path, sizes: Sizes) -> dict[str, Any]:
     env = {**project.env, "LATTICE_NO_AUTOSTART": "1"}
     times: dict[str, list[float]] = {name: [] for name in commands}
     try:
+        project.start()
         for rep in range(sizes.cli_reps + 2):  # two warm-up rounds
             for name, argv in commands.items():
                 t0 = time.perf_counter()

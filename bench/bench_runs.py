@@ -551,9 +551,9 @@ def measure(mode: str, scratch: Path) -> dict[str, Any]:
     project = Project.create(scratch, "runs", tasks=sizes.tasks + 1)
     t_store = time.monotonic()
     store = measure_store(sizes, scratch)  # before the supervisor starts: a quiet process
-    project.start()
-    t0 = time.monotonic()
     try:
+        project.start()
+        t0 = time.monotonic()
         throughput = measure_throughput(project, sizes, scratch)
         t1 = time.monotonic()
         storm = measure_storm(project, sizes.storm)

@@ -171,8 +171,10 @@ def py_spy_parts(raw: Path) -> list[tuple[float, str]]:
 
 def main() -> None:
     from _pool import ClientPool
-    from _scratch import Project, cpu_seconds
+    from _scratch import Project, cpu_seconds, exit_on_sigterm
     from bench_runs import supervisor_round
+
+    exit_on_sigterm()
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", default="True", choices=["True", "TrueWt"])

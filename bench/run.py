@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_ps  # noqa: E402
 import bench_runs  # noqa: E402
-from _scratch import machine  # noqa: E402
+from _scratch import exit_on_sigterm, machine  # noqa: E402
 
 OTHERS = ("bench_board.py", "bench_protocol.py")
 
@@ -337,6 +337,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    exit_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small counts: under a minute")
     ap.add_argument("--smoke", action="store_true", help="the smallest subset (for tests)")

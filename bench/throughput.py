@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main() -> None:
     import bench_runs
-    from _scratch import Project
+    from _scratch import Project, exit_on_sigterm
 
+    exit_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=200, help="runs per repetition and row")
     ap.add_argument("--reps", type=int, default=2, help="measured repetitions")
@@ -33,8 +34,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         scratch = Path(tmp)
         project = Project.create(scratch, "runs", tasks=sizes.tasks + 1)
-        project.start()
         try:
+            project.start()
             rows = bench_runs.measure_throughput(project, sizes, scratch)
         finally:
             project.stop()
