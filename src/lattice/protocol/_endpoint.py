@@ -108,6 +108,20 @@ def check_ipc_free(socket_path: Path, endpoint: str) -> None:
     )
 
 
+def curve_key(text: str, refusal: str) -> bytes:
+    """``text`` as a CURVE key (40 Z85 characters for 32 bytes), or INVALID_ARGUMENT
+    with ``refusal`` (one sentence naming the variable and what to do)."""
+    from zmq.utils import z85  # only where a key is given: the CLI's start stays light
+
+    try:
+        valid = len(z85.decode(text.encode("ascii"))) == 32
+    except (ValueError, KeyError, UnicodeEncodeError):  # z85 says KeyError for a bad char
+        valid = False
+    if not valid:
+        raise LatticeError(Code.INVALID_ARGUMENT, refusal)
+    return text.encode("ascii")
+
+
 def check_tcp_endpoint(endpoint: str, *, curve: bool) -> None:
     """Refuse a ``tcp://`` address other than loopback unless ``curve``: CURVE encrypts
     it and an allow-list of client keys decides who may connect."""

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from zmq.utils import z85
 
 from lattice.actors._journal import Journal
 from lattice.actors._registry import Registry
@@ -30,6 +29,7 @@ from lattice.actors._run import RunContext
 from lattice.actors._worktree import Worktrees
 from lattice.errors import Code, LatticeError
 from lattice.protocol import default_endpoint
+from lattice.protocol._endpoint import curve_key
 from lattice.store import Board
 from lattice.supervisor._handlers import Handlers
 from lattice.supervisor._pidlock import PidLock, runtime_dir
@@ -104,17 +104,12 @@ class CurveSettings:
                 "characters) and LATTICE_CURVE_CLIENTS (a folder of the public *.key "
                 "certificates of the clients allowed in); set both or neither",
             )
-        try:
-            valid = len(z85.decode(secret.encode("ascii"))) == 32
-        except (ValueError, KeyError, UnicodeEncodeError):  # z85 says KeyError for a bad char
-            valid = False
-        if not valid:
-            raise LatticeError(
-                Code.INVALID_ARGUMENT,
-                "LATTICE_CURVE_SECRET_KEY is not a CURVE secret key (40 Z85 characters, as "
-                "zmq.curve_keypair() makes); check the variable",
-            )
-        return cls(secret.encode("ascii"), ClientKeys(Path(folder)))
+        key = curve_key(
+            secret,
+            "LATTICE_CURVE_SECRET_KEY is not a CURVE secret key (40 Z85 characters, as "
+            "zmq.curve_keypair() makes); check the variable",
+        )
+        return cls(key, ClientKeys(Path(folder)))
 
 
 class Supervisor:

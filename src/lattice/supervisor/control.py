@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from lattice.errors import Code, LatticeError
 from lattice.protocol import default_endpoint
+from lattice.protocol._endpoint import curve_key
 from lattice.protocol.client import Client
 from lattice.supervisor._pidlock import LOCK_NAME, is_held, read_holder
 
@@ -73,18 +74,12 @@ def curve_client_keys(
             "certificate, a *.key_secret file); set both or neither",
         )
     from zmq.auth.certs import load_certificate
-    from zmq.utils import z85
 
-    try:
-        valid = len(z85.decode(server.encode("ascii"))) == 32
-    except (ValueError, KeyError, UnicodeEncodeError):  # z85 says KeyError for a bad char
-        valid = False
-    if not valid:
-        raise LatticeError(
-            Code.INVALID_ARGUMENT,
-            "LATTICE_CURVE_SERVER_KEY is not a CURVE public key (40 Z85 characters); "
-            "copy the supervisor's public key into it",
-        )
+    server_key = curve_key(
+        server,
+        "LATTICE_CURVE_SERVER_KEY is not a CURVE public key (40 Z85 characters); "
+        "copy the supervisor's public key into it",
+    )
     try:
         public, secret = load_certificate(cert)
     except (OSError, ValueError) as exc:
@@ -99,7 +94,7 @@ def curve_client_keys(
             f"{cert} holds no secret key; LATTICE_CURVE_CLIENT_CERT must name the "
             "*.key_secret file, not its public *.key twin",
         )
-    return server.encode("ascii"), (public, secret)
+    return server_key, (public, secret)
 
 
 def is_running(board_dir: Path) -> bool:
