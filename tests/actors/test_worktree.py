@@ -90,6 +90,24 @@ async def test_remove_of_a_registration_whose_folder_is_gone(
     assert_only_main(repo, worktrees)
 
 
+async def test_remove_of_a_worktree_without_git_file_and_relative_gitdir(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    """git >= 2.48 with ``worktree.useRelativePaths`` records the worktree's place
+    relative to its folder in ``.git/worktrees``; a worker that deleted the worktree's
+    ``.git`` file makes ``git worktree remove`` refuse, so we find that folder ourselves."""
+    path = await worktrees.create(repo, "run_1", "HEAD")
+    (admin,) = (repo / ".git" / "worktrees").iterdir()
+    _make_gitdir_relative(admin, path)
+    (path / ".git").unlink()
+    await worktrees.remove(repo, path)
+    assert_only_main(repo, worktrees)
+
+
+def _make_gitdir_relative(admin: Path, path: Path) -> None:
+    (admin / "gitdir").write_text(os.path.relpath(path / ".git", admin) + "\n")
+
+
 async def test_remove_when_the_repository_is_gone_deletes_the_files(
     repo: Path, worktrees: Worktrees
 ) -> None:

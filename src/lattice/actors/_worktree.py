@@ -428,7 +428,11 @@ def _clear_except_git(path: Path) -> None:
 
 
 def _forget(common: Path, path: Path) -> None:
-    """Delete the ``worktrees/<id>`` entries that point at ``path``, then ``path``."""
+    """Delete the ``worktrees/<id>`` entries that point at ``path``, then ``path``.
+
+    An entry's ``gitdir`` is absolute, or relative to the entry (git >= 2.48 with
+    ``worktree.useRelativePaths``); ``os.path.join`` reads both.
+    """
     target = os.path.realpath(os.path.join(path, ".git"))
     admin = common / "worktrees"
     try:
@@ -440,7 +444,7 @@ def _forget(common: Path, path: Path) -> None:
             gitdir = Path(entry.path, "gitdir").read_text().strip()
         except OSError:
             continue
-        if os.path.realpath(gitdir) == target:
+        if os.path.realpath(os.path.join(entry.path, gitdir)) == target:
             _rmtree(Path(entry.path))
     _rmtree(path)
 
