@@ -1,10 +1,11 @@
 """The throughput rows alone: supervisor, stack ceiling and floor, for quick comparisons.
 
-``python bench/throughput.py [--runs 200] [--reps 2] [--clients 1,4,16]`` runs only
-:func:`bench_runs.measure_throughput` (with worktree rows of 4 runs) on a scratch
-project and prints one line per concurrency: runs/s of the supervisor, the ceiling
-and the floor (spawn + 2 bare writes), the shares, CPU ms per run (process +
-children) and the Run -> accepted p50. A couple of minutes instead of the full
+``python bench/throughput.py [--runs 200] [--reps 2] [--clients 1,4,16] [--runs-wt 4]``
+runs only :func:`bench_runs.measure_throughput` on a scratch project and prints one
+line per concurrency: runs/s of the supervisor, the ceiling and the floor (spawn + 2
+bare writes), the shares, CPU ms per run (process + children), the Run -> accepted
+p50, and the worktree runs beside bare ``git worktree add`` + ``remove`` (raise
+``--runs-wt`` to compare those). A couple of minutes instead of the full
 bench's ten: use it to compare before and after a change, or to see which regime
 the machine is in (the floor's "2 bare writes" rate), not for the README's table.
 """
@@ -28,9 +29,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200, help="runs per repetition and row")
     ap.add_argument("--reps", type=int, default=2, help="measured repetitions")
     ap.add_argument("--clients", default="1,4,16", help="concurrencies, comma-separated")
+    ap.add_argument("--runs-wt", type=int, default=4, help="worktree runs per repetition")
     args = ap.parse_args()
     clients = tuple(int(c) for c in args.clients.split(","))
-    sizes = bench_runs.Sizes(clients, reps=args.reps, runs=args.runs, runs_wt=4, storm=2, store=10)
+    sizes = bench_runs.Sizes(
+        clients, reps=args.reps, runs=args.runs, runs_wt=args.runs_wt, storm=2, store=10
+    )
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         scratch = Path(tmp)
         project = Project.create(scratch, "runs", tasks=sizes.tasks + 1)
@@ -52,7 +56,10 @@ def main() -> None:
             f"{cpu['ceiling']['self']:.1f}+{cpu['ceiling']['children']:.1f}, floor "
             f"{cpu['spawn+append']['self']:.1f}+{cpu['spawn+append']['children']:.1f} | "
             f"accepted p50 ms lattice {r['run_latency_ms']['median']:.1f}, ceiling "
-            f"{r['run_latency_ms_ceiling']['median']:.1f}"
+            f"{r['run_latency_ms_ceiling']['median']:.1f} | worktree runs/s lattice "
+            f"{r['runs_per_s']['sup_wt']['median']:.1f}, floor "
+            f"{r['runs_per_s']['worktree']['median']:.1f} "
+            f"({r['share_of_floor_worktree']:.0%})"
         )
 
 

@@ -205,18 +205,22 @@ class RunActor:
         self.info.started_at = time.time()
         self._started_mono = trio.current_time()
         try:
-            started = await self._write_started()
-        except LatticeError as exc:
+            if self.definition.worktree:
+                started = await self._start_in_worktree()
+            else:
+                spawned = await self._write_started()
+                assert not isinstance(spawned, tuple)  # without a worktree the hop spawns
+                started = spawned
+        except (LatticeError, OSError) as exc:  # a lock held too long, a full disk
             # Nothing is on the board, so there is nothing to close there: the run
             # ends here, failed, with the reason on its record.
             log.error("run %s: could not write process_started: %s", self.run_id, exc)
+            message = exc.message if isinstance(exc, LatticeError) else str(exc)
             self.info.reason = str(Reason.SPAWN_ERROR)
-            self.info.error = f"could not write process_started: {exc.message}"
+            self.info.error = f"could not write process_started: {message}"
             return
         finally:
             self.recorded.set()
-        if isinstance(started, tuple):  # the worktree comes before the process
-            started = await self._worktree_then_spawn(*started)
         if started is None or isinstance(started, Exception):
             if started is None:
                 reason = self._cancel_reason or Reason.CANCELLED
@@ -249,23 +253,52 @@ class RunActor:
         else:
             self._outcome = _outcome_of_exit(process.returncode)
 
-    async def _worktree_then_spawn(self, log_fd: int, prompt_text: str) -> Spawned:
-        """The worktree, then the process in it (one hop, with its journal record).
+    async def _start_in_worktree(self) -> Spawned:
+        """``process_started`` and the worktree at once, then the process in the worktree.
 
-        Sets the outcome when the worktree fails; None when a cancel came first.
+        The two are independent (the event names the worktree's folder beforehand), so
+        git makes the worktree while the event's thread hop writes: a worktree run
+        starts one board write sooner. A crash in between leaves a worktree that no
+        run owns, which recovery removes, or a started run without one, which it
+        closes. Raises why a ``process_started`` could not be written (a worktree made
+        meanwhile is then removed by :meth:`_finish`); sets
+        the outcome when the worktree fails; None when a cancel came first.
         """
-        board = self.ctx.board
-        try:
+        made: Path | LatticeError | None = None
+        refused: LatticeError | OSError | None = None
+        files: Spawned | tuple[int, str] = None
+
+        async def make_worktree() -> None:
+            nonlocal made
             try:
-                path = await self.ctx.worktrees.create(
-                    board.root, self.run_id, self.info.commit_sha or "HEAD"
+                made = await self.ctx.worktrees.create(
+                    self.ctx.board.root, self.run_id, self.info.commit_sha or "HEAD"
                 )
             except LatticeError as exc:
-                self._outcome = Outcome(Reason.WORKTREE_ERROR, f"worktree: {exc.message}")
-                return exc
-            self.info.worktree_path = str(path)
-            if self._cancel_reason is not None:
+                made = exc
+                return
+            self.info.worktree_path = str(made)  # from here, cleanup removes it
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(make_worktree)
+                try:
+                    files = await self._write_started()
+                except (LatticeError, OSError) as exc:
+                    refused = exc
+                    nursery.cancel_scope.cancel()  # no run: the worktree is not needed
+                finally:
+                    self.recorded.set()  # the reply need not wait for git
+            if refused is not None:
+                raise refused
+            if not isinstance(files, tuple):
+                return files  # the log could not be opened
+            if isinstance(made, LatticeError):
+                self._outcome = Outcome(Reason.WORKTREE_ERROR, f"worktree: {made.message}")
+                return made
+            if self._cancel_reason is not None or made is None:
                 return None
+            path, (log_fd, prompt_text) = made, files
 
             def spawn_and_note() -> Spawned:
                 child = self._spawn(path, prompt_text, log_fd)
@@ -275,7 +308,8 @@ class RunActor:
 
             return await trio.to_thread.run_sync(spawn_and_note)
         finally:
-            os.close(log_fd)  # the worker has its own copy
+            if isinstance(files, tuple):
+                os.close(files[0])  # the worker has its own copy
 
     def _cancel_sentence(self) -> str:
         if self._cancel_reason is Reason.SUPERVISOR_SHUTDOWN:
@@ -381,7 +415,11 @@ class RunActor:
         journaled = False
         if started:
             journaled = await self._close_attempt(final=True)
-        elif self.info.reason is None:
+        else:
+            # Nothing on the board; a worktree made beside a process_started that could
+            # not be written is not needed.
+            await self._remove_worktree()
+        if not started and self.info.reason is None:
             # Never left the queue: nothing was written to the board.
             self.info.reason = str(self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN)
             self.info.error = (
@@ -414,13 +452,22 @@ class RunActor:
         outcome = self._outcome or Outcome(
             self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
         )
-        journaled = await self._write_terminal(outcome, final=final)
-        if self.info.worktree_path:
-            try:
-                await self.ctx.worktrees.remove(self.ctx.board.root, Path(self.info.worktree_path))
-            except Exception:
-                log.exception("run %s: could not remove worktree", self.run_id)
+        # The worktree goes while the terminal event is written: the process is gone,
+        # and each is needed only by the next attempt and the final state, which wait
+        # for both. A crash in between leaves what recovery redoes for a run not live.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._remove_worktree)
+            journaled = await self._write_terminal(outcome, final=final)
         return journaled
+
+    async def _remove_worktree(self) -> None:
+        """Remove the attempt's worktree, if it has one; a failure is logged."""
+        if not self.info.worktree_path:
+            return
+        try:
+            await self.ctx.worktrees.remove(self.ctx.board.root, Path(self.info.worktree_path))
+        except Exception:
+            log.exception("run %s: could not remove worktree", self.run_id)
 
     # ------------------------------------------------------------------ writes
 
@@ -429,7 +476,7 @@ class RunActor:
 
         Returns the spawned :class:`Child` (or why there is none, see :meth:`_spawn`);
         when the definition wants a worktree, which git makes on the loop, the open
-        log's descriptor and the prompt instead, for :meth:`_worktree_then_spawn`.
+        log's descriptor and the prompt instead, for :meth:`_start_in_worktree`.
 
         When the registry did not record the acceptance (the run was admitted at
         once), this hop's journal record is its first. It needs no fsync of its own

@@ -1,0 +1,118 @@
+"""A worktree run whose ``process_started`` cannot be written leaves nothing behind.
+
+The actor makes the worktree while the event's thread hop writes (they are
+independent), so a write that fails may find git half way through, or done.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lattice.actors._definitions import load_workers
+from lattice.actors._journal import Journal
+from lattice.actors._run import RunActor, RunContext
+from lattice.actors._worktree import Worktrees
+from lattice.protocol._messages import Run, RunInfo
+from lattice.store import Board, new_id
+from tests.actors.conftest import git
+from tests.e2e.conftest import processes_with_variable
+
+ACTOR = "human:ana"
+
+
+class _NotedWorktrees(Worktrees):
+    """Worktrees that say (to a thread) when one has been made."""
+
+    def __init__(self, base_dir: Path) -> None:
+        super().__init__(base_dir)
+        self.made = threading.Event()
+
+    async def create(self, root: Path, name: str, commit: str) -> Path:
+        path = await super().create(root, name, commit)
+        self.made.set()
+        return path
+
+
+class _FullDiskBoard(Board):
+    """A board whose ``process_started`` fails as on a full disk, at once or once git is done."""
+
+    def __init__(self, root: Path, wait_for: threading.Event | None) -> None:
+        super().__init__(root)
+        self.wait_for = wait_for
+
+    def append(self, task_id: str, event_type: str, data: dict[str, Any], **kw: Any) -> Any:
+        if event_type == "process_started":
+            if self.wait_for is not None:
+                assert self.wait_for.wait(30), "the worktree was never made"
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().append(task_id, event_type, data, **kw)
+
+
+@pytest.mark.parametrize("when", ["at once", "after git made the worktree"])
+async def test_a_process_started_that_cannot_be_written_leaves_no_worktree(
+    tmp_path: Path, when: str
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    Board.init(root, project_code="LAT", default_actor=ACTOR)
+    (root / "workers").mkdir()
+    (root / "workers" / "tree.json").write_text(
+        json.dumps({"name": "Tree", "engine": "script", "command": "sleep 300", "worktree": True})
+    )
+    git(root, "add", "-A")
+    git(root, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init")
+    worktrees = _NotedWorktrees(tmp_path / "worktrees")
+    board = _FullDiskBoard(root, worktrees.made if when != "at once" else None)
+    task_id = str(board.create_task("t", actor=ACTOR)["id"])
+    worker = load_workers(root).get("Tree")
+    assert worker is not None and worker.valid, worker
+    ctx = RunContext(
+        board=board,
+        worktrees=worktrees,
+        journal=Journal(board.dir / "run" / "journal.jsonl"),
+        results_dir=board.dir / "run" / "results",
+        run_hooks=lambda events: None,
+        environ=dict(os.environ),
+    )
+    info = RunInfo(
+        run_id=new_id("run"), task_id=task_id, worker="Tree", state="queued", actor=ACTOR
+    )
+
+    async def admitted(_: RunActor) -> None:
+        pass
+
+    actor = RunActor(
+        ctx,
+        info,
+        worker,
+        Run(worker="Tree", task=task_id),
+        1,
+        on_exit=lambda _: None,
+        wait_admitted=admitted,
+    )
+    try:
+        with trio.fail_after(60):
+            await actor.run()
+        assert actor.recorded.is_set()
+        assert info.state == "failed" and info.reason == "spawn_error", info
+        assert "could not write process_started" in (info.error or "")
+        assert "No space left" in (info.error or "")
+        # Nothing of the run is left: no folder, no registration in git, no process.
+        assert not (tmp_path / "worktrees" / info.run_id).exists()
+        assert git(root, "worktree", "list", "--porcelain").count("worktree ") == 1
+        assert processes_with_variable("LATTICE_RUN_ID", info.run_id) == []
+        events = [json.loads(line) for line in board.events_path(task_id).read_text().splitlines()]
+        assert [e["type"] for e in events] == ["task_created"]
+    finally:
+        for pid in processes_with_variable("LATTICE_RUN_ID", info.run_id):
+            os.killpg(pid, 9)
+        ctx.journal.close()
