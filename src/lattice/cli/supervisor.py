@@ -47,7 +47,9 @@ def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
     root, board_dir = ctx.where()
     pid = control.stop(root, board_dir, drain=args.drain)
     if pid is None:
-        return ctx.ok({"stopped": False}, "no supervisor is running for this board")
+        remote = control.elsewhere(root)
+        where = f"at {remote} (LATTICE_ENDPOINT)" if remote else "for this board"
+        return ctx.ok({"stopped": False}, f"no supervisor is running {where}")
     return ctx.ok({"stopped": True, "pid": pid}, f"supervisor stopped (pid {pid})")
 
 
@@ -57,7 +59,9 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     root, board_dir = ctx.where()
     info = control.status(root, board_dir)
     if info is None:
-        raise LatticeError(Code.SUPERVISOR_UNAVAILABLE, f"no supervisor is running for {root}")
+        remote = control.elsewhere(root)
+        where = f"at {remote} (LATTICE_ENDPOINT)" if remote else f"for {root}"
+        raise LatticeError(Code.SUPERVISOR_UNAVAILABLE, f"no supervisor is running {where}")
     return ctx.ok(
         {"running": True, **info},
         f"supervisor running: pid {info['pid']}, socket {info['socket']}, "
@@ -70,7 +74,7 @@ def cmd_reload(ctx: Context, args: argparse.Namespace) -> int:
     from lattice.supervisor import control
 
     root, board_dir = ctx.where()
-    if not control.is_running(board_dir):
+    if control.elsewhere(root) is None and not control.is_running(board_dir):
         raise LatticeError(
             Code.SUPERVISOR_UNAVAILABLE,
             f"no supervisor is running for {root}; the next one reads the config when it starts",

@@ -61,8 +61,7 @@ def _client(ctx: Context) -> Client:
     from lattice.supervisor import control
 
     root, board_dir = ctx.where()  # not ctx.board(): a client needs only where it is
-    control.ensure_running(root, board_dir)
-    return control.client_for(root)
+    return control.connect(root, board_dir)
 
 
 def _requested_by(ctx: Context) -> str:

@@ -5,8 +5,13 @@ one line from a pipe the supervisor writes when it is serving (or has failed): i
 returns exactly when the supervisor answers, without polling. ``stop`` sends
 ``Shutdown`` and waits on a pidfd until the process is gone.
 
-Every client command passes through :func:`ensure_running`, which needs only a lock
-probe when the supervisor runs; ``subprocess`` is imported by ``start`` alone.
+Every worker command passes through :func:`connect`, which needs only a lock probe
+when the supervisor runs; ``subprocess`` is imported by ``start`` alone.
+
+``LATTICE_ENDPOINT`` naming another endpoint than the board's own socket (a ``tcp://``
+listener, perhaps another machine's) makes the CLI a client of that endpoint alone
+(:func:`elsewhere`): it starts no supervisor here, since one started here would not
+listen there, and ``status``, ``stop`` and ``reload`` act on the supervisor there.
 """
 
 from __future__ import annotations
@@ -41,11 +46,20 @@ def endpoint_for(root: Path) -> str:
     return os.environ.get("LATTICE_ENDPOINT") or default_endpoint(root)
 
 
-def client_for(root: Path, *, timeout: float = 10.0) -> Client:
-    """A client of :func:`endpoint_for`; CURVE-encrypted on a ``tcp://`` endpoint when
-    ``LATTICE_CURVE_SERVER_KEY`` and ``LATTICE_CURVE_CLIENT_CERT`` are set (CURVE
-    guards TCP listeners only: the ``ipc://`` socket has its file modes)."""
-    endpoint = endpoint_for(root)
+def elsewhere(root: Path) -> str | None:
+    """``LATTICE_ENDPOINT`` when it names another endpoint than the board's own socket."""
+    configured = os.environ.get("LATTICE_ENDPOINT")
+    if not configured or configured == default_endpoint(root):
+        return None
+    return configured
+
+
+def client_for(root: Path, *, timeout: float = 10.0, here: bool = False) -> Client:
+    """A client of :func:`endpoint_for` (``here``: of the board's own socket);
+    CURVE-encrypted on a ``tcp://`` endpoint when ``LATTICE_CURVE_SERVER_KEY`` and
+    ``LATTICE_CURVE_CLIENT_CERT`` are set (CURVE guards TCP listeners only: the
+    ``ipc://`` socket has its file modes)."""
+    endpoint = default_endpoint(root) if here else endpoint_for(root)
     server_key, keypair = None, None
     if endpoint.startswith("tcp://"):
         server_key, keypair = curve_client_keys(os.environ)
@@ -102,14 +116,24 @@ def is_running(board_dir: Path) -> bool:
     return is_held(run_dir(board_dir))
 
 
-def status(root: Path, board_dir: Path, *, timeout: float = 2.0) -> dict[str, Any] | None:
-    """Hello's answer as a dict, or None when no supervisor runs for this board."""
-    if not is_running(board_dir):
+def status(
+    root: Path, board_dir: Path, *, timeout: float = 2.0, here: bool = False
+) -> dict[str, Any] | None:
+    """Hello's answer as a dict, or None when no supervisor runs for this board (or,
+    when the CLI talks :func:`elsewhere`, none answers there within ``timeout``).
+    ``here``: this board's own supervisor, whatever ``LATTICE_ENDPOINT`` says."""
+    remote = None if here else elsewhere(root)
+    if remote is None and not is_running(board_dir):
         return None
     from lattice.protocol._messages import Hello, HelloReply
 
-    with client_for(root, timeout=timeout) as client:
-        reply = client.request(Hello(client="lattice-cli"))
+    try:
+        with client_for(root, timeout=timeout, here=here) as client:
+            reply = client.request(Hello(client="lattice-cli"))
+    except LatticeError as err:
+        if remote is None or err.code != Code.SUPERVISOR_UNAVAILABLE:
+            raise
+        return None
     assert isinstance(reply, HelloReply)
     return {
         "pid": reply.pid,
@@ -124,8 +148,8 @@ def status(root: Path, board_dir: Path, *, timeout: float = 2.0) -> dict[str, An
 def start(
     root: Path, board_dir: Path, *, listen: list[str] | None = None, timeout: float = START_TIMEOUT
 ) -> dict[str, Any]:
-    """Start a supervisor in the background unless one runs; return its status."""
-    current = status(root, board_dir)
+    """Start this board's supervisor in the background unless it runs; its status."""
+    current = status(root, board_dir, here=True)
     if current is not None:
         return {**current, "started": False}
     import subprocess  # here: a client that finds the supervisor running never needs it
@@ -154,10 +178,10 @@ def start(
     finally:
         os.close(read_fd)
     if line.startswith("ok "):
-        return {**(status(root, board_dir) or {}), "started": True}
+        return {**(status(root, board_dir, here=True) or {}), "started": True}
     if line.startswith("error ") and "already running" in line:
         # Another start won the race: that one is the supervisor now.
-        current = status(root, board_dir, timeout=timeout)
+        current = status(root, board_dir, timeout=timeout, here=True)
         if current is not None:
             return {**current, "started": False}
     detail = line.removeprefix("error ").strip() or _exit_detail(proc)
@@ -189,8 +213,16 @@ def _exit_detail(proc: subprocess.Popen[bytes]) -> str:
     return "it exited at once" if code is not None else "no answer in time"
 
 
+def connect(root: Path, board_dir: Path) -> Client:
+    """The client of a worker command: this board's supervisor, started on demand, or
+    the one :func:`elsewhere` names, as it is."""
+    if elsewhere(root) is None:
+        ensure_running(root, board_dir)
+    return client_for(root)
+
+
 def ensure_running(root: Path, board_dir: Path) -> None:
-    """Start the supervisor on demand, unless ``LATTICE_NO_AUTOSTART=1``."""
+    """Start this board's supervisor on demand, unless ``LATTICE_NO_AUTOSTART=1``."""
     if is_running(board_dir):
         return
     if os.environ.get("LATTICE_NO_AUTOSTART") == "1":
@@ -203,13 +235,29 @@ def ensure_running(root: Path, board_dir: Path) -> None:
 
 
 def stop(root: Path, board_dir: Path, *, drain: bool = False, timeout: float = 120.0) -> int | None:
-    """Ask the supervisor to stop and wait until its process is gone; its pid or None."""
-    if not is_running(board_dir):
-        return None
+    """Ask the supervisor to stop and wait until its process is gone; its pid or None.
+
+    One reached :func:`elsewhere` is waited for only when it is this board's own (its
+    pid holds the lock here); another machine's process cannot be watched from here.
+    """
     from lattice.protocol._messages import Shutdown
 
-    pid = read_holder(run_dir(board_dir) / LOCK_NAME)
-    pidfd = _pidfd(pid)
+    if elsewhere(root) is None:
+        if not is_running(board_dir):
+            return None
+        pid = read_holder(run_dir(board_dir) / LOCK_NAME)
+        pidfd = _pidfd(pid)
+    else:
+        info = status(root, board_dir)
+        if info is None:
+            return None
+        pid = int(info["pid"])
+        ours = (
+            info.get("root") == str(Path(root).resolve())
+            and is_running(board_dir)
+            and read_holder(run_dir(board_dir) / LOCK_NAME) == pid
+        )
+        pidfd = _pidfd(pid) if ours else None
     try:
         with client_for(root) as client:
             client.request(Shutdown(drain=drain))

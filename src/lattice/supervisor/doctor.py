@@ -24,9 +24,9 @@ def _live_run_ids(board: Board) -> set[str]:
     if not control.is_running(board.dir):
         return set()
     from lattice.protocol._messages import Ps, PsReply
-    from lattice.protocol.client import Client
 
-    with Client(control.endpoint_for(board.root), timeout=10) as client:
+    # This board's own supervisor, whatever LATTICE_ENDPOINT names: the runs it owns.
+    with control.client_for(board.root, here=True) as client:
         reply = client.request(Ps())
     assert isinstance(reply, PsReply)
     return {run.run_id for run in reply.runs}
