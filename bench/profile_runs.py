@@ -41,7 +41,7 @@ SPANS = [
     ("lattice.actors._run", "RunActor", "_prepare_and_run", "RunActor._prepare_and_run"),
     ("lattice.actors._run", "RunActor", "_write_started", "  RunActor._write_started"),
     ("lattice.actors._run", "RunActor", "_spawn", "  RunActor._spawn (in a thread)"),
-    ("lattice.actors._run", "RunActor", "_worktree_then_spawn", "  RunActor._worktree_then_spawn"),
+    ("lattice.actors._run", "RunActor", "_start_in_worktree", "  RunActor._start_in_worktree"),
     ("lattice.actors._run", "RunActor", "_finish", "RunActor._finish"),
     ("lattice.actors._run", "RunActor", "_write_terminal", "  RunActor._write_terminal"),
     ("lattice.actors._run", "RunActor", "_journal", "RunActor._journal"),
