@@ -104,6 +104,21 @@ async def test_remove_of_a_worktree_without_git_file_and_relative_gitdir(
     assert_only_main(repo, worktrees)
 
 
+async def test_a_worktree_replaced_by_a_symlink_is_removed_without_following_it(
+    repo: Path, worktrees: Worktrees, tmp_path: Path
+) -> None:
+    """A worker may replace its folder by a link to somewhere precious: only the link goes."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    path = await worktrees.create(repo, "run_1", "HEAD")
+    shutil.rmtree(path)
+    path.symlink_to(precious)
+    await worktrees.remove(repo, path)
+    assert (precious / "keep.txt").read_text() == "mine"
+    assert_only_main(repo, worktrees)
+
+
 def _make_gitdir_relative(admin: Path, path: Path) -> None:
     (admin / "gitdir").write_text(os.path.relpath(path / ".git", admin) + "\n")
 

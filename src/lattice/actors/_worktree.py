@@ -64,7 +64,7 @@ class Worktrees:
         self.owner = os.path.realpath(owner) if owner is not None else None
         self._repos: dict[str, _Repo] = {}
         self._locks: dict[Path, trio.Lock] = {}
-        self._busy: set[Path] = set()
+        self._busy: set[str] = set()  # names being created
         self._merge_bases: dict[tuple[Path, str, str], str | None] = {}
         #: Revision names to commits; :meth:`serve` keeps its git processes.
         self.revisions = RevisionReader()
@@ -183,23 +183,16 @@ class Worktrees:
             )
         _check_rev(commit)
         repo = await self._repo(root)
-        base = Path(await trio.to_thread.run_sync(os.path.realpath, self.base_dir))
-        for inside in (repo.top, repo.common):
-            if base == inside or inside in base.parents:
-                raise LatticeError(
-                    Code.INVALID_ARGUMENT,
-                    f"the worktree folder {base} is inside the repository at {inside}; "
-                    "worktrees must live outside the project (set LATTICE_WORKTREE_DIR to a "
-                    "folder elsewhere)",
-                )
-        path = base / name
         # Claimed with no checkpoint after the check: a second create of the same name
         # must not get as far as cleaning up the first one's folder.
-        if path in self._busy:
-            raise LatticeError(Code.CONFLICT, f"the worktree {path} is already being created")
-        self._busy.add(path)
+        if name in self._busy:
+            raise LatticeError(
+                Code.CONFLICT, f"the worktree {self.base_dir / name} is already being created"
+            )
+        self._busy.add(name)
         try:
-            await trio.to_thread.run_sync(_make_base, base, path)  # nothing of ours yet
+            # Nothing of ours yet; one thread hop for the folder's checks (a run's fixed cost).
+            path = await trio.to_thread.run_sync(_new_folder, self.base_dir, name, repo)
             try:
                 await self._add(repo, path, commit)
             except BaseException:
@@ -208,7 +201,7 @@ class Worktrees:
                     await self._discard(repo, path)
                 raise
         finally:
-            self._busy.discard(path)
+            self._busy.discard(name)
         return path
 
     async def remove(self, root: Path, path: Path) -> None:
@@ -217,20 +210,15 @@ class Worktrees:
         Idempotent: a folder that is gone, half created or never registered is fine.
         """
         path = _absolute(path)
-        base = Path(await trio.to_thread.run_sync(os.path.realpath, self.base_dir))
-        if path.parent not in (self.base_dir, base) or not WORKTREE_NAME.match(path.name):
-            raise LatticeError(
-                Code.INVALID_ARGUMENT,
-                f"{path} is not a worktree folder under {self.base_dir}; refusing to remove it",
-            )
-        path = base / path.name
+        # Checked and emptied (but for .git, so that git still knows it) in one hop.
+        path = await trio.to_thread.run_sync(_checked_and_cleared, self.base_dir, path)
         try:
             repo = await self._repo(root)
         except LatticeError:
             # The repository is gone (or was never one): only the files are left.
             await trio.to_thread.run_sync(_rmtree, path)
             return
-        await self._discard(repo, path)
+        await self._discard(repo, path, cleared=True)
 
     async def prune(self, root: Path) -> None:
         """``git worktree prune``: forget registrations whose folders are gone."""
@@ -269,10 +257,11 @@ class Worktrees:
                 details={"stage": "checkout"},
             )
 
-    async def _discard(self, repo: _Repo, path: Path) -> None:
+    async def _discard(self, repo: _Repo, path: Path, *, cleared: bool = False) -> None:
         """Delete ``path`` and its registration, whatever state they are in."""
         # The slow part, the files, outside the lock; keep .git so git still knows it.
-        await trio.to_thread.run_sync(_clear_except_git, path)
+        if not cleared:
+            await trio.to_thread.run_sync(_clear_except_git, path)
         async with self._lock(repo):
             done = await run_git(repo.top, "worktree", "remove", "--force", "--force", str(path))
             if done.returncode != 0 or await trio.to_thread.run_sync(os.path.lexists, path):
@@ -398,7 +387,19 @@ def _owner_of(path: Path, common: Path) -> str | None:
         return None
 
 
-def _make_base(base: Path, path: Path) -> None:
+def _new_folder(base_dir: Path, name: str, repo: _Repo) -> Path:
+    """``base_dir/name`` for a new worktree, its parent made: refused inside the
+    repository, or when something is already there."""
+    base = Path(os.path.realpath(base_dir))
+    for inside in (repo.top, repo.common):
+        if base == inside or inside in base.parents:
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                f"the worktree folder {base} is inside the repository at {inside}; "
+                "worktrees must live outside the project (set LATTICE_WORKTREE_DIR to a "
+                "folder elsewhere)",
+            )
+    path = base / name
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -415,9 +416,26 @@ def _make_base(base: Path, path: Path) -> None:
             "recovery remove it, and retry",
             details={"stage": "folder"},
         )
+    return path
+
+
+def _checked_and_cleared(base_dir: Path, path: Path) -> Path:
+    """``path`` as a worktree folder under ``base_dir`` (real), emptied but for ``.git``."""
+    base = Path(os.path.realpath(base_dir))
+    if path.parent not in (base_dir, base) or not WORKTREE_NAME.match(path.name):
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"{path} is not a worktree folder under {base_dir}; refusing to remove it",
+        )
+    path = base / path.name
+    _clear_except_git(path)
+    return path
 
 
 def _clear_except_git(path: Path) -> None:
+    if os.path.islink(path):  # put there by a worker: never follow it out of the folder
+        os.unlink(path)
+        return
     try:
         entries = list(os.scandir(path))
     except (FileNotFoundError, NotADirectoryError):
