@@ -212,12 +212,14 @@ class RunActor:
                 assert not isinstance(spawned, tuple)  # without a worktree the hop spawns
                 started = spawned
         except (LatticeError, OSError) as exc:  # a lock held too long, a full disk
-            # Nothing is on the board, so there is nothing to close there: the run
-            # ends here, failed, with the reason on its record.
+            # Mostly nothing is on the board, so there is nothing to close there: the run
+            # ends here, failed, with the reason on its record. When the event's log line
+            # went down after all (see _write_started), the outcome ends it there too.
             log.error("run %s: could not write process_started: %s", self.run_id, exc)
             message = exc.message if isinstance(exc, LatticeError) else str(exc)
             self.info.reason = str(Reason.SPAWN_ERROR)
             self.info.error = f"could not write process_started: {message}"
+            self._outcome = Outcome(Reason.SPAWN_ERROR, self.info.error)
             return
         finally:
             self.recorded.set()
@@ -516,16 +518,32 @@ class RunActor:
             finally:
                 os.close(log_fd)  # the worker has its own copy
 
-        started: Spawned | tuple[int, str] = await self._append(
-            "process_started",
-            data,
-            event_id=event_id,
-            journal=True,
-            durable=self.request.idempotency_key is not None and not self.accept_recorded,
-            then=files_then_process,
-        )
+        try:
+            started: Spawned | tuple[int, str] = await self._append(
+                "process_started",
+                data,
+                event_id=event_id,
+                journal=True,
+                durable=self.request.idempotency_key is not None and not self.accept_recorded,
+                then=files_then_process,
+            )
+        except OSError:
+            # The log line is written (durable) before the snapshot: a full disk may
+            # refuse the second only. Then the run is on the board and must end there.
+            with trio.CancelScope(shield=True):
+                if await trio.to_thread.run_sync(self._logged, event_id):
+                    info.started_event_id = event_id
+            raise
         self.accept_recorded = True
         return started
+
+    def _logged(self, event_id: str) -> bool:
+        """Whether the task's log holds the event ``event_id`` (blocking)."""
+        try:
+            events = self.ctx.board.read_events(self.info.task_id).events
+        except OSError:
+            return False  # unknown: the next start's recovery closes it if it is there
+        return any(event.get("id") == event_id for event in events)
 
     async def _write_terminal(self, outcome: Outcome, *, final: bool) -> bool:
         info = self.info
