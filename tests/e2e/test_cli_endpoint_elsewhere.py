@@ -95,3 +95,33 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def test_the_boards_own_socket_written_another_way_is_not_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lattice.protocol import default_endpoint
+    from lattice.supervisor.control import elsewhere
+
+    root = tmp_path / "project"
+    root.mkdir()
+    own = default_endpoint(root)
+    sock = Path(own.removeprefix("ipc://"))
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "link").symlink_to(sock.parent)
+    try:
+        for same in (
+            own,
+            f"ipc://{sock.parent}/./{sock.name}",
+            f"ipc://{tmp_path}/link/{sock.name}",
+        ):
+            monkeypatch.setenv("LATTICE_ENDPOINT", same)
+            assert elsewhere(root) is None, same
+    finally:
+        if tmp_path not in sock.parents:  # the short fallback folder of a long path
+            sock.parent.rmdir()
+    for other in ("tcp://127.0.0.1:5555", f"ipc://{tmp_path}/other.sock"):
+        monkeypatch.setenv("LATTICE_ENDPOINT", other)
+        assert elsewhere(root) == other
+    monkeypatch.delenv("LATTICE_ENDPOINT")
+    assert elsewhere(root) is None

@@ -153,8 +153,9 @@ class RunActor:
                 await self._prepare_and_run()
                 if not self._should_retry():
                     break
-                with trio.CancelScope(shield=True):
-                    await self._close_attempt()
+                with trio.move_on_after(CLEANUP_SECONDS) as closing:
+                    closing.shield = True  # bounded, as in _finish: a hung git must not
+                    await self._close_attempt()  # hold the supervisor's shutdown
                 backoff = self.definition.retry_backoff_seconds * (2 ** (self.info.attempt - 1))
                 with trio.CancelScope(deadline=trio.current_time() + backoff) as scope:
                     self._wait_scope = scope

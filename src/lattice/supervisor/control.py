@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from lattice.errors import Code, LatticeError
 from lattice.protocol import default_endpoint
-from lattice.protocol._endpoint import curve_key
+from lattice.protocol._endpoint import curve_key, ipc_path
 from lattice.protocol.client import Client
 from lattice.supervisor._pidlock import LOCK_NAME, is_held, read_holder
 
@@ -47,9 +47,16 @@ def endpoint_for(root: Path) -> str:
 
 
 def elsewhere(root: Path) -> str | None:
-    """``LATTICE_ENDPOINT`` when it names another endpoint than the board's own socket."""
+    """``LATTICE_ENDPOINT`` when it names another endpoint than the board's own socket
+    (an ``ipc://`` path is compared as the file it names, through links)."""
     configured = os.environ.get("LATTICE_ENDPOINT")
-    if not configured or configured == default_endpoint(root):
+    if not configured:
+        return None
+    own = default_endpoint(root)
+    if configured == own:
+        return None
+    given, mine = ipc_path(configured), ipc_path(own)
+    if given is not None and mine is not None and os.path.realpath(given) == os.path.realpath(mine):
         return None
     return configured
 
