@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from lattice.actors._definitions import load_workers
+from lattice.actors._journal import Journal
+from lattice.actors._run import RunActor, RunContext
+from lattice.actors._worktree import Worktrees
+from lattice.protocol._messages import Run, RunInfo
+from lattice.store import Board, new_id
 
 GIT_ENV = {
     **os.environ,
@@ -41,3 +50,45 @@ def repo(tmp_path: Path) -> Path:
     (path / "src").mkdir()
     commit_file(path, "src/b.txt", "two")
     return path
+
+
+#: The actor written on the events of the actor tests' runs.
+ACTOR = "human:ana"
+
+
+def actor_for(
+    board: Board,
+    worktrees: Worktrees,
+    worker_name: str,
+    task_id: str,
+    *,
+    run_hooks: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> RunActor:
+    """A run of ``worker_name`` (defined under the board's root) on ``task_id``, built as
+    the registry builds one and admitted at once; ``run`` it, then close its journal."""
+    worker = load_workers(board.root).get(worker_name)
+    assert worker is not None and worker.valid, worker
+    ctx = RunContext(
+        board=board,
+        worktrees=worktrees,
+        journal=Journal(board.dir / "run" / "journal.jsonl"),
+        results_dir=board.dir / "run" / "results",
+        run_hooks=run_hooks or (lambda events: None),
+        environ=dict(os.environ),
+    )
+    info = RunInfo(
+        run_id=new_id("run"), task_id=task_id, worker=worker_name, state="queued", actor=ACTOR
+    )
+
+    async def admitted(_: RunActor) -> None:
+        pass
+
+    return RunActor(
+        ctx,
+        info,
+        worker,
+        Run(worker=worker_name, task=task_id),
+        1,
+        on_exit=lambda _: None,
+        wait_admitted=admitted,
+    )

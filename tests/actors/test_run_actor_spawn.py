@@ -9,15 +9,10 @@ from typing import Any
 
 import trio
 
-from lattice.actors._definitions import load_workers
-from lattice.actors._journal import Journal
-from lattice.actors._run import RunActor, RunContext
 from lattice.actors._worktree import Worktrees
-from lattice.protocol._messages import Run, RunInfo
-from lattice.store import Board, new_id
+from lattice.store import Board
+from tests.actors.conftest import ACTOR, actor_for
 from tests.e2e.conftest import processes_with_variable
-
-ACTOR = "human:ana"
 
 
 async def test_an_error_after_the_spawn_hop_still_stops_the_worker(tmp_path: Path) -> None:
@@ -29,38 +24,16 @@ async def test_an_error_after_the_spawn_hop_still_stops_the_worker(tmp_path: Pat
             {"name": "Sleeper", "engine": "script", "command": "sleep 300", "worktree": False}
         )
     )
-    worker = load_workers(tmp_path).get("Sleeper")
-    assert worker is not None and worker.valid, worker
 
     def run_hooks(events: list[dict[str, Any]]) -> None:
         # As when the supervisor's hook nursery has closed under a crash.
         if events[0]["type"] == "process_started":
             raise RuntimeError("Nursery is closed to new arrivals")
 
-    ctx = RunContext(
-        board=board,
-        worktrees=Worktrees(tmp_path / "worktrees"),
-        journal=Journal(board.dir / "run" / "journal.jsonl"),
-        results_dir=board.dir / "run" / "results",
-        run_hooks=run_hooks,
-        environ=dict(os.environ),
+    actor = actor_for(
+        board, Worktrees(tmp_path / "worktrees"), "Sleeper", task_id, run_hooks=run_hooks
     )
-    info = RunInfo(
-        run_id=new_id("run"), task_id=task_id, worker="Sleeper", state="queued", actor=ACTOR
-    )
-
-    async def admitted(_: RunActor) -> None:
-        pass
-
-    actor = RunActor(
-        ctx,
-        info,
-        worker,
-        Run(worker="Sleeper", task=task_id),
-        1,
-        on_exit=lambda _: None,
-        wait_admitted=admitted,
-    )
+    ctx, info = actor.ctx, actor.info
     try:
         with trio.fail_after(30):
             await actor.run()

@@ -19,16 +19,10 @@ import pytest
 import trio
 
 import lattice.store._write as store_write
-from lattice.actors._definitions import load_workers
-from lattice.actors._journal import Journal
-from lattice.actors._run import RunActor, RunContext
 from lattice.actors._worktree import Worktrees
-from lattice.protocol._messages import Run, RunInfo
-from lattice.store import Board, new_id
-from tests.actors.conftest import git
+from lattice.store import Board
+from tests.actors.conftest import ACTOR, actor_for, git
 from tests.e2e.conftest import processes_with_variable
-
-ACTOR = "human:ana"
 
 
 def _open_logs(board: Board) -> list[str]:
@@ -74,32 +68,8 @@ async def test_a_process_started_whose_snapshot_failed_still_gets_its_end(
         real_write(path, data)
 
     monkeypatch.setattr(store_write, "atomic_write_bytes", full_disk_after_the_log)
-    worker = load_workers(root).get("Tree")
-    assert worker is not None and worker.valid, worker
-    ctx = RunContext(
-        board=board,
-        worktrees=Worktrees(tmp_path / "worktrees"),
-        journal=Journal(board.dir / "run" / "journal.jsonl"),
-        results_dir=board.dir / "run" / "results",
-        run_hooks=lambda events: None,
-        environ=dict(os.environ),
-    )
-    info = RunInfo(
-        run_id=new_id("run"), task_id=task_id, worker="Tree", state="queued", actor=ACTOR
-    )
-
-    async def admitted(_: RunActor) -> None:
-        pass
-
-    actor = RunActor(
-        ctx,
-        info,
-        worker,
-        Run(worker="Tree", task=task_id),
-        1,
-        on_exit=lambda _: None,
-        wait_admitted=admitted,
-    )
+    actor = actor_for(board, Worktrees(tmp_path / "worktrees"), "Tree", task_id)
+    ctx, info = actor.ctx, actor.info
     try:
         with trio.fail_after(60):
             await actor.run()

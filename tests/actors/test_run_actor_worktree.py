@@ -16,16 +16,10 @@ from typing import Any
 import pytest
 import trio
 
-from lattice.actors._definitions import load_workers
-from lattice.actors._journal import Journal
-from lattice.actors._run import RunActor, RunContext
 from lattice.actors._worktree import Worktrees
-from lattice.protocol._messages import Run, RunInfo
-from lattice.store import Board, new_id
-from tests.actors.conftest import git
+from lattice.store import Board
+from tests.actors.conftest import ACTOR, actor_for, git
 from tests.e2e.conftest import processes_with_variable
-
-ACTOR = "human:ana"
 
 
 class _NotedWorktrees(Worktrees):
@@ -73,32 +67,8 @@ async def test_a_process_started_that_cannot_be_written_leaves_no_worktree(
     worktrees = _NotedWorktrees(tmp_path / "worktrees")
     board = _FullDiskBoard(root, worktrees.made if when != "at once" else None)
     task_id = str(board.create_task("t", actor=ACTOR)["id"])
-    worker = load_workers(root).get("Tree")
-    assert worker is not None and worker.valid, worker
-    ctx = RunContext(
-        board=board,
-        worktrees=worktrees,
-        journal=Journal(board.dir / "run" / "journal.jsonl"),
-        results_dir=board.dir / "run" / "results",
-        run_hooks=lambda events: None,
-        environ=dict(os.environ),
-    )
-    info = RunInfo(
-        run_id=new_id("run"), task_id=task_id, worker="Tree", state="queued", actor=ACTOR
-    )
-
-    async def admitted(_: RunActor) -> None:
-        pass
-
-    actor = RunActor(
-        ctx,
-        info,
-        worker,
-        Run(worker="Tree", task=task_id),
-        1,
-        on_exit=lambda _: None,
-        wait_admitted=admitted,
-    )
+    actor = actor_for(board, worktrees, "Tree", task_id)
+    ctx, info = actor.ctx, actor.info
     try:
         with trio.fail_after(60):
             await actor.run()

@@ -30,8 +30,7 @@ def test_throughput_tool_prints_supervisor_ceiling_and_floor_for_each_concurrenc
 
 def test_a_terminated_bench_stops_its_supervisor_and_removes_its_scratch(tmp_path: Path) -> None:
     """``kill`` or ``timeout`` on a bench must not leave a scratch supervisor running."""
-    from tests.e2e.conftest import processes_with_variable
-    from tests.e2e.test_crash_recovery import _alive
+    from tests.e2e.conftest import alive, processes_with_variable
 
     proc = subprocess.Popen(
         [sys.executable, str(BENCH / "throughput.py"), "--runs", "100000", "--reps", "1",
@@ -57,7 +56,7 @@ def test_a_terminated_bench_stops_its_supervisor_and_removes_its_scratch(tmp_pat
             proc.wait()
     try:
         assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-        assert not _alive(supervisor)  # `supervisor stop` waits for its end (a zombie is ended)
+        assert not alive(supervisor)  # `supervisor stop` waits for its end (a zombie is ended)
         assert list(tmp_path.glob("bench-throughput-*")) == []
         deadline = time.monotonic() + 30  # the bench's clients end as their pipes close
         while processes_with_variable("LATTICE_ROOT", str(root)):

@@ -34,6 +34,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process its parent has not reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
 def processes_with_root(root: Path) -> list[int]:
     """Pids of live processes whose environment has LATTICE_ROOT=<root>."""
     return processes_with_variable("LATTICE_ROOT", str(root))

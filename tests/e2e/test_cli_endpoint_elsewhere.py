@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Project, make_project, stop_everything
+from tests.e2e.conftest import Project, alive, make_project, stop_everything
 from tests.e2e.test_supervisor_curve import free_port
 
 
@@ -85,16 +85,7 @@ def test_stop_through_tcp_waits_for_this_boards_own_supervisor(project: Project)
     stopped = json.loads(project.cli("supervisor", "stop", "--json", env=env).stdout)["data"]
     assert stopped == {"stopped": True, "pid": pid}
     # The command returned only once the process was gone (it is ours: we can watch it).
-    assert not _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    """Running (an exited process not yet reaped by its parent is not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
+    assert not alive(pid)
 
 
 def test_the_boards_own_socket_written_another_way_is_not_elsewhere(

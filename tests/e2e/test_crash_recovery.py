@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Project, processes_with_root
+from tests.e2e.conftest import Project, alive, processes_with_root
 from tests.e2e.test_supervisor_process import wait_gone
 
 
@@ -33,14 +33,6 @@ def _kill_supervisor(project: Project) -> None:
     assert supervisor is not None
     os.kill(supervisor, signal.SIGKILL)
     wait_gone(supervisor)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def _drop_journal_records(project: Project, run_ids: set[str]) -> None:
@@ -74,7 +66,7 @@ def test_sigkill_then_restart_settles_every_run(
     running = _wait_running(project, 5)
     worker_pids = [r["pid"] for r in running]
     _kill_supervisor(project)
-    assert any(_alive(p) for p in worker_pids), "workers should outlive a SIGKILLed supervisor"
+    assert any(alive(p) for p in worker_pids), "workers should outlive a SIGKILLed supervisor"
     if journal_lost:
         _drop_journal_records(project, {r["run_id"] for r in started})
 
@@ -96,7 +88,7 @@ def test_sigkill_then_restart_settles_every_run(
 
     project.cli("supervisor", "start")
     for pid in worker_pids:
-        assert not _alive(pid), f"worker {pid} of the killed supervisor is still alive"
+        assert not alive(pid), f"worker {pid} of the killed supervisor is still alive"
     for task, run in zip(tasks[:5], started, strict=True):
         ends = [e for e in project.process_events(task) if e["type"] != "process_started"]
         assert len(ends) == 1, (task, ends)
@@ -169,7 +161,7 @@ def test_doctor_reports_only_unowned_runs_and_fix_settles_them(project: Project)
     assert kinds == ["open_run"]
     fixed = project.cli("doctor", "--fix", env=env, check=False)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert not _alive(pid)
+    assert not alive(pid)
     ends = [e for e in project.process_events(task) if e["type"] == "process_failed"]
     assert [(e["data"]["reason"], e["data"]["run_id"]) for e in ends] == [
         ("orphaned", run["run_id"])
@@ -189,7 +181,7 @@ def test_doctor_fix_without_autostart_also_removes_the_worktrees_left(project: P
     env = dict(project.env, LATTICE_NO_AUTOSTART="1")
     fixed = project.cli("doctor", "--fix", env=env, check=False)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert not _alive(running["pid"])
+    assert not alive(running["pid"])
     assert not worktree.exists()
     assert len(project.worktree_list()) == 1  # git forgot it too
     assert project.cli("supervisor", "status", env=env, check=False).returncode == 6

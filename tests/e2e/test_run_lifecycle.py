@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import Project
+from tests.e2e.conftest import Project, alive
 
 
 def run_and_wait(project: Project, worker: str, task: str, *extra: str) -> dict:
@@ -103,7 +103,7 @@ def test_grandchild_that_outlives_the_worker_is_killed(project: Project) -> None
     run = run_and_wait(project, "Forker", task)
     assert run["state"] == "completed"
     child = int(Path(run["log_path"] + ".child").read_text())
-    assert not _alive(child), "the forked grandchild outlived its run"
+    assert not alive(child), "the forked grandchild outlived its run"
     terminal_events(project, task)
     assert_settled(project, task)
 
@@ -191,14 +191,6 @@ def test_run_history_appears_in_lattice_show(project: Project) -> None:
     assert "Ok" in shown and "completed" in shown
     runs = project.json("show", task)["data"]["runs"]
     assert [(r["run_id"], r["state"]) for r in runs] == [(run["run_id"], "completed")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def _wait_for_state(project: Project, run_id: str, state: str, timeout: float = 30) -> None:

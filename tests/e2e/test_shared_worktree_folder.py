@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.conftest import Project, stop_everything
-from tests.e2e.test_crash_recovery import _alive, _kill_supervisor, _wait_running
+from tests.e2e.conftest import Project, alive, stop_everything
+from tests.e2e.test_crash_recovery import _kill_supervisor, _wait_running
 
 
 def test_recovery_leaves_the_other_boards_live_worktree_alone(project: Project) -> None:
@@ -31,7 +31,7 @@ def test_recovery_leaves_the_other_boards_live_worktree_alone(project: Project) 
 
         assert not Path(my_run["worktree_path"]).exists()
         assert Path(their_run["worktree_path"], "README.md").is_file()
-        assert _alive(their_run["pid"])
+        assert alive(their_run["pid"])
         live = other.json("worker", "ps")["data"]
         assert [r["run_id"] for r in live] == [their_run["run_id"]]
         assert live[0]["state"] == "running"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Project
-from tests.e2e.test_crash_recovery import _alive, _kill_supervisor, _wait_running
+from tests.e2e.conftest import Project, alive
+from tests.e2e.test_crash_recovery import _kill_supervisor, _wait_running
 
 
 @pytest.mark.parametrize("worktree", [False, True])
@@ -31,9 +31,9 @@ def test_a_worker_that_scrubs_its_environment_still_dies_after_a_crash(
     noted = [r for r in records if r["run"].get("pid") == running["pid"]]
     assert noted and noted[-1].get("pid_start_time"), records
     _kill_supervisor(project)
-    assert _alive(running["pid"])
+    assert alive(running["pid"])
     project.cli("supervisor", "start")
-    assert not _alive(running["pid"])
+    assert not alive(running["pid"])
     (end,) = [e for e in project.process_events(task) if e["type"] != "process_started"]
     assert end["data"]["reason"] == "orphaned"
 
