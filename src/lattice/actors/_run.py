@@ -264,8 +264,8 @@ class RunActor:
         starts one board write sooner. A crash in between leaves a worktree that no
         run owns, which recovery removes, or a started run without one, which it
         closes. Raises why a ``process_started`` could not be written (a worktree made
-        meanwhile is then removed by :meth:`_finish`); sets
-        the outcome when the worktree fails; None when a cancel came first.
+        meanwhile is then removed by :meth:`_finish`); sets the outcome when the
+        worktree fails; None when a cancel came first.
         """
         made: Path | LatticeError | None = None
         refused: LatticeError | OSError | None = None
