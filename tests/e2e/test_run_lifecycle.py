@@ -6,6 +6,8 @@ Real supervisor, real git worktrees, real worker processes, the real CLI.
 from __future__ import annotations
 
 import json
+import os
+import select
 import time
 from pathlib import Path
 
@@ -106,6 +108,78 @@ def test_grandchild_that_outlives_the_worker_is_killed(project: Project) -> None
     assert not alive(child), "the forked grandchild outlived its run"
     terminal_events(project, task)
     assert_settled(project, task)
+
+
+#: A daemon in a session of its own (``setsid``, as tmux or a dev server's launcher
+#: does): it writes its pid to $LATTICE_LOG.child (renamed into place) once it has left
+#: the worker's process group, and the worker waits for that before it goes on.
+DAEMON = (
+    'python3 -c "import os, sys, time; os.setsid(); '
+    "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid())); "
+    "os.replace(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(300)\" "
+    '"$LATTICE_LOG.child" & '
+    'while [ ! -e "$LATTICE_LOG.child" ]; do sleep 0.01; done'
+)
+
+
+def _gone_soon(pid: int, timeout: float = 30) -> bool:
+    """Whether ``pid`` ends within ``timeout`` (killed by the sweep of ended runs)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def test_a_descendant_that_left_the_group_is_killed_when_the_run_ends(project: Project) -> None:
+    """It left the group, but it carries the run's LATTICE_RUN_ID, which finds it."""
+    project.write_worker("Daemonizer", command=f"{DAEMON}; exit 0")
+    task = project.create_task()
+    run = run_and_wait(project, "Daemonizer", task)
+    assert run["state"] == "completed"
+    child = int(Path(run["log_path"] + ".child").read_text())
+    assert _gone_soon(child), "a descendant in a session of its own outlived its run"
+    assert_settled(project, task)
+
+
+def test_the_sweep_of_an_attempt_spares_the_next_attempt(project: Project) -> None:
+    """A retry has the same run id and may start before the sweep of the failed
+    attempt: only the failed attempt's leftovers die."""
+    project.write_worker(
+        "Flaky",
+        command=(
+            f'if [ "$LATTICE_ATTEMPT" = 1 ]; then {DAEMON}; exit 1; fi; '
+            'sleep 1; echo second > "$LATTICE_LOG.second"'
+        ),
+        retries=1,
+        retry_backoff_seconds=0,
+        worktree=False,
+    )
+    task = project.create_task()
+    run = run_and_wait(project, "Flaky", task)
+    assert run["state"] == "completed" and run["attempt"] == 2, run
+    assert Path(run["log_path"] + ".second").read_text() == "second\n"
+    ends = [e for e in project.process_events(task) if e["type"] != "process_started"]
+    first_log = ends[0]["data"]["log_path"]
+    assert [e["type"] for e in ends] == ["process_failed", "process_completed"], ends
+    assert _gone_soon(int(Path(first_log + ".child").read_text()))
+
+
+def test_a_supervisor_that_stops_takes_the_daemons_of_its_runs_along(project: Project) -> None:
+    project.write_worker("Daemonizer", command=f"{DAEMON}; sleep 300", worktree=False)
+    task = project.create_task()
+    run = project.json("worker", "run", "Daemonizer", task)["data"]
+    child_file = Path(run["log_path"] + ".child")
+    deadline = time.monotonic() + 30
+    while not child_file.exists():  # the daemon's own signal that it left the group
+        assert time.monotonic() < deadline, "the daemon never started"
+        time.sleep(0.02)
+    child = int(child_file.read_text())
+    project.cli("supervisor", "stop")  # returns once the supervisor's process is gone
+    assert not alive(child), "a run's daemon outlived the supervisor's shutdown"
 
 
 def test_cancel_while_running_writes_cancelled(project: Project) -> None:

@@ -60,6 +60,9 @@ class RunContext:
     results_dir: Path
     run_hooks: Callable[[list[dict[str, Any]]], None]
     environ: dict[str, str]
+    #: Told (run id, attempt) when an attempt's process group is killed, so that what
+    #: left the group dies too (:class:`~lattice.actors._leftovers.LeftoverSweeper`).
+    sweep_leftovers: Callable[[str, int], None] = lambda run_id, attempt: None
 
 
 @dataclass
@@ -449,9 +452,11 @@ class RunActor:
             return False
         self._attempt_closed = True
         if self._process is not None:
-            # Whatever the leader left behind in its group (a forked grandchild) dies now.
+            # Whatever the leader left behind in its group (a forked grandchild) dies now,
+            # and what left the group soon after.
             kill_group(self._process.pid, signal.SIGKILL)
             self._process.close()
+            self.ctx.sweep_leftovers(self.run_id, self.info.attempt)
         outcome = self._outcome or Outcome(
             self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from lattice.actors._process_group import kill_group, process_start_time
@@ -40,6 +41,23 @@ def kill_by_run_id(run_ids: set[str]) -> list[int]:
     if not run_ids:
         return []
     markers = {f"LATTICE_RUN_ID={run_id}".encode() for run_id in run_ids}
+    return _kill_where(lambda variables: not markers.isdisjoint(variables))
+
+
+def kill_attempts(attempts: set[tuple[str, int]]) -> list[int]:
+    """:func:`kill_by_run_id` for these attempts of runs only: a run's next attempt,
+    which carries the same run id, may be running already."""
+    if not attempts:
+        return []
+    wanted = [
+        (f"LATTICE_RUN_ID={run_id}".encode(), f"LATTICE_ATTEMPT={attempt}".encode())
+        for run_id, attempt in attempts
+    ]
+    return _kill_where(lambda variables: any(r in variables and a in variables for r, a in wanted))
+
+
+def _kill_where(match: Callable[[set[bytes]], bool]) -> list[int]:
+    """SIGKILL every process (but this one) whose environment ``match`` accepts."""
     killed = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -49,8 +67,8 @@ def kill_by_run_id(run_ids: set[str]) -> list[int]:
                 variables = set(f.read().split(b"\0"))
         except OSError:
             continue
-        if variables & markers:
-            log.info("killing orphaned worker process %s", entry)
+        if match(variables):
+            log.info("killing process %s, left by a run that ended", entry)
             try:
                 os.kill(int(entry), signal.SIGKILL)
                 killed.append(int(entry))

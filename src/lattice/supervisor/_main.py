@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from lattice.actors._journal import Journal
+from lattice.actors._leftovers import LeftoverSweeper
 from lattice.actors._registry import Registry
 from lattice.actors._run import RunContext
 from lattice.actors._worktree import Worktrees
@@ -129,6 +130,7 @@ class Supervisor:
         base = worktree_base(board, self.settings)
         self.journal = Journal(self.run_dir / "journal.jsonl")
         self._hooks_nursery: trio.Nursery | None = None
+        self.sweeper = LeftoverSweeper()
         self.ctx = RunContext(
             board=board,
             worktrees=Worktrees(base, owner=board.dir),
@@ -136,6 +138,7 @@ class Supervisor:
             results_dir=self.run_dir / "results",
             run_hooks=self._run_hooks,
             environ=_worker_base_environment(),
+            sweep_leftovers=self.sweeper.attempt_ended,
         )
         self.registry = Registry(
             self.ctx,
@@ -189,6 +192,7 @@ class Supervisor:
                 async with trio.open_nursery() as hooks:
                     self._hooks_nursery = hooks
                     await nursery.start(self.ctx.worktrees.serve)
+                    await nursery.start(self.sweeper.serve)
                     await nursery.start(self.registry.serve)
                     await recover(self)
                     handler = Handlers(self)
