@@ -14,9 +14,13 @@ that would take a cgroup per run.
 
 from __future__ import annotations
 
+import logging
+
 import trio
 
 from lattice.actors._settle import kill_attempts
+
+log = logging.getLogger("lattice.supervisor.leftovers")
 
 #: How long ended runs gather before one scan serves them.
 BATCH_SECONDS = 0.1
@@ -53,5 +57,14 @@ class LeftoverSweeper:
 
     async def _sweep(self) -> None:
         batch, self._pending = self._pending, set()
-        if batch:
-            await trio.to_thread.run_sync(kill_attempts, batch)
+        if not batch:
+            return
+        try:
+            # Abandoned when cancelled: a read of /proc/<pid>/environ can hang on that
+            # process's memory (a stuck FUSE or NFS page), and the bound must hold.
+            await trio.to_thread.run_sync(kill_attempts, batch, abandon_on_cancel=True)
+        except trio.Cancelled:
+            self._pending |= batch  # the last sweep takes them again
+            raise
+        except OSError:  # no /proc (a sandbox): the runs go on without the sweep
+            log.exception("could not scan /proc for what ended runs left behind")

@@ -22,6 +22,8 @@ log = logging.getLogger("lattice.supervisor.recovery")
 
 ORPHANED_ERROR = "the supervisor that owned this run stopped without ending it"
 _SETTLED = "already settled"
+#: Scans of /proc at most for one kill by environment (see ``_kill_where``).
+KILL_PASSES = 10
 
 
 def kill_if_same(pid: int, start_time: int) -> bool:
@@ -57,7 +59,23 @@ def kill_attempts(attempts: set[tuple[str, int]]) -> list[int]:
 
 
 def _kill_where(match: Callable[[set[bytes]], bool]) -> list[int]:
-    """SIGKILL every process (but this one) whose environment ``match`` accepts."""
+    """SIGKILL every process (but this one) whose environment ``match`` accepts.
+
+    A pass lists /proc, then reads and kills: what a process forks after the listing
+    and before its death is not listed. So passes repeat until one kills nothing new
+    (what was killed forks no more), at most :data:`KILL_PASSES`.
+    """
+    killed: list[int] = []
+    for _ in range(KILL_PASSES):
+        new = [pid for pid in _kill_pass(match) if pid not in killed]
+        if not new:
+            break
+        killed += new
+    return killed
+
+
+def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
+    """One pass of :func:`_kill_where`."""
     killed = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
