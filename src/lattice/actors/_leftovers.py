@@ -4,12 +4,11 @@ An attempt's end kills its process group; a daemon that moved to a session of it
 (tmux, ``setsid``, a dev server's launcher) is not in it. It still carries the run's
 ``LATTICE_RUN_ID`` and ``LATTICE_ATTEMPT``, which a scan of ``/proc`` finds, as crash
 recovery finds the run's processes (the attempt too: a retry, with the same run id,
-may be running by the time of the scan). The scan
-reads every process's environment: for a trivial run it costs about as much CPU as
-the rest of the run (measured: +1 to +4 ms per run at 1 to 16 concurrent clients), so
-runs share it. Their ids gather for :data:`BATCH_SECONDS`, then one scan serves them
-all, in a thread. A process that also scrubbed its environment stays out of reach;
-that would take a cgroup per run.
+may be running by the time of the scan). The scan reads every process's environment:
+for a trivial run it costs about as much CPU as the rest of the run (measured: +1 to
++4 ms per run at 1 to 16 concurrent clients), so runs share it. Their ids gather for
+:data:`BATCH_SECONDS`, then one scan serves them all, in a thread. A process that
+also scrubbed its environment stays out of reach; that would take a cgroup per run.
 """
 
 from __future__ import annotations
