@@ -170,3 +170,22 @@ def test_stop_with_drain_lets_live_runs_finish(project: Project) -> None:
     project.cli("supervisor", "stop", "--drain")
     ends = [e for e in project.process_events(task) if e["type"] != "process_started"]
     assert [e["type"] for e in ends] == ["process_completed"]
+
+
+def test_a_supervisor_started_from_a_workers_shell_belongs_to_no_run(project: Project) -> None:
+    """Started by a worker's command (it autostarts one when none runs), it must not carry
+    the run's marks: the kill by environment of that run (recovery, the sweep of ended
+    runs, ``doctor --fix``) would take it and its git processes along."""
+    from lattice.actors._settle import kill_by_run_id
+
+    marks = {"LATTICE_RUN_ID": "run_01JSHELL0000000000000000AA", "LATTICE_ATTEMPT": "1"}
+    project.write_worker("Ok", command="true", worktree=False)
+    task = project.create_task()
+    project.cli("worker", "run", "Ok", task, "--wait", env=dict(project.env, **marks))
+    pid = project.supervisor_pid()
+    assert pid is not None
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert not {f"{k}={v}".encode() for k, v in marks.items()} & set(environ)
+    # Nothing the supervisor started (its git processes) carries them either.
+    assert kill_by_run_id({marks["LATTICE_RUN_ID"]}) == []
+    assert project.json("supervisor", "status")["data"]["pid"] == pid

@@ -37,6 +37,7 @@ from lattice.supervisor._pidlock import PidLock, runtime_dir
 from lattice.supervisor._recovery import recover
 from lattice.supervisor._server import serve
 from lattice.supervisor._zap import ClientKeys
+from lattice.supervisor.control import RUN_VARIABLES
 
 log = logging.getLogger("lattice.supervisor")
 
@@ -124,6 +125,9 @@ class Supervisor:
         self.curve = CurveSettings.from_environment(os.environ)
         # Read once; no child (git, hooks, workers) needs the server's secret key.
         os.environ.pop("LATTICE_CURVE_SECRET_KEY", None)
+        # Nor do its children (git, hooks) belong to the run whose shell started it.
+        for name in RUN_VARIABLES:
+            os.environ.pop(name, None)
         self.started_at = time.time()
         self.settings = Settings(board.config)
         self.run_dir = runtime_dir(board.dir)

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 #: How long ``start`` waits for a new supervisor to answer.
 START_TIMEOUT = 30.0
+#: What marks a run's processes for the kill by environment (recovery, the sweep of
+#: ended runs): a supervisor started from a worker's shell must not carry them.
+RUN_VARIABLES = ("LATTICE_RUN_ID", "LATTICE_ATTEMPT")
 
 
 def run_dir(board_dir: Path) -> Path:
@@ -168,6 +171,8 @@ def start(
     for endpoint in listen or []:
         argv += ["--listen", endpoint]
     env = dict(os.environ, LATTICE_ROOT=str(root))
+    for name in RUN_VARIABLES:  # a supervisor belongs to no run
+        env.pop(name, None)
     with open(log_dir / "supervisor.stderr", "ab") as stderr:
         proc = subprocess.Popen(
             argv,
