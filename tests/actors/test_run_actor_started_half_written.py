@@ -22,21 +22,7 @@ import lattice.store._write as store_write
 from lattice.actors._worktree import Worktrees
 from lattice.store import Board
 from tests.actors.conftest import ACTOR, actor_for, git
-from tests.e2e.conftest import processes_with_variable
-
-
-def _open_logs(board: Board) -> list[str]:
-    """This process's open descriptors on worker logs."""
-    logs = str(board.worker_log_dir())
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(logs):
-            found.append(target)
-    return found
+from tests.e2e.conftest import open_files_under, processes_with_variable
 
 
 @pytest.mark.parametrize("worktree", [True, False], ids=["worktree", "no-worktree"])
@@ -90,7 +76,7 @@ async def test_a_process_started_whose_snapshot_failed_still_gets_its_end(
         assert not (tmp_path / "worktrees" / info.run_id).exists()
         assert git(root, "worktree", "list", "--porcelain").count("worktree ") == 1
         assert processes_with_variable("LATTICE_RUN_ID", info.run_id) == []
-        assert _open_logs(board) == []
+        assert open_files_under("self", board.worker_log_dir()) == []
     finally:
         for pid in processes_with_variable("LATTICE_RUN_ID", info.run_id):
             os.killpg(pid, 9)

@@ -43,6 +43,20 @@ def alive(pid: int) -> bool:
         return False
 
 
+def open_files_under(pid: int | str, folder: Path) -> list[str]:
+    """The files under ``folder`` that process ``pid`` ("self": this one) holds open."""
+    prefix = str(folder)
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(prefix):
+            found.append(target)
+    return found
+
+
 def processes_with_root(root: Path) -> list[int]:
     """Pids of live processes whose environment has LATTICE_ROOT=<root>."""
     return processes_with_variable("LATTICE_ROOT", str(root))

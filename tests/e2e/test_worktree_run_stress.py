@@ -21,7 +21,7 @@ from typing import Any
 from lattice.protocol import default_endpoint
 from lattice.protocol._messages import Cancel, LogChunk, Logs, Run, RunReply
 from lattice.protocol.client import Client
-from tests.e2e.conftest import Project
+from tests.e2e.conftest import Project, open_files_under
 from tests.e2e.test_supervisor_process import wait_gone
 
 #: Every reason a run of these probes may end with.
@@ -126,26 +126,22 @@ def _assert_nothing_went_wrong_inside(project: Project) -> None:
     assert bad == [], "\n".join(bad)
 
 
-def _open_logs(project: Project, pid: int) -> list[str]:
-    """The worker logs the supervisor ``pid`` holds open (it should hold none)."""
-    logs = str(project.root / ".lattice" / "logs" / "workers")
-    found = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(logs):
-            found.append(target)
-    return found
-
-
-def test_worktree_runs_cancelled_retried_and_shut_down_leave_nothing(project: Project) -> None:
-    _workers(project, max_concurrent=12)
+def _started(project: Project, *, max_concurrent: int) -> tuple[list[str], int]:
+    """The workers written, eight tasks made, the supervisor started: tasks and its pid."""
+    _workers(project, max_concurrent=max_concurrent)
     tasks = [project.create_task(f"task {i}") for i in range(8)]
     project.cli("supervisor", "start")
     pid = project.supervisor_pid()
     assert pid is not None
+    return tasks, pid
+
+
+def _worker_logs(project: Project) -> Path:
+    return project.root / ".lattice" / "logs" / "workers"
+
+
+def test_worktree_runs_cancelled_retried_and_shut_down_leave_nothing(project: Project) -> None:
+    tasks, pid = _started(project, max_concurrent=12)
     with _client(project) as client:
         # 1. A burst past the cap (some queue): 8 Quick, 8 Flaky (retries: 1), 3 Slow,
         # and 3 Patient runs cancelled as soon as they are accepted, while git makes
@@ -178,7 +174,7 @@ def test_worktree_runs_cancelled_retried_and_shut_down_leave_nothing(project: Pr
         # Only the Slow run still running holds a worktree; the supervisor holds no log.
         assert [p.name for p in project.worktrees.iterdir()] == [slow[2]["run_id"]]
         assert len(project.worktree_list()) == 2
-        assert _open_logs(project, pid) == []
+        assert open_files_under(pid, _worker_logs(project)) == []
 
         # 3. Another burst, some cancelled at once, and SIGTERM to the supervisor while
         # these runs are being prepared (and one Slow run still runs).
@@ -210,11 +206,7 @@ def test_worktree_runs_cancelled_retried_and_shut_down_leave_nothing(project: Pr
 def test_sigkill_while_worktree_runs_are_prepared_then_restart_leaves_nothing(
     project: Project,
 ) -> None:
-    _workers(project, max_concurrent=6)
-    tasks = [project.create_task(f"task {i}") for i in range(8)]
-    project.cli("supervisor", "start")
-    pid = project.supervisor_pid()
-    assert pid is not None
+    tasks, pid = _started(project, max_concurrent=6)
     with _client(project) as client:
         slow = [_run(client, "Slow", task) for task in tasks[:2]]
         for run in slow:
@@ -245,7 +237,7 @@ def test_sigkill_while_worktree_runs_are_prepared_then_restart_leaves_nothing(
     for run_id in burst:
         events = by_run.get(run_id, [])
         assert events, f"run {run_id} was accepted, so it must have run (again) after recovery"
-    assert _open_logs(project, new_pid) == []
+    assert open_files_under(new_pid, _worker_logs(project)) == []
     _assert_no_worktree_left(project)
     _assert_nothing_went_wrong_inside(project)
 
