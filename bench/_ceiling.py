@@ -5,7 +5,7 @@ protocol on ``ENDPOINT`` (``ipc://``) until SIGTERM, doing per run only what any
 supervisor on the required stack must do, and nothing of ours above it:
 
 - the request is received with pyzmq from a Trio task and decoded with msgspec (our
-  codec and :class:`~lattice.protocol.aclient.TrioSocket`), and each request is
+  codec and :class:`~lattice_workers.protocol.aclient.TrioSocket`), and each request is
   handled in a task of its own (a Wait blocks; a server cannot answer in line);
 - Run: a dict keyed by (task, worker) refuses a second live run of one key, the
   ``process_started`` event is written with :func:`bench_runs.bare_write` in a thread
@@ -37,7 +37,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_runs import bare_write, run_event, spawn_true
-from lattice.protocol import (
+from lattice_workers.protocol import (
     End,
     Error,
     Hello,
@@ -50,7 +50,7 @@ from lattice.protocol import (
     decode_request,
     encode,
 )
-from lattice.protocol.aclient import TrioSocket
+from lattice_workers.protocol.aclient import TrioSocket
 
 
 class Ceiling:

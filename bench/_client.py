@@ -1,7 +1,7 @@
 """A benchmark client in a process of its own, driven over a multiprocessing pipe.
 
 :func:`serve_jobs` connects with the real synchronous
-:class:`~lattice.protocol.client.Client`, says Hello (connection set-up is not
+:class:`~lattice_workers.protocol.client.Client`, says Hello (connection set-up is not
 measured), sends ``"ready"``, then answers one job per message. The job message is
 also the start signal, so a driver releases many clients at once by sending to each
 of them. Times are ``time.monotonic()`` (CLOCK_MONOTONIC, shared by every process on
@@ -24,7 +24,7 @@ from typing import Any
 
 
 def run_pairs(client: Any, pairs: list[list[str]]) -> dict[str, Any]:
-    from lattice.protocol import Run, RunReply, Wait
+    from lattice_workers.protocol import Run, RunReply, Wait
 
     latencies: list[float] = []
     states: dict[str, int] = {}
@@ -44,8 +44,8 @@ def run_pairs(client: Any, pairs: list[list[str]]) -> dict[str, Any]:
 
 
 def run_once(client: Any, worker: str, task: str) -> dict[str, Any]:
-    from lattice.errors import LatticeError
-    from lattice.protocol import Run, RunReply
+    from lattice_workers.errors import LatticeError
+    from lattice_workers.protocol import Run, RunReply
 
     t0 = time.monotonic()
     try:
@@ -63,7 +63,7 @@ def run_once(client: Any, worker: str, task: str) -> dict[str, Any]:
 
 
 def run_ps(client: Any, count: int) -> dict[str, Any]:
-    from lattice.protocol import Ps, PsReply
+    from lattice_workers.protocol import Ps, PsReply
 
     latencies = []
     runs = 0
@@ -78,8 +78,8 @@ def run_ps(client: Any, count: int) -> dict[str, Any]:
 
 def serve_jobs(conn: Any, endpoint: str) -> None:
     """The client process: answer jobs from ``conn`` until it closes."""
-    from lattice.protocol import Hello
-    from lattice.protocol.client import Client
+    from lattice_workers.protocol import Hello
+    from lattice_workers.protocol.client import Client
 
     with Client(endpoint, timeout=120) as client:
         for _ in range(3):
@@ -103,4 +103,4 @@ def serve_jobs(conn: Any, endpoint: str) -> None:
 
 def preload() -> None:
     """What the forkserver imports once for every client it forks."""
-    import lattice.protocol.client  # noqa: F401
+    import lattice_workers.protocol.client  # noqa: F401

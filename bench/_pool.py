@@ -23,7 +23,7 @@ def _mp() -> Any:
         _context = multiprocessing.get_context("forkserver")
         # "__main__": the forkserver imports the driver's main module once, so that the
         # forked clients do not each import it again (multiprocessing would).
-        _context.set_forkserver_preload(["__main__", "_client", "lattice.protocol.client"])
+        _context.set_forkserver_preload(["__main__", "_client", "lattice_workers.protocol.client"])
     return _context
 
 

@@ -141,9 +141,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def lattice_command() -> list[str]:
-    """How a user runs ``lattice``: the console script beside this interpreter."""
-    script = Path(sys.executable).parent / "lattice"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "lattice"]
+    """How a user runs us: the ``lattice-workers`` script beside this interpreter."""
+    script = Path(sys.executable).parent / "lattice-workers"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "lattice_workers"]
 
 
 class Project:
@@ -169,7 +169,7 @@ class Project:
         repo: bool = True,
     ) -> Project:
         """A project with ``tasks`` tasks and the bench's workers, supervisor not started."""
-        from lattice.store import Board
+        from lattice_workers.store import Board
 
         root = base / name
         root.mkdir(parents=True)
@@ -217,7 +217,7 @@ class Project:
 
     @property
     def endpoint(self) -> str:
-        from lattice.protocol import default_endpoint
+        from lattice_workers.protocol import default_endpoint
 
         return default_endpoint(self.root)
 
@@ -258,7 +258,7 @@ class Project:
             reap(self.root, None)
 
     def client(self, timeout: float = 60.0) -> Any:
-        from lattice.protocol.client import Client
+        from lattice_workers.protocol.client import Client
 
         return Client(self.endpoint, timeout=timeout)
 
@@ -280,7 +280,14 @@ def write_source_tree(root: Path) -> None:
 
 def populate(board: Any, count: int) -> list[str]:
     """Add ``count`` tasks to ``board`` in bulk (see the module docstring); their ids."""
-    from lattice.store import NewEvent, apply_event, dumps_event, dumps_pretty, new_id, utc_now
+    from lattice_workers.store import (
+        NewEvent,
+        apply_event,
+        dumps_event,
+        dumps_pretty,
+        new_id,
+        utc_now,
+    )
 
     ids_path = board.dir / "ids.json"
     index = json.loads(ids_path.read_text()) if ids_path.exists() else {}

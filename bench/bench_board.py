@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lattice.store import Board, dumps_event, dumps_pretty, new_id, replay
+from lattice_workers.store import Board, dumps_event, dumps_pretty, new_id, replay
 
 STATUSES = ["backlog", "planned", "in_progress", "review", "done"]
 
@@ -152,8 +152,8 @@ def main() -> None:
 
     tracker = find_tracker(args.tracker)
     # The installed console script, as a user runs it (as the tracker is run).
-    script = Path(sys.executable).with_name("lattice")
-    ours = [str(script)] if script.exists() else [sys.executable, "-m", "lattice"]
+    script = Path(sys.executable).with_name("lattice-workers")
+    ours = [str(script)] if script.exists() else [sys.executable, "-m", "lattice_workers"]
     with tempfile.TemporaryDirectory(prefix="bench-board-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()

@@ -8,7 +8,7 @@ alike. Rows:
   Hello; the floor of any ZeroMQ request on this machine.
 - ``lattice server, raw DEALER``: our server and handler, a client that only sends
   and receives bytes (the server's own cost).
-- ``lattice server, Client``: the same through :class:`lattice.protocol.client.Client`
+- ``lattice server, Client``: the same through :class:`lattice_workers.protocol.client.Client`
   (what the CLI pays: encoding, request ids, deadline, monitor).
 - ``zmq-anyio server`` (only with ``--zmq-anyio``, if installed): the same handler
   served through zmq-anyio on Trio, the library we evaluated instead of our wrapper.
@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve()
 
 
 def _hello_handler():  # type: ignore[no-untyped-def]
-    from lattice.protocol import PROTOCOL_VERSION, HelloReply
+    from lattice_workers.protocol import PROTOCOL_VERSION, HelloReply
 
     async def handler(req, send):  # type: ignore[no-untyped-def]
         await send(
@@ -66,7 +66,7 @@ def serve_bare(endpoint: str) -> None:
 def serve_lattice(endpoint: str) -> None:
     import trio
 
-    from lattice.supervisor._server import serve
+    from lattice_workers.supervisor._server import serve
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -81,7 +81,7 @@ def serve_zmq_anyio(endpoint: str) -> None:
     import zmq
     import zmq_anyio
 
-    from lattice.protocol import decode_request, encode
+    from lattice_workers.protocol import decode_request, encode
 
     handler = _hello_handler()
 
@@ -112,11 +112,11 @@ def client_main(kind: str, endpoint: str) -> None:
     latencies (us) as one JSON line. It stays connected between batches."""
     import zmq
 
-    from lattice.protocol import Hello, encode
+    from lattice_workers.protocol import Hello, encode
 
     payload = encode(Hello(rid=1))
     if kind == "client":
-        from lattice.protocol.client import Client
+        from lattice_workers.protocol.client import Client
 
         client = Client(endpoint)
 

@@ -53,7 +53,7 @@ class Sizes:
 
 def hold_live(project: Project, count: int, tasks: list[str]) -> list[str]:
     """Start ``count`` sleeping runs (each key a sleeper x a task); wait until all run."""
-    from lattice.protocol import Ps, PsReply, Run, RunReply
+    from lattice_workers.protocol import Ps, PsReply, Run, RunReply
 
     keys = [(w, t) for t in tasks for w in SLEEPERS][:count]
     if len(keys) < count:
@@ -76,7 +76,7 @@ def hold_live(project: Project, count: int, tasks: list[str]) -> list[str]:
 
 def release(project: Project, run_ids: list[str]) -> None:
     """Cancel the held runs and wait until each has ended."""
-    from lattice.protocol import Cancel, Wait
+    from lattice_workers.protocol import Cancel, Wait
 
     with project.client() as client:
         for run_id in run_ids:

@@ -93,7 +93,7 @@ class Sizes:
 def run_event(task: str, started: str | None) -> dict[str, Any]:
     """The envelope of a run's ``process_started`` (``started`` None) or of its
     ``process_completed``, as the supervisor writes them; a new event id and ``ts``."""
-    from lattice.store import new_id
+    from lattice_workers.store import new_id
 
     event_id = new_id("ev")
     data: dict[str, Any] = {
@@ -374,7 +374,7 @@ class CeilingProcess:
 
 def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[dict[str, Any]]:
     """Every (C, worktree) row: supervisor and floors, interleaved repetition by repetition."""
-    from lattice.store import Board
+    from lattice_workers.store import Board
 
     (scratch / "floor-board").mkdir()
     floor_board = Board.init(scratch / "floor-board", project_code="F")
@@ -452,7 +452,7 @@ def measure_store(sizes: Sizes, scratch: Path) -> dict[str, Any]:
     rounds of 10 whose order alternates, after a warm-up of 5 of each. Wall time per
     write and CPU time of this process (``time.process_time``) per write.
     """
-    from lattice.store import Board
+    from lattice_workers.store import Board
 
     root = scratch / "store-board"
     root.mkdir()
@@ -515,7 +515,7 @@ def measure_store(sizes: Sizes, scratch: Path) -> dict[str, Any]:
 
 def measure_storm(project: Project, clients: int) -> dict[str, Any]:
     """K processes ask for one key at the same moment; count what started."""
-    from lattice.protocol import Cancel, RunReply, Wait
+    from lattice_workers.protocol import Cancel, RunReply, Wait
 
     task = project.task_ids[-1]  # a task of its own: the throughput rounds use the others
     with ClientPool(project.endpoint, clients) as pool:

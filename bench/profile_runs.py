@@ -35,18 +35,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: (module, class or None, attribute, label): what gets a timer in the supervisor.
 SPANS = [
-    ("lattice.actors._registry", "Registry", "submit", "Run handler: Registry.submit"),
-    ("lattice.actors._registry", "Registry", "_validate", "  Registry._validate"),
-    ("lattice.actors._registry", "Registry", "workers", "    Registry.workers (definitions)"),
-    ("lattice.actors._run", "RunActor", "_prepare_and_run", "RunActor._prepare_and_run"),
-    ("lattice.actors._run", "RunActor", "_write_started", "  RunActor._write_started"),
-    ("lattice.actors._run", "RunActor", "_spawn", "  RunActor._spawn (in a thread)"),
-    ("lattice.actors._run", "RunActor", "_start_in_worktree", "  RunActor._start_in_worktree"),
-    ("lattice.actors._run", "RunActor", "_finish", "RunActor._finish"),
-    ("lattice.actors._run", "RunActor", "_write_terminal", "  RunActor._write_terminal"),
-    ("lattice.actors._run", "RunActor", "_journal", "RunActor._journal"),
-    ("lattice.actors._worktree", "Worktrees", "create", "Worktrees.create"),
-    ("lattice.actors._worktree", "Worktrees", "remove", "Worktrees.remove"),
+    ("lattice_workers.actors._registry", "Registry", "submit", "Run handler: Registry.submit"),
+    ("lattice_workers.actors._registry", "Registry", "_validate", "  Registry._validate"),
+    (
+        "lattice_workers.actors._registry",
+        "Registry",
+        "workers",
+        "    Registry.workers (definitions)",
+    ),
+    ("lattice_workers.actors._run", "RunActor", "_prepare_and_run", "RunActor._prepare_and_run"),
+    ("lattice_workers.actors._run", "RunActor", "_write_started", "  RunActor._write_started"),
+    ("lattice_workers.actors._run", "RunActor", "_spawn", "  RunActor._spawn (in a thread)"),
+    (
+        "lattice_workers.actors._run",
+        "RunActor",
+        "_start_in_worktree",
+        "  RunActor._start_in_worktree",
+    ),
+    ("lattice_workers.actors._run", "RunActor", "_finish", "RunActor._finish"),
+    ("lattice_workers.actors._run", "RunActor", "_write_terminal", "  RunActor._write_terminal"),
+    ("lattice_workers.actors._run", "RunActor", "_journal", "RunActor._journal"),
+    ("lattice_workers.actors._worktree", "Worktrees", "create", "Worktrees.create"),
+    ("lattice_workers.actors._worktree", "Worktrees", "remove", "Worktrees.remove"),
 ]
 
 
@@ -89,10 +99,10 @@ def serve(argv: list[str]) -> None:
             fn = getattr(owner, attr)
             wrap = timed_async if inspect.iscoroutinefunction(fn) else timed
             setattr(owner, attr, wrap(fn, lambda *a, n=name, **k: n))
-    worktree = importlib.import_module("lattice.actors._worktree")
+    worktree = importlib.import_module("lattice_workers.actors._worktree")
     worktree.run_git = timed_async(worktree.run_git, lambda cwd, *args: f"git {args[0]}")
-    from lattice.actors._journal import Journal
-    from lattice.store import Board
+    from lattice_workers.actors._journal import Journal
+    from lattice_workers.store import Board
 
     Board.append = timed(Board.append, lambda self, task, kind, *a, **k: f"Board.append {kind}")
     Journal.write = timed(
@@ -102,7 +112,7 @@ def serve(argv: list[str]) -> None:
     def dump() -> None:
         Path(os.environ["SPANS_OUT"]).write_text(json.dumps(totals))
 
-    from lattice.cli import main
+    from lattice_workers.cli import main
 
     sys.argv = ["lattice", *argv]
     try:

@@ -207,7 +207,7 @@ class Demo:
         if show:
             say(dim(f"  $ lattice {' '.join(args)}"))
         proc = subprocess.run(
-            [sys.executable, "-m", "lattice", *args],
+            [sys.executable, "-m", "lattice_workers", *args],
             cwd=self.root,
             env=self.env,
             capture_output=True,

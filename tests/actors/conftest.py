@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from lattice.actors._definitions import load_workers
-from lattice.actors._journal import Journal
-from lattice.actors._run import RunActor, RunContext
-from lattice.actors._worktree import Worktrees
-from lattice.protocol._messages import Run, RunInfo
-from lattice.store import Board, new_id
+from lattice_workers.actors._definitions import load_workers
+from lattice_workers.actors._journal import Journal
+from lattice_workers.actors._run import RunActor, RunContext
+from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.protocol._messages import Run, RunInfo
+from lattice_workers.store import Board, new_id
 
 GIT_ENV = {
     **os.environ,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from lattice.actors._child import Child
+from lattice_workers.actors._child import Child
 
 
 def _spawn(tmp_path: Path, script: str) -> tuple[Child, Path]:

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from lattice.actors._definitions import (
+from lattice_workers.actors._definitions import (
     WorkerDefinition,
     command_for,
     load_workers,
     preflight,
     workers_fingerprint,
 )
-from lattice.errors import Code, LatticeError
+from lattice_workers.errors import Code, LatticeError
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lattice.actors._definitions import WorkerDefinition
-from lattice.actors._environment import (
+from lattice_workers.actors._definitions import WorkerDefinition
+from lattice_workers.actors._environment import (
     SESSION_MARKERS,
     lattice_variables,
     worker_environment,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lattice.actors._journal import Journal, JournalRecord
-from lattice.protocol._messages import Run, RunInfo
+from lattice_workers.actors._journal import Journal, JournalRecord
+from lattice_workers.protocol._messages import Run, RunInfo
 
 
 def record(seq: int, run_id: str, state: str, ended_at: float | None = None) -> JournalRecord:

@@ -20,10 +20,10 @@ import trio
 import trio.testing
 from trio_util import AsyncValue
 
-from lattice.actors import _leftovers
-from lattice.actors._leftovers import LeftoverSweeper
-from lattice.actors._settle import kill_attempts
-from lattice.store import new_id
+from lattice_workers.actors import _leftovers
+from lattice_workers.actors._leftovers import LeftoverSweeper
+from lattice_workers.actors._settle import kill_attempts
+from lattice_workers.store import new_id
 
 
 class Processes:

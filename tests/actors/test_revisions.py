@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from lattice.actors._revisions import RevisionReader
-from lattice.errors import Code, LatticeError
+from lattice_workers.actors._revisions import RevisionReader
+from lattice_workers.errors import Code, LatticeError
 from tests.actors.conftest import commit_file, git
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import trio
 
-from lattice.actors._worktree import Worktrees
-from lattice.store import Board
+from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.store import Board
 from tests.actors.conftest import ACTOR, actor_for
 from tests.e2e.conftest import processes_with_variable
 

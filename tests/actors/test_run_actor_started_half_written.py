@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import trio
 
-import lattice.store._write as store_write
-from lattice.actors._worktree import Worktrees
-from lattice.store import Board
+import lattice_workers.store._write as store_write
+from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.store import Board
 from tests.actors.conftest import ACTOR, actor_for, git
 from tests.e2e.conftest import open_files_under, processes_with_variable
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import trio
 
-from lattice.actors._worktree import Worktrees
-from lattice.errors import Code, LatticeError
+from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.errors import Code, LatticeError
 from tests.actors.conftest import commit_file, git
 
 
@@ -403,7 +403,7 @@ async def test_forty_concurrent_create_remove_pairs_never_fail(
 async def test_leftover_cleanup_goes_on_past_a_path_it_must_refuse(
     repo: Path, worktrees: Worktrees, tmp_path: Path
 ) -> None:
-    from lattice.supervisor._recovery import remove_leftover_worktrees
+    from lattice_workers.supervisor._recovery import remove_leftover_worktrees
 
     head = git(repo, "rev-parse", "HEAD")
     first = await worktrees.create(repo, "run_a", head)
@@ -463,7 +463,7 @@ async def test_a_worktree_whose_git_file_a_worker_deleted_keeps_its_owner(
 async def test_an_owner_name_that_cannot_be_written_leaves_no_worktree(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lattice.actors import _worktree
+    from lattice_workers.actors import _worktree
 
     # A real write that fails after git's add: the owner file in a folder that is not there.
     monkeypatch.setattr(_worktree, "OWNER_FILE", "no-such-folder/lattice-board")
@@ -479,7 +479,7 @@ async def test_another_boards_recovery_during_the_checkout_leaves_the_worktree_a
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The checkout of a large commit takes long: the owner is named before it starts."""
-    from lattice.actors import _worktree
+    from lattice_workers.actors import _worktree
 
     base = tmp_path / "shared"
     first = Worktrees(base, owner=tmp_path / "a" / ".lattice")

@@ -99,7 +99,7 @@ def test_bulk_populated_board_is_valid(tmp_path: Path) -> None:
         from _scratch import populate
     finally:
         sys.path.remove(str(BENCH))
-    from lattice.store import Board
+    from lattice_workers.store import Board
 
     board = Board.init(tmp_path, project_code="B")
     board.create_task("made the normal way", actor="human:test")
@@ -134,7 +134,7 @@ def test_bare_write_appends_the_event_line_and_replaces_the_snapshot_under_the_l
         from bench_runs import bare_write, run_event
     finally:
         sys.path.remove(str(BENCH))
-    from lattice.store import Board, dumps_event
+    from lattice_workers.store import Board, dumps_event
 
     board = Board.init(tmp_path, project_code="B")
     (task,) = populate(board, 1)

@@ -16,7 +16,7 @@ def lattice(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
     return subprocess.run(
-        [sys.executable, "-m", "lattice", *args],
+        [sys.executable, "-m", "lattice_workers", *args],
         cwd=cwd,
         env={**base, **(env or {})},
         capture_output=True,
@@ -74,7 +74,7 @@ def test_bad_input_is_one_sentence_an_exit_code_and_no_write(
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
     text, as_json = (
         subprocess.Popen(
-            [sys.executable, "-m", "lattice", *args, *extra],
+            [sys.executable, "-m", "lattice_workers", *args, *extra],
             cwd=project,
             env=env,
             stdout=subprocess.PIPE,
@@ -86,7 +86,7 @@ def test_bad_input_is_one_sentence_an_exit_code_and_no_write(
     out, err = text.communicate(timeout=60)
     assert text.returncode == exit_code, err
     message = err.strip()
-    assert message.startswith("lattice: ") and "\n" not in message
+    assert message.startswith("lattice-workers: ") and "\n" not in message
     assert words in message
     assert out == ""
     out, _ = as_json.communicate(timeout=60)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lattice.store import Board
+from lattice_workers.store import Board
 
 
 def lattice(
@@ -19,7 +19,7 @@ def lattice(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
     return subprocess.run(
-        [sys.executable, "-m", "lattice", *args],
+        [sys.executable, "-m", "lattice_workers", *args],
         cwd=cwd,
         env={**base, **(env or {})},
         capture_output=True,
@@ -144,7 +144,7 @@ def test_doctor_exits_non_zero_and_lists_problems(project: Path) -> None:
     proc = lattice("doctor", cwd=project)
     assert proc.returncode == 7
     assert "open_run: run r9 of R" in proc.stdout
-    assert proc.stderr.strip() == "lattice: doctor found 1 problem on this board"
+    assert proc.stderr.strip() == "lattice-workers: doctor found 1 problem on this board"
     proc = lattice("doctor", "--json", cwd=project)
     assert proc.returncode == 7
     envelope = json.loads(proc.stdout)
@@ -163,7 +163,7 @@ def test_board_commands_import_neither_trio_nor_zmq_nor_the_writer(project: Path
     ok_json("create", "t", cwd=project)
     probe = (
         "import sys, contextlib, io\n"
-        "from lattice.cli._app import main\n"
+        "from lattice_workers.cli._app import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert main(['show', 'LAT-1']) == 0\n"
         "print(' '.join(sorted(sys.modules)))\n"
@@ -173,5 +173,5 @@ def test_board_commands_import_neither_trio_nor_zmq_nor_the_writer(project: Path
     )
     assert proc.returncode == 0, proc.stderr
     loaded = set(proc.stdout.split())
-    for heavy in ("trio", "zmq", "msgspec", "ulid", "lattice.store._write"):
+    for heavy in ("trio", "zmq", "msgspec", "ulid", "lattice_workers.store._write"):
         assert heavy not in loaded, heavy

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from lattice.cli import _app
-from lattice.cli._app import COMMAND_MODULES, build_parser, modules_for
+from lattice_workers.cli import _app
+from lattice_workers.cli._app import COMMAND_MODULES, build_parser, modules_for
 from tests.e2e.conftest import Project, make_project, stop_everything
 
 ALL_MODULES = list(COMMAND_MODULES)
@@ -56,16 +56,27 @@ def test_the_command_table_names_what_each_module_registers() -> None:
 
 
 def test_a_known_command_needs_only_the_modules_that_own_it() -> None:
-    assert modules_for(["worker", "ps"]) == ["lattice.cli.worker_defs", "lattice.cli.worker"]
+    assert modules_for(["worker", "ps"]) == [
+        "lattice_workers.cli.worker_defs",
+        "lattice_workers.cli.worker",
+    ]
     assert modules_for(["--json", "--json", "worker", "ps"]) == modules_for(["worker"])
-    assert modules_for(["list", "--json"]) == ["lattice.cli.board"]
-    assert modules_for(["supervisor", "status"]) == ["lattice.cli.supervisor"]
+    assert modules_for(["list", "--json"]) == ["lattice_workers.cli.board"]
+    assert modules_for(["supervisor", "status"]) == ["lattice_workers.cli.supervisor"]
 
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["--help"], ["-h", "worker"], ["--he", "worker"], ["wrker", "ps"], ["--", "worker"],
-     ["--json"], ["ps"]],
+    [
+        [],
+        ["--help"],
+        ["-h", "worker"],
+        ["--he", "worker"],
+        ["wrker", "ps"],
+        ["--", "worker"],
+        ["--json"],
+        ["ps"],
+    ],
 )
 def test_anything_but_a_known_command_first_needs_every_module(argv: list[str]) -> None:
     assert modules_for(argv) == ALL_MODULES
@@ -86,7 +97,7 @@ def lattice(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The real command, 200 columns wide so that no help line wraps."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
     return subprocess.run(
-        [sys.executable, "-m", "lattice", *args],
+        [sys.executable, "-m", "lattice_workers", *args],
         cwd=cwd,
         env={**env, "COLUMNS": "200"},
         capture_output=True,
@@ -109,7 +120,7 @@ def test_a_mistyped_command_is_refused_naming_every_command(tmp_path: Path) -> N
     in_order = dict.fromkeys(name for names in COMMAND_MODULES.values() for name in names)
     choices = ", ".join(f"'{name}'" for name in in_order)
     assert proc.stderr == (
-        f"lattice: lattice: argument COMMAND: invalid choice: 'wrker' (choose from {choices})\n"
+        f"lattice-workers: argument COMMAND: invalid choice: 'wrker' (choose from {choices})\n"
     )
     as_json = lattice("--json", "wrker", cwd=tmp_path)
     assert as_json.returncode == 2
@@ -154,7 +165,7 @@ def test_help_is_as_wide_as_shutil_says(
 
 PROBE = (
     "import contextlib, io, sys\n"
-    "from lattice.cli._app import main\n"
+    "from lattice_workers.cli._app import main\n"
     "with contextlib.redirect_stdout(io.StringIO()):\n"
     "    code = main(sys.argv[1:])\n"
     "print(code, ' '.join(sorted(sys.modules)))\n"
@@ -164,9 +175,9 @@ NOT_FOR_A_CLIENT = (
     "subprocess",
     "shutil",
     "trio",
-    "lattice.store._write",
-    "lattice.cli.board",
-    "lattice.cli.supervisor",
+    "lattice_workers.store._write",
+    "lattice_workers.cli.board",
+    "lattice_workers.cli.supervisor",
 )
 
 
@@ -199,8 +210,8 @@ def loaded_by(project: Project, *args: str) -> set[str]:
 
 def test_worker_ps_loads_no_store_no_subprocess_and_no_other_command(running: Project) -> None:
     loaded = loaded_by(running, "worker", "ps")
-    assert "lattice.protocol.client" in loaded  # it did talk to the supervisor
-    for name in (*NOT_FOR_A_CLIENT, "lattice.store._board"):
+    assert "lattice_workers.protocol.client" in loaded  # it did talk to the supervisor
+    for name in (*NOT_FOR_A_CLIENT, "lattice_workers.store._board"):
         assert name not in loaded, name
 
 
@@ -213,5 +224,10 @@ def test_worker_run_loads_no_writer_no_subprocess_and_no_other_command(running: 
 
 def test_supervisor_status_loads_no_store(running: Project) -> None:
     loaded = loaded_by(running, "supervisor", "status")
-    for name in ("subprocess", "lattice.store._board", "lattice.cli.board", "lattice.cli.worker"):
+    for name in (
+        "subprocess",
+        "lattice_workers.store._board",
+        "lattice_workers.cli.board",
+        "lattice_workers.cli.worker",
+    ):
         assert name not in loaded, name

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from lattice.cli import worker_defs
-from lattice.cli._app import main
+from lattice_workers.cli import worker_defs
+from lattice_workers.cli._app import main
 
 HEAVY = {
     "name": "CodeReviewHeavy",
@@ -93,7 +93,7 @@ def test_check_fails_with_every_problem_of_every_definition(
     code, text, err = run(capsys, "worker", "check")
     assert code == 4
     assert "code-review-heavy.sh" in text and "code-review-heavy.md" in text
-    assert err.startswith("lattice: 2 of 3 worker definitions invalid")
+    assert err.startswith("lattice-workers: 2 of 3 worker definitions invalid")
 
 
 def test_check_reports_a_missing_engine_as_a_warning_not_a_failure(
@@ -203,7 +203,7 @@ def test_real_command_exits_non_zero_on_the_reviews_broken_definition(project: P
     define(project, "code-review-heavy.json", HEAVY)
     probe = (
         "import sys\n"
-        "from lattice.cli._app import main\n"
+        "from lattice_workers.cli._app import main\n"
         "code = main(['worker', 'check'])\n"
         "print('imported trio:', 'trio' in sys.modules, file=sys.stderr)\n"
         "sys.exit(code)\n"

@@ -25,7 +25,7 @@ SHIPPED_NAMES = {"CodeReviewLite", "CodeReviewHeavy", "TestRunner"}
 def lattice(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
     return subprocess.run(
-        [sys.executable, "-m", "lattice", *args],
+        [sys.executable, "-m", "lattice_workers", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -150,5 +150,5 @@ def test_lite_prompt_names_the_report_attachment_and_result() -> None:
 def test_shipped_folders_travel_inside_the_package() -> None:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     included = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
-    assert included["workers"] == "lattice/_shipped/workers"
-    assert included["prompts"] == "lattice/_shipped/prompts"
+    assert included["workers"] == "lattice_workers/_shipped/workers"
+    assert included["prompts"] == "lattice_workers/_shipped/prompts"

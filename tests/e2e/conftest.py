@@ -100,7 +100,7 @@ class Project:
         self, *args: str, check: bool = True, timeout: float = 60, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "lattice", *args],
+            [sys.executable, "-m", "lattice_workers", *args],
             cwd=self.root,
             env=env or self.env,
             capture_output=True,

@@ -91,8 +91,8 @@ def test_stop_through_tcp_waits_for_this_boards_own_supervisor(project: Project)
 def test_the_boards_own_socket_written_another_way_is_not_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lattice.protocol import default_endpoint
-    from lattice.supervisor.control import elsewhere
+    from lattice_workers.protocol import default_endpoint
+    from lattice_workers.supervisor.control import elsewhere
 
     root = tmp_path / "project"
     root.mkdir()

@@ -72,7 +72,7 @@ def test_sigkill_then_restart_settles_every_run(
 
     if kill_during_recovery:
         second = subprocess.Popen(
-            [sys.executable, "-m", "lattice", "supervisor", "run"],
+            [sys.executable, "-m", "lattice_workers", "supervisor", "run"],
             cwd=project.root, env=dict(project.env, LATTICE_ROOT=str(project.root)),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

@@ -11,9 +11,9 @@ from tests.e2e.conftest import Project
 
 STORM_CLIENT = r"""
 import json, sys
-from lattice.errors import LatticeError
-from lattice.protocol._messages import Run
-from lattice.protocol.client import Client
+from lattice_workers.errors import LatticeError
+from lattice_workers.protocol._messages import Run
+from lattice_workers.protocol.client import Client
 endpoint, worker, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with Client(endpoint, timeout=30) as c:
     for task in sys.stdin:  # one line per round: the task; every client sends at once

@@ -339,7 +339,7 @@ def test_cancelling_code_review_heavy_stops_every_reviewer(
 
     # Follow the run's log until all six reviewers have started (the script says so).
     follow = subprocess.Popen(
-        [sys.executable, "-m", "lattice", "worker", "logs", run_id, "--follow"],
+        [sys.executable, "-m", "lattice_workers", "worker", "logs", run_id, "--follow"],
         cwd=project.root, env=project.env, stdout=subprocess.PIPE, text=True,
     )
     try:

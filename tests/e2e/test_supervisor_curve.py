@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from lattice.errors import Code, LatticeError
-from lattice.protocol import Hello, HelloReply
-from lattice.protocol.client import Client
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol import Hello, HelloReply
+from lattice_workers.protocol.client import Client
 from tests.e2e.conftest import Project
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq was built without CURVE")

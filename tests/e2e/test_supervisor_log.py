@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import zmq
 
-from lattice.protocol import default_endpoint
-from lattice.supervisor._main import LOG_BACKUPS, LOG_MAX_BYTES
+from lattice_workers.protocol import default_endpoint
+from lattice_workers.supervisor._main import LOG_BACKUPS, LOG_MAX_BYTES
 from tests.e2e.conftest import Project
 
 

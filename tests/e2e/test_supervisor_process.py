@@ -69,7 +69,7 @@ def test_worker_commands_start_the_supervisor_on_demand(project: Project) -> Non
 def test_ten_simultaneous_starts_leave_exactly_one_supervisor(project: Project) -> None:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "lattice", "supervisor", "start", "--json"],
+            [sys.executable, "-m", "lattice_workers", "supervisor", "start", "--json"],
             cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
         )
@@ -176,7 +176,7 @@ def test_a_supervisor_started_from_a_workers_shell_belongs_to_no_run(project: Pr
     """Started by a worker's command (it autostarts one when none runs), it must not carry
     the run's marks: the kill by environment of that run (recovery, the sweep of ended
     runs, ``doctor --fix``) would take it and its git processes along."""
-    from lattice.actors._settle import kill_by_run_id
+    from lattice_workers.actors._settle import kill_by_run_id
 
     marks = {"LATTICE_RUN_ID": "run_01JSHELL0000000000000000AA", "LATTICE_ATTEMPT": "1"}
     project.write_worker("Ok", command="true", worktree=False)

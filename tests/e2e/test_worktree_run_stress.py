@@ -18,9 +18,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from lattice.protocol import default_endpoint
-from lattice.protocol._messages import Cancel, LogChunk, Logs, Run, RunReply
-from lattice.protocol.client import Client
+from lattice_workers.protocol import default_endpoint
+from lattice_workers.protocol._messages import Cancel, LogChunk, Logs, Run, RunReply
+from lattice_workers.protocol.client import Client
 from tests.e2e.conftest import Project, open_files_under
 from tests.e2e.test_supervisor_process import wait_gone
 

@@ -67,7 +67,7 @@ def tracker_json(tracker: Path, *args: str, cwd: Path) -> Any:
 
 def ours(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lattice", *args],
+        [sys.executable, "-m", "lattice_workers", *args],
         cwd=cwd,
         env=clean_env(),
         capture_output=True,

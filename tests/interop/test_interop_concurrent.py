@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lattice.store import Board
+from lattice_workers.store import Board
 
 from .conftest import clean_env, tracker_doctor_findings
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lattice.store import Board
+from lattice_workers.store import Board
 
 from .conftest import ours_json, tracker_doctor_findings, tracker_json, tracker_ok
 

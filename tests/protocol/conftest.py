@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from lattice.protocol import default_endpoint
-from lattice.supervisor._server import serve
+from lattice_workers.protocol import default_endpoint
+from lattice_workers.supervisor._server import serve
 from tests.protocol.fake_supervisor import FakeSupervisor
 
 FAKE_SUPERVISOR = Path(__file__).with_name("fake_supervisor.py")
@@ -61,7 +61,7 @@ class _Handler(logging.Handler):
 @pytest.fixture
 def server_log() -> Iterator[LogWatch]:
     watch = LogWatch()
-    logger = logging.getLogger("lattice.supervisor.server")
+    logger = logging.getLogger("lattice_workers.supervisor.server")
     handler = _Handler(watch)
     old = logger.level
     logger.addHandler(handler)

@@ -14,8 +14,8 @@ import time
 
 import trio
 
-from lattice.errors import Code, LatticeError
-from lattice.protocol import (
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol import (
     PROTOCOL_VERSION,
     AnyRequest,
     Cancel,
@@ -37,7 +37,7 @@ from lattice.protocol import (
     WorkerInfo,
     WorkersReply,
 )
-from lattice.supervisor._server import Send, serve
+from lattice_workers.supervisor._server import Send, serve
 
 
 def run_info(run_id: str, state: str = "running") -> RunInfo:

@@ -11,7 +11,7 @@ import json
 import sys
 import threading
 
-from lattice.protocol import Get, RunReply
+from lattice_workers.protocol import Get, RunReply
 
 
 def _check(reply: object, run_id: str, wrong: list[str]) -> None:
@@ -20,7 +20,7 @@ def _check(reply: object, run_id: str, wrong: list[str]) -> None:
 
 
 def run_sync(endpoint: str, clients: int, count: int) -> tuple[int, list[str]]:
-    from lattice.protocol.client import Client
+    from lattice_workers.protocol.client import Client
 
     wrong: list[str] = []
     done = [0] * clients
@@ -43,7 +43,7 @@ def run_sync(endpoint: str, clients: int, count: int) -> tuple[int, list[str]]:
 def run_async(endpoint: str, clients: int, count: int) -> tuple[int, list[str]]:
     import trio
 
-    from lattice.protocol.aclient import AsyncClient
+    from lattice_workers.protocol.aclient import AsyncClient
 
     wrong: list[str] = []
     done = 0

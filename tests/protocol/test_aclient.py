@@ -9,10 +9,19 @@ import pytest
 import trio
 import zmq
 
-from lattice.errors import Code, LatticeError
-from lattice.protocol import Get, Hello, HelloReply, Logs, Run, RunReply, Wait, default_endpoint
-from lattice.protocol.aclient import AsyncClient, TrioSocket
-from lattice.supervisor._server import serve
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol import (
+    Get,
+    Hello,
+    HelloReply,
+    Logs,
+    Run,
+    RunReply,
+    Wait,
+    default_endpoint,
+)
+from lattice_workers.protocol.aclient import AsyncClient, TrioSocket
+from lattice_workers.supervisor._server import serve
 from tests.protocol.conftest import LogWatch
 from tests.protocol.fake_supervisor import FakeSupervisor
 

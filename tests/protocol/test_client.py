@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from lattice.errors import Code, LatticeError
-from lattice.protocol import (
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol import (
     Get,
     Hello,
     HelloReply,
@@ -25,7 +25,7 @@ from lattice.protocol import (
     WorkersReply,
     default_endpoint,
 )
-from lattice.protocol.client import Client
+from lattice_workers.protocol.client import Client
 from tests.protocol.conftest import LogWatch, ServerProcess, start_server_process
 from tests.protocol.fake_supervisor import FakeSupervisor
 from tests.protocol.test_codec import REQUESTS
@@ -35,7 +35,10 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_importing_the_client_does_not_import_trio() -> None:
-    code = "import lattice.protocol.client, sys; assert 'trio' not in sys.modules, 'trio imported'"
+    code = (
+        "import lattice_workers.protocol.client, sys; "
+        "assert 'trio' not in sys.modules, 'trio imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -181,7 +184,7 @@ def test_a_malformed_endpoint_is_a_clear_error() -> None:
 
 
 async def test_workers_reply_decodes_problems(fake: FakeSupervisor, endpoint: str) -> None:
-    from lattice.protocol import ListWorkers
+    from lattice_workers.protocol import ListWorkers
 
     def talk() -> WorkersReply:
         with Client(endpoint) as client:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lattice.errors import Code
-from lattice.protocol import (
+from lattice_workers.errors import Code
+from lattice_workers.protocol import (
     PROTOCOL_VERSION,
     Cancel,
     End,

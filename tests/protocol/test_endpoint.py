@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lattice.errors import Code, LatticeError
-from lattice.protocol import default_endpoint
-from lattice.protocol._endpoint import (
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol import default_endpoint
+from lattice_workers.protocol._endpoint import (
     MAX_IPC_PATH,
     check_tcp_endpoint,
     ipc_path,

@@ -10,8 +10,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lattice.protocol import Error, Hello, HelloReply, decode_reply, encode
-from lattice.protocol.client import Client
+from lattice_workers.protocol import Error, Hello, HelloReply, decode_reply, encode
+from lattice_workers.protocol.client import Client
 from tests.protocol.conftest import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,7 +47,7 @@ _frame = st.binary(max_size=2_000) | _request_like | _values.map(msgspec.msgpack
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    from lattice.protocol import default_endpoint
+    from lattice_workers.protocol import default_endpoint
     from tests.protocol.conftest import start_server_process
 
     server = start_server_process(default_endpoint(tmp_path_factory.mktemp("fuzz")))

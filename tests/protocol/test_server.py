@@ -14,8 +14,8 @@ import pytest
 import trio
 import zmq
 
-from lattice.errors import Code, LatticeError
-from lattice.protocol import (
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol import (
     End,
     Error,
     Get,
@@ -32,10 +32,10 @@ from lattice.protocol import (
     decode_reply,
     encode,
 )
-from lattice.protocol._endpoint import ipc_path
-from lattice.protocol.aclient import AsyncClient, TrioSocket
-from lattice.supervisor import _server
-from lattice.supervisor._server import Send, serve
+from lattice_workers.protocol._endpoint import ipc_path
+from lattice_workers.protocol.aclient import AsyncClient, TrioSocket
+from lattice_workers.supervisor import _server
+from lattice_workers.supervisor._server import Send, serve
 from tests.protocol.conftest import LogWatch
 from tests.protocol.fake_supervisor import FakeSupervisor, run_info
 from tests.protocol.test_codec import REQUESTS

@@ -10,12 +10,12 @@ import trio
 import zmq
 import zmq.auth
 
-from lattice.errors import Code, LatticeError
-from lattice.protocol import Hello, HelloReply
-from lattice.protocol.aclient import AsyncClient
-from lattice.supervisor._main import CurveSettings
-from lattice.supervisor._server import serve
-from lattice.supervisor._zap import ClientKeys
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol import Hello, HelloReply
+from lattice_workers.protocol.aclient import AsyncClient
+from lattice_workers.supervisor._main import CurveSettings
+from lattice_workers.supervisor._server import serve
+from lattice_workers.supervisor._zap import ClientKeys
 from tests.protocol.fake_supervisor import FakeSupervisor
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq was built without CURVE")
@@ -132,7 +132,7 @@ def test_refusals_are_logged_at_most_once_a_minute(
     clients = ClientKeys(tmp_path)
     allowed = keypair_with_certificate(tmp_path, "ana")[0]
     clients.load()
-    caplog.set_level("WARNING", logger="lattice.supervisor.zap")
+    caplog.set_level("WARNING", logger="lattice_workers.supervisor.zap")
     assert clients.callback("", allowed)
     assert not any(clients.callback("", b"x" * 40) for _ in range(500))
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
@@ -143,8 +143,8 @@ def test_refusals_are_logged_at_most_once_a_minute(
 def test_the_supervisor_keeps_its_secret_key_out_of_its_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lattice.store import Board
-    from lattice.supervisor._main import Supervisor
+    from lattice_workers.store import Board
+    from lattice_workers.supervisor._main import Supervisor
 
     _, secret = zmq.curve_keypair()
     monkeypatch.setenv("LATTICE_CURVE_SECRET_KEY", secret.decode())
@@ -159,9 +159,9 @@ def test_the_supervisor_keeps_its_secret_key_out_of_its_environment(
 async def test_refusals_counted_in_between_are_reported_when_the_minute_is_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, autojump_clock: trio.abc.Clock
 ) -> None:
-    from lattice.supervisor import _zap
+    from lattice_workers.supervisor import _zap
 
-    caplog.set_level("WARNING", logger="lattice.supervisor.zap")
+    caplog.set_level("WARNING", logger="lattice_workers.supervisor.zap")
     clients = ClientKeys(tmp_path)
     clients.load()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lattice.store import Board
+from lattice_workers.store import Board
 
 ACTOR = "human:ana"
 

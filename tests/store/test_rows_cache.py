@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lattice.store import Board
+from lattice_workers.store import Board
 
 
 @pytest.fixture

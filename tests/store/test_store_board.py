@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lattice.errors import Code, LatticeError
-from lattice.store import Board
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store import Board
 
 from .conftest import ACTOR, board_bytes
 
@@ -209,7 +209,7 @@ def test_the_store_never_imports_trio_or_zmq(tmp_path: Path) -> None:
     probe = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from lattice.store import Board\n"
+        "from lattice_workers.store import Board\n"
         f"b = Board.init(Path({str(tmp_path)!r}), project_code='LAT')\n"
         "t = b.create_task('t', actor='human:a')['id']\n"
         "b.comment(t, 'x', actor='human:a'); b.doctor(); b.rebuild(); b.task_rows()\n"

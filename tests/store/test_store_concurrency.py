@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lattice.store import Board
+from lattice_workers.store import Board
 
 from .conftest import ACTOR
 
@@ -25,8 +25,8 @@ PER_THREAD = 4
 WRITER = r"""
 import sys, threading
 from pathlib import Path
-from lattice.errors import LatticeError
-from lattice.store import Board
+from lattice_workers.errors import LatticeError
+from lattice_workers.store import Board
 
 root, task_id, mode, tag = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 threads, per_thread = int(sys.argv[5]), int(sys.argv[6])

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lattice.store import Board
+from lattice_workers.store import Board
 
 from .conftest import ACTOR
 

@@ -6,8 +6,14 @@ import re
 
 import pytest
 
-from lattice.errors import Code, LatticeError
-from lattice.store import new_id, utc_now, validate_actor, validate_event_id, validate_task_id
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store import (
+    new_id,
+    utc_now,
+    validate_actor,
+    validate_event_id,
+    validate_task_id,
+)
 
 ULID = "01M854QTJN4BXTN7DTFDVA5JR2"
 

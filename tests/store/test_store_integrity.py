@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lattice.store import Board
+from lattice_workers.store import Board
 
 from .conftest import ACTOR
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lattice.errors import Code, LatticeError
-from lattice.store import append_durable, atomic_write_json, dumps_event, parse_jsonl
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store import append_durable, atomic_write_json, dumps_event, parse_jsonl
 
 
 def test_event_line_is_sorted_compact_ascii_with_newline() -> None:

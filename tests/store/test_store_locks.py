@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lattice.errors import Code, LatticeError
-from lattice.store._locks import locked
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store._locks import locked
 
 HOLDER = r"""
 import fcntl, os, sys
@@ -106,7 +106,7 @@ def test_release_frees_every_lock_even_when_one_descriptor_is_already_gone(
 ) -> None:
     import os
 
-    from lattice.store._locks import _acquire, _release
+    from lattice_workers.store._locks import _acquire, _release
 
     locks = tmp_path / "locks"
     first = _acquire(str(locks / "a.lock"), locks, "a", float("inf"), 1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lattice.store import replay
+from lattice_workers.store import replay
 
 T = "task_01M854QTJN4BXTN7DTFDVA5JR2"
 _n = 0

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from lattice.errors import Code, LatticeError
-from lattice.store import Board, new_id
-from lattice.store import _replay_cache as cache
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store import Board, new_id
+from lattice_workers.store import _replay_cache as cache
 
 from .conftest import ACTOR
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lattice.store import process_runs
+from lattice_workers.store import process_runs
 
 
 def ev(eid: str, etype: str, ts: str, **data: Any) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from lattice.errors import Code, LatticeError
-from lattice.store import Board, NewEvent, new_id
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store import Board, NewEvent, new_id
 
 from .conftest import ACTOR, board_bytes
 

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lattice.errors import Code, LatticeError
-from lattice.store import Board, _jsonio, new_id
-from lattice.store import _replay_cache as cache
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store import Board, _jsonio, new_id
+from lattice_workers.store import _replay_cache as cache
 
 from .conftest import ACTOR
 
@@ -98,7 +98,7 @@ def test_a_snapshot_takes_the_msgspec_way_and_a_lone_surrogate_the_stdlib_way(
 
 def test_a_cli_write_does_not_import_msgspec(board: Board, task_id: str) -> None:
     script = (
-        "import sys; from pathlib import Path; from lattice.store import Board; "
+        "import sys; from pathlib import Path; from lattice_workers.store import Board; "
         f"Board(Path(sys.argv[1])).comment({task_id!r}, 'hi', actor={ACTOR!r}); "
         "assert 'msgspec' not in sys.modules, 'msgspec was imported'"
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lattice.supervisor._handlers import _read_chunk, _tail_offset
+from lattice_workers.supervisor._handlers import _read_chunk, _tail_offset
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,0 @@
-from lattice.cli import main
-
-main()

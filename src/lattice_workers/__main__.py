@@ -1,0 +1,3 @@
+from lattice_workers.cli import main
+
+main()

@@ -1,0 +1,470 @@
+"""The registry: at most one live run per (task, worker), caps, and the queue.
+
+Why a duplicate run is impossible: :meth:`Registry.submit` validates first (that
+part awaits: files, git), then checks the key and inserts the new actor in
+:attr:`Registry.live` in straight-line code with no ``await`` between the check and
+the insert. Trio switches tasks only at checkpoints, so no other request can slip in
+between. No lock is involved, so there is no lock to forget.
+
+Admission is first in, first out, under a global cap and per-worker caps. A queued
+run whose worker is at its own cap does not hold back runs of other workers behind
+it; among runs that can start, the oldest starts first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter, OrderedDict
+
+import trio
+from trio_util import AsyncValue
+
+from lattice_workers.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
+from lattice_workers.actors._environment import worker_variable
+from lattice_workers.actors._journal import JournalRecord
+from lattice_workers.actors._run import RunActor, RunContext
+from lattice_workers.actors._state import Reason, RunState
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol._messages import Run, RunInfo, WorkerInfo
+from lattice_workers.store import new_id, validate_actor
+
+log = logging.getLogger("lattice_workers.supervisor.registry")
+
+
+class Registry:
+    """Owns every run actor (in its nursery) and every decision about starting one."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        *,
+        max_concurrent: int = 8,
+        keep_finished: int = 1000,
+        keep_finished_seconds: float = 7 * 24 * 3600,
+    ) -> None:
+        self.ctx = ctx
+        self.max_concurrent = max_concurrent
+        self.keep_finished = keep_finished
+        self.keep_finished_seconds = keep_finished_seconds
+        self.live: dict[tuple[str, str], RunActor] = {}
+        self.by_id: dict[str, RunActor] = {}
+        self.finished: OrderedDict[str, RunInfo] = OrderedDict()
+        self.live_count: AsyncValue[int] = AsyncValue(0)
+        self.closing = False
+        self._queue: list[RunActor] = []
+        self._admitted: dict[str, trio.Event] = {}
+        self._running_total = 0
+        self._running_by_worker: Counter[str] = Counter()
+        self._by_idempotency: dict[str, str] = {}
+        self._seq = 0
+        self._workers: WorkerSet | None = None
+        self._nursery: trio.Nursery | None = None
+        self._compacting = False
+
+    # ------------------------------------------------------------------ nursery
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the nursery that owns every actor until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def restore_finished(self, records: list[JournalRecord]) -> None:
+        """Load finished runs from the journal for ``ps -a``, ``show`` and idempotency."""
+        for record in records:
+            info = record.run
+            self.finished[info.run_id] = info
+            if info.idempotency_key:
+                self._by_idempotency[info.idempotency_key] = info.run_id
+            self._seq = max(self._seq, record.seq)
+        self._trim_finished()
+
+    # ------------------------------------------------------------------ definitions
+
+    async def workers(self) -> WorkerSet:
+        """The definitions, re-read when any file in workers/ changed."""
+        return await trio.to_thread.run_sync(self._current_workers)
+
+    def _current_workers(self) -> WorkerSet:
+        """The one place definitions are (re)loaded; blocking, so called from threads."""
+        current = self._workers
+        if current is None or current.stale():
+            current = self._workers = load_workers(self.ctx.board.root)
+        return current
+
+    async def reload(self) -> WorkerSet:
+        self._workers = None
+        return await self.workers()
+
+    def set_limits(
+        self, *, max_concurrent: int, keep_finished: int, keep_finished_seconds: float
+    ) -> None:
+        """New caps and retention, applied now: a raised cap admits queued runs at once.
+
+        A lowered cap stops nothing that runs; it holds back new admissions until the
+        running count is under it.
+        """
+        self.max_concurrent = max_concurrent
+        self.keep_finished = keep_finished
+        self.keep_finished_seconds = keep_finished_seconds
+        self._trim_finished()
+        self._dispatch()
+
+    async def worker_infos(self) -> list[WorkerInfo]:
+        workers = await self.workers()
+        return [_worker_info(w) for w in workers.workers.values()]
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(self, req: Run) -> tuple[RunActor | RunInfo, bool]:
+        """Accept a run, or return the run an idempotency key names.
+
+        Raises ``ALREADY_RUNNING`` (details: the live run) when the key has a live run.
+        """
+        if self.closing:
+            raise LatticeError(Code.SHUTTING_DOWN, "the supervisor is shutting down; no new runs")
+        if req.idempotency_key and (seen := self._lookup_idempotent(req.idempotency_key)):
+            return seen, False
+        worker, task_id, short_id, actor, commit, base, merge_base = await self._validate(req)
+        # ---- no await from here to the insert: this is what makes duplicates impossible
+        if self.closing:
+            raise LatticeError(Code.SHUTTING_DOWN, "the supervisor is shutting down; no new runs")
+        if req.idempotency_key and (seen := self._lookup_idempotent(req.idempotency_key)):
+            return seen, False
+        key = (task_id, worker.name.lower())
+        live = self.live.get(key)
+        if live is not None:
+            raise LatticeError(
+                Code.ALREADY_RUNNING,
+                f"worker '{worker.name}' already has a live run on {short_id or task_id}: "
+                f"{live.run_id} ({live.info.state})",
+                details=live.info,
+            )
+        self._seq += 1
+        info = RunInfo(
+            run_id=new_id("run"),
+            task_id=task_id,
+            short_id=short_id,
+            worker=worker.name,
+            state=str(RunState.QUEUED),
+            actor=actor,
+            requested_by=req.requested_by,
+            commit_sha=commit,
+            base_ref=base,
+            merge_base=merge_base,
+            created_at=time.time(),
+            idempotency_key=req.idempotency_key,
+        )
+        run = RunActor(
+            self.ctx,
+            info,
+            worker,
+            req,
+            self._seq,
+            on_exit=self._on_exit,
+            wait_admitted=self._wait_admitted,
+        )
+        self._insert(run)
+        self._dispatch()  # admits it at once when a slot is free
+        # ---- inserted; now make the acceptance durable before anyone hears of it
+        if not run.admitted:
+            # Queued: the journal alone records it, before its actor exists (so that no
+            # later record of the actor can land before this one).
+            try:
+                record = JournalRecord(seq=run.seq, run=info, request=req)
+                await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=True))
+            except OSError as exc:
+                self._abandon(run)
+                raise LatticeError(Code.INTERNAL, f"could not record the run: {exc}") from exc
+            run.accept_recorded = True
+        assert self._nursery is not None
+        self._nursery.start_soon(run.run, name=f"run {info.run_id}")
+        # Admitted at once: its process_started on the board (durable) records the
+        # acceptance, with its first journal record in the same thread hop; the
+        # reply waits for it, so a reply means the run is on the board.
+        if not run.accept_recorded:
+            await run.recorded.wait()
+        return run, True
+
+    async def requeue(self, record: JournalRecord) -> None:
+        """Queue again a run a previous supervisor accepted but never started."""
+        info = record.run
+        self._seq = max(self._seq, record.seq)
+        try:
+            worker = (await self.workers()).get(info.worker)
+            if not worker.valid:
+                raise LatticeError(Code.INVALID_WORKER, "; ".join(worker.problems))
+        except LatticeError as err:
+            info.state = str(RunState.FAILED)
+            info.reason = "cancelled"
+            info.error = f"could not be requeued after a restart: {err.message}"
+            info.ended_at = time.time()
+            await trio.to_thread.run_sync(self.ctx.journal.write, record)
+            self.restore_finished([record])
+            return
+        key = (info.task_id, worker.name.lower())
+        if key in self.live:
+            return  # already requeued (a duplicate record)
+        run = RunActor(
+            self.ctx,
+            info,
+            worker,
+            record.request,
+            record.seq,
+            on_exit=self._on_exit,
+            wait_admitted=self._wait_admitted,
+        )
+        run.accept_recorded = True  # the journal it came from holds its acceptance
+        self._insert(run)
+        assert self._nursery is not None
+        self._nursery.start_soon(run.run, name=f"run {info.run_id}")
+        self._dispatch()
+
+    def _insert(self, run: RunActor) -> None:
+        self.live[run.key] = run
+        self.by_id[run.run_id] = run
+        if run.info.idempotency_key:
+            self._by_idempotency[run.info.idempotency_key] = run.run_id
+        self._queue.append(run)
+        self._admitted[run.run_id] = trio.Event()
+        self.live_count.value = len(self.live)
+
+    def _lookup_idempotent(self, key: str) -> RunActor | RunInfo | None:
+        run_id = self._by_idempotency.get(key)
+        if run_id is None:
+            return None
+        return self.by_id.get(run_id) or self.finished.get(run_id)
+
+    async def _validate(
+        self, req: Run
+    ) -> tuple[LoadedWorker, str, str | None, str, str | None, str | None, str | None]:
+        """Everything a Run is refused for, before anything is written.
+
+        The file work (definitions, task, actor, engine on PATH) happens in one thread
+        hop, then the revisions are asked of the repository's ``cat-file`` (plus a
+        cached merge-base): a trivial run's cost is dominated by such fixed costs, so
+        they are counted. Overlapping the two gains nothing: the hop's work holds the
+        GIL that reading the answer needs (measured: the same wall time, more CPU).
+        """
+        worker, task_id, short_id, actor = await trio.to_thread.run_sync(self._check_files, req)
+        defn = worker.definition
+        assert defn is not None
+        root = self.ctx.board.root
+        worktrees = self.ctx.worktrees
+        bases = [req.base] if req.base else self._default_bases()
+        revs = [req.revision or "HEAD", *bases]
+        try:
+            commit, *base_shas = await worktrees.resolve_many(root, revs)
+        except LatticeError:
+            if req.revision is not None or req.base is not None or defn.worktree:
+                raise
+            return worker, task_id, short_id, actor, None, None, None  # no git: fine here
+        if commit is None:
+            if req.revision is None and not defn.worktree:
+                return worker, task_id, short_id, actor, None, None, None
+            await worktrees.resolve_commit(root, req.revision)  # raises the clear error
+        if req.base and base_shas[0] is None:
+            raise LatticeError(
+                Code.NOT_FOUND, f"base {req.base!r} is not a commit in this repository"
+            )
+        base, base_sha = next(
+            ((name, sha) for name, sha in zip(bases, base_shas, strict=True) if sha), (None, None)
+        )
+        merge_base = None
+        if base_sha and commit:
+            merge_base = await worktrees.merge_base(root, base_sha, commit)
+        return worker, task_id, short_id, actor, commit, base, merge_base
+
+    def _check_files(self, req: Run) -> tuple[LoadedWorker, str, str | None, str]:
+        """The blocking part of validation; runs in a thread."""
+        board = self.ctx.board
+        worker = self._current_workers().get(req.worker)
+        if not worker.valid or worker.definition is None:
+            raise LatticeError(
+                Code.INVALID_WORKER,
+                f"worker '{worker.name}' cannot start: " + "; ".join(worker.problems),
+                details={"problems": worker.problems},
+            )
+        defn = worker.definition
+        task_id = board.resolve_task(req.task)
+        short_id = board.read_snapshot(task_id).get("short_id")
+        actor = validate_actor(req.actor or worker.actor)
+        path_env = worker_variable(self.ctx.environ, defn, "PATH")
+        if path_env is None:  # an empty PATH finds nothing, here as in the worker's exec
+            path_env = os.defpath
+        problem = preflight(defn, board.root, path_env)
+        if problem:
+            raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
+        return worker, task_id, short_id, actor
+
+    def _default_bases(self) -> list[str]:
+        configured = self.ctx.board.config.get("workers", {})
+        if isinstance(configured, dict) and isinstance(configured.get("base_ref"), str):
+            return [str(configured["base_ref"])]
+        return ["main", "master"]
+
+    # ------------------------------------------------------------------ admission
+
+    async def _wait_admitted(self, run: RunActor) -> None:
+        event = self._admitted.get(run.run_id)
+        if event is not None:
+            await event.wait()
+
+    def _dispatch(self) -> None:
+        """Admit, oldest first, every queued run that its caps allow."""
+        for run in list(self._queue):
+            if self._running_total >= self.max_concurrent:
+                break
+            name = run.worker.name.lower()
+            cap = run.definition.max_concurrent
+            if cap is not None and self._running_by_worker[name] >= cap:
+                continue
+            self._queue.remove(run)
+            self._running_total += 1
+            self._running_by_worker[name] += 1
+            run.admitted = True
+            run.info.queue_position = None
+            self._admitted.pop(run.run_id).set()
+
+    def queue_position(self, run: RunActor) -> int | None:
+        try:
+            return self._queue.index(run) + 1
+        except ValueError:
+            return None
+
+    def _on_exit(self, run: RunActor) -> None:
+        if getattr(run, "admitted", False):
+            self._running_total -= 1
+            self._running_by_worker[run.worker.name.lower()] -= 1
+        self._forget(run)
+        self.finished[run.run_id] = run.info
+        self._trim_finished()
+        self._dispatch()
+        self._maybe_compact_journal()
+
+    def _maybe_compact_journal(self) -> None:
+        """Keep the append-only journal bounded while the supervisor runs for weeks."""
+        journal = self.ctx.journal
+        if self._nursery is None or self._compacting:
+            return
+        if journal.appended < max(1000, 4 * (self.keep_finished + len(self.live))):
+            return
+        self._compacting = True
+
+        async def compact() -> None:
+            try:
+                await trio.to_thread.run_sync(
+                    lambda: journal.compact_now(
+                        keep_finished=self.keep_finished,
+                        max_age_seconds=self.keep_finished_seconds,
+                    )
+                )
+            except OSError:
+                log.exception("could not compact the run journal")
+            finally:
+                self._compacting = False
+
+        self._nursery.start_soon(compact)
+
+    def _abandon(self, run: RunActor) -> None:
+        """Undo :meth:`submit`'s insert of a run that was never recorded or started."""
+        if run.admitted:
+            self._running_total -= 1
+            self._running_by_worker[run.worker.name.lower()] -= 1
+        self._forget(run)
+        self._dispatch()
+
+    def _forget(self, run: RunActor) -> None:
+        if self.live.get(run.key) is run:
+            del self.live[run.key]
+        self.by_id.pop(run.run_id, None)
+        if run in self._queue:
+            self._queue.remove(run)
+        self._admitted.pop(run.run_id, None)
+        self.live_count.value = len(self.live)
+
+    def _trim_finished(self) -> None:
+        horizon = time.time() - self.keep_finished_seconds
+        while self.finished:
+            oldest_id, oldest = next(iter(self.finished.items()))
+            if len(self.finished) > self.keep_finished or (oldest.ended_at or 0) < horizon:
+                del self.finished[oldest_id]
+                if oldest.idempotency_key:
+                    self._by_idempotency.pop(oldest.idempotency_key, None)
+            else:
+                break
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, run_id: str) -> RunActor | RunInfo:
+        run = self.by_id.get(run_id)
+        if run is not None:
+            return run
+        info = self.finished.get(run_id)
+        if info is None:
+            raise LatticeError(Code.NOT_FOUND, f"no run {run_id!r} (see `lattice worker ps -a`)")
+        return info
+
+    def info(self, run: RunActor | RunInfo) -> RunInfo:
+        """A run's public record, with its live queue position."""
+        if isinstance(run, RunInfo):
+            return run
+        run.info.queue_position = self.queue_position(run)
+        return run.info
+
+    def ps(self, *, include_finished: bool = False, task_id: str | None = None) -> list[RunInfo]:
+        """Queued runs in queue order, then the others: costs the live runs, not the board."""
+        waiting = set(self._queue)
+        queued = [self.info(r) for r in self._queue]
+        others = [self.info(r) for r in self.live.values() if r not in waiting]
+        runs = queued + sorted(others, key=lambda i: i.created_at)
+        if include_finished:
+            runs += list(reversed(self.finished.values()))
+        if task_id is not None:
+            runs = [r for r in runs if r.task_id == task_id]
+        return runs
+
+    def find_live(self, task_id: str, worker: str) -> RunActor:
+        run = self.live.get((task_id, worker.lower()))
+        if run is None:
+            raise LatticeError(Code.NOT_FOUND, f"no live run of worker '{worker}' on {task_id}")
+        return run
+
+    # ------------------------------------------------------------------ control
+
+    def cancel(self, run: RunActor, reason: Reason = Reason.CANCELLED) -> None:
+        """Cancel one run; a queued one leaves the queue and writes nothing."""
+        run.cancel(reason)
+        if run in self._queue:
+            self._queue.remove(run)
+            event = self._admitted.pop(run.run_id, None)
+            if event is not None:
+                event.set()
+
+    async def close(self, *, drain: bool = False, deadline_seconds: float = 60.0) -> None:
+        """Refuse new runs, then cancel (or, with ``drain``, wait for) every live run."""
+        self.closing = True
+        if drain:
+            with trio.move_on_after(deadline_seconds):
+                await self.live_count.wait_value(0)
+        for run in list(self.live.values()):
+            self.cancel(run, Reason.SUPERVISOR_SHUTDOWN)
+        await self.live_count.wait_value(0)
+
+
+def _worker_info(worker: LoadedWorker) -> WorkerInfo:
+    defn = worker.definition
+    return WorkerInfo(
+        name=worker.name,
+        path=str(worker.path),
+        valid=worker.valid,
+        problems=list(worker.problems),
+        engine=defn.engine if defn else None,
+        description=defn.description if defn else None,
+        actor=worker.actor if defn else None,
+        worktree=defn.worktree if defn else True,
+        max_concurrent=defn.max_concurrent if defn else None,
+    )

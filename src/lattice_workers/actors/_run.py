@@ -1,0 +1,716 @@
+"""One run of one worker on one task, from the queue to the last cleanup step.
+
+A :class:`RunActor` is a Trio task in the registry's nursery. It owns everything the
+run creates (its ``process_started`` event, its worktree, its process group, its log
+file) and gives each back in its own ``finally``: whatever ends the run (exit,
+deadline, cancel, spawn failure, supervisor shutdown), ``_finish`` runs shielded and
+under a deadline, kills what is left of the process group, writes exactly one
+terminal event, removes the worktree, and only then makes the final state visible.
+
+State is a :class:`trio_util.AsyncValue`: waiters (``Wait``, ``--wait``, the
+shutdown path) wait on it instead of polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+from trio_util import AsyncValue
+
+from lattice_workers.actors._child import Child
+from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition, command_for
+from lattice_workers.actors._environment import lattice_variables, worker_environment
+from lattice_workers.actors._journal import Journal, JournalRecord
+from lattice_workers.actors._process_group import kill_group, process_start_time
+from lattice_workers.actors._state import Reason, RunState
+from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.errors import LatticeError
+from lattice_workers.protocol._messages import Run, RunInfo
+from lattice_workers.store import Board, new_id
+
+log = logging.getLogger("lattice_workers.supervisor.run")
+
+#: Time allowed for cleanup beyond the kill grace: git's removal of a worktree, the
+#: terminal event, the journal. Bounded so that shutdown always ends.
+CLEANUP_SECONDS = 60.0
+#: A result file larger than this is refused (SPEC section 2).
+RESULT_MAX_BYTES = 64 * 1024
+
+#: What an attempt's spawn gives: the process, why it could not start, or None when
+#: a cancel came first.
+Spawned = Child | Exception | None
+
+
+@dataclass
+class RunContext:
+    """What every actor shares: the board, git, the journal, the hook runner."""
+
+    board: Board
+    worktrees: Worktrees
+    journal: Journal
+    results_dir: Path
+    run_hooks: Callable[[list[dict[str, Any]]], None]
+    environ: dict[str, str]
+    #: Told (run id, attempt) when an attempt's process group is killed, so that what
+    #: left the group dies too (:class:`~lattice_workers.actors._leftovers.LeftoverSweeper`).
+    sweep_leftovers: Callable[[str, int], None] = lambda run_id, attempt: None
+
+
+@dataclass
+class Outcome:
+    """How a started run ended; becomes its terminal event."""
+
+    reason: Reason | None  # None means success
+    error: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+class RunActor:
+    """The task that owns one run. Created and started only by the registry."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        info: RunInfo,
+        worker: LoadedWorker,
+        request: Run,
+        seq: int,
+        *,
+        on_exit: Callable[[RunActor], None],
+        wait_admitted: Callable[[RunActor], Awaitable[None]],
+    ) -> None:
+        assert worker.definition is not None
+        self.ctx = ctx
+        self.info = info
+        self.worker = worker
+        self.definition: WorkerDefinition = worker.definition
+        self.request = request
+        self.seq = seq
+        self.state: AsyncValue[RunState] = AsyncValue(RunState(info.state))
+        self._on_exit = on_exit
+        self._wait_admitted = wait_admitted
+        self._cancel_reason: Reason | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._process: Child | None = None
+        self._pid_start_time: int | None = None
+        self._outcome: Outcome | None = None
+        self._started_mono: float | None = None
+        #: Set by the registry when the run leaves the queue and holds a slot.
+        self.admitted = False
+        #: Whether the journal already holds the acceptance durably (the registry wrote
+        #: it for a queued run); if not, the run's first write does.
+        self.accept_recorded = False
+        #: Set once the run is recorded (its first write) or has ended without one.
+        self.recorded = trio.Event()
+        self._attempt_closed = False
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.info.task_id, self.worker.name.lower())
+
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+    def _set_state(self, state: RunState) -> None:
+        self.info.state = str(state)
+        self.state.value = state
+
+    # ------------------------------------------------------------------ control
+
+    def cancel(self, reason: Reason = Reason.CANCELLED) -> None:
+        """Ask the run to end. Idempotent; the actor does the stopping."""
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_reason is not None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """The whole life of the run. Never raises except ``Cancelled``.
+
+        Each attempt is its own ``process_started`` ... end pair. A definition's
+        ``retries`` start another attempt after ``exit_nonzero`` or ``timeout`` only,
+        never after a cancel; the run ends as its last attempt ended.
+        """
+        try:
+            await self._wait_admitted(self)
+            while self._cancel_reason is None:
+                await self._prepare_and_run()
+                if not self._should_retry():
+                    break
+                with trio.move_on_after(CLEANUP_SECONDS) as closing:
+                    closing.shield = True  # bounded, as in _finish: a hung git must not
+                    await self._close_attempt()  # hold the supervisor's shutdown
+                backoff = self.definition.retry_backoff_seconds * (2 ** (self.info.attempt - 1))
+                with trio.CancelScope(deadline=trio.current_time() + backoff) as scope:
+                    self._wait_scope = scope
+                    if self._cancel_reason is None:
+                        await trio.sleep_forever()
+                self._wait_scope = None
+                if self._cancel_reason is not None:
+                    break
+                self._next_attempt()
+        except Exception as exc:  # a bug of ours: the run still ends on the record
+            log.exception("run %s: unexpected error", self.run_id)
+            if self.info.started_event_id is not None and self._outcome is None:
+                self._outcome = Outcome(Reason.SPAWN_ERROR, f"internal error: {exc}")
+        finally:
+            with trio.move_on_after(self.definition.kill_grace_seconds + CLEANUP_SECONDS) as s:
+                s.shield = True
+                await self._finish()
+            if s.cancelled_caught:
+                log.error("run %s: cleanup did not finish in time", self.run_id)
+            self.recorded.set()
+            self._on_exit(self)
+
+    def _should_retry(self) -> bool:
+        outcome = self._outcome
+        return (
+            self._cancel_reason is None
+            and outcome is not None
+            and outcome.reason in (Reason.EXIT_NONZERO, Reason.TIMEOUT)
+            and self.info.attempt <= self.definition.retries
+        )
+
+    def _next_attempt(self) -> None:
+        """Forget the closed attempt; the record keeps its run id, key and request."""
+        info = self.info
+        info.attempt += 1
+        for name in (
+            "started_event_id", "log_path", "worktree_path", "pid", "started_at", "ended_at",
+            "duration_seconds", "exit_code", "signal", "reason", "error", "result",
+        ):
+            setattr(info, name, None)
+        self._process = None
+        self._pid_start_time = None
+        self._outcome = None
+        self._attempt_closed = False
+
+    async def _prepare_and_run(self) -> None:
+        self._set_state(RunState.PREPARING)
+        self.info.started_at = time.time()
+        self._started_mono = trio.current_time()
+        try:
+            if self.definition.worktree:
+                started = await self._start_in_worktree()
+            else:
+                spawned = await self._write_started()
+                assert not isinstance(spawned, tuple)  # without a worktree the hop spawns
+                started = spawned
+        except (LatticeError, OSError) as exc:  # a lock held too long, a full disk
+            # Mostly nothing is on the board, so there is nothing to close there: the run
+            # ends here, failed, with the reason on its record. When the event's log line
+            # went down after all (see _write_started), the outcome ends it there too.
+            log.error("run %s: could not write process_started: %s", self.run_id, exc)
+            message = exc.message if isinstance(exc, LatticeError) else str(exc)
+            self.info.reason = str(Reason.SPAWN_ERROR)
+            self.info.error = f"could not write process_started: {message}"
+            self._outcome = Outcome(Reason.SPAWN_ERROR, self.info.error)
+            return
+        finally:
+            self.recorded.set()
+        if started is None or isinstance(started, Exception):
+            if started is None:
+                reason = self._cancel_reason or Reason.CANCELLED
+                self._outcome = Outcome(reason, self._cancel_sentence())
+            elif self._outcome is None:
+                self._outcome = Outcome(
+                    Reason.SPAWN_ERROR, f"could not start the worker: {started}"
+                )
+            return
+        process = self._process = started
+        self._set_state(RunState.RUNNING)
+        timeout_min = self.request.timeout_minutes or self.definition.timeout_minutes
+        with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
+            self._wait_scope = scope
+            if self._cancel_reason is not None:
+                scope.cancel()
+            await process.wait()
+        self._wait_scope = None
+        if process.returncode is None:
+            reason = self._cancel_reason or Reason.TIMEOUT
+            sentence = (
+                self._cancel_sentence()
+                if self._cancel_reason
+                else f"the worker ran past its deadline of {timeout_min:g} minutes"
+            )
+            await self._stop_process(process)
+            self._outcome = Outcome(
+                reason, sentence, exit_code=None, signal=_signal_of(process.returncode)
+            )
+        else:
+            self._outcome = _outcome_of_exit(process.returncode)
+
+    async def _start_in_worktree(self) -> Spawned:
+        """``process_started`` and the worktree at once, then the process in the worktree.
+
+        The two are independent (the event names the worktree's folder beforehand), so
+        git makes the worktree while the event's thread hop writes: a worktree run
+        starts one board write sooner. A crash in between leaves a worktree that no
+        run owns, which recovery removes, or a started run without one, which it
+        closes. Raises why a ``process_started`` could not be written (a worktree made
+        meanwhile is then removed by :meth:`_finish`); sets the outcome when the
+        worktree fails; None when a cancel came first.
+        """
+        made: Path | LatticeError | None = None
+        refused: LatticeError | OSError | None = None
+        files: Spawned | tuple[int, str] = None
+
+        async def make_worktree() -> None:
+            nonlocal made
+            try:
+                made = await self.ctx.worktrees.create(
+                    self.ctx.board.root, self.run_id, self.info.commit_sha or "HEAD"
+                )
+            except LatticeError as exc:
+                made = exc
+                return
+            self.info.worktree_path = str(made)  # from here, cleanup removes it
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(make_worktree)
+                try:
+                    files = await self._write_started()
+                except (LatticeError, OSError) as exc:
+                    refused = exc
+                    nursery.cancel_scope.cancel()  # no run: the worktree is not needed
+                finally:
+                    self.recorded.set()  # the reply need not wait for git
+            if refused is not None:
+                raise refused
+            if not isinstance(files, tuple):
+                return files  # the log could not be opened
+            if isinstance(made, LatticeError):
+                self._outcome = Outcome(Reason.WORKTREE_ERROR, f"worktree: {made.message}")
+                return made
+            if self._cancel_reason is not None or made is None:
+                return None
+            path, (log_fd, prompt_text) = made, files
+
+            def spawn_and_note() -> Spawned:
+                child = self._spawn(path, prompt_text, log_fd)
+                if isinstance(child, Child):
+                    self._journal_quietly()
+                return child
+
+            return await trio.to_thread.run_sync(spawn_and_note)
+        finally:
+            if isinstance(files, tuple):
+                os.close(files[0])  # the worker has its own copy
+
+    def _cancel_sentence(self) -> str:
+        if self._cancel_reason is Reason.SUPERVISOR_SHUTDOWN:
+            return "the supervisor shut down while the run was in progress"
+        return "the run was cancelled on request"
+
+    def _spawn(self, cwd: Path, prompt_text: str, log_fd: int) -> Spawned:
+        """Start the worker in ``cwd`` and note its pid for recovery (blocking).
+
+        None when a cancel came first; the error when it could not start.
+        """
+        if self._cancel_reason is not None:
+            return None
+        board = self.ctx.board
+        defn = self.definition
+        info = self.info
+        prompt_path = self._prompt_path()
+        log_path = Path(info.log_path or "")
+        result_file = self._result_path()
+        lattice_vars = lattice_variables(
+            root=board.root,
+            task_id=info.task_id,
+            run_id=info.run_id,
+            started_event_id=info.started_event_id or "",
+            worker=info.worker,
+            actor=info.actor,
+            commit_sha=info.commit_sha or "",
+            log=log_path,
+            result_file=result_file,
+            short_id=info.short_id,
+            base_ref=info.base_ref,
+            merge_base=info.merge_base,
+            worktree=info.worktree_path,
+            prompt_file=prompt_path,
+            artifact_role=defn.artifact_role,
+            report_dir=defn.report_dir,
+            report_prefix=defn.report_prefix,
+        )
+        lattice_vars["LATTICE_ATTEMPT"] = str(info.attempt)
+        try:
+            env = worker_environment(self.ctx.environ, defn, lattice_vars)
+            argv = command_for(defn, board.root, prompt_text)
+            child = Child.spawn(argv, cwd=str(cwd), env=env, output_fd=log_fd)
+        except Exception as exc:  # OSError, or ValueError for a NUL in argv or env
+            return exc
+        # Owned from here: whatever fails before the loop takes the returned child (a
+        # hook, the journal), ``_finish`` still stops and reaps it.
+        self._process = child
+        info.pid = child.pid
+        self._pid_start_time = process_start_time(child.pid)
+        return child
+
+    def _prompt_path(self) -> Path | None:
+        prompt_file = self.definition.prompt_file
+        return self.ctx.board.root / prompt_file if prompt_file else None
+
+    def _result_path(self) -> Path:
+        return self.ctx.results_dir / f"{self.run_id}.json"
+
+    def _open_files(self) -> tuple[int, str] | OSError:
+        """The log (opened for the worker), a clean result file, the prompt (blocking)."""
+        log_path = Path(self.info.log_path or "")
+        prompt_path = self._prompt_path()
+        try:
+            for folder, mode in ((log_path.parent, 0o777), (self.ctx.results_dir, 0o700)):
+                if not os.path.isdir(folder):  # one stat, where mkdir(exist_ok) costs two
+                    folder.mkdir(mode=mode, parents=True, exist_ok=True)
+            self._result_path().unlink(missing_ok=True)
+            prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            return fd, prompt
+        except (OSError, UnicodeDecodeError) as exc:
+            return exc if isinstance(exc, OSError) else OSError(f"prompt file: {exc}")
+
+    async def _stop_process(self, process: Child) -> None:
+        """SIGTERM to the group, the grace period, then SIGKILL to the group."""
+        self._set_state(RunState.STOPPING)
+        with trio.CancelScope(shield=True):
+            kill_group(process.pid, signal.SIGTERM)
+            with trio.move_on_after(self.definition.kill_grace_seconds):
+                await process.wait()
+            kill_group(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    # ------------------------------------------------------------------ the end
+
+    async def _finish(self) -> None:
+        """Runs shielded whatever ended the run; see the module docstring."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            # Only a cancel of the whole supervisor gets here with the process alive.
+            reason = self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN
+            await self._stop_process(process)
+            # An outcome already set here is an internal error after the spawn: keep it.
+            self._outcome = self._outcome or Outcome(
+                reason,
+                "the supervisor shut down while the run was in progress"
+                if reason is Reason.SUPERVISOR_SHUTDOWN
+                else self._cancel_sentence(),
+                signal=_signal_of(process.returncode),
+            )
+        started = self.info.started_event_id is not None
+        journaled = False
+        if started:
+            journaled = await self._close_attempt(final=True)
+        else:
+            # Nothing on the board; a worktree made beside a process_started that could
+            # not be written is not needed.
+            await self._remove_worktree()
+        if not started and self.info.reason is None:
+            # Never left the queue: nothing was written to the board.
+            self.info.reason = str(self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN)
+            self.info.error = (
+                "cancelled while queued"
+                if self._cancel_reason is Reason.CANCELLED
+                else "the supervisor shut down before the run started"
+            )
+        if not started:
+            self.info.ended_at = time.time()
+        final = RunState.COMPLETED if self.info.reason is None and started else RunState.FAILED
+        self.info.state = str(final)
+        self.info.pid = None
+        if not journaled:
+            await self._journal()
+        self.state.value = final
+
+    async def _close_attempt(self, *, final: bool = False) -> bool:
+        """End the current attempt: the rest of its group, its terminal event, its worktree.
+
+        ``final``: this attempt ends the run, so the run's last journal record goes in
+        the terminal event's thread hop. Returns whether that record was written.
+        """
+        if self._attempt_closed:
+            return False
+        self._attempt_closed = True
+        if self._process is not None:
+            # Whatever the leader left behind in its group (a forked grandchild) dies now,
+            # and what left the group soon after.
+            kill_group(self._process.pid, signal.SIGKILL)
+            self._process.close()
+            self.ctx.sweep_leftovers(self.run_id, self.info.attempt)
+        outcome = self._outcome or Outcome(
+            self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
+        )
+        # The worktree goes while the terminal event is written: the process is gone,
+        # and each is needed only by the next attempt and the final state, which wait
+        # for both. A crash in between leaves what recovery redoes for a run not live.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._remove_worktree)
+            journaled = await self._write_terminal(outcome, final=final)
+        return journaled
+
+    async def _remove_worktree(self) -> None:
+        """Remove the attempt's worktree, if it has one; a failure is logged."""
+        if not self.info.worktree_path:
+            return
+        try:
+            await self.ctx.worktrees.remove(self.ctx.board.root, Path(self.info.worktree_path))
+        except Exception:
+            log.exception("run %s: could not remove worktree", self.run_id)
+
+    # ------------------------------------------------------------------ writes
+
+    async def _write_started(self) -> Spawned | tuple[int, str]:
+        """``process_started``, the worker's files, the process, the journal: one hop.
+
+        Returns the spawned :class:`Child` (or why there is none, see :meth:`_spawn`);
+        when the definition wants a worktree, which git makes on the loop, the open
+        log's descriptor and the prompt instead, for :meth:`_start_in_worktree`.
+
+        When the registry did not record the acceptance (the run was admitted at
+        once), this hop's journal record is its first. It needs no fsync of its own
+        unless the request has an idempotency key, which only the journal keeps: the
+        ``process_started`` before it is durable, and recovery settles a run that is
+        open on the board but missing from the journal (it writes its end, kills by
+        run id, and removes every worktree of ours that no live run owns). The page
+        cache keeps the record through a supervisor's death; after a reboot no
+        process of it is left.
+        """
+        board = self.ctx.board
+        info = self.info
+        defn = self.definition
+        event_id = new_id("ev")
+        info.log_path = str(board.worker_log_dir() / f"{event_id}.log")
+        data: dict[str, Any] = {
+            "process_type": info.worker,
+            "run_id": info.run_id,
+            "attempt": info.attempt,
+            "commit_sha": info.commit_sha,
+            "base_ref": info.base_ref,
+            "timeout_minutes": self.request.timeout_minutes or defn.timeout_minutes,
+            "log_path": info.log_path,
+            "requested_by": info.requested_by,
+        }
+        if defn.worktree:
+            data["worktree_path"] = str(self.ctx.worktrees.base_dir / info.run_id)
+
+        def files_then_process() -> Spawned | tuple[int, str]:
+            info.started_event_id = event_id  # on the board: from now on it has an end
+            files = self._open_files()
+            if isinstance(files, OSError) or defn.worktree:
+                return files
+            log_fd, prompt_text = files
+            try:
+                return self._spawn(board.root, prompt_text, log_fd)
+            finally:
+                os.close(log_fd)  # the worker has its own copy
+
+        try:
+            started: Spawned | tuple[int, str] = await self._append(
+                "process_started",
+                data,
+                event_id=event_id,
+                journal=True,
+                durable=self.request.idempotency_key is not None and not self.accept_recorded,
+                then=files_then_process,
+            )
+        except OSError:
+            # The log line is written (durable) before the snapshot: a full disk may
+            # refuse the second only. Then the run is on the board and must end there.
+            with trio.CancelScope(shield=True):
+                if await trio.to_thread.run_sync(self._logged, event_id):
+                    info.started_event_id = event_id
+            raise
+        self.accept_recorded = True
+        return started
+
+    def _logged(self, event_id: str) -> bool:
+        """Whether the task's log holds the event ``event_id`` (blocking)."""
+        try:
+            events = self.ctx.board.read_events(self.info.task_id).events
+        except OSError:
+            return False  # unknown: the next start's recovery closes it if it is there
+        return any(event.get("id") == event_id for event in events)
+
+    async def _write_terminal(self, outcome: Outcome, *, final: bool) -> bool:
+        info = self.info
+        info.ended_at = time.time()
+        if self._started_mono is not None:
+            info.duration_seconds = round(trio.current_time() - self._started_mono, 3)
+        info.exit_code = outcome.exit_code
+        info.signal = outcome.signal
+        data: dict[str, Any] = {
+            "process_type": info.worker,
+            "started_event_id": info.started_event_id,
+            "run_id": info.run_id,
+            "attempt": info.attempt,
+            "commit_sha": info.commit_sha,
+            "duration_seconds": info.duration_seconds,
+            "log_path": info.log_path,
+        }
+        if outcome.reason is None:
+            data.update(result="success", exit_code=0)
+            event_type = "process_completed"
+        else:
+            info.reason = str(outcome.reason)
+            info.error = outcome.error
+            data.update(reason=str(outcome.reason), error=outcome.error)
+            if outcome.exit_code is not None:
+                data["exit_code"] = outcome.exit_code
+            if outcome.signal is not None:
+                data["signal"] = outcome.signal
+            event_type = "process_failed"
+        end = RunState.COMPLETED if outcome.reason is None else RunState.FAILED
+        try:
+            await self._append(
+                event_type, data, result_file=True, journal=final, final=end if final else None
+            )
+        except Exception:
+            # The board refused the write (disk full, lock timeout): say so loudly; the
+            # run stays open on the board and recovery or `doctor --fix` settles it.
+            log.exception("run %s: could not write %s", self.run_id, event_type)
+            return False
+        return final
+
+    def _read_result(self) -> tuple[dict[str, Any] | None, str | None]:
+        path = self.ctx.results_dir / f"{self.run_id}.json"
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(RESULT_MAX_BYTES + 1)
+        except FileNotFoundError:
+            return None, None
+        finally:
+            path.unlink(missing_ok=True)
+        if len(raw) > RESULT_MAX_BYTES:
+            return None, f"result file larger than {RESULT_MAX_BYTES} bytes was ignored"
+        try:
+            value = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            return None, f"result file is not valid JSON and was ignored: {exc}"
+        if not isinstance(value, dict):
+            return None, "result file must hold a JSON object and was ignored"
+        return value, None
+
+    async def _append(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        journal: bool = False,
+        durable: bool = False,
+        final: RunState | None = None,
+        result_file: bool = False,
+        then: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Write one event (and what goes with it) in one thread hop; ``then()``'s value.
+
+        ``result_file``: read the worker's result into ``data`` first; ``journal``:
+        record the run in the journal after ``then`` (``durable``, ``final``: see
+        :meth:`_journal_now`); ``then``: more blocking work for the same hop, after
+        the event is written (it may spawn the worker, whose pid the record notes). Thread
+        hops are a fixed cost of every run (a fifth of a millisecond of CPU each,
+        measured), so a run's steps that belong together share one.
+        """
+        info = self.info
+        board = self.ctx.board
+
+        def write() -> tuple[dict[str, Any], Any]:
+            if result_file:
+                result, result_error = self._read_result()
+                if result is not None:
+                    info.result = result
+                    data["output"] = result
+                if result_error:
+                    data["output_error"] = result_error
+            written = board.append(
+                info.task_id,
+                event_type,
+                data,
+                actor=info.actor,
+                agent_meta={"model": None, "session": info.run_id},
+                provenance={"triggered_by": info.requested_by} if info.requested_by else None,
+                hooks=False,
+                event_id=event_id,
+            )
+            try:
+                value = then() if then is not None else None
+            finally:
+                if journal:
+                    self._journal_quietly(event_id=event_id, durable=durable, final=final)
+            return written.event, value
+
+        event, value = await trio.to_thread.run_sync(write)
+        self.ctx.run_hooks([event])
+        return value
+
+    async def _journal(self) -> None:
+        """Record the run in the journal, in a thread hop (see :meth:`_journal_quietly`)."""
+        await trio.to_thread.run_sync(self._journal_quietly)
+
+    def _journal_quietly(
+        self, *, event_id: str | None = None, durable: bool = False, final: RunState | None = None
+    ) -> None:
+        """:meth:`_journal_now`, with a failure logged, never raised: the board is the
+        record that matters, and recovery reads it."""
+        try:
+            self._journal_now(event_id=event_id, durable=durable, final=final)
+        except OSError:
+            log.exception("run %s: could not write the journal", self.run_id)
+
+    def _journal_now(
+        self, *, event_id: str | None = None, durable: bool = False, final: RunState | None = None
+    ) -> None:
+        """Record the run as it is now (blocking); see :meth:`Journal.write` for ``durable``.
+
+        ``event_id``: the ``process_started`` just written. ``final``: the state the
+        run is about to end in (the record is written before the worktree's removal,
+        which recovery redoes for any run that is not live).
+        """
+        run = self.info
+        if event_id is not None:  # the event is on the board: the record may say so
+            run = msgspec.structs.replace(run, started_event_id=event_id)
+        if final is not None:
+            run = msgspec.structs.replace(run, state=str(final), pid=None)
+        record = JournalRecord(
+            seq=self.seq, run=run, request=self.request, pid_start_time=self._pid_start_time
+        )
+        self.ctx.journal.write(record, durable=durable)
+
+
+def _signal_of(returncode: int | None) -> int | None:
+    return -returncode if returncode is not None and returncode < 0 else None
+
+
+def _outcome_of_exit(returncode: int) -> Outcome:
+    if returncode == 0:
+        return Outcome(None, exit_code=0)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
+        return Outcome(
+            Reason.EXIT_NONZERO,
+            f"the worker was killed by signal {-returncode} {name}".rstrip(),
+            signal=-returncode,
+        )
+    return Outcome(
+        Reason.EXIT_NONZERO, f"the worker exited with code {returncode}", exit_code=returncode
+    )

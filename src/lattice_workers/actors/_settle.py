@@ -1,0 +1,134 @@
+"""Closing runs that nobody owns any more: shared by recovery and ``doctor --fix``.
+
+Blocking functions with no Trio: the supervisor calls them from a thread, the CLI
+calls them directly. Each checks before it acts (the process is the same one, the
+run is still open on the board), so calling them twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from lattice_workers.actors._process_group import kill_group, process_start_time
+from lattice_workers.actors._state import Reason
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store import Board
+
+log = logging.getLogger("lattice_workers.supervisor.recovery")
+
+ORPHANED_ERROR = "the supervisor that owned this run stopped without ending it"
+_SETTLED = "already settled"
+#: Scans of /proc at most for one kill by environment (see ``_kill_where``).
+KILL_PASSES = 10
+
+
+def kill_if_same(pid: int, start_time: int) -> bool:
+    """SIGKILL the group of ``pid`` if ``pid`` is still the process that started then."""
+    if process_start_time(pid) != start_time:
+        return False
+    log.info("killing the process group of orphaned worker pid %d", pid)
+    return kill_group(pid, signal.SIGKILL)
+
+
+def kill_by_run_id(run_ids: set[str]) -> list[int]:
+    """SIGKILL every process whose environment names one of ``run_ids``.
+
+    This reaches what a group kill cannot: descendants that left the worker's group,
+    and a group whose leader already exited (its pid no longer identifies it).
+    """
+    if not run_ids:
+        return []
+    markers = {f"LATTICE_RUN_ID={run_id}".encode() for run_id in run_ids}
+    return _kill_where(lambda variables: not markers.isdisjoint(variables))
+
+
+def kill_attempts(attempts: set[tuple[str, int]]) -> list[int]:
+    """:func:`kill_by_run_id` for these attempts of runs only: a run's next attempt,
+    which carries the same run id, may be running already."""
+    if not attempts:
+        return []
+    wanted = [
+        (f"LATTICE_RUN_ID={run_id}".encode(), f"LATTICE_ATTEMPT={attempt}".encode())
+        for run_id, attempt in attempts
+    ]
+    return _kill_where(lambda variables: any(r in variables and a in variables for r, a in wanted))
+
+
+def _kill_where(match: Callable[[set[bytes]], bool]) -> list[int]:
+    """SIGKILL every process (but this one) whose environment ``match`` accepts.
+
+    A pass lists /proc, then reads and kills: what a process forks after the listing
+    and before its death is not listed. So passes repeat until one kills nothing new
+    (what was killed forks no more), at most :data:`KILL_PASSES`.
+    """
+    killed: list[int] = []
+    for _ in range(KILL_PASSES):
+        new = [pid for pid in _kill_pass(match) if pid not in killed]
+        if not new:
+            break
+        killed += new
+    return killed
+
+
+def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
+    """One pass of :func:`_kill_where`."""
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                variables = set(f.read().split(b"\0"))
+        except OSError:
+            continue
+        if match(variables):
+            log.info("killing process %s, left by a run that ended", entry)
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+            except OSError:
+                pass
+    return killed
+
+
+def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) -> bool:
+    """Write ``process_failed(orphaned)`` for an open run; False if it was already closed."""
+    started_event_id = board_run["started_event_id"]
+    data: dict[str, Any] = {
+        "process_type": board_run.get("process_type"),
+        "started_event_id": started_event_id,
+        "run_id": run_id,
+        "commit_sha": board_run.get("commit_sha"),
+        "reason": str(Reason.ORPHANED),
+        "error": ORPHANED_ERROR,
+        "duration_seconds": None,
+        "log_path": board_run.get("log_path"),
+    }
+
+    def still_open(snapshot: dict[str, Any]) -> None:
+        if not any(
+            p.get("started_event_id") == started_event_id
+            for p in snapshot.get("active_processes", [])
+        ):
+            raise LatticeError(Code.CONFLICT, _SETTLED)
+
+    try:
+        board.append(
+            board_run["task_id"],
+            "process_failed",
+            data,
+            actor=board_run.get("actor") or "agent:lattice-supervisor",
+            agent_meta={"model": None, "session": run_id},
+            check=still_open,
+            hooks=False,
+        )
+    except LatticeError as err:
+        if err.message == _SETTLED:
+            return False
+        raise
+    log.info("run %s on %s closed as orphaned", run_id, board_run["task_id"])
+    return True

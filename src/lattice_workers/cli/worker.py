@@ -1,0 +1,258 @@
+"""``lattice worker run|ps|show|logs|wait|cancel``: thin clients of the supervisor.
+
+Each command builds one request, sends it, and renders the reply. The supervisor is
+started on demand (``LATTICE_NO_AUTOSTART=1`` turns that off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from lattice_workers.cli._app import Context, add_command, group
+from lattice_workers.errors import Code, LatticeError
+
+if TYPE_CHECKING:
+    from lattice_workers.protocol._messages import RunInfo
+    from lattice_workers.protocol.client import Client
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the run commands to the ``worker`` group."""
+    sub = group(commands, "worker", "run workers and manage their definitions")
+    p = add_command(sub, "run", cmd_run, "run a worker on a task (one live run per pair)")
+    p.add_argument("name", help="worker name (see `lattice worker list`)")
+    p.add_argument("task", help="task id or short id")
+    p.add_argument("--commit", metavar="REV", help="commit to work on (default: HEAD now)")
+    p.add_argument("--base", metavar="REF", help="ref to diff against (default: main)")
+    p.add_argument("--actor", help="actor written on the run's events")
+    p.add_argument("--timeout", type=float, metavar="MIN", help="deadline in minutes")
+    p.add_argument("--idempotency-key", metavar="KEY", help="retries with it get the same run")
+    p.add_argument("--wait", action="store_true", help="wait for the run to end")
+    p.add_argument("--follow", action="store_true", help="stream the log until the run ends")
+
+    p = add_command(sub, "ps", cmd_ps, "live runs (queued and running)")
+    p.add_argument("-a", "--all", action="store_true", help="finished runs too")
+    p.add_argument("--task", help="only runs of this task")
+    p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+
+    p = add_command(sub, "show", cmd_show, "one run, live or finished")
+    p.add_argument("run_id", metavar="RUN")
+
+    p = add_command(sub, "logs", cmd_logs, "a run's log")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--follow", "-f", action="store_true", help="stream until the run ends")
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+
+    p = add_command(sub, "wait", cmd_wait, "wait for runs to end; non-zero if any failed")
+    p.add_argument("run_ids", metavar="RUN", nargs="+")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+
+    p = add_command(sub, "cancel", cmd_cancel, "cancel a run: RUN, or NAME TASK")
+    p.add_argument("target", nargs="+", metavar="RUN | NAME TASK")
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def _client(ctx: Context) -> Client:
+    from lattice_workers.supervisor import control
+
+    root, board_dir = ctx.where()  # not ctx.board(): a client needs only where it is
+    return control.connect(root, board_dir)
+
+
+def _requested_by(ctx: Context) -> str:
+    import getpass
+
+    return ctx.board().default_actor() or f"human:{getpass.getuser()}"
+
+
+def _as_dict(info: RunInfo) -> dict[str, Any]:
+    import msgspec
+
+    return msgspec.to_builtins(info)  # type: ignore[no-any-return,unused-ignore]
+
+
+def _line(info: RunInfo) -> str:
+    task = info.short_id or info.task_id
+    parts = [info.run_id, info.worker, task, info.state]
+    if info.queue_position:
+        parts.append(f"#{info.queue_position} in queue")
+    if info.pid:
+        parts.append(f"pid {info.pid}")
+    if info.commit_sha:
+        parts.append(info.commit_sha[:10])
+    if info.duration_seconds is not None:
+        parts.append(f"{info.duration_seconds:.1f}s")
+    elif info.started_at:
+        parts.append(f"{time.time() - info.started_at:.1f}s")
+    if info.reason:
+        parts.append(f"{info.reason}: {info.error}")
+    return "  ".join(parts)
+
+
+def _detail(info: RunInfo) -> str:
+    rows = [(k, v) for k, v in _as_dict(info).items() if v not in (None, "", [])]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _final_exit(info: RunInfo) -> int:
+    from lattice_workers.errors import exit_code_for
+
+    return 0 if info.state == "completed" else exit_code_for(Code.RUN_FAILED)
+
+
+def _wait_runs(ctx: Context, client: Client, run_ids: list[str], timeout: float | None) -> int:
+    from lattice_workers.protocol._messages import RunReply, Wait
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    finished: list[RunInfo] = []
+    try:
+        for reply in client.stream(Wait(run_ids=run_ids), timeout=timeout):
+            assert isinstance(reply, RunReply)
+            finished.append(reply.run)
+            if not ctx.json:
+                print(_line(reply.run), flush=True)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    except LatticeError as err:
+        timed_out = deadline is not None and time.monotonic() >= deadline
+        if not (timed_out and err.code is Code.SUPERVISOR_UNAVAILABLE):
+            raise
+    if len(finished) < len(run_ids):
+        live = sorted(set(run_ids) - {i.run_id for i in finished})
+        raise LatticeError(
+            Code.TIMEOUT, f"still live after {timeout:g}s: {', '.join(live)}", details=live
+        )
+    failed = [i for i in finished if i.state != "completed"]
+    code = _final_exit(failed[0]) if failed else 0
+    return ctx.ok([_as_dict(i) for i in finished], None, exit_code=code)
+
+
+def _follow(client: Client, run_id: str, tail: int | None = None) -> None:
+    from lattice_workers.protocol._messages import LogChunk, Logs
+
+    out = sys.stdout.buffer
+    for reply in client.stream(Logs(run_id=run_id, follow=True, tail=tail), timeout=None):
+        assert isinstance(reply, LogChunk)
+        out.write(reply.data)
+        out.flush()
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice_workers.protocol._messages import Get, Run, RunReply
+
+    request = Run(
+        worker=args.name,
+        task=args.task,
+        revision=args.commit,
+        base=args.base,
+        actor=args.actor,
+        timeout_minutes=args.timeout,
+        idempotency_key=args.idempotency_key,
+        requested_by=_requested_by(ctx),
+    )
+    with _client(ctx) as client:
+        try:
+            reply = client.request(request)
+        except LatticeError as err:
+            live = err.details if err.code is Code.ALREADY_RUNNING else None
+            if not (isinstance(live, dict) and (args.wait or args.follow)):
+                if isinstance(live, dict) and not ctx.json:
+                    err.message += f"\n  live run: {live.get('run_id')} ({live.get('state')})"
+                raise
+            run_id = str(live["run_id"])
+            if not ctx.json:
+                print(f"already running: waiting for the live run {run_id}", file=sys.stderr)
+        else:
+            assert isinstance(reply, RunReply)
+            run_id = reply.run.run_id
+            if not (args.wait or args.follow):
+                return ctx.ok(
+                    {**_as_dict(reply.run), "created": reply.created},
+                    ("started " if reply.created else "existing run ") + _line(reply.run),
+                )
+            if not ctx.json:
+                print("started " + _line(reply.run), file=sys.stderr, flush=True)
+        if args.follow and not ctx.json:
+            _follow(client, run_id)
+            final = client.request(Get(run_id=run_id))
+            assert isinstance(final, RunReply)
+            print(_line(final.run), file=sys.stderr)
+            return _final_exit(final.run)
+        return _wait_runs(ctx, client, [run_id], None)
+
+
+def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice_workers.protocol._messages import Ps, PsReply
+
+    with _client(ctx) as client:
+        while True:
+            reply = client.request(Ps(all=args.all, task=args.task))
+            assert isinstance(reply, PsReply)
+            if not args.watch or ctx.json:
+                break
+            print("\033[2J\033[H" + (_table(reply.runs) or "no live runs"), flush=True)
+            time.sleep(1.0)
+    return ctx.ok(
+        [_as_dict(r) for r in reply.runs], lambda: _table(reply.runs) or "no live runs"
+    )
+
+
+def _table(runs: list[RunInfo]) -> str:
+    return "\n".join(_line(r) for r in runs)
+
+
+def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice_workers.protocol._messages import Get, RunReply
+
+    with _client(ctx) as client:
+        reply = client.request(Get(run_id=args.run_id))
+    assert isinstance(reply, RunReply)
+    return ctx.ok(_as_dict(reply.run), lambda: _detail(reply.run))
+
+
+def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice_workers.protocol._messages import LogChunk, Logs
+
+    with _client(ctx) as client:
+        if args.follow and not ctx.json:
+            _follow(client, args.run_id, args.tail)
+            return 0
+        chunks = []
+        for reply in client.stream(Logs(run_id=args.run_id, tail=args.tail)):
+            assert isinstance(reply, LogChunk)
+            chunks.append(reply.data)
+    data = b"".join(chunks)
+    if ctx.json:
+        return ctx.ok({"run_id": args.run_id, "log": data.decode(errors="replace")})
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
+    with _client(ctx) as client:
+        return _wait_runs(ctx, client, args.run_ids, args.timeout)
+
+
+def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice_workers.protocol._messages import Cancel, RunReply
+
+    if len(args.target) == 1:
+        request = Cancel(run_id=args.target[0])
+    elif len(args.target) == 2:
+        request = Cancel(worker=args.target[0], task=args.target[1])
+    else:
+        raise LatticeError(Code.INVALID_ARGUMENT, "cancel takes a run id, or a worker and a task")
+    with _client(ctx) as client:
+        reply = client.request(request)
+    assert isinstance(reply, RunReply)
+    return ctx.ok(_as_dict(reply.run), "cancelling " + _line(reply.run))

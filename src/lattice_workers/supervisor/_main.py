@@ -1,0 +1,325 @@
+"""The supervisor process: one Trio program per project root.
+
+Its root nursery holds the signal watcher, the registry (which owns every run
+actor), the hook runner and the protocol server(s). SIGTERM, SIGINT and a
+``Shutdown`` request all set the same flag; the main task then refuses new runs,
+cancels (or drains) every run and waits until each actor has cleaned up, and only
+then cancels the nursery, which closes the socket and removes its file.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lattice_workers._command import add_lattice_to_path
+from lattice_workers.actors._journal import Journal
+from lattice_workers.actors._leftovers import LeftoverSweeper
+from lattice_workers.actors._registry import Registry
+from lattice_workers.actors._run import RunContext
+from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol import default_endpoint
+from lattice_workers.protocol._endpoint import curve_key
+from lattice_workers.store import Board
+from lattice_workers.supervisor._handlers import Handlers
+from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
+from lattice_workers.supervisor._recovery import recover
+from lattice_workers.supervisor._server import serve
+from lattice_workers.supervisor._zap import ClientKeys
+from lattice_workers.supervisor.control import RUN_VARIABLES
+
+log = logging.getLogger("lattice_workers.supervisor")
+
+#: The supervisor's log is rotated at this size, keeping this many older files
+#: (``supervisor.log.1`` ...): it runs for weeks, and a peer that keeps sending bad
+#: requests gets a warning each time, so the log must not be able to fill the disk.
+LOG_MAX_BYTES = 1024 * 1024
+LOG_BACKUPS = 4
+
+
+class Settings:
+    """The ``workers`` section of ``.lattice/config.json`` (all optional).
+
+    Refused with one clear sentence when a value is not what it must be, so that a
+    typo neither crashes a start nor half-applies a reload.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        section = config.get("workers")
+        section = section if isinstance(section, dict) else {}
+        self.max_concurrent = int(_number(section, "max_concurrent", 8, minimum=1, whole=True))
+        self.keep_finished = int(_number(section, "keep_finished", 1000, minimum=0, whole=True))
+        self.keep_finished_seconds = _number(section, "keep_finished_days", 7, minimum=0) * 86400
+        self.shutdown_drain_seconds = _number(section, "shutdown_drain_seconds", 60, minimum=0)
+        worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
+        self.worktree_dir = Path(worktree_dir) if worktree_dir else None
+
+
+def _number(
+    section: dict[str, Any], key: str, default: float, *, minimum: float, whole: bool = False
+) -> float:
+    value = section.get(key, default)
+    kind = "a whole number" if whole else "a number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (whole and not float(value).is_integer())
+        or value < minimum
+    ):
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"workers.{key} in .lattice/config.json must be {kind} of at least {minimum:g}, "
+            f"got {value!r}; fix the file",
+        )
+    return float(value)
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """CURVE for TCP listeners: the server's secret key and who may connect."""
+
+    secret_key: bytes
+    clients: ClientKeys
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> CurveSettings | None:
+        """From ``LATTICE_CURVE_SECRET_KEY`` and ``LATTICE_CURVE_CLIENTS`` (both or none)."""
+        secret = environ.get("LATTICE_CURVE_SECRET_KEY") or None
+        folder = environ.get("LATTICE_CURVE_CLIENTS") or None
+        if secret is None and folder is None:
+            return None
+        if secret is None or folder is None:
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                "CURVE needs both LATTICE_CURVE_SECRET_KEY (the server's secret key, 40 Z85 "
+                "characters) and LATTICE_CURVE_CLIENTS (a folder of the public *.key "
+                "certificates of the clients allowed in); set both or neither",
+            )
+        key = curve_key(
+            secret,
+            "LATTICE_CURVE_SECRET_KEY is not a CURVE secret key (40 Z85 characters, as "
+            "zmq.curve_keypair() makes); check the variable",
+        )
+        return cls(key, ClientKeys(Path(folder)))
+
+
+class Supervisor:
+    """Everything one running supervisor owns."""
+
+    def __init__(self, board: Board, *, endpoints: list[str]) -> None:
+        self.board = board
+        self.root = board.root
+        self.endpoints = endpoints
+        self.endpoint = endpoints[0]
+        self.curve = CurveSettings.from_environment(os.environ)
+        # Read once; no child (git, hooks, workers) needs the server's secret key.
+        os.environ.pop("LATTICE_CURVE_SECRET_KEY", None)
+        # Nor do its children (git, hooks) belong to the run whose shell started it.
+        for name in RUN_VARIABLES:
+            os.environ.pop(name, None)
+        self.started_at = time.time()
+        self.settings = Settings(board.config)
+        self.run_dir = runtime_dir(board.dir)
+        base = worktree_base(board, self.settings)
+        self.journal = Journal(self.run_dir / "journal.jsonl")
+        self._hooks_nursery: trio.Nursery | None = None
+        self.sweeper = LeftoverSweeper()
+        self.ctx = RunContext(
+            board=board,
+            worktrees=Worktrees(base, owner=board.dir),
+            journal=self.journal,
+            results_dir=self.run_dir / "results",
+            run_hooks=self._run_hooks,
+            environ=_worker_base_environment(self.run_dir),
+            sweep_leftovers=self.sweeper.attempt_ended,
+        )
+        self.registry = Registry(
+            self.ctx,
+            max_concurrent=self.settings.max_concurrent,
+            keep_finished=self.settings.keep_finished,
+            keep_finished_seconds=self.settings.keep_finished_seconds,
+        )
+        self._shutdown = trio.Event()
+        self._drain = False
+
+    def request_shutdown(self, *, drain: bool = False) -> None:
+        """Begin the graceful stop (idempotent)."""
+        self._drain = self._drain or drain
+        self._shutdown.set()
+
+    async def reload(self) -> None:
+        """Read ``.lattice/config.json`` and the worker definitions again (``Reload``).
+
+        Caps and retention apply at once (a raised cap admits queued runs); hooks and
+        the default base ref are read from the config where they are used. A config
+        that is refused changes nothing. The worktree folder stays the one this
+        supervisor started with: its runs live there. The CURVE client certificates
+        are read again too (connections already made stay).
+        """
+        checked: list[Settings] = []
+        await trio.to_thread.run_sync(
+            self.board.reload_config, lambda config: checked.append(Settings(config))
+        )
+        checked[0].worktree_dir = self.settings.worktree_dir  # where the live runs are
+        self.settings = checked[0]
+        self.registry.set_limits(
+            max_concurrent=self.settings.max_concurrent,
+            keep_finished=self.settings.keep_finished,
+            keep_finished_seconds=self.settings.keep_finished_seconds,
+        )
+        await self.registry.reload()
+        if self.curve is not None:
+            await trio.to_thread.run_sync(self.curve.clients.load)
+
+    def _run_hooks(self, events: list[dict[str, Any]]) -> None:
+        """Run board hooks for events the actors wrote, without holding up the actor."""
+        if self._hooks_nursery is not None and self.board.config.get("hooks"):
+            self._hooks_nursery.start_soon(trio.to_thread.run_sync, self.board.run_hooks, events)
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        if self.curve is not None:
+            await trio.to_thread.run_sync(self.curve.clients.load)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, signals)
+                async with trio.open_nursery() as hooks:
+                    self._hooks_nursery = hooks
+                    await nursery.start(self.ctx.worktrees.serve)
+                    await nursery.start(self.sweeper.serve)
+                    await nursery.start(self.registry.serve)
+                    await recover(self)
+                    handler = Handlers(self)
+                    for endpoint in self.endpoints:
+                        # CURVE is for TCP; the ipc:// socket is guarded by its file modes.
+                        curve = self.curve if endpoint.startswith("tcp://") else None
+                        await nursery.start(
+                            lambda task_status, e=endpoint, c=curve: serve(
+                                e,
+                                handler,
+                                task_status=task_status,
+                                log=log,
+                                curve_secret_key=c.secret_key if c else None,
+                                curve_clients=c.clients if c else None,
+                            )
+                        )
+                    log.info("supervisor %d serving %s", os.getpid(), ", ".join(self.endpoints))
+                    ready()
+                    await self._shutdown.wait()
+                    log.info("shutting down (drain=%s)", self._drain)
+                    await self.registry.close(
+                        drain=self._drain, deadline_seconds=self.settings.shutdown_drain_seconds
+                    )
+                    self._hooks_nursery = None
+                nursery.cancel_scope.cancel()
+        await trio.to_thread.run_sync(self.journal.close)
+        log.info("supervisor %d stopped", os.getpid())
+
+    async def _watch_signals(self, signals: Any) -> None:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            self.request_shutdown()
+
+
+def worktree_base(board: Board, settings: Settings | None = None) -> Path:
+    """Where the board's run worktrees live: ``LATTICE_WORKTREE_DIR``, else
+    ``workers.worktree_dir``, else the default under the user's cache folder."""
+    settings = settings or Settings(board.config)
+    return settings.worktree_dir or Worktrees.default_base_dir(board.root)
+
+
+def _worker_base_environment(run_dir: Path) -> dict[str, str]:
+    """The supervisor's environment, with a ``lattice`` command reachable.
+
+    A worker is told to call ``lattice show $LATTICE_TASK_ID``; that must work even
+    when the virtual environment we run from is not on the user's PATH and when
+    lattice-tracker (whose executable that is) is not installed: see
+    :mod:`lattice_workers._command`.
+    """
+    env = dict(os.environ)
+    # A supervisor started from a git hook inherits variables that would point the
+    # worker's git at the main repository instead of its worktree.
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"):
+        env.pop(name, None)
+    add_lattice_to_path(env, run_dir)
+    return env
+
+
+def _start_logging(board: Board, foreground: bool) -> logging.handlers.QueueListener:
+    """Log lines go through a queue to a listener thread, so the Trio loop never writes files."""
+    log_dir = board.dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.handlers.RotatingFileHandler(
+        log_dir / "supervisor.log",
+        maxBytes=LOG_MAX_BYTES,
+        backupCount=LOG_BACKUPS,
+        encoding="utf-8",
+    )
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [file_handler]
+    if foreground:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(formatter)
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root_logger = logging.getLogger("lattice_workers")
+    root_logger.setLevel(logging.INFO)
+    root_logger.handlers[:] = [logging.handlers.QueueHandler(q)]
+    listener = logging.handlers.QueueListener(q, *handlers, respect_handler_level=True)
+    listener.start()
+    return listener
+
+
+def run_supervisor(
+    board: Board, *, listen: list[str] | None = None, ready_fd: int | None = None
+) -> int:
+    """Run a supervisor in this process until it is told to stop. Returns the exit code.
+
+    ``ready_fd``: a pipe on which ``ok <pid> <endpoint>`` or ``error <sentence>`` is
+    written once, so that ``lattice supervisor start`` returns exactly when the
+    supervisor answers (or has failed), without polling.
+    """
+
+    def tell(line: str) -> None:
+        if ready_fd is not None:
+            try:
+                os.write(ready_fd, (line + "\n").encode())
+                os.close(ready_fd)
+            except OSError:
+                pass
+
+    run_dir = runtime_dir(board.dir)
+    lock = PidLock(run_dir)
+    try:
+        lock.acquire()
+    except LatticeError as err:
+        tell(f"error {err.message}")
+        raise
+    listener = _start_logging(board, foreground=ready_fd is None)
+    try:
+        endpoints = [default_endpoint(board.root), *(listen or [])]
+        supervisor = Supervisor(board, endpoints=endpoints)
+        trio.run(supervisor.run, lambda: tell(f"ok {os.getpid()} {supervisor.endpoint}"))
+        return 0
+    except LatticeError as err:
+        tell(f"error {err.message}")
+        log.error("%s", err.message)
+        raise
+    except BaseException as exc:
+        tell(f"error {exc}")
+        log.exception("supervisor failed")
+        raise
+    finally:
+        listener.stop()
+        lock.release()
