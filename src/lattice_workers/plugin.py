@@ -22,6 +22,7 @@ from typing import Any
 COMMANDS: dict[str, str] = {
     "worker": "Run workers against tasks (lattice-workers): run, ps, wait, logs, cancel...",
     "supervisor": "The lattice-workers supervisor of this board: start, stop, status...",
+    "mcp": "Serve this board's worker runs to agents over MCP (lattice-workers)",
 }
 
 

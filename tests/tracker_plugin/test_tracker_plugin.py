@@ -201,6 +201,8 @@ def test_the_tracker_lists_us_as_a_plugin_and_keeps_its_own_executable(venv: Pat
         plugins["data"]["cli_plugins"]
     )
     assert _tracker_files_intact(venv) == []
+    # Our requirements and the tracker's (with mcp) agree: pip finds nothing broken.
+    _ok([str(venv / "bin" / "python"), "-m", "pip", "check"])
     script = (venv / "bin" / "lattice").read_text()
     assert "lattice.cli.main" in script and "lattice_workers" not in script
     assert (venv / "bin" / "lattice-workers").exists()

@@ -154,39 +154,9 @@ def _list(ctx: Context, args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- show
 def _show(ctx: Context, args: argparse.Namespace) -> int:
-    import json
+    from lattice_workers.store._detail import task_detail
 
-    from lattice_workers.store import process_runs
-
-    board = ctx.board()
-    task_id = board.resolve_task(args.task)
-    log = board.read_events(task_id)
-    snap = board.read_snapshot(task_id)
-    runs = process_runs(log.events)
-    artifacts = []
-    for ref in snap.get("artifact_refs") or [
-        r for r in snap.get("evidence_refs") or [] if r.get("source_type") == "artifact"
-    ]:
-        info = {"id": ref.get("id"), "role": ref.get("role")}
-        meta_path = board.dir / "artifacts" / "meta" / f"{ref.get('id')}.json"
-        try:
-            meta = json.loads(meta_path.read_bytes())
-            info.update(title=meta.get("title"), file=(meta.get("payload") or {}).get("file"))
-        except (OSError, ValueError, AttributeError):
-            info["missing"] = True
-        artifacts.append(info)
-    try:
-        transitions = board.workflow().targets(str(snap.get("status")))
-    except LatticeError:
-        transitions = []
-    data = {
-        "task": snap,
-        "events": log.events,
-        "runs": runs,
-        "artifacts": artifacts,
-        "transitions": transitions,
-        "problems": log.problems,
-    }
+    data = task_detail(ctx.board(), args.task)
     return ctx.ok(data, lambda: _render_show(data))
 
 
