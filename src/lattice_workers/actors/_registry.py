@@ -169,6 +169,7 @@ class Registry:
         )
         self._insert(run)
         self._dispatch()  # admits it at once when a slot is free
+        self.ctx.on_state(info, "started")
         # ---- inserted; now make the acceptance durable before anyone hears of it
         if not run.admitted:
             # Queued: the journal alone records it, before its actor exists (so that no

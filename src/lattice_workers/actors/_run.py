@@ -63,6 +63,9 @@ class RunContext:
     #: Told (run id, attempt) when an attempt's process group is killed, so that what
     #: left the group dies too (:class:`~lattice_workers.actors._leftovers.LeftoverSweeper`).
     sweep_leftovers: Callable[[str, int], None] = lambda run_id, attempt: None
+    #: Told each time a run's state changes, its record up to date (the ``Watch`` feed);
+    #: the second argument is ``"started"`` for a run just accepted, else None.
+    on_state: Callable[[RunInfo, str | None], None] = lambda info, kind: None
 
 
 @dataclass
@@ -127,6 +130,7 @@ class RunActor:
     def _set_state(self, state: RunState) -> None:
         self.info.state = str(state)
         self.state.value = state
+        self.ctx.on_state(self.info, None)
 
     # ------------------------------------------------------------------ control
 
@@ -441,6 +445,7 @@ class RunActor:
         if not journaled:
             await self._journal()
         self.state.value = final
+        self.ctx.on_state(self.info, None)
 
     async def _close_attempt(self, *, final: bool = False) -> bool:
         """End the current attempt: the rest of its group, its terminal event, its worktree.

@@ -118,6 +118,21 @@ class Logs(Request, tag="logs"):
     follow: bool = False
 
 
+class Watch(Request, tag="watch"):
+    """Subscribe to run changes: a stream of :class:`RunEvent` as they happen.
+
+    First one ``current`` event per live run (queue order), then one event per change
+    (``started`` for a new run, ``state``, ``ended`` once a run has ended, its record
+    complete), for as long as the client reads; :class:`End` when the supervisor stops.
+    ``task`` (an id or a short id) keeps only that task's runs. A client that reads
+    slower than runs change is never waited for: a run's newer state replaces the one
+    not yet sent, and the next event it gets counts what it missed in ``lost``. A
+    run's ``ended`` event is never replaced.
+    """
+
+    task: str | None = None
+
+
 class Reload(Request, tag="reload"):
     """Re-read the worker definitions now. Answered by :class:`WorkersReply`."""
 
@@ -128,7 +143,9 @@ class Shutdown(Request, tag="shutdown"):
     drain: bool = False
 
 
-AnyRequest = Hello | ListWorkers | Run | Cancel | Ps | Get | Wait | Logs | Reload | Shutdown
+AnyRequest = (
+    Hello | ListWorkers | Run | Cancel | Ps | Get | Wait | Logs | Watch | Reload | Shutdown
+)
 
 
 # --------------------------------------------------------------------------- replies
@@ -196,6 +213,8 @@ class HelloReply(Reply, tag="hello"):
     root: str
     socket: str
     started_at: float
+    #: Open ``Watch`` subscriptions (one that went away is noticed at its next event).
+    subscribers: int = 0
 
 
 class WorkersReply(Reply, tag="workers"):
@@ -220,6 +239,19 @@ class LogChunk(Reply, tag="log"):
     data: bytes
 
 
+class RunEvent(Reply, tag="run_event"):
+    """One change of one run, in a :class:`Watch` stream.
+
+    ``kind``: ``current`` (the run as it was when the subscription began), ``started``,
+    ``state`` or ``ended``. ``lost``: how many of this subscriber's events were replaced
+    by newer ones since its previous event (0 for a subscriber that keeps up).
+    """
+
+    kind: str
+    run: RunInfo
+    lost: int = 0
+
+
 class Ok(Reply, tag="ok"):
     """A request that has nothing to say beyond success."""
 
@@ -241,7 +273,9 @@ class Error(Reply, tag="error"):
     run: RunInfo | None = None
 
 
-AnyReply = HelloReply | WorkersReply | RunReply | PsReply | LogChunk | Ok | End | Error
+AnyReply = (
+    HelloReply | WorkersReply | RunReply | PsReply | LogChunk | RunEvent | Ok | End | Error
+)
 
 #: Requests answered by a stream that ends with :class:`End`.
-STREAMING = (Wait, Logs)
+STREAMING = (Wait, Logs, Watch)

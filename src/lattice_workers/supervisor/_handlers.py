@@ -35,12 +35,16 @@ from lattice_workers.protocol._messages import (
     Reload,
     Reply,
     Run,
+    RunEvent,
     RunInfo,
     RunReply,
     Shutdown,
     Wait,
+    Watch,
     WorkersReply,
 )
+from lattice_workers.supervisor._feed import Pending
+from lattice_workers.supervisor._server import PeerBusy
 
 if TYPE_CHECKING:
     from lattice_workers.supervisor._main import Supervisor
@@ -49,6 +53,9 @@ Send = Callable[[Reply], Awaitable[None]]
 
 #: The most log bytes in one reply; a follow sends several.
 LOG_CHUNK_BYTES = 256 * 1024
+#: After a ``Watch`` subscriber's queue was full, how long before sending again (no
+#: event says a ZeroMQ peer has read: this is the one timer, and only while it lags).
+WATCH_RETRY_INTERVAL = 0.2
 #: How often a ``Logs --follow`` looks for new bytes while the run lives. The worker
 #: writes straight to its file (so that its output survives us), which leaves no
 #: event to wake on short of inotify; a run's end does wake the follower at once.
@@ -88,6 +95,8 @@ class Handlers:
                 await self._wait(req, send)
             case Logs():
                 await self._logs(req, send)
+            case Watch():
+                await self._watch(req, send)
             case Shutdown():
                 await send(Ok(rid=req.rid, message="shutting down"))
                 self.sup.request_shutdown(drain=req.drain)
@@ -101,6 +110,7 @@ class Handlers:
             root=str(self.sup.root),
             socket=self.sup.endpoint,
             started_at=self.sup.started_at,
+            subscribers=len(self.sup.feed.subscriptions),
         )
 
     async def _resolve_task(self, ref: str) -> str:
@@ -137,6 +147,34 @@ class Handlers:
             for _ in runs:
                 info = await done_receive.receive()
                 await send(RunReply(rid=req.rid, run=info))
+
+    async def _watch(self, req: Watch, send: Send) -> None:
+        feed = self.sup.feed
+        task_id = await self._resolve_task(req.task) if req.task else None
+        # No await between the snapshot and the subscription: no change falls between.
+        sub = feed.subscribe(task_id, self.registry.ps(task_id=task_id))
+        try:
+            while True:
+                batch = sub.take()
+                unsent: list[Pending] = []
+                for i, event in enumerate(batch):
+                    try:
+                        await send(
+                            RunEvent(rid=req.rid, kind=event.kind, run=event.run, lost=event.lost)
+                        )
+                    except PeerBusy:
+                        unsent = batch[i:]
+                        break
+                if unsent:
+                    sub.put_back(unsent)
+                    await trio.sleep(WATCH_RETRY_INTERVAL)
+                    continue
+                if feed.closed.is_set() and not sub.pending:
+                    return  # the server sends End
+                if not sub.pending:
+                    await sub.wake.wait()  # a change, or the feed closing
+        finally:
+            feed.unsubscribe(sub)
 
     async def _logs(self, req: Logs, send: Send) -> None:
         run = self.registry.get(req.run_id)

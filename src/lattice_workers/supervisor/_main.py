@@ -33,6 +33,7 @@ from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol import default_endpoint
 from lattice_workers.protocol._endpoint import curve_key
 from lattice_workers.store import Board
+from lattice_workers.supervisor._feed import RunFeed
 from lattice_workers.supervisor._handlers import Handlers
 from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
 from lattice_workers.supervisor._recovery import recover
@@ -41,6 +42,9 @@ from lattice_workers.supervisor._zap import ClientKeys
 from lattice_workers.supervisor.control import RUN_VARIABLES
 
 log = logging.getLogger("lattice_workers.supervisor")
+
+#: How long subscribers (``Watch``) get, at shutdown, to be sent their last events.
+FEED_CLOSE_SECONDS = 2.0
 
 #: The supervisor's log is rotated at this size, keeping this many older files
 #: (``supervisor.log.1`` ...): it runs for weeks, and a peer that keeps sending bad
@@ -136,6 +140,7 @@ class Supervisor:
         self.journal = Journal(self.run_dir / "journal.jsonl")
         self._hooks_nursery: trio.Nursery | None = None
         self.sweeper = LeftoverSweeper()
+        self.feed = RunFeed()
         self.ctx = RunContext(
             board=board,
             worktrees=Worktrees(base, owner=board.dir),
@@ -144,6 +149,7 @@ class Supervisor:
             run_hooks=self._run_hooks,
             environ=_worker_base_environment(self.run_dir),
             sweep_leftovers=self.sweeper.attempt_ended,
+            on_state=lambda info, kind: self.feed.publish(info, kind),
         )
         self.registry = Registry(
             self.ctx,
@@ -222,6 +228,8 @@ class Supervisor:
                         drain=self._drain, deadline_seconds=self.settings.shutdown_drain_seconds
                     )
                     self._hooks_nursery = None
+                    with trio.move_on_after(FEED_CLOSE_SECONDS):
+                        await self.feed.close()  # every subscriber hears End
                 nursery.cancel_scope.cancel()
         await trio.to_thread.run_sync(self.journal.close)
         log.info("supervisor %d stopped", os.getpid())

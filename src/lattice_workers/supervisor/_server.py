@@ -9,7 +9,10 @@ are sent without ever waiting (``NOBLOCK``):
 - a peer that does not read (its queue is full at ``SNDHWM``) loses the reply, and
   that request's handler is cancelled (a stream with a hole in it is worse than a
   stream that stops); the server logs it and moves on. Waiting for room instead
-  would let one stuck client hold handler tasks, and their resources, forever.
+  would let one stuck client hold handler tasks, and their resources, forever. The
+  exception is a ``Watch`` subscription, whose handler is told (:class:`PeerBusy`)
+  and keeps the unsent event to send later: its stream is built to have holes,
+  which it counts for the subscriber.
 
 Frames: a request is ``[identity, payload]`` from a DEALER, or ``[identity, b"",
 payload]`` from a REQ socket; the reply goes back with the same envelope.
@@ -38,6 +41,7 @@ from lattice_workers.protocol import (
     ProtocolError,
     Reply,
     RunInfo,
+    Watch,
     decode_request,
     encode,
 )
@@ -61,6 +65,10 @@ RECEIVE_BATCH = 64
 CLOSE_LINGER_MS = 1000
 
 _log = logging.getLogger("lattice_workers.supervisor.server")
+
+
+class PeerBusy(Exception):
+    """A ``Watch`` reply found the subscriber's queue full; nothing was sent."""
 
 
 async def serve(
@@ -305,6 +313,9 @@ class _Server:
                 )
                 for other in self.peers.get(identity, ()):
                     other.cancel()
+            elif failure == "full" and isinstance(req, Watch):
+                replies -= 1
+                raise PeerBusy
             elif failure == "full":
                 self.log.warning(
                     "dropped a reply to %s rid=%d: peer %s does not read its replies "
