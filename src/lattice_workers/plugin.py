@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "worker": "Run workers against tasks (lattice-workers): run, ps, wait, logs, cancel...",
     "supervisor": "The lattice-workers supervisor of this board: start, stop, status...",
     "mcp": "Serve this board's worker runs to agents over MCP (lattice-workers)",
+    "web": "A live view of the board and its worker runs in a browser (lattice-workers)",
 }
 
 

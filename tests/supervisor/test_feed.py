@@ -56,7 +56,7 @@ def test_past_the_bound_only_each_runs_latest_event_is_kept_and_the_loss_counted
     assert [p.run.state for p in got if p.run.run_id == "b"][-1] == "failed"
     assert [p.kind for p in got if p.run.run_id == "b"][-1] == ENDED
     # "a" was compacted while its first event was unsent: it is still "started".
-    assert [(p.kind, p.run.state) for p in got if p.run.run_id == "a"][0][0] == STARTED
+    assert next(p.kind for p in got if p.run.run_id == "a") == STARTED
 
 
 def test_events_that_could_not_be_sent_go_back_in_front() -> None:
