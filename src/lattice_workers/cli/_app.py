@@ -141,6 +141,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "lattice_workers.cli.worker_defs": ("worker",),
     "lattice_workers.cli.worker": ("worker",),
+    "lattice_workers.cli.work": ("worker",),
     "lattice_workers.cli.supervisor": ("supervisor",),
     "lattice_workers.cli.mcp": ("mcp",),
     "lattice_workers.cli.web": ("web",),

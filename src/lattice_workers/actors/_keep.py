@@ -1,0 +1,454 @@
+"""Keeping an attempt's work: one commit of everything it left, under a ref of its own.
+
+What is kept: the worker's commits (its workspace's final HEAD, wherever it moved), plus
+its uncommitted changes to tracked files and its new files that git does not ignore,
+as one commit on top of that HEAD, referenced by ``refs/lattice/runs/<run>/<attempt>``
+in the user's repository. An attempt that changed nothing (HEAD still at the run's
+commit, nothing uncommitted) makes no ref.
+
+How, and why so: nothing here may run code the worker chose, or touch what the user
+sees. So the snapshot is built with plumbing only, on a temporary index:
+``hash-object --no-filters`` (no clean filter from a ``.gitattributes`` the worker
+wrote), ``update-index --index-info``, ``write-tree``, ``commit-tree`` (no hooks), and
+every git call runs with ``core.fsmonitor``, ``core.hooksPath`` and the attribute and
+exclude files of the user's config turned off (a worker can write config that the
+workspace shares). The workspace's own index and the user's index, HEAD and branches
+are never written; the only write to the user's repository is the ref.
+
+Limits: a file larger than ``max_file_bytes`` is left out, then the largest files until
+the total is under ``max_total_bytes``; the event names what was left out. Blocking
+(a few git processes): the caller runs :func:`keep_work` in a thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lattice_workers.actors._git import git_environment, one_line
+from lattice_workers.errors import Code, LatticeError
+
+REF_PREFIX = "refs/lattice/runs"
+#: Defaults of the definition fields ``keep_max_file_mib`` and ``keep_max_total_mib``.
+DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_TOTAL_BYTES = 100 * 1024 * 1024
+#: Settings that would make git run a program of the worker's, or read its files.
+SAFE_CONFIG = (
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "core.untrackedCache=false",
+    "core.attributesFile=/dev/null",
+    "commit.gpgSign=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+)
+ZERO = "0" * 40
+
+
+class KeepError(Exception):
+    """Why an attempt's work could not be kept (said in its terminal event)."""
+
+
+def run_ref(run_id: str, attempt: int) -> str:
+    return f"{REF_PREFIX}/{run_id}/{attempt}"
+
+
+@dataclass
+class Changes:
+    """What an attempt changed: the ``changes`` of its terminal event."""
+
+    files_changed: int = 0
+    ref: str | None = None
+    head_sha: str | None = None
+    snapshot_sha: str | None = None
+    base_sha: str | None = None
+    commits: int = 0
+    insertions: int = 0
+    deletions: int = 0
+    left_out: list[str] = field(default_factory=list)
+
+    def to_event(self) -> dict[str, Any]:
+        if self.ref is None:
+            return {"files_changed": 0, **({"left_out": self.left_out} if self.left_out else {})}
+        return {
+            "ref": self.ref,
+            "head_sha": self.head_sha,
+            "snapshot_sha": self.snapshot_sha,
+            "base_sha": self.base_sha,
+            "commits": self.commits,
+            "files_changed": self.files_changed,
+            "insertions": self.insertions,
+            "deletions": self.deletions,
+            "left_out": self.left_out,
+        }
+
+
+def git(
+    cwd: Path | str,
+    *args: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    config: Sequence[str] = (),
+) -> subprocess.CompletedProcess[bytes]:
+    """``git -C cwd`` with :data:`SAFE_CONFIG` (and ``config``); a failure raises
+    :class:`KeepError`."""
+    config = [part for item in (*SAFE_CONFIG, *config) for part in ("-c", item)]
+    try:
+        proc = subprocess.run(
+            ["git", *config, "-C", os.fspath(cwd), *args],
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env={**git_environment(), **(env or {})},
+            check=False,
+        )
+    except FileNotFoundError:
+        raise KeepError("git was not found on PATH") from None
+    if check and proc.returncode != 0:
+        raise KeepError(f"git {args[0]} failed: {one_line(proc.stderr or proc.stdout)}")
+    return proc
+
+
+def no_filters(workspace: Path) -> list[str]:
+    """``-c`` settings that empty every filter driver the workspace's config defines.
+
+    ``git status`` hashes a file whose stat data changed through its clean filter, and
+    a worker can both write ``.gitattributes`` and define the filter in the config its
+    workspace shares: that would run the worker's program in the supervisor. Reading
+    the config runs nothing; an empty command is no filter.
+    """
+    out = git(workspace, "config", "-z", "--get-regexp", r"^filter\.", check=False).stdout
+    names = set()
+    for entry in out.split(b"\0"):
+        key = entry.split(b"\n", 1)[0].decode(errors="replace")
+        driver = key[len("filter.") :].rpartition(".")[0]
+        if driver:
+            names.add(driver)
+    return [f"filter.{n}.{part}=" for n in sorted(names) for part in ("clean", "smudge", "process")]
+
+
+def _head_and_changes(workspace: Path, config: Sequence[str]) -> tuple[str, list[tuple[str, bool]]]:
+    """The workspace's HEAD, and (path, present) for every change to a tracked file and
+    every new file that git does not ignore: one ``git status`` for both."""
+    out = git(
+        workspace,
+        "status",
+        "--porcelain=v2",
+        "--branch",
+        "-z",
+        "--untracked-files=all",
+        "--no-renames",
+        "--ignore-submodules=all",
+        config=config,
+    ).stdout
+    head = ""
+    paths = []
+    for entry in out.split(b"\0"):
+        kind = entry[:2]
+        if kind == b"# " and entry.startswith(b"# branch.oid "):
+            head = entry[len(b"# branch.oid ") :].decode()
+            continue
+        # "1 XY sub mH mI mW hH hI path", "u XY sub m1 m2 m3 mW h1 h2 h3 path", "? path"
+        fields = {b"1 ": 8, b"u ": 10, b"? ": 1}.get(kind)
+        if fields is None:
+            continue
+        path = os.fsdecode(entry.split(b" ", fields)[fields])
+        paths.append((path, os.path.lexists(workspace / path)))
+    if len(head) != 40:
+        raise KeepError(f"the workspace has no commit checked out ({head or 'no HEAD'})")
+    return head, paths
+
+
+def _choose(
+    workspace: Path, paths: list[tuple[str, bool]], max_file: int, max_total: int
+) -> tuple[list[tuple[str, bool]], list[str]]:
+    """The paths to keep, and those left out for their size (largest first)."""
+    sized: list[tuple[int, str, bool]] = []
+    left_out: list[str] = []
+    for path, present in paths:
+        size = os.lstat(workspace / path).st_size if present else 0
+        if size > max_file:
+            left_out.append(path)
+        else:
+            sized.append((size, path, present))
+    total = sum(size for size, _, _ in sized)
+    for size, path, _ in sorted(sized, reverse=True):
+        if total <= max_total:
+            break
+        left_out.append(path)
+        total -= size
+    dropped = set(left_out)
+    return [(p, present) for _, p, present in sized if p not in dropped], sorted(left_out)
+
+
+def _index_lines(workspace: Path, keep: list[tuple[str, bool]]) -> bytes:
+    """``update-index --index-info`` lines: each present file as a blob written without
+    filters (one ``hash-object`` for all regular files), each deleted one removed."""
+    lines: list[bytes] = []
+    regular: list[tuple[str, str]] = []
+    for path, present in keep:
+        if not present:
+            lines.append(b"0 " + ZERO.encode() + b"\t" + os.fsencode(path) + b"\0")
+            continue
+        info = os.lstat(workspace / path)
+        if stat.S_ISLNK(info.st_mode):
+            target = os.fsencode(os.readlink(workspace / path))
+            sha = git(workspace, "hash-object", "-w", "--stdin", stdin=target).stdout
+            lines.append(b"120000 " + sha.strip() + b"\t" + os.fsencode(path) + b"\0")
+        elif stat.S_ISREG(info.st_mode):
+            regular.append(("100755" if info.st_mode & 0o111 else "100644", path))
+        # a socket or a fifo: nothing git could keep
+    if regular:
+        names = b"".join(os.fsencode(path) + b"\n" for _, path in regular)
+        if any("\n" in path for _, path in regular):
+            raise KeepError("a file name holds a newline; git's --stdin-paths cannot name it")
+        shas = git(
+            workspace, "hash-object", "--no-filters", "-w", "--stdin-paths", stdin=names
+        ).stdout.split()
+        for (mode, path), sha in zip(regular, shas, strict=True):
+            lines.append(mode.encode() + b" " + sha + b"\t" + os.fsencode(path) + b"\0")
+    return b"".join(lines)
+
+
+def keep_work(
+    *,
+    workspace: Path,
+    repo: Path,
+    run_id: str,
+    attempt: int,
+    base_sha: str,
+    actor: str,
+    task: str,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+) -> Changes:
+    """Keep what the attempt in ``workspace`` changed since ``base_sha``, in ``repo``."""
+    if not (workspace / ".git").exists():
+        raise KeepError("the workspace's .git is gone (deleted by the worker?)")
+    head, paths = _head_and_changes(workspace, no_filters(workspace))
+    if not paths and head == base_sha:
+        return Changes()  # the fast path: one rev-parse, one status
+    keep, left_out = _choose(workspace, paths, max_file_bytes, max_total_bytes)
+    if not keep and head == base_sha:
+        return Changes(left_out=left_out)  # all of it too large to keep
+    with tempfile.TemporaryDirectory(prefix="lattice-keep-") as tmp:
+        index = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        git(workspace, "read-tree", head, env=index)
+        if keep:
+            git(
+                workspace,
+                "update-index",
+                "-z",
+                "--index-info",
+                stdin=_index_lines(workspace, keep),
+                env=index,
+            )
+        tree = git(workspace, "write-tree", env=index).stdout.decode().strip()
+    who = actor.replace(":", "-")
+    identity = {
+        "GIT_AUTHOR_NAME": actor,
+        "GIT_AUTHOR_EMAIL": f"{who}@lattice.invalid",
+        "GIT_COMMITTER_NAME": actor,
+        "GIT_COMMITTER_EMAIL": f"{who}@lattice.invalid",
+    }
+    message = (
+        f"lattice: work of {run_id} (attempt {attempt}) on {task}\n\n"
+        f"Lattice-Run: {run_id}\nLattice-Attempt: {attempt}\nLattice-Task: {task}\n"
+        f"Lattice-Base: {base_sha}\n"
+    )
+    # Always one commit on top of the final HEAD, even when the tree is HEAD's: it
+    # carries the run, the attempt and the base, which review and take read back.
+    snapshot = (
+        git(workspace, "commit-tree", tree, "-p", head, stdin=message.encode(), env=identity)
+        .stdout.decode()
+        .strip()
+    )
+    ref = run_ref(run_id, attempt)
+    git(repo, "update-ref", ref, snapshot)
+    return Changes(
+        ref=ref,
+        head_sha=head,
+        snapshot_sha=snapshot,
+        base_sha=base_sha,
+        left_out=left_out,
+        **_stats(repo, base_sha, head, snapshot),
+    )
+
+
+def _stats(repo: Path, base: str, head: str, snapshot: str) -> dict[str, int]:
+    numstat = git(
+        repo, "diff", "--no-ext-diff", "--numstat", "-z", "--no-renames", base, snapshot
+    ).stdout
+    files = insertions = deletions = 0
+    for entry in numstat.split(b"\0"):
+        parts = entry.split(b"\t")
+        if len(parts) < 3:
+            continue
+        files += 1
+        insertions += int(parts[0]) if parts[0].isdigit() else 0
+        deletions += int(parts[1]) if parts[1].isdigit() else 0
+    commits = int(git(repo, "rev-list", "--count", f"{base}..{head}").stdout.strip() or 0)
+    return {
+        "files_changed": files,
+        "insertions": insertions,
+        "deletions": deletions,
+        "commits": commits,
+    }
+
+
+# ------------------------------------------------------------------ review and take
+
+
+def kept_refs(repo: Path, run_id: str) -> dict[int, str]:
+    """attempt -> snapshot sha of every kept attempt of ``run_id``."""
+    out = git(
+        repo, "for-each-ref", "--format=%(refname) %(objectname)", f"{REF_PREFIX}/{run_id}/"
+    ).stdout.decode()
+    found: dict[int, str] = {}
+    for line in out.splitlines():
+        name, _, sha = line.partition(" ")
+        tail = name.rsplit("/", 1)[-1]
+        if tail.isdigit():
+            found[int(tail)] = sha
+    return found
+
+
+def kept(repo: Path, run_id: str, attempt: int | None = None) -> tuple[int, str, str]:
+    """(attempt, snapshot sha, base sha) of a run's kept work: the last attempt unless
+    ``attempt``; NOT_FOUND when none was kept."""
+    refs = kept_refs(repo, run_id)
+    if not refs:
+        raise LatticeError(
+            Code.NOT_FOUND,
+            f"run {run_id} has no kept work (nothing changed, it ran without a worktree, "
+            "or its work was applied or discarded)",
+        )
+    if attempt is None:
+        attempt = max(refs)
+    if attempt not in refs:
+        raise LatticeError(
+            Code.NOT_FOUND,
+            f"run {run_id} has no kept work for attempt {attempt} "
+            f"(kept: {', '.join(map(str, sorted(refs)))})",
+        )
+    sha = refs[attempt]
+    body = git(repo, "log", "-1", "--format=%B", sha).stdout.decode()
+    base = next(
+        (
+            line.split(": ", 1)[1].strip()
+            for line in body.splitlines()
+            if line.startswith("Lattice-Base: ")
+        ),
+        None,
+    )
+    if base is None:
+        raise LatticeError(Code.CONFLICT, f"{sha} under {REF_PREFIX}/{run_id} is not a snapshot")
+    return attempt, sha, base
+
+
+def diff(repo: Path, run_id: str, *, attempt: int | None = None, stat_only: bool = False) -> bytes:
+    """The patch (or ``--stat``) from the run's commit to its kept work."""
+    _, sha, base = kept(repo, check_run_id(run_id), attempt)
+    args: Sequence[str] = ("--stat",) if stat_only else ()
+    return git(repo, "diff", "--no-ext-diff", "--no-textconv", *args, base, sha).stdout
+
+
+_RUN_ID = re.compile(r"run_[0-9A-HJKMNP-TV-Z]{26}")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it has the form of one (it becomes part of a ref name)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise LatticeError(Code.INVALID_ID, f"not a run id: {run_id!r} (run_ + 26 characters)")
+    return run_id
+
+
+def _drop(repo: Path, run_id: str, attempts: Sequence[int]) -> None:
+    for attempt in attempts:
+        git(repo, "update-ref", "-d", run_ref(run_id, attempt))
+
+
+def apply_to_branch(repo: Path, run_id: str, branch: str, attempt: int | None = None) -> str:
+    """A new branch ``branch`` at the run's kept work; nothing else changes. The kept
+    ref is dropped (the branch holds the work now). Returns the snapshot sha."""
+    attempt, sha, _ = kept(repo, check_run_id(run_id), attempt)
+    checked = git(repo, "check-ref-format", "--branch", branch, check=False)
+    if checked.returncode != 0 or branch.startswith("-"):
+        raise LatticeError(Code.INVALID_ARGUMENT, f"{branch!r} is not a branch name git accepts")
+    exists = git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
+    if exists.returncode == 0:
+        raise LatticeError(Code.CONFLICT, f"branch {branch!r} already exists; choose another name")
+    git(repo, "branch", "--no-track", branch, sha)
+    _drop(repo, run_id, [attempt])
+    return sha
+
+
+def merge_into_current(repo: Path, run_id: str, attempt: int | None = None) -> str:
+    """Merge the run's kept work into the current branch, or change nothing.
+
+    Refused while tracked files (outside ``.lattice/``, which the board itself writes)
+    have changes. A conflict is aborted, leaving the tree as it was, and named.
+    Returns the merge commit.
+    """
+    attempt, sha, _ = kept(repo, check_run_id(run_id), attempt)
+    dirty = git(
+        repo,
+        "status",
+        "--porcelain=v1",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!.lattice",
+        config=no_filters(repo),
+    ).stdout.decode()
+    if dirty.strip():
+        files = ", ".join(line[3:] for line in dirty.splitlines()[:5])
+        raise LatticeError(
+            Code.CONFLICT,
+            f"the working tree has uncommitted changes ({files}); commit or stash them, "
+            f"or take the work on a branch: lattice worker apply {run_id} --branch NAME",
+        )
+    # The merge computed first, touching nothing (git >= 2.38): a conflict is refused
+    # before the index or a file is written, so the tree stays exactly as it was.
+    trial = git(repo, "merge-tree", "--write-tree", "--name-only", "HEAD", sha, check=False)
+    instead = f"take it on a branch instead: lattice worker apply {run_id} --branch NAME"
+    if trial.returncode == 1:
+        # The tree's id, the conflicted files, an empty line, then git's messages.
+        lines = trial.stdout.decode(errors="replace").split("\n")[1:]
+        names = lines[: lines.index("")] if "" in lines else lines
+        raise LatticeError(
+            Code.CONFLICT,
+            f"merging the work of {run_id} conflicts in {', '.join(sorted(set(names)))}; "
+            f"nothing was changed ({instead})",
+        )
+    merged = git(
+        repo, "merge", "--no-ff", "--no-edit", "-m", f"Merge the work of {run_id}", sha,
+        check=False,
+    )
+    if merged.returncode != 0:
+        git(repo, "merge", "--abort", check=False)
+        raise LatticeError(
+            Code.CONFLICT,
+            f"merging the work of {run_id} failed ({one_line(merged.stderr or merged.stdout)}); "
+            f"nothing was changed ({instead})",
+        )
+    _drop(repo, run_id, [attempt])
+    return git(repo, "rev-parse", "HEAD").stdout.decode().strip()
+
+
+def discard(repo: Path, run_id: str, attempt: int | None = None) -> list[int]:
+    """Drop the run's kept work (every attempt's, unless ``attempt``); the attempts dropped."""
+    refs = kept_refs(repo, check_run_id(run_id))
+    if not refs or (attempt is not None and attempt not in refs):
+        kept(repo, run_id, attempt)  # raises NOT_FOUND with the right words
+    chosen = sorted(refs) if attempt is None else [attempt]
+    _drop(repo, run_id, chosen)
+    return chosen

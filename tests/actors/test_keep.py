@@ -1,0 +1,231 @@
+"""Keeping an attempt's work, on real repositories and worktrees (actors/_keep.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lattice_workers.actors._keep import KeepError, diff, keep_work, kept, kept_refs
+from lattice_workers.errors import LatticeError
+
+RUN = "run_01M8TK00000000000000000000"
+ENV = {
+    "GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "T",
+    "GIT_COMMITTER_EMAIL": "t@t", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=ENV
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "app.py").write_text("def add(a, b):\n    return a - b\n")
+    (root / "README.md").write_text("# app\n")
+    (root / ".gitignore").write_text("build/\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "first")
+    return root
+
+
+@pytest.fixture
+def workspace(repo: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "--detach", str(path), "HEAD")
+    return path
+
+
+def keep(repo: Path, workspace: Path, **limits: int):  # type: ignore[no-untyped-def]
+    return keep_work(
+        workspace=workspace, repo=repo, run_id=RUN, attempt=1,
+        base_sha=git(repo, "rev-parse", "HEAD"), actor="agent:impl", task="T-1", **limits,
+    )
+
+
+def user_state(repo: Path) -> tuple[str, ...]:
+    """Everything of the user's that keeping must not touch."""
+    return (
+        git(repo, "status", "--porcelain=v1", "--untracked-files=all"),
+        git(repo, "rev-parse", "HEAD"),
+        git(repo, "symbolic-ref", "HEAD"),
+        git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"),
+        (repo / ".git" / "index").read_bytes().hex(),
+    )
+
+
+def test_nothing_changed_makes_no_ref(repo: Path, workspace: Path) -> None:
+    changes = keep(repo, workspace)
+    assert changes.to_event() == {"files_changed": 0}
+    assert kept_refs(repo, RUN) == {}
+
+
+def test_commits_edits_and_new_files_are_kept_and_nothing_else_moves(
+    repo: Path, workspace: Path
+) -> None:
+    before = user_state(repo)
+    (workspace / "app.py").write_text("def add(a, b):\n    return a + b\n")
+    git(workspace, "commit", "-q", "-am", "fix add")
+    (workspace / "README.md").write_text("# app\n\nfixed\n")  # uncommitted
+    (workspace / "test_app.py").write_text("from app import add\n")  # new
+    (workspace / "build").mkdir()
+    (workspace / "build" / "out.bin").write_bytes(b"x" * 100)  # ignored
+    wt_index = (git(workspace, "rev-parse", "--git-path", "index"))
+    index_before = Path(workspace, wt_index).read_bytes() if not Path(wt_index).is_absolute() \
+        else Path(wt_index).read_bytes()
+    changes = keep(repo, workspace)
+    event = changes.to_event()
+    assert event["ref"] == f"refs/lattice/runs/{RUN}/1" and event["commits"] == 1
+    assert event["files_changed"] == 3 and event["left_out"] == []
+    assert event["head_sha"] == git(workspace, "rev-parse", "HEAD")
+    assert git(repo, "rev-parse", f"{event['snapshot_sha']}^") == event["head_sha"]
+    files = git(repo, "ls-tree", "-r", "--name-only", event["snapshot_sha"]).splitlines()
+    assert "test_app.py" in files and "build/out.bin" not in files
+    assert "fixed" in git(repo, "show", f"{event['snapshot_sha']}:README.md")
+    assert user_state(repo) == before  # the user's tree, index, HEAD, branches
+    after = Path(workspace, wt_index).read_bytes() if not Path(wt_index).is_absolute() \
+        else Path(wt_index).read_bytes()
+    assert after == index_before  # nor the workspace's own index
+    patch = diff(repo, RUN).decode()
+    assert "+    return a + b" in patch and "+fixed" in patch and "test_app.py" in patch
+    assert "3 files changed" in diff(repo, RUN, stat_only=True).decode()
+
+
+def test_a_worker_that_moved_head_and_deleted_files_is_kept_as_it_ended(
+    repo: Path, workspace: Path
+) -> None:
+    git(workspace, "switch", "-q", "-c", "feature")
+    (workspace / "README.md").unlink()
+    git(workspace, "commit", "-q", "-am", "drop readme")
+    git(workspace, "commit", "-q", "--amend", "-m", "drop the readme")
+    (workspace / "app.py").unlink()  # uncommitted deletion
+    event = keep(repo, workspace).to_event()
+    files = git(repo, "ls-tree", "-r", "--name-only", event["snapshot_sha"]).splitlines()
+    assert files == [".gitignore"] and event["deletions"] == 3 and event["commits"] == 1
+
+
+def test_large_files_are_left_out_and_named(repo: Path, workspace: Path) -> None:
+    (workspace / "big.bin").write_bytes(b"b" * 5000)
+    (workspace / "mid.bin").write_bytes(b"m" * 3000)
+    (workspace / "small.txt").write_text("s\n")
+    event = keep(repo, workspace, max_file_bytes=4000, max_total_bytes=2000).to_event()
+    assert event["left_out"] == ["big.bin", "mid.bin"]
+    files = git(repo, "ls-tree", "-r", "--name-only", event["snapshot_sha"]).splitlines()
+    assert "small.txt" in files and "big.bin" not in files and "mid.bin" not in files
+
+
+def test_a_filter_or_fsmonitor_the_worker_configured_never_runs(
+    repo: Path, workspace: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    git(workspace, "config", "core.fsmonitor", f"touch {marker}; false")
+    git(workspace, "config", "filter.evil.clean", f"touch {marker}; cat")
+    (workspace / ".gitattributes").write_text("* filter=evil\n")
+    (workspace / "app.py").write_text("changed\n")
+    event = keep(repo, workspace).to_event()
+    assert event["files_changed"] == 2
+    assert git(repo, "show", f"{event['snapshot_sha']}:app.py") == "changed"
+    assert not marker.exists()
+
+
+def test_a_deleted_dot_git_is_a_clear_error(repo: Path, workspace: Path) -> None:
+    (workspace / ".git").unlink()
+    with pytest.raises(KeepError, match=r"workspace's \.git is gone"):
+        keep(repo, workspace)
+
+
+def test_review_of_a_run_without_kept_work_is_not_found(repo: Path) -> None:
+    with pytest.raises(LatticeError, match="has no kept work"):
+        kept(repo, "run_nothing")
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def lattice(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
+    env.update(ENV, PATH=os.environ["PATH"], LATTICE_ACTOR="human:t")
+    return subprocess.run(
+        [sys.executable, "-m", "lattice_workers", *args], cwd=root, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+
+
+@pytest.fixture
+def kept_run(repo: Path, workspace: Path) -> Path:
+    assert lattice(repo, "init", "--project-code", "T").returncode == 0
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "board")
+    base = git(repo, "rev-parse", "HEAD")
+    git(workspace, "checkout", "-q", "--detach", base)
+    (workspace / "app.py").write_text("def add(a, b):\n    return a + b\n")
+    keep_work(workspace=workspace, repo=repo, run_id=RUN, attempt=1, base_sha=base,
+              actor="agent:impl", task="T-1")
+    return repo
+
+
+def test_diff_apply_and_discard_from_the_command_line(kept_run: Path) -> None:
+    repo = kept_run
+    shown = lattice(repo, "worker", "diff", RUN)
+    assert shown.returncode == 0 and "+    return a + b" in shown.stdout
+    assert "1 file changed" in lattice(repo, "worker", "diff", RUN, "--stat").stdout
+    before = user_state(repo)
+    applied = lattice(repo, "worker", "apply", RUN, "--branch", "fix-add")
+    assert applied.returncode == 0, applied.stderr
+    assert "return a + b" in git(repo, "show", "fix-add:app.py")
+    assert user_state(repo)[:3] == before[:3] and user_state(repo)[4] == before[4]
+    # Applied: the kept ref is gone; review again is NOT_FOUND.
+    assert lattice(repo, "worker", "diff", RUN).returncode == 3
+
+
+def test_apply_refuses_an_existing_branch_and_a_bad_name(kept_run: Path) -> None:
+    repo = kept_run
+    git(repo, "branch", "taken")
+    for branch, code in (("taken", 5), ("bad..name", 2), ("-x", 2)):
+        refused = lattice(repo, "worker", "apply", RUN, "--branch", branch)
+        assert refused.returncode == code, (branch, refused.stderr)
+    assert lattice(repo, "worker", "diff", RUN).returncode == 0  # still kept
+    assert lattice(repo, "worker", "discard", RUN).returncode == 0
+    assert lattice(repo, "worker", "diff", RUN).returncode == 3
+
+
+def test_merge_with_a_conflict_leaves_the_tree_byte_identical(kept_run: Path) -> None:
+    repo = kept_run
+    (repo / "app.py").write_text("def add(a, b):\n    return b + a  # mine\n")
+    git(repo, "commit", "-q", "-am", "my own fix")
+    before = user_state(repo), (repo / "app.py").read_bytes()
+    refused = lattice(repo, "worker", "merge", RUN)
+    assert refused.returncode == 5 and "conflicts in app.py" in refused.stderr
+    assert (user_state(repo), (repo / "app.py").read_bytes()) == before
+    assert not (repo / ".git" / "MERGE_HEAD").exists()
+
+
+def test_merge_refuses_a_dirty_tree_then_merges_a_clean_one(kept_run: Path) -> None:
+    repo = kept_run
+    (repo / "README.md").write_text("local edit\n")
+    refused = lattice(repo, "worker", "merge", RUN)
+    assert refused.returncode == 5 and "uncommitted changes (README.md)" in refused.stderr
+    git(repo, "checkout", "--", "README.md")
+    merged = lattice(repo, "worker", "merge", RUN)
+    assert merged.returncode == 0, merged.stderr
+    assert "return a + b" in (repo / "app.py").read_text()
+    assert lattice(repo, "worker", "diff", RUN).returncode == 3
+
+
+def test_bad_run_ids_are_refused_before_git_sees_them(repo: Path) -> None:
+    lattice(repo, "init", "--project-code", "T")
+    for bad in ("../../heads/main", "run_x", "refs/heads/main"):
+        refused = lattice(repo, "worker", "diff", bad, "--json")
+        assert refused.returncode == 4 and "INVALID_ID" in refused.stdout
