@@ -183,9 +183,32 @@ async def test_a_multipart_message_is_refused_as_one_request_is_one_frame(
     fake: FakeSupervisor, endpoint: str, server_log: LogWatch
 ) -> None:
     async with dealer(endpoint) as sock:
-        reply = await exchange(sock, encode(Hello(rid=1)), b"extra", b"frames")
+        reply = await exchange(sock, encode(Hello(rid=17)), b"extra", b"frames")
+        unreadable = await exchange(sock, b"\xc1", encode(Hello(rid=18)))
     assert isinstance(reply, Error) and reply.code == Code.INVALID_REQUEST
     assert "one frame" in reply.message and server_log.seen("3 frames")
+    # The first frame's rid is readable: the error answers that request.
+    assert reply.rid == 17
+    # Only the first frame counts: one that cannot be read gives the unreadable rid.
+    assert isinstance(unreadable, Error) and unreadable.rid == 0
+
+
+async def test_a_multipart_message_from_a_req_socket_is_refused_through_its_envelope(
+    fake: FakeSupervisor, endpoint: str
+) -> None:
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    req = TrioSocket(sock)
+    try:
+        await req.send([encode(Hello(rid=23)), b"extra"])
+        with trio.fail_after(20):
+            frames = await req.recv()
+    finally:
+        req.close()
+    reply = decode_reply(frames[-1])
+    assert isinstance(reply, Error) and reply.code == Code.INVALID_REQUEST
+    assert reply.rid == 23 and "had 2" in reply.message
 
 
 async def test_a_req_socket_is_answered_through_its_envelope(

@@ -10,6 +10,7 @@ from lattice_workers.protocol._codec import (
     decode_reply,
     decode_request,
     encode,
+    request_rid,
 )
 from lattice_workers.protocol._endpoint import default_endpoint
 from lattice_workers.protocol._messages import (
@@ -80,4 +81,5 @@ __all__ = [
     "decode_request",
     "default_endpoint",
     "encode",
+    "request_rid",
 ]

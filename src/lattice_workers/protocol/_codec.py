@@ -67,6 +67,15 @@ def encode(msg: Request | Reply) -> bytes:
     return _encoder.encode(msg)
 
 
+def request_rid(frame: bytes) -> int:
+    """The ``rid`` of a request as far as it can be read, else 0 (the "unreadable" rid).
+
+    For errors about a message as a whole (one of several frames, say): an error that
+    carries the client's ``rid`` reaches the request that caused it.
+    """
+    return _recover_rid(frame)
+
+
 def _recover_rid(frame: bytes) -> int:
     try:
         return _rid_only.decode(frame).rid

@@ -44,6 +44,7 @@ from lattice_workers.protocol import (
     Watch,
     decode_request,
     encode,
+    request_rid,
 )
 from lattice_workers.protocol._endpoint import (
     check_ipc_free,
@@ -204,25 +205,28 @@ class _Server:
 
     def _dispatch(self, frames: list[bytes]) -> None:
         identity = frames[0]
-        if len(frames) == 2:
-            envelope, payload = [identity], frames[1]
-        elif len(frames) == 3 and frames[1] == b"":
-            envelope, payload = [identity, b""], frames[2]
-        else:
+        # A REQ socket puts an empty delimiter before its frames; a DEALER does not.
+        envelope = [identity, b""] if len(frames) > 2 and frames[1] == b"" else [identity]
+        body = frames[len(envelope) :]
+        if len(body) != 1:
             self.log.warning(
                 "refused a message of %d frames from peer %s (a request is one frame)",
-                len(frames) - 1,
+                len(body),
                 identity.hex(),
             )
+            # Answered with the rid of its first frame, when that one has a readable
+            # rid: the client's request then fails at once rather than at its timeout.
             self._send_now(
-                envelope=[identity],
-                reply=Error(
+                envelope,
+                Error(
+                    rid=request_rid(body[0]) if body else 0,
                     code=Code.INVALID_REQUEST,
                     message=f"invalid request: a request is one frame, this message had "
-                    f"{len(frames) - 1} (see docs/protocol.md)",
+                    f"{len(body)} (see docs/protocol.md)",
                 ),
             )
             return
+        payload = body[0]
         try:
             req = decode_request(payload)
         except ProtocolError as exc:
