@@ -277,6 +277,51 @@ async def test_a_client_gone_mid_stream_has_its_handler_cancelled_and_logged(
     await hello_works(endpoint)
 
 
+async def test_a_peer_gone_with_many_replies_due_at_once_is_handled_once(
+    nursery: trio.Nursery, endpoint: str, server_log: LogWatch
+) -> None:
+    """Handlers woken together (a run ending under many waits) all find the peer gone:
+    it is logged, and its requests cancelled, once, not once per handler (which
+    costs the square of their number: two seconds for a thousand)."""
+    release, all_waiting, all_done = trio.Event(), trio.Event(), trio.Event()
+    count = {"waiting": 0, "done": 0}
+
+    async def handler(req: object, send: Send) -> None:
+        if isinstance(req, Logs):  # the canary: streams until the server finds it gone
+            while True:
+                await send(LogChunk(rid=req.rid, offset=0, data=b"x"))
+                await trio.sleep(0.01)
+        if isinstance(req, Hello):
+            await send(Ok(rid=req.rid, message="serving"))
+            return
+        with trio.CancelScope(shield=True):  # past its last checkpoint when released
+            count["waiting"] += 1
+            if count["waiting"] == 50:
+                all_waiting.set()
+            await release.wait()
+        try:
+            await send(Ok(rid=req.rid, message="late"))
+        finally:
+            count["done"] += 1
+            if count["done"] == 50:
+                all_done.set()
+
+    await nursery.start(serve, endpoint, handler)
+    async with dealer(endpoint) as sock:
+        for rid in range(1, 51):
+            await sock.send([encode(Get(rid=rid, run_id="r"))])
+        await sock.send([encode(Logs(rid=99, run_id="r", follow=True))])
+        assert isinstance(decode_reply((await sock.recv())[-1]), LogChunk)
+    with trio.fail_after(20):
+        await server_log.wait_for("went away")
+        await all_waiting.wait()
+        release.set()
+        await all_done.wait()
+    assert len([r for r in server_log.records if "went away" in r.getMessage()]) == 1
+    async with dealer(endpoint) as sock:  # and it serves on
+        assert isinstance(await exchange(sock, encode(Hello(rid=1))), Ok)
+
+
 async def test_a_slow_request_does_not_stall_the_same_or_other_clients(
     fake: FakeSupervisor, endpoint: str
 ) -> None:

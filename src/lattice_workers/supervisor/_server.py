@@ -308,15 +308,20 @@ class _Server:
             failure = self._send_now(envelope, frame)
             self._after_send()
             if failure == "gone":
-                self.log.info(
-                    "peer %s went away; cancelling its %d request(s), %s rid=%d among them",
-                    identity.hex(),
-                    len(self.peers.get(identity, ())),
-                    name,
-                    req.rid,
-                )
-                for other in self.peers.get(identity, ()):
-                    other.cancel()
+                # Once per peer: its other handlers may already be past their last
+                # checkpoint (woken together by one event) and find it gone as well.
+                gone = self.peers.pop(identity, None)
+                if gone is not None:
+                    self.log.info(
+                        "peer %s went away; cancelling its %d request(s), %s rid=%d among them",
+                        identity.hex(),
+                        len(gone),
+                        name,
+                        req.rid,
+                    )
+                    for other in gone:
+                        other.cancel()
+                scope.cancel()
             elif failure == "full" and isinstance(req, Watch):
                 replies -= 1
                 raise PeerBusy
