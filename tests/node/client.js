@@ -177,6 +177,10 @@ function show(x) {
 
 // ---------------------------------------------------------------- the connection
 
+// How long a reply may take: generous, for a loaded CI machine (a reply normally takes
+// a millisecond; only a hang should reach this).
+const TIMEOUT_MS = 30000;
+
 /** One reply channel: the replies to one rid, in order. */
 class Call {
   constructor(rid) {
@@ -269,7 +273,7 @@ class Connection {
   }
 
   /** One request, one reply (an `error` reply is returned, not thrown). */
-  async request(body, { timeoutMs = 10000 } = {}) {
+  async request(body, { timeoutMs = TIMEOUT_MS } = {}) {
     const rid = this.nextRid++;
     const call = this.open(rid);
     try {
@@ -281,7 +285,7 @@ class Connection {
   }
 
   /** A stream: its replies, up to and including `end` or `error`. */
-  async collect(body, { timeoutMs = 20000 } = {}) {
+  async collect(body, { timeoutMs = TIMEOUT_MS } = {}) {
     return this.stream(body).all(timeoutMs);
   }
 
@@ -293,13 +297,13 @@ class Connection {
     return {
       rid,
       sent,
-      async next(timeoutMs = 20000) {
+      async next(timeoutMs = TIMEOUT_MS) {
         await sent;
         const reply = await call.next(timeoutMs);
         if (reply.type === "end" || reply.type === "error") conn.calls.delete(String(rid));
         return reply;
       },
-      async all(timeoutMs = 20000) {
+      async all(timeoutMs = TIMEOUT_MS) {
         const out = [];
         for (;;) {
           const reply = await this.next(timeoutMs);
@@ -311,7 +315,7 @@ class Connection {
   }
 
   /** Raw frames, for what no well-behaved client sends; the reply with `rid`. */
-  async raw(frames, rid, { timeoutMs = 10000 } = {}) {
+  async raw(frames, rid, { timeoutMs = TIMEOUT_MS } = {}) {
     const call = this.open(rid);
     try {
       await this.send(frames);
@@ -373,7 +377,7 @@ class Report {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function until(what, predicate, timeoutMs = 20000) {
+async function until(what, predicate, timeoutMs = TIMEOUT_MS) {
   const deadline = Date.now() + timeoutMs;
   while (!(await predicate())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -387,7 +391,7 @@ function watch(conn, body) {
   const seen = { events: [], last: null, stream };
   seen.done = (async () => {
     for (;;) {
-      const reply = await stream.next(120000);
+      const reply = await stream.next(4 * TIMEOUT_MS);
       if (reply.type !== "run_event") {
         seen.last = reply;
         return;
@@ -523,13 +527,13 @@ async function exercise(root, [t1, t2, t3, t4]) {
     check(queuedEnd.state === "failed" && queuedEnd.reason === "cancelled", `${show(queuedEnd)}`);
 
     const following = c.stream({ type: "logs", run_id: sleeperA.run_id, follow: true });
-    const following_all = following.all(30000);
+    const followingAll = following.all();
     const cancelled = report.answered("cancel",
       await c.request({ type: "cancel", run_id: sleeperA.run_id }), "run").run;
     check(!FINAL.includes(cancelled.state), `cancel answers at once: ${cancelled.state}`);
     const aEnd = (await c.collect({ type: "wait", run_ids: [sleeperA.run_id] }))[0].run;
     check(aEnd.state === "failed" && aEnd.reason === "cancelled", `cancelled: ${show(aEnd)}`);
-    const followAll = await following_all;
+    const followAll = await followingAll;
     check(followAll[followAll.length - 1].type === "end", `follow ends: ${show(followAll)}`);
     report.answered("cancel", await c.request({ type: "cancel", worker: "sleeper", task: t3 }), "run");
     const bEnd = (await c.collect({ type: "wait", run_ids: [sleeperB.run_id, aEnd.run_id] }));
@@ -661,7 +665,7 @@ async function exercise(root, [t1, t2, t3, t4]) {
       await c.request({ type: "run", worker: "Echo", task: t4 }), "SHUTTING_DOWN");
     check((await c.request({ type: "hello" })).type === "hello", "it still answers while draining");
     fs.writeFileSync(path.join(root, ".gate"), "");
-    const gateEnd = await gateWait.all(60000);
+    const gateEnd = await gateWait.all();
     check(gateEnd[0].run.state === "completed", `a drained run completes: ${show(gateEnd)}`);
     check(typeof gateEnd[0].run.worktree_path === "string", `a worktree run: ${show(gateEnd)}`);
     await Promise.all([w.done, w2.done]);
