@@ -404,6 +404,22 @@ function watch(conn, body) {
   return seen;
 }
 
+/** One request on a REQ socket (one request at a time, single-reply requests only). */
+async function requestOnReq(endpoint, message) {
+  const sock = new zmq.Request({ linger: 0, receiveTimeout: TIMEOUT_MS });
+  sock.connect(endpoint);
+  try {
+    await sock.send(new Encoder({ ignoreUndefined: true }).encode(message));
+    const frames = await sock.receive();
+    const reply = new Decoder().decode(frames[0]);
+    const problems = replyProblems(reply);
+    if (frames.length !== 1 || problems.length) throw new Error(`REQ: ${show(problems)}`);
+    return reply;
+  } finally {
+    sock.close();
+  }
+}
+
 function text(chunks) {
   return Buffer.concat(chunks.filter((c) => c.type === "log").map((c) => c.data)).toString();
 }
@@ -429,6 +445,8 @@ async function exercise(root, [t1, t2, t3, t4]) {
     const bigRid = 2n ** 60n + 1n; // beyond 2^53: 64-bit integers
     const bigHello = await big.raw([big.encoder.encode({ type: "hello", v: 1, rid: bigRid })], bigRid);
     check(bigHello.type === "hello" && bigHello.rid === bigRid, `rid 2^60+1: ${show(bigHello)}`);
+    check((await requestOnReq(endpoint, { type: "hello", v: 1, rid: 7 })).rid === 7,
+      "a REQ socket gets its reply");
 
     const workers = report.answered("list_workers", await c.request({ type: "list_workers" }), "workers");
     const byName = Object.fromEntries(workers.workers.map((w) => [w.name, w]));
@@ -508,6 +526,8 @@ async function exercise(root, [t1, t2, t3, t4]) {
     const sleeperB = (await c.request({ type: "run", worker: "Sleeper", task: t3 })).run;
     const queued = (await c.request({ type: "run", worker: "Echo", task: t4 })).run;
     check(queued.state === "queued" && queued.queue_position === 1, `queued: ${show(queued)}`);
+    const notYet = await c.collect({ type: "logs", run_id: queued.run_id });
+    check(notYet.length === 1 && notYet[0].type === "end", `logs of a queued run: ${show(notYet)}`);
     const live = (await c.request({ type: "ps" })).runs;
     check(live[0].run_id === queued.run_id && live.length === 3, `ps, queued first: ${show(live)}`);
 
