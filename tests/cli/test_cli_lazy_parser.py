@@ -59,6 +59,7 @@ def test_a_known_command_needs_only_the_modules_that_own_it() -> None:
     assert modules_for(["worker", "ps"]) == [
         "lattice_workers.cli.worker_defs",
         "lattice_workers.cli.worker",
+        "lattice_workers.cli.work",
     ]
     assert modules_for(["--json", "--json", "worker", "ps"]) == modules_for(["worker"])
     assert modules_for(["list", "--json"]) == ["lattice_workers.cli.board"]
@@ -131,7 +132,10 @@ def test_worker_help_lists_the_commands_of_both_worker_modules(tmp_path: Path) -
     proc = lattice("worker", "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     listed = [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("    ")]
-    assert listed == ["list", "check", "init", "run", "ps", "show", "logs", "wait", "cancel"]
+    assert listed == [
+        "list", "check", "init", "run", "ps", "show", "logs", "wait", "cancel",
+        "diff", "apply", "merge", "discard",
+    ]
 
 
 def test_a_mistyped_worker_command_names_the_commands_of_both_modules(tmp_path: Path) -> None:
