@@ -96,12 +96,17 @@ def test_bad_input_is_one_sentence_an_exit_code_and_no_write(
     assert snapshot_of(project) == before
 
 
-def test_a_writing_command_without_any_actor_says_how_to_give_one(tmp_path: Path) -> None:
+def test_a_writing_command_without_any_actor_says_who_it_acts_as(tmp_path: Path) -> None:
+    """No --actor, no LATTICE_ACTOR, no default_actor: a guess, said with how to choose."""
     assert lattice("init", cwd=tmp_path).returncode == 0
-    proc = lattice("create", "t", cwd=tmp_path)
-    assert proc.returncode == 4
-    assert "no actor given: pass --actor human:NAME, set LATTICE_ACTOR" in proc.stderr
-    assert list((tmp_path / ".lattice" / "tasks").iterdir()) == []
+    config = json.loads((tmp_path / ".lattice" / "config.json").read_text())
+    del config["default_actor"]
+    (tmp_path / ".lattice" / "config.json").write_text(json.dumps(config))
+    proc = lattice("create", "t", "--json", cwd=tmp_path, env={"USER": "zed"})
+    assert proc.returncode == 0, proc.stderr
+    assert "pass --actor or set default_actor in .lattice/config.json" in proc.stderr
+    actor = json.loads(proc.stdout)["data"]["created_by"]
+    assert actor.startswith("human:") and actor in proc.stderr
 
 
 @pytest.mark.parametrize("args", [("list",), ("show", "LAT-1"), ("create", "t"), ("doctor",)])

@@ -75,14 +75,28 @@ def _actor_option(parser: argparse.ArgumentParser) -> None:
 def _actor(board: Board, args: argparse.Namespace) -> str:
     from lattice_workers.store import validate_actor
 
-    actor = args.actor or board.default_actor()
-    if not actor:
-        raise LatticeError(
-            Code.INVALID_ACTOR,
-            "no actor given: pass --actor human:NAME, set LATTICE_ACTOR, or set "
-            "default_actor in .lattice/config.json",
+    return validate_actor(args.actor or default_actor(board))
+
+
+def default_actor(board: Board, *, say: bool = True) -> str:
+    """``LATTICE_ACTOR``, else the board's ``default_actor``, else a guess (git's user
+    name, ``$USER``), said on stderr when ``say``: a board made elsewhere (or by an
+    older version) may have no default."""
+    import sys
+
+    from lattice_workers.cli._defaults import guess_actor
+
+    actor = board.default_actor()
+    if actor:
+        return actor
+    actor, source = guess_actor(board.root)
+    if say:
+        print(
+            f"lattice-workers: acting as {actor} (from {source}); pass --actor or set "
+            "default_actor in .lattice/config.json to choose",
+            file=sys.stderr,
         )
-    return validate_actor(actor)
+    return actor
 
 
 def _label(snap: dict[str, Any]) -> str:
@@ -91,18 +105,44 @@ def _label(snap: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- init
 def _init(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice_workers.cli._defaults import derive_project_code, guess_actor
     from lattice_workers.store import Board
 
     existed = (ctx.cwd / ".lattice" / "config.json").exists()
-    board = Board.init(ctx.cwd, project_code=args.project_code, default_actor=args.actor)
+    code, actor, said = args.project_code, args.actor, []
+    if not existed:
+        # A new board works without flags: short ids from the folder's name, and the
+        # actor the user already is to git (both said once, here).
+        if code is None:
+            code = derive_project_code(ctx.cwd.absolute().name)
+            said.append(f"project code {code} (from the folder name; pass --project-code)")
+        if actor is None:
+            actor, source = guess_actor(ctx.cwd)
+            said.append(f"default actor {actor} (from {source}; pass --actor)")
+    had_code = None if not existed else Board(ctx.cwd.absolute()).config.get("project_code")
+    board = Board.init(ctx.cwd, project_code=code, default_actor=actor)
+    have = board.config.get("project_code")
     data = {
         "root": str(board.root),
         "created": not existed,
-        "project_code": board.config.get("project_code"),
+        "project_code": have,
         "default_actor": board.config.get("default_actor"),
     }
-    verb = "already has a board" if existed else "now has a board"
-    return ctx.ok(data, f"{board.root} {verb} in .lattice/")
+    if not existed:
+        lines = [f"{board.root} now has a board in .lattice/"]
+        lines += [f"  {line}" for line in said]
+        lines.append(
+            f"  short ids: {have}-1, {have}-2, ...; commit .lattice/ (its .gitignore "
+            "keeps the runtime files out)"
+        )
+        return ctx.ok(data, "\n".join(lines))
+    if have and had_code is None:
+        return ctx.ok(
+            data, f"{board.root} already has a board; project code set to {have}: "
+            f"new tasks are {have}-1, {have}-2, ..."
+        )
+    code_text = f"project code {have}" if have else "no project code (no short ids)"
+    return ctx.ok(data, f"{board.root} already has a board in .lattice/ ({code_text})")
 
 
 # ---------------------------------------------------------------- create

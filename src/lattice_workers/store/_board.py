@@ -56,6 +56,36 @@ _SUBDIRS = (
 )
 
 
+#: ``.lattice/.gitignore``: what the supervisor and the writers keep for themselves
+#: (the run journal, sockets and lock under ``run/``, logs, lock files, the reports a
+#: worker writes before attaching a copy) stays out of git; the board's data (config,
+#: tasks, events, artifacts, notes, archive, ``ids.json``) is meant to be committed.
+GITIGNORE = """\
+# Written by `lattice-workers init`. Runtime files stay out of git;
+# the board's data (config.json, ids.json, tasks/, events/, artifacts/,
+# notes/, archive/) is meant to be committed.
+run/
+logs/
+locks/
+reports/
+*.lock
+*.sock
+.tmp.*
+"""
+
+
+def write_gitignore(board_dir: Path) -> bool:
+    """Write ``GITIGNORE`` to ``board_dir/.gitignore`` unless there is one (a user's
+    own is never replaced); True when written."""
+    path = board_dir / ".gitignore"
+    try:
+        with open(path, "x", encoding="utf-8") as out:
+            out.write(GITIGNORE)
+    except FileExistsError:
+        return False
+    return True
+
+
 class Board:
     """A Lattice board rooted at ``root`` (the folder that holds ``.lattice/``)."""
 
@@ -108,12 +138,23 @@ class Board:
             )
         if (board.dir / "config.json").exists():
             have = board.config.get("project_code")
-            if project_code is not None and have != project_code:
+            if project_code is not None and have is None:
+                # A board without short ids gets them from now on: nothing already
+                # written changes, and the next task is CODE-1.
+                config = dict(board.config, project_code=project_code)
+                if not (board.dir / "ids.json").exists():
+                    atomic_write_json(
+                        board.dir / "ids.json", {"map": {}, "next_seqs": {}, "schema_version": 2}
+                    )
+                atomic_write_json(board.dir / "config.json", config)
+                board._config = config
+            elif project_code is not None and have != project_code:
                 raise LatticeError(
                     Code.CONFLICT,
                     f"this board already exists with project code {have!r}; it was left "
                     f"unchanged (not switched to {project_code!r})",
                 )
+            write_gitignore(board.dir)
             return board
         for sub in _SUBDIRS:
             (board.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -127,6 +168,7 @@ class Board:
             )
         if default_actor:
             config["default_actor"] = default_actor
+        write_gitignore(board.dir)
         atomic_write_json(board.dir / "config.json", config)  # last: it marks the board done
         board._config = config
         return board
