@@ -13,17 +13,27 @@ Detection, first match wins (``TEST_COMMAND`` overrides it, run with ``bash -c``
   1. Python: pytest configuration (pytest.ini, conftest.py, [tool.pytest...] in
      pyproject.toml, [tool:pytest] in setup.cfg, [pytest] in tox.ini) or test files
      (tests/ or test/ holding test_*.py or *_test.py, or ./test_*.py). Runs
-     ``PYTHON -m pytest`` when that interpreter has pytest, else ``PYTHON -m unittest
-     discover``. PYTHON is ``TEST_PYTHON``, else ``$LATTICE_ROOT/.venv/bin/python``,
-     else ``$VIRTUAL_ENV/bin/python``, else ``python3``.
+     ``PYTHON -m pytest`` when that interpreter has pytest; a project configured for
+     pytest whose interpreter lacks it fails ("pytest is not installed for PYTHON");
+     plain test files fall back to ``PYTHON -m unittest discover``. PYTHON is the
+     project's own interpreter: ``TEST_PYTHON``, else the worktree's virtual
+     environment (``.venv``, ``venv``), else the project root's, else ``uv run python``
+     when the project uses uv (uv.lock, [tool.uv]) and uv is installed, else
+     ``$VIRTUAL_ENV/bin/python``, else the first ``python3`` on PATH. The log says
+     which and why.
   2. ``npm test`` when package.json has a real "test" script.
   3. ``make test`` when a Makefile has a ``test:`` target.
   4. ``cargo test`` when there is a Cargo.toml.
-Nothing found: the report says so and the run succeeds (there was nothing to fail);
-set ``TEST_REQUIRE=1`` to make that a failure instead.
 
-Exit codes: 0 tests passed (or none found), 1 tests failed, 2 the runner could not do
-its job (test tool missing, attach failed, no tests with TEST_REQUIRE=1).
+It never reports success for tests it did not run: no tests found, no tests
+collected (pytest's exit code 5, unittest's "Ran 0 tests"), a test framework that is
+missing, or output whose counts it cannot read is a failure, with a one-line reason
+as the last line of the log, in the report and as ``error`` in the result (so in the
+run's terminal event). ``TEST_ALLOW_NONE=1`` lets a project with no tests at all
+succeed.
+
+Exit codes: 0 tests ran and passed, 1 tests failed, 2 the runner could not tell
+(no tests, test tool missing, unreadable output, attach failed).
 
 Python 3.8+, standard library only: it runs with whatever ``python3`` the machine has.
 """
@@ -51,10 +61,16 @@ SUMMARY_HINT = re.compile(
 class Plan:
     """What to run and why we chose it."""
 
-    def __init__(self, framework: str, argv: list[str], why: str) -> None:
+    def __init__(
+        self, framework: str, argv: list[str], why: str, missing: str = "", note: str = ""
+    ) -> None:
         self.framework = framework
         self.argv = argv
         self.why = why
+        #: Why this plan cannot run at all (a framework the interpreter lacks).
+        self.missing = missing
+        #: What to add to a "no tests ran" reason (the fallback's cause).
+        self.note = note
 
     @property
     def shown(self) -> str:
@@ -94,26 +110,34 @@ def _python(cwd: Path) -> Plan | None:
     why = _python_reason(cwd)
     if why is None:
         return None
-    python = _python_interpreter()
+    python, chosen_because = python_interpreter(cwd)
+    shown = " ".join(python)
+    print(f"test-runner: Python is {shown} ({chosen_because})", flush=True)
     has_pytest = (
         subprocess.run(
-            [python, "-c", "import pytest"],
+            [*python, "-c", "import pytest"],
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ).returncode
         == 0
     )
+    pytest_argv = [*python, "-m", "pytest", "-q", "-rfE"]
     if has_pytest:
-        return Plan("pytest", [python, "-m", "pytest", "-q", "-rfE"], why)
-    argv = [python, "-m", "unittest", "discover", "-v"]
+        return Plan("pytest", pytest_argv, why)
+    missing = f"pytest is not installed for {shown}"
+    if not why.endswith(("holds Python tests", "at the top level")):
+        # Configured for pytest: unittest would find nothing, or not the same tests.
+        return Plan("pytest", pytest_argv, why, missing=missing)
+    argv = [*python, "-m", "unittest", "discover", "-v"]
     for folder in ("tests", "test"):
         if (cwd / folder).is_dir():
             argv += ["-s", folder]
             if (cwd / folder / "__init__.py").is_file():
                 argv += ["-t", "."]
             break
-    return Plan("unittest", argv, f"{why}; pytest is not installed for {python}")
+    return Plan("unittest", argv, f"{why}; {missing}", note=missing)
 
 
 def _python_reason(cwd: Path) -> str | None:
@@ -141,17 +165,44 @@ def _python_reason(cwd: Path) -> str | None:
     return None
 
 
-def _python_interpreter() -> str:
+def python_interpreter(cwd: Path) -> tuple[list[str], str]:
+    """The command that runs the project's Python, and why it was chosen.
+
+    The project's own interpreter, not whatever ``python3`` comes first on the
+    supervisor's PATH: that one rarely has the project's test dependencies.
+    """
     chosen = os.environ.get("TEST_PYTHON")
     if chosen:
-        return chosen
-    root, venv = os.environ.get("LATTICE_ROOT"), os.environ.get("VIRTUAL_ENV")
-    candidates = [Path(root) / ".venv" / "bin" / "python"] if root else []
-    candidates += [Path(venv) / "bin" / "python"] if venv else []
-    for candidate in candidates:
+        return [chosen], "TEST_PYTHON is set"
+    root = os.environ.get("LATTICE_ROOT")
+    places = [(cwd, "the worktree's")] + ([(Path(root), "the project's")] if root else [])
+    for base, whose in places:
+        for name in (".venv", "venv"):
+            candidate = base / name / "bin" / "python"
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return [str(candidate)], f"{whose} virtual environment {name}/"
+    uses_uv = _uses_uv(cwd)
+    if uses_uv and shutil.which("uv"):
+        return ["uv", "run", "python"], f"the project uses uv ({uses_uv}) and uv is installed"
+    venv = os.environ.get("VIRTUAL_ENV")
+    if venv:
+        candidate = Path(venv) / "bin" / "python"
         if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return shutil.which("python3") or sys.executable
+            return [str(candidate)], "VIRTUAL_ENV is set"
+    found = shutil.which("python3") or sys.executable
+    no_uv = f"it uses uv ({uses_uv}) but uv is not installed" if uses_uv else "no uv"
+    return [found], f"no .venv or venv in the worktree or the project, {no_uv}: python3 on PATH"
+
+
+def _uses_uv(cwd: Path) -> str:
+    """What shows that the project uses uv ("uv.lock"), or ""."""
+    if (cwd / "uv.lock").is_file():
+        return "uv.lock"
+    pyproject = cwd / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8", errors="replace") if pyproject.is_file() else ""
+    if "[tool.uv" in text:
+        return "[tool.uv] in pyproject.toml"
+    return ""
 
 
 # ------------------------------------------------------------------------ counting
@@ -324,6 +375,34 @@ def write_result(summary: dict[str, object]) -> None:
         Path(target).write_text(json.dumps(summary, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def judge(plan: Plan, code: int, counts: dict[str, int] | None) -> tuple[str, int, str]:
+    """(outcome, exit code, one-line reason) of a finished test command.
+
+    Success needs proof: exit code 0 *and* counts read from the output with at least
+    one test run. Anything else is a failure that says why.
+    """
+    shown = f"`{plan.shown}`"
+    ran = counts is not None and any(counts.values())
+    if (plan.framework == "pytest" and code == 5) or (counts is not None and not ran):
+        what = (
+            "pytest collected no tests"
+            if plan.framework == "pytest"
+            else (f"{plan.framework} ran 0 tests")
+        )
+        return "no_tests", 2, what + (f" ({plan.note})" if plan.note else "")
+    if counts is not None and counts["failed"] + counts["errors"] > 0:
+        numbers = ", ".join(
+            f"{counts[k]} {k}" for k in ("failed", "errors", "passed", "skipped") if counts[k]
+        )
+        return "failed", 1, f"tests failed: {numbers}"
+    if code != 0:
+        tail = "" if counts is not None else " and printed no test counts"
+        return "failed", 1, f"{shown} exited with code {code}{tail}"
+    if counts is None:
+        return "error", 2, f"could not read how many tests {shown} ran (no counts in its output)"
+    return "passed", 0, ""
+
+
 def main() -> int:
     for name in ("LATTICE_ROOT", "LATTICE_TASK_ID"):
         if not os.environ.get(name):
@@ -344,39 +423,37 @@ def main() -> int:
     result: dict[str, object] = {"task": task, "commit": commit}
     plan = detect(cwd)
     body: list[str]
+    reason = ""
     if plan is None:
-        required = os.environ.get("TEST_REQUIRE", "") not in ("", "0")
-        outcome, exit_code = ("error", 2) if required else ("no_tests", 0)
+        allowed = os.environ.get("TEST_ALLOW_NONE", "") not in ("", "0")
+        outcome, exit_code = "no_tests", 0 if allowed else 2
+        reason = "" if allowed else "no tests found"
         title = "Tests: none found"
         body = [
             'No tests were found: no pytest or unittest tests, no "test" script in '
             "package.json, no test target in a Makefile, no Cargo.toml.",
             "",
-            'Set TEST_COMMAND in the definition\'s "env" to say how this project is tested.',
+            'Set TEST_COMMAND in the definition\'s "env" to say how this project is tested'
+            " (or TEST_ALLOW_NONE=1 to let a project without tests pass).",
         ]
         result.update(outcome=outcome)
-        print("test-runner: no tests found", flush=True)
-    elif shutil.which(plan.argv[0]) is None:
+    elif plan.missing or shutil.which(plan.argv[0]) is None:
         outcome, exit_code = "error", 2
-        title = f"Tests: could not run ({plan.argv[0]} not found)"
-        body = [
-            f"`{plan.shown}` was chosen ({plan.why}), but `{plan.argv[0]}` is not on "
-            f"the worker's PATH ({os.environ.get('PATH', '')}). Install it, or set "
-            'TEST_COMMAND in the definition\'s "env".'
-        ]
+        reason = plan.missing or f"{plan.argv[0]} is not on the worker's PATH"
+        title = f"Tests: could not run ({reason})"
+        fix = (
+            "Install it in the project's virtual environment (.venv), or point TEST_PYTHON "
+            'at an interpreter that has it in the definition\'s "env".'
+            if plan.missing
+            else f"Install it (PATH is {os.environ.get('PATH', '')}), or set TEST_COMMAND "
+            'in the definition\'s "env".'
+        )
+        body = [f"`{plan.shown}` was chosen ({plan.why}), but {reason}. {fix}"]
         result.update(outcome=outcome, framework=plan.framework, command=plan.shown)
-        print(f"test-runner: {plan.argv[0]} not found on PATH", file=sys.stderr, flush=True)
     else:
         code, summary, tail, total, seconds = run(plan, cwd)
         counts = count(summary)
-        no_tests = (plan.framework == "pytest" and code == 5) or (
-            counts is not None and code in (0, 5) and not any(counts.values())
-        )
-        failed = not no_tests and (
-            code != 0 or (counts is not None and counts["failed"] + counts["errors"] > 0)
-        )
-        outcome = "no_tests" if no_tests else "failed" if failed else "passed"
-        exit_code = 1 if failed else 0
+        outcome, exit_code, reason = judge(plan, code, counts)
         shown = counts or {}
         numbers = (
             ", ".join(
@@ -387,7 +464,8 @@ def main() -> int:
         title = {
             "passed": "Tests: passed",
             "failed": "Tests: FAILED",
-            "no_tests": "Tests: none found",
+            "no_tests": "Tests: none ran",
+            "error": "Tests: could not tell",
         }[outcome] + f" ({numbers})"
         header += [
             f"- Command: `{plan.shown}` ({plan.framework}: {plan.why})",
@@ -404,7 +482,9 @@ def main() -> int:
             duration_seconds=round(seconds, 3),
             counts=counts,
         )
-        print(f"test-runner: {title}", flush=True)
+    if reason:
+        header.append(f"- Why it failed: {reason}")
+        result.update(error=reason)
 
     path = report_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -415,9 +495,16 @@ def main() -> int:
         print(f"test-runner: could not attach {path}: {error}", file=sys.stderr, flush=True)
         result.update(attach_error=error[-500:])
         exit_code = max(exit_code, 2)
+        reason = reason or f"could not attach the report: {error.splitlines()[-1] if error else ''}"
+        result.update(error=reason)
     else:
         print(f"test-runner: attached {path} as {artifact} (role {role})", flush=True)
     write_result(result)
+    # The verdict is the log's last line: what a failed run's event shows (log_tail).
+    if reason:
+        print(f"test-runner: FAILED: {reason}", file=sys.stderr, flush=True)
+    else:
+        print(f"test-runner: {title}", flush=True)
     return exit_code
 
 

@@ -410,7 +410,31 @@ def test_test_runner_counts_attaches_and_fails_on_a_failing_test(
     passing = project.git("rev-parse", "HEAD")
     (project.root / "tests" / "test_calc.py").write_text(TESTS_ONE_FAILS)
     project.git("commit", "-q", "-am", "a failing test")
-    names = ("fails", "fails-unittest", "passes", "none")
+    # A project configured for pytest, with a failing test, where the python3 on the
+    # worker's PATH has no pytest: a failure that says so, never unittest's "OK".
+    no_pytest_bin = tmp_path / "no-pytest-bin"
+    no_pytest_bin.mkdir()
+    (no_pytest_bin / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    (no_pytest_bin / "python3").chmod(0o755)
+    shim_bin = project.root / ".lattice" / "run" / "bin"
+    project.write_worker(
+        "TestRunnerNoPytest",
+        command="./workers/test-runner.py",
+        env={"PATH": f"{no_pytest_bin}:{shim_bin}:/usr/bin:/bin"},
+        artifact_role="tests",
+        report_dir=".lattice/reports",
+        report_prefix="tests",
+    )
+    project.git("checkout", "-q", "-b", "pytest-style")
+    (project.root / "pytest.ini").write_text("[pytest]\n")
+    (project.root / "tests" / "test_plain.py").write_text(
+        "from calc import add\n\ndef test_add():\n    assert add(1, 1) == 3\n"
+    )
+    project.git("add", "pytest.ini", "tests")
+    project.git("commit", "-q", "-m", "a pytest project")
+    pytest_style = project.git("rev-parse", "HEAD")
+    project.git("checkout", "-q", "main")
+    names = ("fails", "fails-unittest", "passes", "none", "no-pytest")
     tasks = {name: project.create_task(name) for name in names}
     env = worker_env(project, install_standins(tmp_path / "bin", ()), tmp_path / "calls")
     start_supervisor(project, env)
@@ -423,6 +447,7 @@ def test_test_runner_counts_attaches_and_fails_on_a_failing_test(
         start("TestRunnerStdlib", tasks["fails-unittest"]),
         start("TestRunner", tasks["passes"], "--commit", passing),
         start("TestRunner", tasks["none"], "--commit", empty),
+        start("TestRunnerNoPytest", tasks["no-pytest"], "--commit", pytest_style),
     ]
     waited = project.cli("worker", "wait", *run_ids, "--json", check=False)
     assert waited.returncode == 8, waited.stdout + waited.stderr
@@ -448,10 +473,22 @@ def test_test_runner_counts_attaches_and_fails_on_a_failing_test(
         "# Tests: passed (1 passed)"
     )
 
+    # No tests at all is not a success: the runner cannot tell that the commit works.
     _, end = ends(project, tasks["none"])
-    assert end["type"] == "process_completed"
+    assert end["type"] == "process_failed" and end["data"]["exit_code"] == 2
     assert end["data"]["output"]["outcome"] == "no_tests"
+    assert end["data"]["output"]["error"] == "no tests found"
     assert "No tests were found" in artifact_text(project, attachments(project, tasks["none"])[0])
+
+    _, end = ends(project, tasks["no-pytest"])
+    assert end["type"] == "process_failed" and end["data"]["exit_code"] == 2
+    missing = f"pytest is not installed for {no_pytest_bin / 'python3'}"
+    assert end["data"]["output"]["error"] == missing
+    text = artifact_text(project, attachments(project, tasks["no-pytest"])[0])
+    assert text.startswith(f"# Tests: could not run ({missing})")
+    log = Path(end["data"]["log_path"])
+    log = log if log.is_absolute() else project.root / log
+    assert log.read_text().splitlines()[-1] == f"test-runner: FAILED: {missing}"
 
 
 # ----------------------------------------------------------------------------- pure logic
