@@ -30,6 +30,7 @@ from lattice_workers.actors._child import Child
 from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition, command_for
 from lattice_workers.actors._environment import lattice_variables, worker_environment
 from lattice_workers.actors._journal import Journal, JournalRecord
+from lattice_workers.actors._log_tail import read_log_tail
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.actors._worktree import Worktrees
@@ -201,6 +202,7 @@ class RunActor:
         for name in (
             "started_event_id", "log_path", "worktree_path", "pid", "started_at", "ended_at",
             "duration_seconds", "exit_code", "signal", "reason", "error", "result",
+            "log_tail",
         ):
             setattr(info, name, None)
         self._process = None
@@ -647,6 +649,12 @@ class RunActor:
                     data["output"] = result
                 if result_error:
                     data["output_error"] = result_error
+            if event_type == "process_failed" and info.log_path:
+                # Why it failed, in the worker's own last words (a new field: the
+                # fields above keep their bytes).
+                tail = read_log_tail(info.log_path)
+                if tail:
+                    info.log_tail = data["log_tail"] = tail
             written = board.append(
                 info.task_id,
                 event_type,

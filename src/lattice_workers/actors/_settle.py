@@ -108,6 +108,12 @@ def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) 
         "duration_seconds": None,
         "log_path": board_run.get("log_path"),
     }
+    if board_run.get("log_path"):
+        from lattice_workers.actors._log_tail import read_log_tail
+
+        tail = read_log_tail(board.root / str(board_run["log_path"]))  # relative or not
+        if tail:
+            data["log_tail"] = tail
 
     def still_open(snapshot: dict[str, Any]) -> None:
         if not any(

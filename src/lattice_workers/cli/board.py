@@ -241,6 +241,9 @@ def _render_show(data: dict[str, Any]) -> str:
         )
         if run.get("error"):
             out.append(f"    error: {run['error']}")
+        if run.get("log_tail"):
+            out.append("    log tail:")
+            out += [f"      {line}" for line in str(run["log_tail"]).splitlines()]
         out.append(f"    log: {run.get('log_path')}")
     out += ["", "History (oldest first):"]
     for event in data["events"]:

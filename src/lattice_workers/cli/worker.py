@@ -94,10 +94,52 @@ def _line(info: RunInfo) -> str:
     return "  ".join(parts)
 
 
+#: ``worker show`` fields that are Unix times, and durations in seconds.
+_TIMES = ("created_at", "started_at", "ended_at")
+_BLOCKS = ("result", "log_tail")
+
+
+def _iso(seconds: float) -> str:
+    """A Unix time as ISO 8601 in UTC, to the second (as the board's events)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _duration(seconds: float) -> str:
+    """``4.2s``, ``3m 05s``, ``2h 01m``: what a person reads at a glance."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
 def _detail(info: RunInfo) -> str:
-    rows = [(k, v) for k, v in _as_dict(info).items() if v not in (None, "", [])]
+    """One run for a person: ISO times, durations, the result as indented JSON, the
+    log's tail as lines (``--json`` keeps the raw values)."""
+    import json
+
+    values = _as_dict(info)
+    if info.short_id:
+        values["task_id"] = f"{info.short_id} ({info.task_id})"
+        values.pop("short_id")
+    for name in _TIMES:
+        if isinstance(values.get(name), int | float) and values[name]:
+            values[name] = _iso(values[name])
+    if info.duration_seconds is not None:
+        values["duration_seconds"] = _duration(info.duration_seconds)
+    elif info.started_at and info.ended_at is None:
+        values["duration_seconds"] = _duration(time.time() - info.started_at) + " so far"
+    rows = [(k, v) for k, v in values.items() if v not in (None, "", []) and k not in _BLOCKS]
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    out = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    if info.result is not None:
+        text = json.dumps(info.result, indent=2, sort_keys=True, ensure_ascii=False)
+        out += ["result", *(f"  {line}" for line in text.splitlines())]
+    if info.log_tail:
+        out += ["log_tail", *(f"  {line}" for line in info.log_tail.splitlines())]
+    return "\n".join(out)
 
 
 def _final_exit(info: RunInfo) -> int:
@@ -117,6 +159,8 @@ def _wait_runs(ctx: Context, client: Client, run_ids: list[str], timeout: float 
             finished.append(reply.run)
             if not ctx.json:
                 print(_line(reply.run), flush=True)
+                if reply.run.log_tail:
+                    print("\n".join(f"    {t}" for t in reply.run.log_tail.splitlines()))
             if deadline is not None and time.monotonic() > deadline:
                 break
     except LatticeError as err:

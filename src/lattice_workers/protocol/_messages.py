@@ -190,6 +190,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     error: str | None = None
     result: dict[str, Any] | None = None
     idempotency_key: str | None = None
+    #: A failed run's last meaningful log lines (ANSI stripped, at most ~500 bytes).
+    log_tail: str | None = None
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True, omit_defaults=True):

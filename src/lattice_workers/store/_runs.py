@@ -37,7 +37,8 @@ def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Each run: ``worker`` (the process_type), ``run_id``, ``state`` (running,
     completed, failed), ``commit``, ``started``, ``ended``, ``duration`` (seconds),
     ``result`` (``success`` or the failure reason), ``error``, ``exit_code``,
-    ``started_event_id``, ``ended_event_id``, ``log_path``, ``actor``, ``attempt``.
+    ``started_event_id``, ``ended_event_id``, ``log_path``, ``actor``, ``attempt``,
+    and ``log_tail`` when the end carries one (a failure's last log lines).
     """
     runs: dict[str, dict[str, Any]] = {}
     orphans: list[dict[str, Any]] = []
@@ -85,6 +86,8 @@ def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             run["result"] = data.get("reason") if failed else data.get("result", "success")
             run["error"] = data.get("error")
             run["exit_code"] = data.get("exit_code")
+            if isinstance(data.get("log_tail"), str):
+                run["log_tail"] = data["log_tail"]
             duration = data.get("duration_seconds")
             if not isinstance(duration, int | float):
                 start, end = _epoch(run.get("started")), _epoch(run["ended"])
