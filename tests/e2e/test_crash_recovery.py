@@ -100,6 +100,12 @@ def test_sigkill_then_restart_settles_every_run(
     assert again["run_id"] == queued[0]["run_id"] and again["created"] is False
     waited = project.json("worker", "wait", *[q["run_id"] for q in queued])["data"]
     assert sorted(w["state"] for w in waited) == ["completed"] * 5
+    # The environment their client sent died with the supervisor (it is never written
+    # down): each requeued run's log says what it runs with instead.
+    for q in queued:
+        log = project.cli("worker", "logs", q["run_id"]).stdout
+        assert log.startswith("lattice-workers: this run was queued when the supervisor ")
+        assert "runs with the supervisor's environment" in log.splitlines()[0]
     for task in tasks[5:]:
         types = [e["type"] for e in project.process_events(task)]
         assert types == ["process_started", "process_completed"]

@@ -118,7 +118,10 @@ def worker_env(project: Project, bin_dir: Path, record_dir: Path, **extra: str) 
 
 
 def start_supervisor(project: Project, env: dict[str, str]) -> None:
+    """Start the supervisor in ``env``, and make ``env`` the clients' too: a worker gets
+    the environment of the client that asked for it."""
     project.cli("supervisor", "start", env=env)
+    project.env = env
 
 
 def calc_change(project: Project) -> tuple[str, str]:

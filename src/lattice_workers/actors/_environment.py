@@ -136,3 +136,27 @@ def lattice_variables(
         "LATTICE_REPORT_PREFIX": report_prefix,
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+#: Variables that point git at a repository: a run's git must use its worktree's.
+GIT_REPOSITORY_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")
+
+
+def client_base(client: Mapping[str, str], path_extras: tuple[str, ...]) -> dict[str, str]:
+    """The base environment of a run whose request carried the client's variables.
+
+    What the supervisor does to its own environment before a run gets it, done to the
+    client's: no ``LATTICE_*`` (the client sends none; a peer's are not trusted), no
+    variable that points git at a repository, and ``path_extras`` (the folders that
+    hold a ``lattice`` command) at the end of ``PATH``. :func:`worker_environment`
+    then applies the definition's rules, as to the supervisor's environment.
+    """
+    env = {
+        k: v
+        for k, v in client.items()
+        if not k.startswith("LATTICE_") and k not in GIT_REPOSITORY_VARIABLES
+    }
+    parts = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p]
+    parts += [folder for folder in path_extras if folder not in parts]
+    env["PATH"] = os.pathsep.join(parts)
+    return env

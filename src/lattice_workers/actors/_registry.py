@@ -18,11 +18,12 @@ import os
 import time
 from collections import Counter, OrderedDict
 
+import msgspec
 import trio
 from trio_util import AsyncValue
 
 from lattice_workers.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
-from lattice_workers.actors._environment import worker_variable
+from lattice_workers.actors._environment import client_base, worker_variable
 from lattice_workers.actors._journal import JournalRecord
 from lattice_workers.actors._run import RunActor, RunContext
 from lattice_workers.actors._state import Reason, RunState
@@ -124,11 +125,16 @@ class Registry:
 
         Raises ``ALREADY_RUNNING`` (details: the live run) when the key has a live run.
         """
+        # The client's environment lives in the actor's memory only: the request, which
+        # the journal keeps, goes on without it.
+        client_env, req = req.env, msgspec.structs.replace(req, env=None)
         if self.closing:
             raise LatticeError(Code.SHUTTING_DOWN, "the supervisor is shutting down; no new runs")
         if req.idempotency_key and (seen := self._lookup_idempotent(req.idempotency_key)):
             return seen, False
-        worker, task_id, short_id, actor, commit, base, merge_base = await self._validate(req)
+        worker, task_id, short_id, actor, commit, base, merge_base = await self._validate(
+            req, client_env
+        )
         # ---- no await from here to the insert: this is what makes duplicates impossible
         if self.closing:
             raise LatticeError(Code.SHUTTING_DOWN, "the supervisor is shutting down; no new runs")
@@ -166,6 +172,7 @@ class Registry:
             self._seq,
             on_exit=self._on_exit,
             wait_admitted=self._wait_admitted,
+            client_env=client_env,
         )
         self._insert(run)
         self._dispatch()  # admits it at once when a slot is free
@@ -217,6 +224,7 @@ class Registry:
             record.seq,
             on_exit=self._on_exit,
             wait_admitted=self._wait_admitted,
+            requeued=True,
         )
         run.accept_recorded = True  # the journal it came from holds its acceptance
         self._insert(run)
@@ -240,7 +248,7 @@ class Registry:
         return self.by_id.get(run_id) or self.finished.get(run_id)
 
     async def _validate(
-        self, req: Run
+        self, req: Run, client_env: dict[str, str] | None = None
     ) -> tuple[LoadedWorker, str, str | None, str, str | None, str | None, str | None]:
         """Everything a Run is refused for, before anything is written.
 
@@ -250,7 +258,9 @@ class Registry:
         they are counted. Overlapping the two gains nothing: the hop's work holds the
         GIL that reading the answer needs (measured: the same wall time, more CPU).
         """
-        worker, task_id, short_id, actor = await trio.to_thread.run_sync(self._check_files, req)
+        worker, task_id, short_id, actor = await trio.to_thread.run_sync(
+            self._check_files, req, client_env
+        )
         defn = worker.definition
         assert defn is not None
         root = self.ctx.board.root
@@ -279,7 +289,9 @@ class Registry:
             merge_base = await worktrees.merge_base(root, base_sha, commit)
         return worker, task_id, short_id, actor, commit, base, merge_base
 
-    def _check_files(self, req: Run) -> tuple[LoadedWorker, str, str | None, str]:
+    def _check_files(
+        self, req: Run, client_env: dict[str, str] | None = None
+    ) -> tuple[LoadedWorker, str, str | None, str]:
         """The blocking part of validation; runs in a thread."""
         board = self.ctx.board
         worker = self._current_workers().get(req.worker)
@@ -293,7 +305,13 @@ class Registry:
         task_id = board.resolve_task(req.task)
         short_id = board.read_snapshot(task_id).get("short_id")
         actor = validate_actor(req.actor or worker.actor)
-        path_env = worker_variable(self.ctx.environ, defn, "PATH")
+        # The engine is looked for on the PATH the worker will have: the client's.
+        base = (
+            self.ctx.environ
+            if client_env is None
+            else client_base({"PATH": client_env.get("PATH", "")}, self.ctx.path_extras)
+        )
+        path_env = worker_variable(base, defn, "PATH")
         if path_env is None:  # an empty PATH finds nothing, here as in the worker's exec
             path_env = os.defpath
         problem = preflight(defn, board.root, path_env)

@@ -28,7 +28,11 @@ from trio_util import AsyncValue
 
 from lattice_workers.actors._child import Child
 from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition, command_for
-from lattice_workers.actors._environment import lattice_variables, worker_environment
+from lattice_workers.actors._environment import (
+    client_base,
+    lattice_variables,
+    worker_environment,
+)
 from lattice_workers.actors._journal import Journal, JournalRecord
 from lattice_workers.actors._log_tail import read_log_tail
 from lattice_workers.actors._process_group import kill_group, process_start_time
@@ -45,6 +49,13 @@ log = logging.getLogger("lattice_workers.supervisor.run")
 CLEANUP_SECONDS = 60.0
 #: A result file larger than this is refused (SPEC section 2).
 RESULT_MAX_BYTES = 64 * 1024
+#: The first line of the log of a run that recovery requeued: the environment its
+#: client sent was never written down, so it runs with the supervisor's.
+REQUEUED_NOTE = (
+    b"lattice-workers: this run was queued when the supervisor stopped and was requeued "
+    b"by the next one; it runs with the supervisor's environment, not the environment "
+    b"of the client that asked for it\n"
+)
 
 #: What an attempt's spawn gives: the process, why it could not start, or None when
 #: a cancel came first.
@@ -67,6 +78,9 @@ class RunContext:
     #: Told each time a run's state changes, its record up to date (the ``Watch`` feed);
     #: the second argument is ``"started"`` for a run just accepted, else None.
     on_state: Callable[[RunInfo, str | None], None] = lambda info, kind: None
+    #: The folders :attr:`environ`'s PATH ends with so that workers find ``lattice``;
+    #: added to a client's PATH too (:func:`client_base`).
+    path_extras: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,13 +106,24 @@ class RunActor:
         *,
         on_exit: Callable[[RunActor], None],
         wait_admitted: Callable[[RunActor], Awaitable[None]],
+        client_env: dict[str, str] | None = None,
+        requeued: bool = False,
     ) -> None:
         assert worker.definition is not None
+        assert request.env is None, "a request's environment must not reach the journal"
         self.ctx = ctx
         self.info = info
         self.worker = worker
         self.definition: WorkerDefinition = worker.definition
         self.request = request
+        #: The requesting client's environment (held in memory only, never journaled),
+        #: else the supervisor's.
+        self.base_env = (
+            ctx.environ if client_env is None else client_base(client_env, ctx.path_extras)
+        )
+        #: Queued by a previous supervisor, requeued by recovery: the client's
+        #: environment is gone with it (the log says so).
+        self.requeued = requeued
         self.seq = seq
         self.state: AsyncValue[RunState] = AsyncValue(RunState(info.state))
         self._on_exit = on_exit
@@ -362,7 +387,9 @@ class RunActor:
         )
         lattice_vars["LATTICE_ATTEMPT"] = str(info.attempt)
         try:
-            env = worker_environment(self.ctx.environ, defn, lattice_vars)
+            if self.requeued and info.attempt == 1:
+                os.write(log_fd, REQUEUED_NOTE)
+            env = worker_environment(self.base_env, defn, lattice_vars)
             argv = command_for(defn, board.root, prompt_text)
             child = Child.spawn(argv, cwd=str(cwd), env=env, output_fd=log_fd)
         except Exception as exc:  # OSError, or ValueError for a NUL in argv or env

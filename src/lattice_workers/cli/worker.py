@@ -70,6 +70,15 @@ def _requested_by(ctx: Context) -> str:
     return ctx.board().default_actor() or f"human:{getpass.getuser()}"
 
 
+def _client_environment() -> dict[str, str]:
+    """This process's environment for a Run request: every variable but ``LATTICE_*``
+    (they describe this shell's own run or board); the supervisor applies the rest of
+    the worker's stripping rules."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
+
+
 def _as_dict(info: RunInfo) -> dict[str, Any]:
     import msgspec
 
@@ -204,6 +213,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         requested_by=_requested_by(ctx),
     )
     with _client(ctx) as client:
+        if client.private:
+            # The worker gets this shell's environment (a credential exported after the
+            # supervisor started), never over the network in clear.
+            request.env = _client_environment()
         try:
             reply = client.request(request)
         except LatticeError as err:

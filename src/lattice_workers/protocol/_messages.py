@@ -60,6 +60,9 @@ class Run(Request, tag="run"):
     ``task`` is a task id or a short id. ``revision`` is the commit to work on (default:
     the project's HEAD when the request arrives); ``base`` the ref to diff against.
     ``idempotency_key``: a retry carrying the same key gets the same run back.
+    ``env``: the requesting client's environment (never ``LATTICE_*``), which the
+    worker gets instead of the supervisor's, after the same stripping rules; it is
+    never written to disk, and over TCP it is sent and accepted only under CURVE.
     Answered by :class:`RunReply`, or ``ALREADY_RUNNING`` naming the live run.
     """
 
@@ -71,6 +74,7 @@ class Run(Request, tag="run"):
     timeout_minutes: Annotated[float, Meta(gt=0)] | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     requested_by: str | None = None
+    env: dict[str, str] | None = None
 
 
 class Cancel(Request, tag="cancel"):

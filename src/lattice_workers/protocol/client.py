@@ -105,6 +105,12 @@ class Client:
         self._monitor: zmq.Socket[bytes] | None = None
         self._poller = zmq.Poller()
 
+    @property
+    def private(self) -> bool:
+        """Whether what is sent stays private: this machine's ``ipc://`` socket (file
+        modes guard it), or a CURVE-encrypted connection."""
+        return not self.endpoint.startswith("tcp://") or self._curve[0] is not None
+
     def __enter__(self) -> Self:
         return self
 

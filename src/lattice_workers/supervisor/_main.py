@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
-from lattice_workers._command import add_lattice_to_path
+from lattice_workers._command import SHIM_FOLDER, add_lattice_to_path
 from lattice_workers.actors._journal import Journal
 from lattice_workers.actors._leftovers import LeftoverSweeper
 from lattice_workers.actors._registry import Registry
@@ -32,12 +33,13 @@ from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol import default_endpoint
 from lattice_workers.protocol._endpoint import curve_key
+from lattice_workers.protocol._messages import AnyRequest, Run
 from lattice_workers.store import Board
 from lattice_workers.supervisor._feed import RunFeed
 from lattice_workers.supervisor._handlers import Handlers
 from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
 from lattice_workers.supervisor._recovery import recover
-from lattice_workers.supervisor._server import serve
+from lattice_workers.supervisor._server import Handler, Send, serve
 from lattice_workers.supervisor._zap import ClientKeys
 from lattice_workers.supervisor.control import RUN_VARIABLES
 
@@ -150,6 +152,7 @@ class Supervisor:
             environ=_worker_base_environment(self.run_dir),
             sweep_leftovers=self.sweeper.attempt_ended,
             on_state=lambda info, kind: self.feed.publish(info, kind),
+            path_extras=(str(Path(sys.executable).parent), str(self.run_dir / SHIM_FOLDER)),
         )
         self.registry = Registry(
             self.ctx,
@@ -210,10 +213,14 @@ class Supervisor:
                     for endpoint in self.endpoints:
                         # CURVE is for TCP; the ipc:// socket is guarded by its file modes.
                         curve = self.curve if endpoint.startswith("tcp://") else None
+                        # A client's environment (credentials) is taken only where it
+                        # travelled encrypted or on this machine's socket.
+                        plain_tcp = endpoint.startswith("tcp://") and curve is None
+                        serves = _without_environment(handler) if plain_tcp else handler
                         await nursery.start(
-                            lambda task_status, e=endpoint, c=curve: serve(
+                            lambda task_status, e=endpoint, c=curve, h=serves: serve(
                                 e,
-                                handler,
+                                h,
                                 task_status=task_status,
                                 log=log,
                                 curve_secret_key=c.secret_key if c else None,
@@ -245,6 +252,18 @@ def worktree_base(board: Board, settings: Settings | None = None) -> Path:
     ``workers.worktree_dir``, else the default under the user's cache folder."""
     settings = settings or Settings(board.config)
     return settings.worktree_dir or Worktrees.default_base_dir(board.root)
+
+
+def _without_environment(handler: Handler) -> Handler:
+    """``handler``, with the environment a Run request carries dropped (a plain TCP
+    listener: what crossed the network in clear is not given to a worker)."""
+
+    async def handle(req: AnyRequest, send: Send) -> None:
+        if isinstance(req, Run) and req.env is not None:
+            req = msgspec.structs.replace(req, env=None)
+        await handler(req, send)
+
+    return handle
 
 
 def _worker_base_environment(run_dir: Path) -> dict[str, str]:
