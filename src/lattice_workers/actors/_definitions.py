@@ -369,8 +369,7 @@ def _load_one(root: Path, path: Path) -> tuple[LoadedWorker, list[str]]:
             close = difflib.get_close_matches(key, list(_FIELDS), n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             problems.append(
-                f'{shown}: unknown field "{key}" (Object contains unknown field `{key}` - at '
-                f"`$`){hint}; remove it or fix its spelling."
+                f'{shown}: unknown field "{key}"{hint}; remove it or fix its spelling.'
             )
             continue
         try:

@@ -203,11 +203,14 @@ def build_parser(argv: Sequence[str] | None = None, prog: str = PROG) -> argpars
     """The parser: every command, or only those ``argv`` can reach."""
     import importlib
 
+    from lattice_workers import __version__
+
     parser = _Parser(
         prog=prog,
         description="A Lattice board and the supervisor that runs workers against its tasks.",
         parents=[_COMMON],
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _GROUPS.clear()
     for module_name in list(COMMAND_MODULES) if argv is None else modules_for(argv):

@@ -16,7 +16,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="also listen on tcp://HOST:PORT (loopback, or CURVE keys required)")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p = add_command(sub, "start", cmd_start, "start the supervisor in the background")
-    p.add_argument("--listen", action="append", default=[], metavar="ENDPOINT")
+    p.add_argument("--listen", action="append", default=[], metavar="ENDPOINT",
+                   help="also listen on tcp://HOST:PORT (loopback, or CURVE keys required)")
     p = add_command(sub, "stop", cmd_stop, "stop the supervisor gracefully and wait for it")
     p.add_argument("--drain", action="store_true", help="let live runs finish first")
     add_command(sub, "status", cmd_status, "is a supervisor running for this board?")

@@ -222,9 +222,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         except LatticeError as err:
             live = err.details if err.code is Code.ALREADY_RUNNING else None
             if not (isinstance(live, dict) and (args.wait or args.follow)):
-                if isinstance(live, dict) and not ctx.json:
-                    err.message += f"\n  live run: {live.get('run_id')} ({live.get('state')})"
-                raise
+                raise  # its message names the live run
             run_id = str(live["run_id"])
             if not ctx.json:
                 print(f"already running: waiting for the live run {run_id}", file=sys.stderr)
@@ -250,21 +248,64 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     from lattice_workers.protocol._messages import Ps, PsReply
 
+    # Redraw in place only on a terminal; into a pipe or a file, plain snapshots one
+    # after another, separated by a blank line.
+    redraw = sys.stdout.isatty()
     with _client(ctx) as client:
+        first = True
         while True:
             reply = client.request(Ps(all=args.all, task=args.task))
             assert isinstance(reply, PsReply)
             if not args.watch or ctx.json:
                 break
-            print("\033[2J\033[H" + (_table(reply.runs) or "no live runs"), flush=True)
+            text = _table(reply.runs) or "no live runs"
+            if redraw:
+                print("\033[2J\033[H" + text, flush=True)
+            else:
+                print(text if first else "\n" + text, flush=True)
+            first = False
             time.sleep(1.0)
     return ctx.ok(
         [_as_dict(r) for r in reply.runs], lambda: _table(reply.runs) or "no live runs"
     )
 
 
+_HEADER = ("RUN", "WORKER", "TASK", "STATE", "PID", "COMMIT", "TIME", "NOTE")
+
+
+def _row(info: RunInfo) -> tuple[str, ...]:
+    if info.duration_seconds is not None:
+        took = _duration(info.duration_seconds)
+    elif info.started_at:
+        took = _duration(time.time() - info.started_at)
+    else:
+        took = "-"
+    note = f"#{info.queue_position} in queue" if info.queue_position else ""
+    if info.reason:
+        note = f"{info.reason}: {info.error}"
+    return (
+        info.run_id,
+        info.worker,
+        info.short_id or info.task_id,
+        info.state,
+        str(info.pid) if info.pid else "-",
+        (info.commit_sha or "-")[:10],
+        took,
+        note,
+    )
+
+
 def _table(runs: list[RunInfo]) -> str:
-    return "\n".join(_line(r) for r in runs)
+    """Runs under a header row, in aligned columns ("" when there are none)."""
+    if not runs:
+        return ""
+    rows = [_HEADER, *(_row(r) for r in runs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
+        .rstrip()
+        for row in rows
+    )
 
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
@@ -301,7 +342,9 @@ def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
-    from lattice_workers.protocol._messages import Cancel, RunReply
+    """Cancel, then show the run as it ended (a running run takes its grace period to
+    stop); a run that had already ended is said to have, with its state."""
+    from lattice_workers.protocol._messages import Cancel, Get, RunReply, Wait
 
     if len(args.target) == 1:
         request = Cancel(run_id=args.target[0])
@@ -310,6 +353,27 @@ def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
     else:
         raise LatticeError(Code.INVALID_ARGUMENT, "cancel takes a run id, or a worker and a task")
     with _client(ctx) as client:
+        if request.run_id:
+            before = client.request(Get(run_id=request.run_id))
+            assert isinstance(before, RunReply)
+            if before.run.state in _ENDED:
+                run = before.run
+                return ctx.ok(
+                    {**_as_dict(run), "already_ended": True},
+                    f"{run.run_id} already ended: {_line(run)}",
+                )
         reply = client.request(request)
-    assert isinstance(reply, RunReply)
-    return ctx.ok(_as_dict(reply.run), "cancelling " + _line(reply.run))
+        assert isinstance(reply, RunReply)
+        run = reply.run
+        if run.state not in _ENDED:
+            for final in client.stream(Wait(run_ids=[run.run_id]), timeout=None):
+                assert isinstance(final, RunReply)
+                run = final.run
+    if run.reason != "cancelled":  # it ended by itself before the cancel reached it
+        return ctx.ok(
+            {**_as_dict(run), "already_ended": True}, f"{run.run_id} already ended: {_line(run)}"
+        )
+    return ctx.ok({**_as_dict(run), "already_ended": False}, "cancelled " + _line(run))
+
+
+_ENDED = ("completed", "failed")

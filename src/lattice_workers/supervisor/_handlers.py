@@ -120,7 +120,12 @@ class Handlers:
         if req.run_id:
             found = self.registry.get(req.run_id)
         elif req.worker and req.task:
-            found = self.registry.find_live(await self._resolve_task(req.task), req.worker)
+            task_id = await self._resolve_task(req.task)
+            try:
+                found = self.registry.find_live(task_id, req.worker)
+            except LatticeError as err:  # said with the task as the user named it
+                err.message = err.message.replace(task_id, req.task)
+                raise
         else:
             raise LatticeError(
                 Code.INVALID_REQUEST, "cancel needs a run id, or a worker name and a task"

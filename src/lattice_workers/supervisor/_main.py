@@ -239,6 +239,10 @@ class Supervisor:
                         await self.feed.close()  # every subscriber hears End
                 nursery.cancel_scope.cancel()
         await trio.to_thread.run_sync(self.journal.close)
+        if self.settings.worktree_dir is None:
+            # The per-project folder under the user's cache is ours: left empty, it
+            # goes (a configured folder is the user's, and stays).
+            await trio.to_thread.run_sync(_remove_if_empty, self.ctx.worktrees.base_dir)
         log.info("supervisor %d stopped", os.getpid())
 
     async def _watch_signals(self, signals: Any) -> None:
@@ -252,6 +256,13 @@ def worktree_base(board: Board, settings: Settings | None = None) -> Path:
     ``workers.worktree_dir``, else the default under the user's cache folder."""
     settings = settings or Settings(board.config)
     return settings.worktree_dir or Worktrees.default_base_dir(board.root)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (a worktree left for recovery), or already gone
 
 
 def _without_environment(handler: Handler) -> Handler:

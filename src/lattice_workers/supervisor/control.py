@@ -251,7 +251,15 @@ def ensure_running(root: Path, board_dir: Path) -> None:
             "no supervisor is running for this board and LATTICE_NO_AUTOSTART=1; "
             "start one with `lattice supervisor start`",
         )
-    start(root, board_dir)
+    info = start(root, board_dir)
+    if info.get("started"):
+        # Never silently: a process now runs that the user did not start by name.
+        print(
+            f"lattice-workers: started supervisor pid {info.get('pid')} for {root} "
+            "(`lattice-workers supervisor stop` stops it)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def stop(root: Path, board_dir: Path, *, drain: bool = False, timeout: float = 120.0) -> int | None:
