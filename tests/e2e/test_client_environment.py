@@ -33,10 +33,19 @@ def test_a_variable_exported_after_the_start_reaches_the_worker_and_no_disk(
     out = tmp_path / "seen"
     _probe(project, out)
     task = project.create_task()
+    project.configure_workers(max_concurrent=1)
+    project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
     project.cli("supervisor", "start")
     secret = f"sk-{uuid.uuid4().hex}"
     later = dict(project.env, LATE_SECRET=secret, LATTICE_SMUGGLED="x")
-    project.cli("worker", "run", "Probe", task, "--wait", env=later)
+    sleeper = project.json("worker", "run", "Sleeper", project.create_task())["data"]
+    queued = json.loads(project.cli("worker", "run", "Probe", task, "--json", env=later).stdout)
+    assert queued["data"]["state"] == "queued"
+    journal = project.root / ".lattice" / "run" / "journal.jsonl"
+    assert queued["data"]["run_id"].encode() in journal.read_bytes()
+    assert secret.encode() not in journal.read_bytes()  # the queued run's record
+    project.cli("worker", "cancel", sleeper["run_id"])
+    project.cli("worker", "wait", queued["data"]["run_id"])
     value, smuggled, path = out.read_text().split("|")
     assert value == secret and smuggled == "unset"
     assert path.split(":")[-1] == str(project.root / ".lattice" / "run" / "bin")  # `lattice`
