@@ -129,3 +129,27 @@ def test_show_a_run_in_json_keeps_raw_numbers(project: Project) -> None:
     assert isinstance(raw["duration_seconds"], float)
     assert json.dumps(raw) and os.path.isabs(raw["log_path"])
     assert RUN_ID.fullmatch(raw["run_id"])
+
+
+def test_watch_on_a_terminal_redraws_in_place(project: Project) -> None:
+    import pty
+
+    project.cli("supervisor", "start")
+    master, slave = pty.openpty()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "lattice_workers", "worker", "ps", "--watch"],
+        cwd=project.root,
+        env=project.env,
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    try:
+        seen = b""
+        while seen.count(b"no live runs") < 2:
+            seen += os.read(master, 1024)
+    finally:
+        watch.kill()
+        watch.wait()
+        os.close(master)
+    assert seen.count(b"\x1b[2J\x1b[H") >= 2

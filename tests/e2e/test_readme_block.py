@@ -88,3 +88,11 @@ def test_every_line_of_the_readme_block_works_as_written(
             found = RUN_ID.search(proc.stdout)
             assert found, proc.stdout
             run_id = found.group(0)
+
+
+def test_the_readme_cites_only_what_the_repository_holds() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert "SPEC section" not in text  # the SPEC is not in the repository
+    for link in re.findall(r"\]\(([^)#]+)\)", text):
+        if not link.startswith("http"):
+            assert (README.parent / link).exists(), link
