@@ -92,3 +92,24 @@ def test_a_hook_started_run_gets_the_hooks_environment(project: Project, tmp_pat
     project.cli("supervisor", "start")
     project.cli("status", task, "planned", env=dict(project.env, LATE_SECRET="from-the-hook"))
     assert out.read_text().split("|")[0] == "from-the-hook"
+
+
+async def test_an_mcp_run_gets_the_mcp_servers_environment(
+    project: Project, tmp_path: Path
+) -> None:
+    import pytest
+
+    pytest.importorskip("mcp")
+    from tests.e2e import test_mcp
+
+    out = tmp_path / "seen"
+    _probe(project, out)
+    task = project.create_task()
+    project.cli("supervisor", "start")
+    project.env = dict(project.env, LATE_SECRET="from-the-agent")
+    async with test_mcp.session(project) as client:
+        done = await test_mcp.call(
+            client, "run_worker", worker="Probe", task=task, wait=True, wait_seconds=60
+        )
+    assert done["run"]["state"] == "completed", done
+    assert out.read_text().split("|")[0] == "from-the-agent"

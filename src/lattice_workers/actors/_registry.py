@@ -220,7 +220,7 @@ class Registry:
             self.ctx,
             info,
             worker,
-            record.request,
+            msgspec.structs.replace(record.request, env=None),  # (never journaled with one)
             record.seq,
             on_exit=self._on_exit,
             wait_admitted=self._wait_admitted,

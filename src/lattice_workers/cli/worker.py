@@ -70,15 +70,6 @@ def _requested_by(ctx: Context) -> str:
     return ctx.board().default_actor() or f"human:{getpass.getuser()}"
 
 
-def _client_environment() -> dict[str, str]:
-    """This process's environment for a Run request: every variable but ``LATTICE_*``
-    (they describe this shell's own run or board); the supervisor applies the rest of
-    the worker's stripping rules."""
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
-
-
 def _as_dict(info: RunInfo) -> dict[str, Any]:
     import msgspec
 
@@ -201,6 +192,7 @@ def _follow(client: Client, run_id: str, tail: int | None = None) -> None:
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     from lattice_workers.protocol._messages import Get, Run, RunReply
+    from lattice_workers.protocol.client import client_environment
 
     request = Run(
         worker=args.name,
@@ -216,7 +208,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         if client.private:
             # The worker gets this shell's environment (a credential exported after the
             # supervisor started), never over the network in clear.
-            request.env = _client_environment()
+            request.env = client_environment()
         try:
             reply = client.request(request)
         except LatticeError as err:

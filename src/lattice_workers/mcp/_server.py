@@ -41,7 +41,7 @@ from lattice_workers.protocol._messages import (
     Wait,
     WorkersReply,
 )
-from lattice_workers.protocol.client import Client
+from lattice_workers.protocol.client import Client, client_environment
 
 T = TypeVar("T")
 
@@ -92,6 +92,10 @@ class _Board:
 
     def request(self, req: Any, timeout: float = CALL_S) -> Any:
         with self.client() as client:
+            if isinstance(req, Run) and client.private:
+                # The run gets this server's environment (the agent's), as a run the
+                # command line asks for gets the shell's.
+                req.env = client_environment()
             return client.request(req, timeout=timeout)
 
     def wait(self, run_ids: list[str], timeout: float) -> tuple[list[RunInfo], list[str]]:

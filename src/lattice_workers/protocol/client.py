@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import struct
 import time
 from collections.abc import Iterator
@@ -221,3 +222,11 @@ class Client:
         finally:
             if not ended:
                 self.close()
+
+
+def client_environment() -> dict[str, str]:
+    """This process's environment for a ``Run`` request's ``env``: every variable but
+    ``LATTICE_*`` (they describe this process's own run or board); the supervisor
+    applies the rest of the worker's stripping rules. Send it only where
+    :attr:`Client.private` holds."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LATTICE_")}
