@@ -37,6 +37,7 @@ def test_a_command_that_starts_the_supervisor_says_so(project: Project) -> None:
 
 
 def test_ps_has_a_header_row(project: Project) -> None:
+    assert project.cli("worker", "ps", "-a").stdout == "no runs\n"
     project.write_worker("Sleeper", command="sleep 300", kill_grace_seconds=1)
     task = project.create_task()
     run = project.json("worker", "run", "Sleeper", task)["data"]

@@ -243,6 +243,7 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     # Redraw in place only on a terminal; into a pipe or a file, plain snapshots one
     # after another, separated by a blank line.
     redraw = sys.stdout.isatty()
+    empty = "no runs" if args.all else "no live runs"
     with _client(ctx) as client:
         first = True
         while True:
@@ -250,7 +251,7 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
             assert isinstance(reply, PsReply)
             if not args.watch or ctx.json:
                 break
-            text = _table(reply.runs) or "no live runs"
+            text = _table(reply.runs) or empty
             if redraw:
                 print("\033[2J\033[H" + text, flush=True)
             else:
@@ -258,7 +259,7 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
             first = False
             time.sleep(1.0)
     return ctx.ok(
-        [_as_dict(r) for r in reply.runs], lambda: _table(reply.runs) or "no live runs"
+        [_as_dict(r) for r in reply.runs], lambda: _table(reply.runs) or empty
     )
 
 
