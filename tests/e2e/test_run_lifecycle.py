@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import select
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -301,11 +303,21 @@ def test_logs_tail_and_follow(project: Project) -> None:
 
 def test_follow_on_a_queued_run_waits_for_its_output(project: Project) -> None:
     project.configure_workers(max_concurrent=1)
-    project.write_worker("First", command="sleep 1", worktree=False)
+    # First holds the only slot until the test says go (a fixed sleep could end before
+    # Second is asked for on a loaded machine, and then Second would not queue).
+    go = project.root / "go"
+    project.write_worker(
+        "First", command=f"while [ ! -e {go} ]; do sleep 0.05; done", worktree=False
+    )
     project.write_worker("Second", command="echo out of the queue", worktree=False)
     task = project.create_task()
     project.json("worker", "run", "First", task)
     queued = project.json("worker", "run", "Second", task)["data"]
     assert queued["state"] == "queued"
-    followed = project.cli("worker", "logs", queued["run_id"], "--follow").stdout
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "lattice_workers", "worker", "logs", queued["run_id"], "--follow"],
+        cwd=project.root, env=project.env, stdout=subprocess.PIPE, text=True,
+    )
+    go.touch()
+    followed, _ = follow.communicate(timeout=60)
     assert followed == "out of the queue\n"
