@@ -46,6 +46,7 @@ from lattice_workers.protocol._messages import (
     WorkersReply,
 )
 from lattice_workers.protocol.aclient import AsyncClient
+from lattice_workers.protocol.client import client_environment
 from lattice_workers.web import _pages
 
 COOKIE = "lattice_web_token"
@@ -243,9 +244,12 @@ class WebView:
         worker, task = form.get("worker"), form.get("task")
         if not (isinstance(worker, str) and worker and isinstance(task, str) and task):
             raise LatticeError(Code.INVALID_ARGUMENT, "a start needs a worker and a task")
-        reply: RunReply = await self.request(
-            Run(worker=worker, task=task, requested_by=_actor(self.root))
-        )
+        run = Run(worker=worker, task=task, requested_by=_actor(self.root))
+        if not self.endpoint.startswith("tcp://"):
+            # A run started from the page gets the environment `lattice web` was started
+            # with, as one started from a shell gets the shell's (never over plain TCP).
+            run.env = client_environment()
+        reply: RunReply = await self.request(run)
         return RedirectResponse(f"/runs/{reply.run.run_id}?token={self.token}", status_code=303)
 
     async def cancel(self, request: HttpRequest) -> Response:
