@@ -24,6 +24,7 @@ import pytest
 from tests.e2e.conftest import Project, make_project, stop_everything
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -64,15 +65,20 @@ def served(tmp_path: Path) -> Iterator[tuple[Project, str]]:
     project = make_project(tmp_path)
     project.write_worker(
         "Slow",
-        command="for i in $(seq 1 400); do echo line $i; sleep 0.2; done",
+        command='echo "web var: $WEB_ONLY"; for i in $(seq 1 400); do echo line $i; sleep 0.2; '
+        'done',
         worktree=False,
         kill_grace_seconds=1,
     )
     for title in ("Fix the login redirect", "Write the docs", "Speed up the build"):
         project.create_task(title)
+    # The supervisor first, without WEB_ONLY: a run started from the page must get the
+    # environment of `lattice web`, not the supervisor's.
+    project.cli("supervisor", "start")
     web = subprocess.Popen(
         [sys.executable, "-m", "lattice_workers", "web"],
-        cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=project.root, env={**project.env, "WEB_ONLY": "from-web"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -90,7 +96,24 @@ def served(tmp_path: Path) -> Iterator[tuple[Project, str]]:
 
 
 def wait_for(driver: webdriver.Chrome, condition, timeout: float = 30):  # type: ignore[no-untyped-def]
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+    """``condition(driver)`` once truthy; an element replaced by a live redraw meanwhile
+    (stale) is looked up again."""
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: condition(d))
+
+
+def start_from_board(browser: webdriver.Chrome, task: str, worker: str | None = None) -> None:
+    """Choose ``worker`` on ``task``'s card and press run, finding both afresh."""
+
+    def press(d: webdriver.Chrome) -> bool:
+        card = d.find_element(By.CSS_SELECTOR, f"[data-task='{task}']")
+        if worker:
+            Select(card.find_element(By.NAME, "worker")).select_by_visible_text(worker)
+        card.find_element(By.CSS_SELECTOR, f"button[data-start='{task}']").click()
+        return True
+
+    wait_for(browser, press)
 
 
 def test_a_request_without_the_token_is_refused(served: tuple[Project, str]) -> None:
@@ -113,22 +136,23 @@ def test_start_watch_live_log_and_cancel_from_the_page(
     browser.get(url)
     card = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "[data-task='T-1']"))
     assert "Fix the login redirect" in card.text
-    Select(card.find_element(By.NAME, "worker")).select_by_visible_text("Slow")
-    card.find_element(By.CSS_SELECTOR, "button[data-start='T-1']").click()
+    start_from_board(browser, "T-1", "Slow")
 
     # The run's page: its log grows without a reload.
     wait_for(browser, lambda d: "/runs/run_" in d.current_url)
     browser.execute_script("window.notReloaded = true;")
     wait_for(browser, lambda d: "line 3\n" in d.find_element(By.ID, "log").text + "\n")
+    assert "web var: from-web" in browser.find_element(By.ID, "log").text
     assert browser.execute_script("return window.notReloaded === true;")
     wait_for(browser, lambda d: "running" in d.find_element(By.ID, "record").text)
 
     # A second start of the same key is refused with the command line's words.
     run_id = browser.current_url.split("/runs/")[1].split("?")[0]
     browser.get(url)
-    card = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "[data-task='T-1']"))
-    assert "running" in card.text
-    card.find_element(By.CSS_SELECTOR, "button[data-start='T-1']").click()
+    wait_for(
+        browser, lambda d: "running" in d.find_element(By.CSS_SELECTOR, "[data-task='T-1']").text
+    )
+    start_from_board(browser, "T-1", "Slow")
     refusal = wait_for(browser, lambda d: d.find_element(By.CLASS_NAME, "error"))
     assert "ALREADY_RUNNING" in refusal.text
 

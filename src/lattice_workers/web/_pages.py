@@ -139,7 +139,10 @@ function refresh() {
     if (r.ok) document.getElementById('board').outerHTML = await r.text();
   }, 150);
 }
-new EventSource('/events?token=' + encodeURIComponent(token)).onmessage = refresh;
+// "current" events repeat what the page was rendered with: only changes redraw it.
+new EventSource('/events?token=' + encodeURIComponent(token)).onmessage = (m) => {
+  if (JSON.parse(m.data).kind !== 'current') refresh();
+};
 """
 
 
@@ -201,7 +204,8 @@ const stream = new EventSource('/runs/' + runId + '/log' + q('&offset=' + log.da
 stream.onmessage = (m) => { log.textContent += JSON.parse(m.data); log.scrollTop = 1e9; };
 stream.addEventListener('end', () => stream.close());
 const changes = new EventSource('/events' + q('&run=' + runId));
-changes.onmessage = async () => {
+changes.onmessage = async (m) => {
+  if (JSON.parse(m.data).kind === 'current') return;
   const r = await fetch('/fragments/runs/' + runId + q(''));
   if (r.ok) document.getElementById('record').outerHTML = await r.text();
 };
