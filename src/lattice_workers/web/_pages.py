@@ -139,10 +139,11 @@ function refresh() {
     if (r.ok) document.getElementById('board').outerHTML = await r.text();
   }, 150);
 }
-// "current" events repeat what the page was rendered with: only changes redraw it.
-new EventSource('/events?token=' + encodeURIComponent(token)).onmessage = (m) => {
-  if (JSON.parse(m.data).kind !== 'current') refresh();
-};
+// Redraw on each change, and once when the stream opens (a change between drawing the
+// page and subscribing is seen then); "current" events repeat what is already drawn.
+const board = new EventSource('/events?token=' + encodeURIComponent(token));
+board.onopen = refresh;
+board.onmessage = (m) => { if (JSON.parse(m.data).kind !== 'current') refresh(); };
 """
 
 
@@ -204,11 +205,12 @@ const stream = new EventSource('/runs/' + runId + '/log' + q('&offset=' + log.da
 stream.onmessage = (m) => { log.textContent += JSON.parse(m.data); log.scrollTop = 1e9; };
 stream.addEventListener('end', () => stream.close());
 const changes = new EventSource('/events' + q('&run=' + runId));
-changes.onmessage = async (m) => {
-  if (JSON.parse(m.data).kind === 'current') return;
+const redraw = async () => {
   const r = await fetch('/fragments/runs/' + runId + q(''));
   if (r.ok) document.getElementById('record').outerHTML = await r.text();
 };
+changes.onopen = redraw;  // a change between drawing the page and subscribing
+changes.onmessage = (m) => { if (JSON.parse(m.data).kind !== 'current') redraw(); };
 """
 
 
