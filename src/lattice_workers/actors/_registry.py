@@ -18,13 +18,12 @@ import os
 import time
 from collections import Counter, OrderedDict
 
-import msgspec
 import trio
 from trio_util import AsyncValue
 
 from lattice_workers.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
 from lattice_workers.actors._environment import client_base, worker_variable
-from lattice_workers.actors._journal import JournalRecord
+from lattice_workers.actors._journal import JournalRecord, RunRequest
 from lattice_workers.actors._run import RunActor, RunContext
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import Code, LatticeError
@@ -125,9 +124,9 @@ class Registry:
 
         Raises ``ALREADY_RUNNING`` (details: the live run) when the key has a live run.
         """
-        # The client's environment lives in the actor's memory only: the request, which
-        # the journal keeps, goes on without it.
-        client_env, req = req.env, msgspec.structs.replace(req, env=None)
+        # The client's environment lives in the actor's memory only: the request the
+        # journal keeps (RunRequest) has no field for it.
+        client_env = req.env
         if self.closing:
             raise LatticeError(Code.SHUTTING_DOWN, "the supervisor is shutting down; no new runs")
         if req.idempotency_key and (seen := self._lookup_idempotent(req.idempotency_key)):
@@ -164,11 +163,12 @@ class Registry:
             created_at=time.time(),
             idempotency_key=req.idempotency_key,
         )
+        request = RunRequest.from_wire(req)
         run = RunActor(
             self.ctx,
             info,
             worker,
-            req,
+            request,
             self._seq,
             on_exit=self._on_exit,
             wait_admitted=self._wait_admitted,
@@ -182,7 +182,7 @@ class Registry:
             # Queued: the journal alone records it, before its actor exists (so that no
             # later record of the actor can land before this one).
             try:
-                record = JournalRecord(seq=run.seq, run=info, request=req)
+                record = JournalRecord(seq=run.seq, run=info, request=request)
                 await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=True))
             except OSError as exc:
                 self._abandon(run)
@@ -220,7 +220,7 @@ class Registry:
             self.ctx,
             info,
             worker,
-            msgspec.structs.replace(record.request, env=None),  # (never journaled with one)
+            record.request,  # a RunRequest: never with the client's environment
             record.seq,
             on_exit=self._on_exit,
             wait_admitted=self._wait_admitted,

@@ -33,13 +33,13 @@ from lattice_workers.actors._environment import (
     lattice_variables,
     worker_environment,
 )
-from lattice_workers.actors._journal import Journal, JournalRecord
+from lattice_workers.actors._journal import Journal, JournalRecord, RunRequest
 from lattice_workers.actors._log_tail import read_log_tail
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import LatticeError
-from lattice_workers.protocol._messages import Run, RunInfo
+from lattice_workers.protocol._messages import RunInfo
 from lattice_workers.store import Board, new_id
 
 log = logging.getLogger("lattice_workers.supervisor.run")
@@ -101,7 +101,7 @@ class RunActor:
         ctx: RunContext,
         info: RunInfo,
         worker: LoadedWorker,
-        request: Run,
+        request: RunRequest,
         seq: int,
         *,
         on_exit: Callable[[RunActor], None],
@@ -110,7 +110,6 @@ class RunActor:
         requeued: bool = False,
     ) -> None:
         assert worker.definition is not None
-        assert request.env is None, "a request's environment must not reach the journal"
         self.ctx = ctx
         self.info = info
         self.worker = worker
