@@ -17,6 +17,7 @@ from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.store import Board
+from lattice_workers.store._run_events import PROCESS_FAILED, ProcessFailed
 
 log = logging.getLogger("lattice_workers.supervisor.recovery")
 
@@ -98,16 +99,16 @@ def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
 def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) -> bool:
     """Write ``process_failed(orphaned)`` for an open run; False if it was already closed."""
     started_event_id = board_run["started_event_id"]
-    data: dict[str, Any] = {
-        "process_type": board_run.get("process_type"),
-        "started_event_id": started_event_id,
-        "run_id": run_id,
-        "commit_sha": board_run.get("commit_sha"),
-        "reason": str(Reason.ORPHANED),
-        "error": ORPHANED_ERROR,
-        "duration_seconds": None,
-        "log_path": board_run.get("log_path"),
-    }
+    data = ProcessFailed(
+        process_type=board_run.get("process_type"),
+        started_event_id=started_event_id,
+        run_id=run_id,
+        commit_sha=board_run.get("commit_sha"),
+        reason=str(Reason.ORPHANED),
+        error=ORPHANED_ERROR,
+        duration_seconds=None,
+        log_path=board_run.get("log_path"),
+    )
     if board_run.get("log_path"):
         from lattice_workers.actors._log_tail import read_log_tail
 
@@ -125,7 +126,7 @@ def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) 
     try:
         board.append(
             board_run["task_id"],
-            "process_failed",
+            PROCESS_FAILED,
             data,
             actor=board_run.get("actor") or "agent:lattice-supervisor",
             agent_meta={"model": None, "session": run_id},

@@ -34,7 +34,7 @@ from lattice_workers.store._materialize import replay
 from lattice_workers.store._workflow import PRIORITIES, TASK_TYPES, Workflow, default_config
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from lattice_workers.store._integrity import Problem, RebuildReport
     from lattice_workers.store._write import Check, NewEvent, WriteResult
@@ -369,7 +369,7 @@ class Board:
         self,
         task_id: str,
         event_type: str,
-        data: dict[str, Any],
+        data: Mapping[str, Any],
         *,
         actor: str,
         agent_meta: dict[str, Any] | None = None,
