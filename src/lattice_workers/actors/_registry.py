@@ -43,8 +43,11 @@ class Registry:
         max_concurrent: int = 8,
         keep_finished: int = 1000,
         keep_finished_seconds: float = 7 * 24 * 3600,
+        actor_class: type[RunActor] = RunActor,
     ) -> None:
         self.ctx = ctx
+        #: What runs a run: :class:`RunActor`, or a stand-in in the tests of the queue.
+        self.actor_class = actor_class
         self.max_concurrent = max_concurrent
         self.keep_finished = keep_finished
         self.keep_finished_seconds = keep_finished_seconds
@@ -164,7 +167,7 @@ class Registry:
             idempotency_key=req.idempotency_key,
         )
         request = RunRequest.from_wire(req)
-        run = RunActor(
+        run = self.actor_class(
             self.ctx,
             info,
             worker,
@@ -216,7 +219,7 @@ class Registry:
         key = (info.task_id, worker.name.lower())
         if key in self.live:
             return  # already requeued (a duplicate record)
-        run = RunActor(
+        run = self.actor_class(
             self.ctx,
             info,
             worker,
