@@ -358,7 +358,7 @@ class Registry:
             return None
 
     def _on_exit(self, run: RunActor) -> None:
-        if getattr(run, "admitted", False):
+        if run.admitted:
             self._running_total -= 1
             self._running_by_worker[run.worker.name.lower()] -= 1
         self._forget(run)

@@ -175,10 +175,6 @@ class RunActor:
         if self._wait_scope is not None:
             self._wait_scope.cancel()
 
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel_reason is not None
-
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:

@@ -29,7 +29,7 @@ from lattice_workers.store._jsonio import (
     parse_jsonl,
     read_bytes,
 )
-from lattice_workers.store._locate import LATTICE_DIR, find_root
+from lattice_workers.store._locate import LATTICE_DIR, find_root, run_dir
 from lattice_workers.store._materialize import replay
 from lattice_workers.store._workflow import PRIORITIES, TASK_TYPES, Workflow, default_config
 
@@ -355,7 +355,8 @@ class Board:
 
         if status is not None:
             self.workflow().require_status(status)
-        return read_rows(str(self.dir / "tasks"), status, str(self.dir / "run" / "rows-cache.json"))
+        cache = str(run_dir(self.dir) / "rows-cache.json")
+        return read_rows(str(self.dir / "tasks"), status, cache)
 
     def list_snapshots(self, *, status: str | None = None) -> list[dict[str, Any]]:
         """Active tasks' snapshots sorted by id, optionally only those in ``status``."""
