@@ -599,34 +599,23 @@ class RunActor:
         if info.started_event_id is None:  # never: an attempt ends only once it started
             log.error("run %s: an end without a process_started was not written", self.run_id)
             return False
+        ended = ProcessEnded(
+            process_type=info.worker,
+            started_event_id=info.started_event_id,
+            run_id=info.run_id,
+            attempt=info.attempt,
+            commit_sha=info.commit_sha,
+            duration_seconds=info.duration_seconds,
+            log_path=info.log_path,
+        )
         data: ProcessCompleted | ProcessFailed
         if outcome.reason is None:
-            data = ProcessCompleted(
-                process_type=info.worker,
-                started_event_id=info.started_event_id,
-                run_id=info.run_id,
-                attempt=info.attempt,
-                commit_sha=info.commit_sha,
-                duration_seconds=info.duration_seconds,
-                log_path=info.log_path,
-                result="success",
-                exit_code=0,
-            )
+            data = ProcessCompleted(**ended, result="success", exit_code=0)
             event_type = PROCESS_COMPLETED
         else:
             info.reason = str(outcome.reason)
             info.error = outcome.error
-            data = failed = ProcessFailed(
-                process_type=info.worker,
-                started_event_id=info.started_event_id,
-                run_id=info.run_id,
-                attempt=info.attempt,
-                commit_sha=info.commit_sha,
-                duration_seconds=info.duration_seconds,
-                log_path=info.log_path,
-                reason=str(outcome.reason),
-                error=outcome.error,
-            )
+            data = failed = ProcessFailed(**ended, reason=info.reason, error=outcome.error)
             if outcome.exit_code is not None:
                 failed["exit_code"] = outcome.exit_code
             if outcome.signal is not None:
