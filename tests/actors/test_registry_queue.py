@@ -100,7 +100,7 @@ class Journal:
 
 @asynccontextmanager
 async def registry(max_concurrent: int, **caps: int | None) -> AsyncIterator[QueueOnly]:
-    ctx = SimpleNamespace(journal=Journal(), started=[])
+    ctx = SimpleNamespace(journal=Journal(), started=[], on_state=lambda info, kind: None)
     reg = QueueOnly(ctx, max_concurrent=max_concurrent, actor_class=StandIn)  # type: ignore[arg-type]
     reg.caps = caps
     async with trio.open_nursery() as nursery:
