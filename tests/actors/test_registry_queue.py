@@ -32,7 +32,7 @@ class StandIn:
     admission, then "runs" until :meth:`finish` (or a cancel), and reports its exit."""
 
     def __init__(self, ctx: Any, info: Any, worker: LoadedWorker, request: Any, seq: int,
-                 *, on_exit: Any, wait_admitted: Any) -> None:
+                 *, on_exit: Any, wait_admitted: Any, **_: Any) -> None:
         self.ctx, self.info, self.worker, self.request, self.seq = ctx, info, worker, request, seq
         self.definition = worker.definition
         self._on_exit, self._wait_admitted = on_exit, wait_admitted
@@ -80,7 +80,7 @@ class QueueOnly(Registry):
 
     caps: dict[str, int | None]
 
-    async def _validate(self, req: Run) -> Any:
+    async def _validate(self, req: Run, client_env: Any = None) -> Any:
         cap = self.caps[req.worker]
         definition = WorkerDefinition(
             name=req.worker, engine="script", command="true", max_concurrent=cap
