@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from lattice_workers.actors._definitions import load_workers
-from lattice_workers.actors._journal import Journal
+from lattice_workers.actors._journal import Journal, RunRequest
 from lattice_workers.actors._run import RunActor, RunContext
 from lattice_workers.actors._worktree import Worktrees
-from lattice_workers.protocol._messages import Run, RunInfo
+from lattice_workers.protocol._messages import RunInfo
 from lattice_workers.store import Board, new_id
 
 GIT_ENV = {
@@ -87,7 +87,7 @@ def actor_for(
         ctx,
         info,
         worker,
-        Run(worker=worker_name, task=task_id),
+        RunRequest(worker=worker_name, task=task_id),
         1,
         on_exit=lambda _: None,
         wait_admitted=admitted,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.actors._worktree import Worktrees, remove_leftovers
 from lattice_workers.errors import Code, LatticeError
 from tests.actors.conftest import commit_file, git
 
@@ -403,14 +403,15 @@ async def test_forty_concurrent_create_remove_pairs_never_fail(
 async def test_leftover_cleanup_goes_on_past_a_path_it_must_refuse(
     repo: Path, worktrees: Worktrees, tmp_path: Path
 ) -> None:
-    from lattice_workers.supervisor._recovery import remove_leftover_worktrees
-
     head = git(repo, "rev-parse", "HEAD")
     first = await worktrees.create(repo, "run_a", head)
     second = await worktrees.create(repo, "run_b", head)
     elsewhere = tmp_path / "old-base" / "run_c"  # a base folder of an earlier configuration
     elsewhere.mkdir(parents=True)
-    await remove_leftover_worktrees(worktrees, repo, [elsewhere, first])
+    removed = await trio.to_thread.run_sync(
+        remove_leftovers, worktrees.base_dir, repo, [elsewhere, first]
+    )
+    assert removed == [first, second]
     assert not first.exists() and not second.exists()
     assert elsewhere.is_dir()  # refused, not deleted: it is not under our base folder
     assert_only_main(repo, worktrees)

@@ -73,3 +73,20 @@ def one_line(output: bytes, limit: int = 400) -> str:
     text = "; ".join(line.strip() for line in output.decode(errors="replace").splitlines())
     text = text.strip("; ") or "(no output)"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def run_git_blocking(cwd: os.PathLike[str] | str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """:func:`run_git` for code that runs no Trio loop (the settle path of ``doctor
+    --fix``, and recovery in a thread): blocking, so never call it on the loop."""
+    try:
+        return subprocess.run(
+            ["git", "-C", os.fspath(cwd), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            env=git_environment(),
+        )
+    except FileNotFoundError:
+        raise LatticeError(
+            Code.INTERNAL, "git was not found on PATH; install git to use worktrees"
+        ) from None

@@ -22,17 +22,6 @@ def kill_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any process of group ``pgid`` exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def process_start_time(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22).
 

@@ -18,13 +18,12 @@ import os
 import time
 from collections import Counter, OrderedDict
 
-import msgspec
 import trio
 from trio_util import AsyncValue
 
 from lattice_workers.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
 from lattice_workers.actors._environment import client_base, worker_variable
-from lattice_workers.actors._journal import JournalRecord
+from lattice_workers.actors._journal import JournalRecord, RunRequest
 from lattice_workers.actors._run import RunActor, RunContext
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import Code, LatticeError
@@ -44,8 +43,11 @@ class Registry:
         max_concurrent: int = 8,
         keep_finished: int = 1000,
         keep_finished_seconds: float = 7 * 24 * 3600,
+        actor_class: type[RunActor] = RunActor,
     ) -> None:
         self.ctx = ctx
+        #: What runs a run: :class:`RunActor`, or a stand-in in the tests of the queue.
+        self.actor_class = actor_class
         self.max_concurrent = max_concurrent
         self.keep_finished = keep_finished
         self.keep_finished_seconds = keep_finished_seconds
@@ -125,9 +127,9 @@ class Registry:
 
         Raises ``ALREADY_RUNNING`` (details: the live run) when the key has a live run.
         """
-        # The client's environment lives in the actor's memory only: the request, which
-        # the journal keeps, goes on without it.
-        client_env, req = req.env, msgspec.structs.replace(req, env=None)
+        # The client's environment lives in the actor's memory only: the request the
+        # journal keeps (RunRequest) has no field for it.
+        client_env = req.env
         if self.closing:
             raise LatticeError(Code.SHUTTING_DOWN, "the supervisor is shutting down; no new runs")
         if req.idempotency_key and (seen := self._lookup_idempotent(req.idempotency_key)):
@@ -164,11 +166,12 @@ class Registry:
             created_at=time.time(),
             idempotency_key=req.idempotency_key,
         )
-        run = RunActor(
+        request = RunRequest.from_wire(req)
+        run = self.actor_class(
             self.ctx,
             info,
             worker,
-            req,
+            request,
             self._seq,
             on_exit=self._on_exit,
             wait_admitted=self._wait_admitted,
@@ -182,7 +185,7 @@ class Registry:
             # Queued: the journal alone records it, before its actor exists (so that no
             # later record of the actor can land before this one).
             try:
-                record = JournalRecord(seq=run.seq, run=info, request=req)
+                record = JournalRecord(seq=run.seq, run=info, request=request)
                 await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=True))
             except OSError as exc:
                 self._abandon(run)
@@ -216,11 +219,11 @@ class Registry:
         key = (info.task_id, worker.name.lower())
         if key in self.live:
             return  # already requeued (a duplicate record)
-        run = RunActor(
+        run = self.actor_class(
             self.ctx,
             info,
             worker,
-            msgspec.structs.replace(record.request, env=None),  # (never journaled with one)
+            record.request,  # a RunRequest: never with the client's environment
             record.seq,
             on_exit=self._on_exit,
             wait_admitted=self._wait_admitted,
@@ -355,7 +358,7 @@ class Registry:
             return None
 
     def _on_exit(self, run: RunActor) -> None:
-        if getattr(run, "admitted", False):
+        if run.admitted:
             self._running_total -= 1
             self._running_by_worker[run.worker.name.lower()] -= 1
         self._forget(run)

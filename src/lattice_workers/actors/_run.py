@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import trio
@@ -33,14 +33,23 @@ from lattice_workers.actors._environment import (
     lattice_variables,
     worker_environment,
 )
-from lattice_workers.actors._journal import Journal, JournalRecord
+from lattice_workers.actors._journal import Journal, JournalRecord, RunRequest
 from lattice_workers.actors._log_tail import read_log_tail
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import LatticeError
-from lattice_workers.protocol._messages import Run, RunInfo
+from lattice_workers.protocol._messages import RunInfo
 from lattice_workers.store import Board, new_id
+from lattice_workers.store._run_events import (
+    PROCESS_COMPLETED,
+    PROCESS_FAILED,
+    PROCESS_STARTED,
+    ProcessCompleted,
+    ProcessEnded,
+    ProcessFailed,
+    ProcessStarted,
+)
 
 log = logging.getLogger("lattice_workers.supervisor.run")
 
@@ -101,7 +110,7 @@ class RunActor:
         ctx: RunContext,
         info: RunInfo,
         worker: LoadedWorker,
-        request: Run,
+        request: RunRequest,
         seq: int,
         *,
         on_exit: Callable[[RunActor], None],
@@ -110,7 +119,6 @@ class RunActor:
         requeued: bool = False,
     ) -> None:
         assert worker.definition is not None
-        assert request.env is None, "a request's environment must not reach the journal"
         self.ctx = ctx
         self.info = info
         self.worker = worker
@@ -166,10 +174,6 @@ class RunActor:
             self._cancel_reason = reason
         if self._wait_scope is not None:
             self._wait_scope.cancel()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel_reason is not None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -534,16 +538,16 @@ class RunActor:
         defn = self.definition
         event_id = new_id("ev")
         info.log_path = str(board.worker_log_dir() / f"{event_id}.log")
-        data: dict[str, Any] = {
-            "process_type": info.worker,
-            "run_id": info.run_id,
-            "attempt": info.attempt,
-            "commit_sha": info.commit_sha,
-            "base_ref": info.base_ref,
-            "timeout_minutes": self.request.timeout_minutes or defn.timeout_minutes,
-            "log_path": info.log_path,
-            "requested_by": info.requested_by,
-        }
+        data = ProcessStarted(
+            process_type=info.worker,
+            run_id=info.run_id,
+            attempt=info.attempt,
+            commit_sha=info.commit_sha,
+            base_ref=info.base_ref,
+            timeout_minutes=self.request.timeout_minutes or defn.timeout_minutes,
+            log_path=info.log_path,
+            requested_by=info.requested_by,
+        )
         if defn.worktree:
             data["worktree_path"] = str(self.ctx.worktrees.base_dir / info.run_id)
 
@@ -560,7 +564,7 @@ class RunActor:
 
         try:
             started: Spawned | tuple[int, str] = await self._append(
-                "process_started",
+                PROCESS_STARTED,
                 data,
                 event_id=event_id,
                 journal=True,
@@ -592,27 +596,31 @@ class RunActor:
             info.duration_seconds = round(trio.current_time() - self._started_mono, 3)
         info.exit_code = outcome.exit_code
         info.signal = outcome.signal
-        data: dict[str, Any] = {
-            "process_type": info.worker,
-            "started_event_id": info.started_event_id,
-            "run_id": info.run_id,
-            "attempt": info.attempt,
-            "commit_sha": info.commit_sha,
-            "duration_seconds": info.duration_seconds,
-            "log_path": info.log_path,
-        }
+        if info.started_event_id is None:  # never: an attempt ends only once it started
+            log.error("run %s: an end without a process_started was not written", self.run_id)
+            return False
+        ended = ProcessEnded(
+            process_type=info.worker,
+            started_event_id=info.started_event_id,
+            run_id=info.run_id,
+            attempt=info.attempt,
+            commit_sha=info.commit_sha,
+            duration_seconds=info.duration_seconds,
+            log_path=info.log_path,
+        )
+        data: ProcessCompleted | ProcessFailed
         if outcome.reason is None:
-            data.update(result="success", exit_code=0)
-            event_type = "process_completed"
+            data = ProcessCompleted(**ended, result="success", exit_code=0)
+            event_type = PROCESS_COMPLETED
         else:
             info.reason = str(outcome.reason)
             info.error = outcome.error
-            data.update(reason=str(outcome.reason), error=outcome.error)
+            data = failed = ProcessFailed(**ended, reason=info.reason, error=outcome.error)
             if outcome.exit_code is not None:
-                data["exit_code"] = outcome.exit_code
+                failed["exit_code"] = outcome.exit_code
             if outcome.signal is not None:
-                data["signal"] = outcome.signal
-            event_type = "process_failed"
+                failed["signal"] = outcome.signal
+            event_type = PROCESS_FAILED
         end = RunState.COMPLETED if outcome.reason is None else RunState.FAILED
         try:
             await self._append(
@@ -647,7 +655,7 @@ class RunActor:
     async def _append(
         self,
         event_type: str,
-        data: dict[str, Any],
+        data: ProcessStarted | ProcessCompleted | ProcessFailed,
         *,
         event_id: str | None = None,
         journal: bool = False,
@@ -670,18 +678,19 @@ class RunActor:
 
         def write() -> tuple[dict[str, Any], Any]:
             if result_file:
+                ended = cast(ProcessEnded, data)
                 result, result_error = self._read_result()
                 if result is not None:
                     info.result = result
-                    data["output"] = result
+                    ended["output"] = result
                 if result_error:
-                    data["output_error"] = result_error
-            if event_type == "process_failed" and info.log_path:
+                    ended["output_error"] = result_error
+            if event_type == PROCESS_FAILED and info.log_path:
                 # Why it failed, in the worker's own last words (a new field: the
                 # fields above keep their bytes).
                 tail = read_log_tail(info.log_path)
                 if tail:
-                    info.log_tail = data["log_tail"] = tail
+                    info.log_tail = cast(ProcessFailed, data)["log_tail"] = tail
             written = board.append(
                 info.task_id,
                 event_type,

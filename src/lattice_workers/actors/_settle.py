@@ -1,4 +1,5 @@
-"""Closing runs that nobody owns any more: shared by recovery and ``doctor --fix``.
+"""Closing runs that nobody owns any more: :func:`settle_unowned`, the one settle path
+of recovery and ``doctor --fix``.
 
 Blocking functions with no Trio: the supervisor calls them from a thread, the CLI
 calls them directly. Each checks before it acts (the process is the same one, the
@@ -10,13 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.store import Board
+from lattice_workers.store._run_events import PROCESS_FAILED, ProcessFailed
+
+if TYPE_CHECKING:
+    from lattice_workers.actors._journal import JournalRecord
 
 log = logging.getLogger("lattice_workers.supervisor.recovery")
 
@@ -24,6 +30,46 @@ ORPHANED_ERROR = "the supervisor that owned this run stopped without ending it"
 _SETTLED = "already settled"
 #: Scans of /proc at most for one kill by environment (see ``_kill_where``).
 KILL_PASSES = 10
+
+
+def settle_unowned(
+    board: Board,
+    open_runs: Iterable[dict[str, Any]],
+    *,
+    journal_runs: Iterable[JournalRecord] = (),
+    kill: bool = True,
+    remove_worktrees: Callable[[list[Path]], object] | None = None,
+) -> list[dict[str, Any]]:
+    """Settle runs that no supervisor owns; the open runs it closed on the board.
+
+    ``open_runs``: runs open on the board (:meth:`Board.open_runs`) that no live
+    supervisor owns. ``journal_runs``: the journal's records of runs that did not end,
+    for what only it knows: each one's exact process group (pid and start time) and
+    its worktree. ``kill``: whether what is left of those runs may be killed,
+    which is only safe while no supervisor runs (one that does may have started a run
+    that its ``ps`` did not show yet). ``remove_worktrees``: given the worktrees the
+    journal names, removes those and every other of ours left over (only while no
+    supervisor runs either; see :func:`~lattice_workers.actors._worktree.remove_leftovers`).
+
+    The steps go in this order so that nothing of a run is alive once its end is on
+    the board: the group of each started run whose leader is still the same process;
+    then every process carrying one of the runs' ids (descendants that left the group,
+    a group whose leader is gone); then ``process_failed(orphaned)`` for each open run
+    that is still open; then the worktrees.
+    """
+    open_runs = list(open_runs)
+    journal_runs = list(journal_runs)
+    if kill:
+        for record in journal_runs:
+            if record.run.pid is not None and record.pid_start_time is not None:
+                kill_if_same(record.run.pid, record.pid_start_time)
+        run_ids = {str(r["run_id"]) for r in open_runs if r.get("run_id")}
+        kill_by_run_id(run_ids | {record.run.run_id for record in journal_runs})
+    closed = [run for run in open_runs if write_orphaned(board, run, run.get("run_id"))]
+    if remove_worktrees is not None:
+        known = [Path(r.run.worktree_path) for r in journal_runs if r.run.worktree_path]
+        remove_worktrees(known)
+    return closed
 
 
 def kill_if_same(pid: int, start_time: int) -> bool:
@@ -98,16 +144,16 @@ def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
 def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) -> bool:
     """Write ``process_failed(orphaned)`` for an open run; False if it was already closed."""
     started_event_id = board_run["started_event_id"]
-    data: dict[str, Any] = {
-        "process_type": board_run.get("process_type"),
-        "started_event_id": started_event_id,
-        "run_id": run_id,
-        "commit_sha": board_run.get("commit_sha"),
-        "reason": str(Reason.ORPHANED),
-        "error": ORPHANED_ERROR,
-        "duration_seconds": None,
-        "log_path": board_run.get("log_path"),
-    }
+    data = ProcessFailed(
+        process_type=board_run.get("process_type"),
+        started_event_id=started_event_id,
+        run_id=run_id,
+        commit_sha=board_run.get("commit_sha"),
+        reason=str(Reason.ORPHANED),
+        error=ORPHANED_ERROR,
+        duration_seconds=None,
+        log_path=board_run.get("log_path"),
+    )
     if board_run.get("log_path"):
         from lattice_workers.actors._log_tail import read_log_tail
 
@@ -125,7 +171,7 @@ def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) 
     try:
         board.append(
             board_run["task_id"],
-            "process_failed",
+            PROCESS_FAILED,
             data,
             actor=board_run.get("actor") or "agent:lattice-supervisor",
             agent_meta={"model": None, "session": run_id},

@@ -19,10 +19,6 @@ class RunState(enum.StrEnum):
     def is_final(self) -> bool:
         return self in (RunState.COMPLETED, RunState.FAILED)
 
-    @property
-    def is_live(self) -> bool:
-        return not self.is_final
-
 
 class Reason(enum.StrEnum):
     """``process_failed.reason``: why a run did not succeed."""

@@ -18,20 +18,23 @@ the shared ``.git``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import trio
 
-from lattice_workers.actors._git import one_line, run_git
+from lattice_workers.actors._git import one_line, run_git, run_git_blocking
 from lattice_workers.actors._revisions import RevisionReader
 from lattice_workers.errors import Code, LatticeError
+
+log = logging.getLogger("lattice_workers.supervisor.recovery")
 
 #: Names of worktree folders (run ids and the like): no separators, no leading dot.
 WORKTREE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -312,6 +315,80 @@ def _check_rev(rev: str) -> None:
             Code.INVALID_ARGUMENT,
             f"{rev[:80]!r} is not a revision; name a branch, tag or commit sha",
         )
+
+
+# -- leftovers, blocking: the settle path of recovery and doctor --fix ---------------------
+
+
+def remove_leftovers(
+    base_dir: Path, root: Path, known: Iterable[Path] = (), *, owner: Path | None = None
+) -> list[Path]:
+    """Remove ``known`` and every worktree of ours under ``base_dir``, then prune; the
+    paths removed. Blocking: recovery calls it from a thread, ``doctor --fix`` directly.
+
+    Only while no run is live (recovery before the socket serves, ``doctor --fix``
+    under the supervisor's lock): then every worktree of ours is left over, and no
+    create or remove of a run can race these git commands, which is why they take
+    none of :class:`Worktrees`' locks. ``owner`` leaves out what another board made
+    (see :meth:`Worktrees.existing`). A project outside git has none under the base
+    folder (``known`` ones are still removed). A path that cannot be removed (say,
+    under a base folder of an earlier configuration) is logged and the others are
+    still removed.
+    """
+    base = _absolute(base_dir)
+    found = [_absolute(path) for path in known]
+    repo: _Repo | None = None
+    try:
+        repo = _repo_blocking(root)
+        done = run_git_blocking(repo.top, "worktree", "list", "--porcelain", "-z")
+        listed = [
+            Path(item[len("worktree ") :])
+            for item in done.stdout.decode(errors="replace").split("\0")
+            if item.startswith("worktree ")
+        ]
+        owner_name = os.path.realpath(owner) if owner is not None else None
+        found += _ours_under(base, repo.common, listed, owner_name)
+    except LatticeError as exc:  # not a git repository
+        log.info("worktree listing skipped: %s", exc.message)
+    except OSError as exc:
+        log.warning("could not list the worktrees of %s: %s", root, exc)
+    removed = []
+    for path in dict.fromkeys(found):
+        try:
+            cleared = _checked_and_cleared(base, path)
+            if repo is None:
+                _rmtree(cleared)
+            else:
+                done = run_git_blocking(
+                    repo.top, "worktree", "remove", "--force", "--force", str(cleared)
+                )
+                if done.returncode != 0 or os.path.lexists(cleared):
+                    _forget(repo.common, cleared)
+            removed.append(path)
+        except LatticeError as exc:
+            log.warning("could not remove the worktree %s: %s", path, exc.message)
+        except OSError as exc:  # files we may not delete (a worker ran a container, say)
+            log.warning("could not remove the worktree %s: %s", path, exc)
+    if repo is not None:
+        done = run_git_blocking(repo.top, "worktree", "prune")
+        if done.returncode != 0:
+            log.info("git worktree prune skipped: %s", one_line(done.stderr))
+    return removed
+
+
+def _repo_blocking(root: Path) -> _Repo:
+    """:meth:`Worktrees._repo`, blocking and uncached (the settle path asks once)."""
+    key = str(_absolute(root))
+    if not os.path.isdir(key):
+        raise LatticeError(Code.NOT_FOUND, f"the project root {key} is not a folder")
+    done = run_git_blocking(key, "rev-parse", "--show-toplevel", "--git-common-dir")
+    lines = done.stdout.decode().splitlines()
+    if done.returncode != 0 or len(lines) != 2:
+        raise LatticeError(
+            Code.NOT_FOUND, f"{key} is not inside a git working tree ({one_line(done.stderr)})"
+        )
+    top, common = (Path(os.path.realpath(os.path.join(key, p))) for p in lines)
+    return _Repo(top, common)
 
 
 # -- blocking file work, run in threads -----------------------------------------------------

@@ -258,6 +258,15 @@ def _render_show(data: dict[str, Any]) -> str:
 
 
 def _summary(event: dict[str, Any]) -> str:
+    from lattice_workers.store._run_events import (
+        PROCESS_END_TYPES,
+        PROCESS_STARTED,
+        completed_data,
+        ended_data,
+        failed_data,
+        started_data,
+    )
+
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     assert isinstance(data, dict)
     etype = event.get("type")
@@ -273,12 +282,14 @@ def _summary(event: dict[str, Any]) -> str:
         return f'"{body[:57]}..."' if len(body) > 60 else f'"{body}"'
     if etype == "artifact_attached":
         return f"{data.get('artifact_id')} (role: {data.get('role') or '-'})"
-    if etype == "process_started":
-        return f"{data.get('process_type')} run {data.get('run_id') or '-'}"
-    if etype in ("process_completed", "process_failed"):
-        outcome = data.get("result") or data.get("reason") or ""
-        run = data.get("run_id") or f"started by {data.get('started_event_id')}"
-        return " ".join(str(x) for x in (data.get("process_type"), "run", run, outcome) if x)
+    if etype == PROCESS_STARTED:
+        started = started_data(event)
+        return f"{started.get('process_type')} run {started.get('run_id') or '-'}"
+    if etype in PROCESS_END_TYPES:
+        ended = ended_data(event)
+        outcome = completed_data(event).get("result") or failed_data(event).get("reason") or ""
+        run = ended.get("run_id") or f"started by {ended.get('started_event_id')}"
+        return " ".join(str(x) for x in (ended.get("process_type"), "run", run, outcome) if x)
     return ""
 
 

@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 
 from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store._locate import LATTICE_DIR, RUN_DIR
 
 #: Longest usable ``sun_path`` (108 bytes on Linux, 104 on macOS, minus the NUL).
 MAX_IPC_PATH = 103 if sys.platform == "darwin" else 107
 
-RUNTIME_DIR = Path(".lattice") / "run"
+RUNTIME_DIR = Path(LATTICE_DIR) / RUN_DIR
 SOCKET_NAME = "supervisor.sock"
 
 

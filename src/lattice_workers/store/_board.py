@@ -29,12 +29,12 @@ from lattice_workers.store._jsonio import (
     parse_jsonl,
     read_bytes,
 )
-from lattice_workers.store._locate import LATTICE_DIR, find_root
+from lattice_workers.store._locate import LATTICE_DIR, find_root, run_dir
 from lattice_workers.store._materialize import replay
 from lattice_workers.store._workflow import PRIORITIES, TASK_TYPES, Workflow, default_config
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from lattice_workers.store._integrity import Problem, RebuildReport
     from lattice_workers.store._write import Check, NewEvent, WriteResult
@@ -355,7 +355,8 @@ class Board:
 
         if status is not None:
             self.workflow().require_status(status)
-        return read_rows(str(self.dir / "tasks"), status, str(self.dir / "run" / "rows-cache.json"))
+        cache = str(run_dir(self.dir) / "rows-cache.json")
+        return read_rows(str(self.dir / "tasks"), status, cache)
 
     def list_snapshots(self, *, status: str | None = None) -> list[dict[str, Any]]:
         """Active tasks' snapshots sorted by id, optionally only those in ``status``."""
@@ -369,7 +370,7 @@ class Board:
         self,
         task_id: str,
         event_type: str,
-        data: dict[str, Any],
+        data: Mapping[str, Any],
         *,
         actor: str,
         agent_meta: dict[str, Any] | None = None,

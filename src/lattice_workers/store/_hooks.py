@@ -28,6 +28,7 @@ from typing import Any
 from lattice_workers._command import add_lattice_to_path
 from lattice_workers.store._ids import actor_display
 from lattice_workers.store._jsonio import as_dict
+from lattice_workers.store._locate import LATTICE_DIR, run_dir
 
 log = logging.getLogger("lattice_workers.hooks")
 
@@ -78,7 +79,7 @@ def hook_env(root: Path, event: dict[str, Any]) -> dict[str, str]:
     """The environment of a hook: ours plus the event's ``LATTICE_*`` variables, with a
     ``lattice`` command on its ``PATH`` (see :mod:`lattice_workers._command`)."""
     env = dict(os.environ)
-    add_lattice_to_path(env, root / ".lattice" / "run")
+    add_lattice_to_path(env, run_dir(root / LATTICE_DIR))
     env.update(
         LATTICE_ROOT=str(root),
         LATTICE_DIR=str(root / ".lattice"),

@@ -15,10 +15,9 @@ import time
 
 from lattice_workers.errors import Code, LatticeError
 
-#: Crockford base32, 26 characters: the ULID part of every id (any case on read).
-#: Both cases are spelled out, ASCII only: ``re.IGNORECASE`` would also let in the
+#: A prefix, then the ULID part of every id: Crockford base32, 26 characters (any case on
+#: read). Both cases are spelled out, ASCII only: ``re.IGNORECASE`` would also let in the
 #: Kelvin sign (U+212A) for ``K``, and it makes these the slowest patterns to compile.
-ULID_RE = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}")
 _PREFIXED_RE = re.compile(r"([A-Za-z]+)_([0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26})")
 #: Short ids such as ``LAT-42`` or ``LAT-F-7`` (looked up upper-cased).
 SHORT_ID_RE = re.compile(r"[A-Z]{1,5}(?:-[A-Z]{1,5})?-\d+")

@@ -28,7 +28,13 @@ from lattice_workers.store._jsonio import (
     read_bytes,
 )
 from lattice_workers.store._locks import locked, task_lock_keys
-from lattice_workers.store._materialize import LIFECYCLE_TYPES, PROCESS_END_TYPES, replay
+from lattice_workers.store._materialize import LIFECYCLE_TYPES, replay
+from lattice_workers.store._run_events import (
+    PROCESS_END_TYPES,
+    PROCESS_STARTED,
+    ended_data,
+    started_data,
+)
 
 if TYPE_CHECKING:
     from lattice_workers.store._board import Board
@@ -92,14 +98,14 @@ def _task_logs(folder: Path) -> list[tuple[str, Path]]:
 def runs_left_open(task_id: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``process_started`` events of one log that no end event names."""
     ended = {
-        (e.get("data") or {}).get("started_event_id")
+        ended_data(e).get("started_event_id")
         for e in events
         if e.get("type") in PROCESS_END_TYPES and isinstance(e.get("data"), dict)
     }
     out = []
     for e in events:
-        if e.get("type") == "process_started" and e.get("id") not in ended:
-            data = as_dict(e.get("data"))
+        if e.get("type") == PROCESS_STARTED and e.get("id") not in ended:
+            data = started_data(e)
             out.append(
                 {
                     "task_id": task_id,
@@ -119,7 +125,7 @@ def open_runs(board: Board) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for stem, path in _task_logs(board.dir / "events"):
         raw = read_bytes(path)
-        if raw is None or b'"process_started"' not in raw:
+        if raw is None or b'"process_started"' not in raw:  # PROCESS_STARTED, quoted
             continue
         out.extend(runs_left_open(stem, parse_jsonl(raw, path.name).events))
     return out

@@ -14,6 +14,15 @@ from pathlib import Path
 from lattice_workers.errors import Code, LatticeError
 
 LATTICE_DIR = ".lattice"
+#: The supervisor's runtime folder in the board's folder, ``.lattice/run``: its lock,
+#: socket, run journal, result files, the ``lattice`` shim, the CLI's caches. Never
+#: part of the board (a project's ``.gitignore`` lists it). Named here and nowhere else.
+RUN_DIR = "run"
+
+
+def run_dir(board_dir: Path) -> Path:
+    """The runtime folder of the board whose folder (``.lattice``) is ``board_dir``."""
+    return board_dir / RUN_DIR
 
 
 def find_root(start: Path | None = None) -> Path:

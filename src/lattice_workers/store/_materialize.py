@@ -18,8 +18,15 @@ described, because one bad line must not hide a task.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from lattice_workers.store._run_events import (
+    PROCESS_COMPLETED,
+    PROCESS_FAILED,
+    PROCESS_STARTED,
+    ProcessEnded,
+    ProcessStarted,
+)
 from lattice_workers.store._workflow import STATUSES
 
 #: Fields ``field_updated`` may not set (the list ``lattice-tracker`` enforces).
@@ -46,7 +53,6 @@ PROTECTED_FIELDS = frozenset(
 )
 
 LIFECYCLE_TYPES = frozenset({"task_created", "task_archived", "task_unarchived"})
-PROCESS_END_TYPES = frozenset({"process_completed", "process_failed"})
 
 # The order the tracker uses to count a move "backwards" as a reopening.
 _STATUS_RANK = {s: i for i, s in enumerate(STATUSES)}
@@ -157,7 +163,7 @@ def _artifact_attached(snap: dict[str, Any], event: dict[str, Any]) -> None:
 
 
 def _process_started(snap: dict[str, Any], event: dict[str, Any]) -> None:
-    data = _data(event)
+    data = cast(ProcessStarted, _data(event))
     entry: dict[str, Any] = {
         "process_type": data.get("process_type"),
         "started_event_id": event.get("id"),
@@ -172,7 +178,10 @@ def _process_started(snap: dict[str, Any], event: dict[str, Any]) -> None:
 
 
 def _process_ended(snap: dict[str, Any], event: dict[str, Any]) -> None:
-    started = _need(_data(event), "started_event_id", str(event.get("type")))
+    data = cast(ProcessEnded, _data(event))
+    if "started_event_id" not in data:
+        raise EventError(f"{event.get('type')} has no 'started_event_id' in its data")
+    started = data["started_event_id"]
     snap["active_processes"] = [
         p
         for p in snap.get("active_processes") or []
@@ -270,9 +279,9 @@ _HANDLERS = {
     ),
     "field_updated": _field_updated,
     "artifact_attached": _artifact_attached,
-    "process_started": _process_started,
-    "process_completed": _process_ended,
-    "process_failed": _process_ended,
+    PROCESS_STARTED: _process_started,
+    PROCESS_COMPLETED: _process_ended,
+    PROCESS_FAILED: _process_ended,
     "relationship_added": _relationship_added,
     "relationship_removed": _relationship_removed,
     "branch_linked": _branch_linked,

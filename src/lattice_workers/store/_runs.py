@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from lattice_workers.store._ids import actor_display
-from lattice_workers.store._jsonio import as_dict
+from lattice_workers.store._run_events import (
+    PROCESS_END_TYPES,
+    PROCESS_FAILED,
+    PROCESS_STARTED,
+    completed_data,
+    ended_data,
+    failed_data,
+    started_data,
+)
 
 
 def _epoch(ts: object) -> float | None:
@@ -44,14 +52,14 @@ def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     orphans: list[dict[str, Any]] = []
     for event in events:
         etype = event.get("type")
-        data = as_dict(event.get("data"))
-        if etype == "process_started":
+        if etype == PROCESS_STARTED:
+            started = started_data(event)
             sid = str(event.get("id"))
             runs[sid] = {
-                "worker": data.get("process_type"),
-                "run_id": data.get("run_id"),
+                "worker": started.get("process_type"),
+                "run_id": started.get("run_id"),
                 "state": "running",
-                "commit": data.get("commit_sha"),
+                "commit": started.get("commit_sha"),
                 "started": event.get("ts"),
                 "ended": None,
                 "duration": None,
@@ -60,35 +68,41 @@ def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "exit_code": None,
                 "started_event_id": sid,
                 "ended_event_id": None,
-                "log_path": data.get("log_path") or default_log_path(sid),
+                "log_path": started.get("log_path") or default_log_path(sid),
                 "actor": actor_display(event.get("actor")),
-                "attempt": data.get("attempt"),
+                "attempt": started.get("attempt"),
             }
-        elif etype in ("process_completed", "process_failed"):
-            run = runs.get(str(data.get("started_event_id")))
+        elif etype in PROCESS_END_TYPES:
+            ended = ended_data(event)
+            run = runs.get(str(ended.get("started_event_id")))
             if run is None or run["ended_event_id"] is not None:
                 run = {
-                    "worker": data.get("process_type"),
-                    "run_id": data.get("run_id"),
-                    "commit": data.get("commit_sha"),
+                    "worker": ended.get("process_type"),
+                    "run_id": ended.get("run_id"),
+                    "commit": ended.get("commit_sha"),
                     "started": None,
-                    "started_event_id": data.get("started_event_id"),
-                    "log_path": data.get("log_path"),
+                    "started_event_id": ended.get("started_event_id"),
+                    "log_path": ended.get("log_path"),
                     "actor": actor_display(event.get("actor")),
                     "attempt": None,
                     "unpaired": True,
                 }
                 orphans.append(run)
-            failed = etype == "process_failed"
+            failed = etype == PROCESS_FAILED
             run["state"] = "failed" if failed else "completed"
             run["ended"] = event.get("ts")
             run["ended_event_id"] = event.get("id")
-            run["result"] = data.get("reason") if failed else data.get("result", "success")
-            run["error"] = data.get("error")
-            run["exit_code"] = data.get("exit_code")
-            if isinstance(data.get("log_tail"), str):
-                run["log_tail"] = data["log_tail"]
-            duration = data.get("duration_seconds")
+            # Read as a failure either way: a success has no reason and no error (None).
+            failure = failed_data(event)
+            if failed:
+                run["result"] = failure.get("reason")
+            else:
+                run["result"] = completed_data(event).get("result", "success")
+            run["error"] = failure.get("error")
+            run["exit_code"] = failure.get("exit_code")
+            if isinstance(failure.get("log_tail"), str):
+                run["log_tail"] = failure["log_tail"]
+            duration = ended.get("duration_seconds")
             if not isinstance(duration, int | float):
                 start, end = _epoch(run.get("started")), _epoch(run["ended"])
                 duration = end - start if start is not None and end is not None else None

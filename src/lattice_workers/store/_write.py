@@ -18,7 +18,7 @@ writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ class NewEvent:
     """An event to write: everything but the id, timestamp and task, which the store adds."""
 
     type: str
-    data: dict[str, Any]
+    data: Mapping[str, Any]
     actor: str
     agent_meta: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None

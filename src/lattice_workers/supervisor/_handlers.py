@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
 from lattice_workers import __version__
+from lattice_workers.actors._registry import Registry
 from lattice_workers.actors._run import RunActor
 from lattice_workers.actors._state import RunState
 from lattice_workers.errors import Code, LatticeError
@@ -43,11 +43,9 @@ from lattice_workers.protocol._messages import (
     Watch,
     WorkersReply,
 )
-from lattice_workers.supervisor._feed import Pending
+from lattice_workers.store import Board
+from lattice_workers.supervisor._feed import Pending, RunFeed
 from lattice_workers.supervisor._server import PeerBusy
-
-if TYPE_CHECKING:
-    from lattice_workers.supervisor._main import Supervisor
 
 Send = Callable[[Reply], Awaitable[None]]
 
@@ -63,11 +61,31 @@ LOG_FOLLOW_INTERVAL = 0.2
 
 
 class Handlers:
-    """The supervisor's answers to every request."""
+    """The supervisor's answers to every request.
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
-        self.registry = supervisor.registry
+    Given what they use rather than the supervisor: the registry, the board (to
+    resolve task names), the feed of run changes (``Watch``), what ``Hello`` tells,
+    and the supervisor's two actions a request may ask for (reload, shut down).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        board: Board,
+        feed: RunFeed,
+        *,
+        endpoint: str,
+        started_at: float,
+        reload: Callable[[], Awaitable[None]],
+        request_shutdown: Callable[[bool], None],
+    ) -> None:
+        self.registry = registry
+        self.board = board
+        self.feed = feed
+        self.endpoint = endpoint
+        self.started_at = started_at
+        self.reload = reload
+        self.request_shutdown = request_shutdown
 
     async def __call__(self, req: AnyRequest, send: Send) -> None:
         match req:
@@ -76,7 +94,7 @@ class Handlers:
             case ListWorkers():
                 await send(WorkersReply(rid=req.rid, workers=await self.registry.worker_infos()))
             case Reload():
-                await self.sup.reload()
+                await self.reload()
                 await send(WorkersReply(rid=req.rid, workers=await self.registry.worker_infos()))
             case Run():
                 accepted, created = await self.registry.submit(req)
@@ -99,7 +117,7 @@ class Handlers:
                 await self._watch(req, send)
             case Shutdown():
                 await send(Ok(rid=req.rid, message="shutting down"))
-                self.sup.request_shutdown(drain=req.drain)
+                self.request_shutdown(req.drain)
 
     def _hello(self, rid: int) -> HelloReply:
         return HelloReply(
@@ -107,14 +125,14 @@ class Handlers:
             protocol_version=PROTOCOL_VERSION,
             server_version=__version__,
             pid=os.getpid(),
-            root=str(self.sup.root),
-            socket=self.sup.endpoint,
-            started_at=self.sup.started_at,
-            subscribers=len(self.sup.feed.subscriptions),
+            root=str(self.board.root),
+            socket=self.endpoint,
+            started_at=self.started_at,
+            subscribers=len(self.feed.subscriptions),
         )
 
     async def _resolve_task(self, ref: str) -> str:
-        return await trio.to_thread.run_sync(self.sup.board.resolve_task, ref)
+        return await trio.to_thread.run_sync(self.board.resolve_task, ref)
 
     async def _cancel(self, req: Cancel, send: Send) -> None:
         if req.run_id:
@@ -154,7 +172,7 @@ class Handlers:
                 await send(RunReply(rid=req.rid, run=info))
 
     async def _watch(self, req: Watch, send: Send) -> None:
-        feed = self.sup.feed
+        feed = self.feed
         task_id = await self._resolve_task(req.task) if req.task else None
         # No await between the snapshot and the subscription: no change falls between.
         sub = feed.subscribe(task_id, self.registry.ps(task_id=task_id))

@@ -40,6 +40,7 @@ from lattice_workers.supervisor._handlers import Handlers
 from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
 from lattice_workers.supervisor._recovery import recover
 from lattice_workers.supervisor._server import Handler, Send, serve
+from lattice_workers.supervisor._settings import Settings, worktree_base
 from lattice_workers.supervisor._zap import ClientKeys
 from lattice_workers.supervisor.control import RUN_VARIABLES
 
@@ -53,43 +54,6 @@ FEED_CLOSE_SECONDS = 2.0
 #: requests gets a warning each time, so the log must not be able to fill the disk.
 LOG_MAX_BYTES = 1024 * 1024
 LOG_BACKUPS = 4
-
-
-class Settings:
-    """The ``workers`` section of ``.lattice/config.json`` (all optional).
-
-    Refused with one clear sentence when a value is not what it must be, so that a
-    typo neither crashes a start nor half-applies a reload.
-    """
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        section = config.get("workers")
-        section = section if isinstance(section, dict) else {}
-        self.max_concurrent = int(_number(section, "max_concurrent", 8, minimum=1, whole=True))
-        self.keep_finished = int(_number(section, "keep_finished", 1000, minimum=0, whole=True))
-        self.keep_finished_seconds = _number(section, "keep_finished_days", 7, minimum=0) * 86400
-        self.shutdown_drain_seconds = _number(section, "shutdown_drain_seconds", 60, minimum=0)
-        worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
-        self.worktree_dir = Path(worktree_dir) if worktree_dir else None
-
-
-def _number(
-    section: dict[str, Any], key: str, default: float, *, minimum: float, whole: bool = False
-) -> float:
-    value = section.get(key, default)
-    kind = "a whole number" if whole else "a number"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or (whole and not float(value).is_integer())
-        or value < minimum
-    ):
-        raise LatticeError(
-            Code.INVALID_ARGUMENT,
-            f"workers.{key} in .lattice/config.json must be {kind} of at least {minimum:g}, "
-            f"got {value!r}; fix the file",
-        )
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -208,8 +172,23 @@ class Supervisor:
                     await nursery.start(self.ctx.worktrees.serve)
                     await nursery.start(self.sweeper.serve)
                     await nursery.start(self.registry.serve)
-                    await recover(self)
-                    handler = Handlers(self)
+                    await recover(
+                        self.board,
+                        self.journal,
+                        self.registry,
+                        worktree_base=self.ctx.worktrees.base_dir,
+                        keep_finished=self.settings.keep_finished,
+                        keep_finished_seconds=self.settings.keep_finished_seconds,
+                    )
+                    handler = Handlers(
+                        self.registry,
+                        self.board,
+                        self.feed,
+                        endpoint=self.endpoint,
+                        started_at=self.started_at,
+                        reload=self.reload,
+                        request_shutdown=lambda drain: self.request_shutdown(drain=drain),
+                    )
                     for endpoint in self.endpoints:
                         # CURVE is for TCP; the ipc:// socket is guarded by its file modes.
                         curve = self.curve if endpoint.startswith("tcp://") else None
@@ -249,13 +228,6 @@ class Supervisor:
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
             self.request_shutdown()
-
-
-def worktree_base(board: Board, settings: Settings | None = None) -> Path:
-    """Where the board's run worktrees live: ``LATTICE_WORKTREE_DIR``, else
-    ``workers.worktree_dir``, else the default under the user's cache folder."""
-    settings = settings or Settings(board.config)
-    return settings.worktree_dir or Worktrees.default_base_dir(board.root)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store._locate import run_dir as board_run_dir
 
 LOCK_NAME = "supervisor.lock"
 
 
 def runtime_dir(board_dir: Path) -> Path:
     """``.lattice/run``: sockets, the lock, the journal. Created with mode 0700."""
-    path = board_dir / "run"
+    path = board_run_dir(board_dir)
     path.mkdir(mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
     return path

@@ -4,11 +4,13 @@ Runs at every start, before the socket accepts requests. Sources of truth: the r
 journal (what was accepted, pids, worktrees) and the board (``process_started``
 events with no end). For each open run that no live actor owns:
 
-1. if its process group still lives and its leader is really the same process (pid
-   and start time match the journal), kill the group;
-2. write ``process_failed(orphaned)`` when the board shows it started and not ended;
-3. remove its worktree; then ``git worktree prune`` once;
-4. runs that were accepted but never started are queued again in their first order.
+1. settle it with :func:`~lattice_workers.actors._settle.settle_unowned`, the path
+   ``doctor --fix`` takes too: kill its process group if its leader is really the same
+   process (pid and start time match the journal), kill what carries its run id,
+   write ``process_failed(orphaned)`` when the board shows it started and not ended,
+   remove its worktree and every other one of ours, then ``git worktree prune``;
+2. record it as ended in the journal, and check the snapshots of the tasks touched;
+3. runs that were accepted but never started are queued again in their first order.
 
 Every step checks before it acts, so recovery is idempotent: a crash in the middle
 and another start give the same end state.
@@ -18,104 +20,66 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
-from lattice_workers.actors._journal import JournalRecord
-from lattice_workers.actors._settle import (
-    ORPHANED_ERROR,
-    kill_by_run_id,
-    kill_if_same,
-    write_orphaned,
-)
+from lattice_workers.actors._journal import Journal, JournalRecord
+from lattice_workers.actors._registry import Registry
+from lattice_workers.actors._settle import ORPHANED_ERROR, settle_unowned
 from lattice_workers.actors._state import Reason, RunState
-from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.actors._worktree import remove_leftovers
 from lattice_workers.errors import LatticeError
-
-if TYPE_CHECKING:
-    from lattice_workers.supervisor._main import Supervisor
+from lattice_workers.store import Board
 
 log = logging.getLogger("lattice_workers.supervisor.recovery")
 
 
-async def remove_leftover_worktrees(
-    worktrees: Worktrees, root: Path, known: Iterable[Path] = ()
+async def recover(
+    board: Board,
+    journal: Journal,
+    registry: Registry,
+    *,
+    worktree_base: Path,
+    keep_finished: int,
+    keep_finished_seconds: float,
 ) -> None:
-    """Remove ``known`` and every worktree of ours under the base folder, then prune.
+    """Settle what a previous supervisor left open, then requeue unstarted runs.
 
-    Only while no run is live (recovery, or ``doctor --fix`` under the supervisor's
-    lock): then every worktree of ours is left over. A project outside git has none
-    under the base folder (``known`` ones are still removed). A path that cannot be
-    removed (say, under a base folder of an earlier configuration) is logged and the
-    others are still removed.
+    Takes what it uses, not the supervisor: the board, the journal, the registry that
+    gets the finished and requeued runs, where the worktrees are, and the retention
+    limits the journal is compacted to.
     """
-    found = list(known)
-    try:
-        found += await worktrees.existing(root)
-    except LatticeError as exc:  # not a git repository
-        log.info("worktree listing skipped: %s", exc.message)
-    except OSError as exc:
-        log.warning("could not list the worktrees of %s: %s", root, exc)
-    for path in dict.fromkeys(found):
-        try:
-            await worktrees.remove(root, path)
-        except LatticeError as exc:
-            log.warning("could not remove the worktree %s: %s", path, exc.message)
-        except OSError as exc:  # files we may not delete (a worker ran a container, say)
-            log.warning("could not remove the worktree %s: %s", path, exc)
-    try:
-        await worktrees.prune(root)
-    except LatticeError as exc:
-        log.info("git worktree prune skipped: %s", exc.message)
-
-
-async def recover(sup: Supervisor) -> None:
-    """Settle what a previous supervisor left open, then requeue unstarted runs."""
-    board = sup.board
-    records = await trio.to_thread.run_sync(sup.journal.load)
+    records = await trio.to_thread.run_sync(journal.load)
     open_on_board = await trio.to_thread.run_sync(board.open_runs)
-    open_by_started = {r["started_event_id"]: r for r in open_on_board}
     requeue: list[JournalRecord] = []
-    touched = {r["task_id"] for r in open_on_board}
-    touched |= {
-        r.run.task_id
-        for r in records.values()
-        if r.run.started_event_id and not RunState(r.run.state).is_final
-    }
-    worktrees: list[Path] = []
+    started: list[JournalRecord] = []
     for record in records.values():
+        if RunState(record.run.state).is_final:
+            continue
+        (started if record.run.started_event_id else requeue).append(record)
+    touched = {r["task_id"] for r in open_on_board} | {r.run.task_id for r in started}
+    # One settle path, as doctor --fix: kill what is left, close on the board, remove
+    # the worktrees (no run is live yet: every worktree of ours is left over).
+    await trio.to_thread.run_sync(
+        lambda: settle_unowned(
+            board,
+            open_on_board,
+            journal_runs=started + requeue,  # never started: an id, no process group
+            remove_worktrees=partial(
+                remove_leftovers, worktree_base, board.root, owner=board.dir
+            ),
+        )
+    )
+    for record in started:
         info = record.run
-        if RunState(info.state).is_final:
-            continue
-        if info.started_event_id is None:
-            requeue.append(record)
-            continue
-        if info.pid is not None and record.pid_start_time is not None:
-            await trio.to_thread.run_sync(kill_if_same, info.pid, record.pid_start_time)
-        if info.worktree_path:
-            worktrees.append(Path(info.worktree_path))
-        board_run = open_by_started.pop(info.started_event_id, None)
-        if board_run is not None:
-            await trio.to_thread.run_sync(write_orphaned, board, board_run, info.run_id)
         info.state = str(RunState.FAILED)
         info.reason = str(Reason.ORPHANED)
         info.error = ORPHANED_ERROR
         info.ended_at = info.ended_at or time.time()
         info.pid = None
-        await trio.to_thread.run_sync(sup.journal.write, record)
-    # Descendants that left the leader's group, or a group whose leader already
-    # exited: every process still carrying an open run's id in its environment.
-    open_run_ids = {r.run.run_id for r in records.values() if not RunState(r.run.state).is_final}
-    open_run_ids |= {r["run_id"] for r in open_on_board if r.get("run_id")}
-    await trio.to_thread.run_sync(kill_by_run_id, open_run_ids)
-    for board_run in open_by_started.values():
-        # Open on the board but unknown to the journal (deleted journal, or a run
-        # started by another tool): nothing to kill that we can identify; close it.
-        await trio.to_thread.run_sync(write_orphaned, board, board_run, board_run.get("run_id"))
-    await remove_leftover_worktrees(sup.ctx.worktrees, board.root, worktrees)
+        await trio.to_thread.run_sync(journal.write, record)
     # A crash between a log append and its snapshot write leaves the two apart; the
     # log is the truth, so every task an open run touched gets its snapshot checked.
     for task_id in touched:
@@ -126,15 +90,13 @@ async def recover(sup: Supervisor) -> None:
             log.warning("recovery: could not check %s: %s", task_id, err.message)
     settled = len(records) - len(requeue)
     kept = await trio.to_thread.run_sync(
-        lambda: sup.journal.compact(
-            records,
-            keep_finished=sup.settings.keep_finished,
-            max_age_seconds=sup.settings.keep_finished_seconds,
+        lambda: journal.compact(
+            records, keep_finished=keep_finished, max_age_seconds=keep_finished_seconds
         )
     )
-    sup.registry.restore_finished([r for r in kept.values() if RunState(r.run.state).is_final])
+    registry.restore_finished([r for r in kept.values() if RunState(r.run.state).is_final])
     for record in requeue:
-        await sup.registry.requeue(record)
+        await registry.requeue(record)
     if requeue or open_on_board:
         log.info(
             "recovery: %d open on the board, %d journal records settled, %d requeued",

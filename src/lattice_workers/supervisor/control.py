@@ -28,6 +28,7 @@ from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol import default_endpoint
 from lattice_workers.protocol._endpoint import curve_key, ipc_path
 from lattice_workers.protocol.client import Client
+from lattice_workers.store._locate import run_dir
 from lattice_workers.supervisor._pidlock import LOCK_NAME, is_held, read_holder
 
 if TYPE_CHECKING:
@@ -38,10 +39,6 @@ START_TIMEOUT = 30.0
 #: What marks a run's processes for the kill by environment (recovery, the sweep of
 #: ended runs): a supervisor started from a worker's shell must not carry them.
 RUN_VARIABLES = ("LATTICE_RUN_ID", "LATTICE_ATTEMPT")
-
-
-def run_dir(board_dir: Path) -> Path:
-    return board_dir / "run"
 
 
 def endpoint_for(root: Path) -> str:

@@ -6,16 +6,13 @@ settles everything the journal knows, kills what is left of those runs and reque
 what was never started), then closes any run still open that the supervisor does not
 own (written by another tool, or with the journal deleted). With
 ``LATTICE_NO_AUTOSTART=1`` and no supervisor, it settles directly under the
-supervisor's lock, so that none can start half-way: it kills what is left of the
-open runs, closes them on the board and removes the worktrees of ours, as recovery
-would (that step runs Trio, as the worktree code does).
+supervisor's lock, so that none can start half-way, on the path recovery takes
+(:func:`~lattice_workers.actors._settle.settle_unowned`): it kills what is left of
+the open runs, closes them on the board and removes the worktrees of ours.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from lattice_workers.actors._settle import kill_by_run_id, kill_if_same, write_orphaned
 from lattice_workers.store import Board, Problem
 from lattice_workers.supervisor import control
 
@@ -44,52 +41,48 @@ def unowned_problems(board: Board, *, fix: bool = False) -> list[Problem]:
     ]
 
 
-def _remove_worktrees(board: Board, known: list[Path]) -> None:
-    """No supervisor runs (we hold its lock): every worktree of ours is left over."""
-    import trio
-
-    from lattice_workers.actors._worktree import Worktrees
-    from lattice_workers.supervisor._main import worktree_base
-    from lattice_workers.supervisor._recovery import remove_leftover_worktrees
-
-    worktrees = Worktrees(worktree_base(board), owner=board.dir)
-    trio.run(remove_leftover_worktrees, worktrees, board.root, known)
-
-
 def _settle(board: Board) -> None:
     import os
 
-    from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
+    from lattice_workers.actors._settle import settle_unowned
 
     if control.is_running(board.dir) or os.environ.get("LATTICE_NO_AUTOSTART") != "1":
         control.ensure_running(board.root, board.dir)
         live = _live_run_ids(board)
-        for run in board.open_runs():
-            if run.get("run_id") not in live:
-                write_orphaned(board, run, run.get("run_id"))
+        # A supervisor runs: nothing may be killed or removed (a run it starts now is
+        # not in the ps just read); the runs it does not own are closed.
+        settle_unowned(
+            board, [r for r in board.open_runs() if r.get("run_id") not in live], kill=False
+        )
         return
     from lattice_workers.actors._journal import Journal
     from lattice_workers.actors._state import RunState
+    from lattice_workers.actors._worktree import remove_leftovers
+    from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
+    from lattice_workers.supervisor._settings import worktree_base
 
-    lock = PidLock(runtime_dir(board.dir))
+    run_dir = runtime_dir(board.dir)
+    lock = PidLock(run_dir)
     lock.acquire()  # no supervisor may start while we settle
     try:
         # What the journal knows, as recovery uses it: the exact process group of
         # each started run, and its worktree (the records stay open: the next start
-        # closes them, finding nothing left to do).
-        started = []
-        for record in Journal(runtime_dir(board.dir) / "journal.jsonl").load().values():
-            info = record.run
-            if info.started_event_id is None or RunState(info.state).is_final:
-                continue  # ended, or never started (the next start requeues it)
-            started.append(info)
-            if info.pid is not None and record.pid_start_time is not None:
-                kill_if_same(info.pid, record.pid_start_time)
-        open_runs = board.open_runs()
-        run_ids = {str(r["run_id"]) for r in open_runs if r.get("run_id")}
-        kill_by_run_id(run_ids | {info.run_id for info in started})
-        for run in open_runs:
-            write_orphaned(board, run, run.get("run_id"))
-        _remove_worktrees(board, [Path(i.worktree_path) for i in started if i.worktree_path])
+        # closes them, finding nothing left to do). One never started is left for the
+        # next start to requeue.
+        started = [
+            record
+            for record in Journal(run_dir / "journal.jsonl").load().values()
+            if record.run.started_event_id is not None
+            and not RunState(record.run.state).is_final
+        ]
+        base = worktree_base(board)
+        settle_unowned(
+            board,
+            board.open_runs(),
+            journal_runs=started,
+            remove_worktrees=lambda known: remove_leftovers(
+                base, board.root, known, owner=board.dir
+            ),
+        )
     finally:
         lock.release()

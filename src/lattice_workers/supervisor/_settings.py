@@ -1,0 +1,59 @@
+"""The ``workers`` section of ``.lattice/config.json``, and where run worktrees live.
+
+Apart from the supervisor's own module so that ``doctor --fix``, which settles runs
+with no supervisor running, finds the same worktree folder without importing it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.errors import Code, LatticeError
+from lattice_workers.store import Board
+
+
+class Settings:
+    """The ``workers`` section of ``.lattice/config.json`` (all optional).
+
+    Refused with one clear sentence when a value is not what it must be, so that a
+    typo neither crashes a start nor half-applies a reload.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        section = config.get("workers")
+        section = section if isinstance(section, dict) else {}
+        self.max_concurrent = int(_number(section, "max_concurrent", 8, minimum=1, whole=True))
+        self.keep_finished = int(_number(section, "keep_finished", 1000, minimum=0, whole=True))
+        self.keep_finished_seconds = _number(section, "keep_finished_days", 7, minimum=0) * 86400
+        self.shutdown_drain_seconds = _number(section, "shutdown_drain_seconds", 60, minimum=0)
+        worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
+        self.worktree_dir = Path(worktree_dir) if worktree_dir else None
+
+
+def _number(
+    section: dict[str, Any], key: str, default: float, *, minimum: float, whole: bool = False
+) -> float:
+    value = section.get(key, default)
+    kind = "a whole number" if whole else "a number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (whole and not float(value).is_integer())
+        or value < minimum
+    ):
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"workers.{key} in .lattice/config.json must be {kind} of at least {minimum:g}, "
+            f"got {value!r}; fix the file",
+        )
+    return float(value)
+
+
+def worktree_base(board: Board, settings: Settings | None = None) -> Path:
+    """Where the board's run worktrees live: ``LATTICE_WORKTREE_DIR``, else
+    ``workers.worktree_dir``, else the default under the user's cache folder."""
+    settings = settings or Settings(board.config)
+    return settings.worktree_dir or Worktrees.default_base_dir(board.root)
