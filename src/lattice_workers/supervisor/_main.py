@@ -31,13 +31,14 @@ from lattice_workers.actors._run import RunContext
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol import default_endpoint
-from lattice_workers.protocol._endpoint import curve_key
+from lattice_workers.protocol._endpoint import curve_key, ipc_path
 from lattice_workers.store import Board
 from lattice_workers.supervisor._feed import RunFeed
 from lattice_workers.supervisor._handlers import Handlers
 from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
 from lattice_workers.supervisor._recovery import recover
 from lattice_workers.supervisor._server import serve
+from lattice_workers.supervisor._watch import Inotify
 from lattice_workers.supervisor._zap import ClientKeys
 from lattice_workers.supervisor.control import RUN_VARIABLES
 
@@ -122,8 +123,11 @@ class CurveSettings:
 class Supervisor:
     """Everything one running supervisor owns."""
 
-    def __init__(self, board: Board, *, endpoints: list[str]) -> None:
+    def __init__(
+        self, board: Board, *, endpoints: list[str], lock: PidLock | None = None
+    ) -> None:
         self.board = board
+        self.lock = lock
         self.root = board.root
         self.endpoints = endpoints
         self.endpoint = endpoints[0]
@@ -221,6 +225,9 @@ class Supervisor:
                             )
                         )
                     log.info("supervisor %d serving %s", os.getpid(), ", ".join(self.endpoints))
+                    nursery.start_soon(self._watch_runtime)
+                    if (lock := self.lock) is not None:
+                        await trio.to_thread.run_sync(lambda: lock.write_pid(serving=True))
                     ready()
                     await self._shutdown.wait()
                     log.info("shutting down (drain=%s)", self._drain)
@@ -233,6 +240,39 @@ class Supervisor:
                 nursery.cancel_scope.cancel()
         await trio.to_thread.run_sync(self.journal.close)
         log.info("supervisor %d stopped", os.getpid())
+
+    async def _watch_runtime(self) -> None:
+        """Drain and stop when a worker removes our socket (see :mod:`._watch`)."""
+        socket = ipc_path(self.endpoint)
+        try:
+            watcher = Inotify()
+        except OSError as exc:
+            log.warning("cannot watch the runtime folder (%s); a removed socket goes unseen", exc)
+            return
+        try:
+            folders = {self.run_dir}
+            if socket is not None:
+                folders.add(socket.parent)
+            for folder in folders:
+                watcher.watch(folder)
+            async for path in watcher.gone():
+                if self._shutdown.is_set():
+                    return  # our own cleanup removes the socket
+                if path in folders or path == socket:
+                    log.warning(
+                        "%s was removed (did a worker delete .lattice/run?): this supervisor "
+                        "can no longer be reached, so it stops accepting runs, lets its %d "
+                        "live runs end on their own, and then exits; the next command "
+                        "starts a new supervisor",
+                        path,
+                        len(self.registry.ps()),
+                    )
+                    self.request_shutdown(drain=True)
+                    return
+        except OSError as exc:
+            log.warning("stopped watching the runtime folder: %s", exc)
+        finally:
+            watcher.close()
 
     async def _watch_signals(self, signals: Any) -> None:
         async for signum in signals:
@@ -307,8 +347,7 @@ def run_supervisor(
             except OSError:
                 pass
 
-    run_dir = runtime_dir(board.dir)
-    lock = PidLock(run_dir)
+    lock = PidLock(board.dir)
     try:
         lock.acquire()
     except LatticeError as err:
@@ -317,7 +356,7 @@ def run_supervisor(
     listener = _start_logging(board, foreground=ready_fd is None)
     try:
         endpoints = [default_endpoint(board.root), *(listen or [])]
-        supervisor = Supervisor(board, endpoints=endpoints)
+        supervisor = Supervisor(board, endpoints=endpoints, lock=lock)
         trio.run(supervisor.run, lambda: tell(f"ok {os.getpid()} {supervisor.endpoint}"))
         return 0
     except LatticeError as err:

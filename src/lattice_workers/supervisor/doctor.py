@@ -71,7 +71,7 @@ def _settle(board: Board) -> None:
     from lattice_workers.actors._journal import Journal
     from lattice_workers.actors._state import RunState
 
-    lock = PidLock(runtime_dir(board.dir))
+    lock = PidLock(board.dir)
     lock.acquire()  # no supervisor may start while we settle
     try:
         # What the journal knows, as recovery uses it: the exact process group of
