@@ -29,6 +29,7 @@ from trio_util import AsyncValue
 from lattice_workers.actors._child import Child
 from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition, command_for
 from lattice_workers.actors._environment import lattice_variables, worker_environment
+from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._journal import Journal, JournalRecord
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason, RunState
@@ -389,7 +390,9 @@ class RunActor:
                     folder.mkdir(mode=mode, parents=True, exist_ok=True)
             self._result_path().unlink(missing_ok=True)
             prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(
+                log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644
+            )
             return fd, prompt
         except (OSError, UnicodeDecodeError) as exc:
             return exc if isinstance(exc, OSError) else OSError(f"prompt file: {exc}")
@@ -599,10 +602,12 @@ class RunActor:
     def _read_result(self) -> tuple[dict[str, Any] | None, str | None]:
         path = self.ctx.results_dir / f"{self.run_id}.json"
         try:
-            with open(path, "rb") as f:
+            with open_run_file(path, "result file") as f:
                 raw = f.read(RESULT_MAX_BYTES + 1)
         except FileNotFoundError:
             return None, None
+        except LatticeError as exc:  # a symlink: never read what it points to
+            return None, f"{exc.message}; it was ignored"
         finally:
             path.unlink(missing_ok=True)
         if len(raw) > RESULT_MAX_BYTES:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from lattice_workers import __version__
+from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._run import RunActor
 from lattice_workers.actors._state import RunState
 from lattice_workers.errors import Code, LatticeError
@@ -202,7 +203,7 @@ class Handlers:
 
 def _read_chunk(path: Path, offset: int, size: int) -> bytes:
     try:
-        with open(path, "rb") as f:
+        with open_run_file(path, "log") as f:
             f.seek(offset)
             return f.read(size)
     except FileNotFoundError:
@@ -212,7 +213,7 @@ def _read_chunk(path: Path, offset: int, size: int) -> bytes:
 def _tail_offset(path: Path, lines: int) -> int:
     """The byte offset where the last ``lines`` lines of the file begin."""
     try:
-        with open(path, "rb") as f:
+        with open_run_file(path, "log") as f:
             end = f.seek(0, os.SEEK_END)
             if lines == 0:
                 return end

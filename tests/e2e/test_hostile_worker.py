@@ -1,0 +1,92 @@
+"""What a hostile or careless worker can do to the supervisor (issue 18), each
+reproduction against a real supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import Project, alive
+
+
+def wait_gone(pid: int, timeout: float = 60) -> None:
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, f"pid {pid} still alive after {timeout}s"
+    finally:
+        os.close(fd)
+
+
+def wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout}s"
+        time.sleep(0.05)
+
+
+def test_a_worker_deleting_the_runtime_folder_makes_no_second_supervisor(
+    project: Project, tmp_path: Path
+) -> None:
+    """``rm -rf .lattice/run`` took the old lock file with it: the next command started
+    a second supervisor, whose recovery killed the first one's live run. Now the lock
+    is on ``.lattice/`` itself; the first supervisor notices its socket is gone, lets
+    its run end on its own and exits; only then may a new one start."""
+    mark = tmp_path / "deleted"
+    project.write_worker(
+        "Vandal",
+        command=f'rm -rf "$LATTICE_ROOT/.lattice/run"; touch {mark}; sleep 2; echo finished',
+        worktree=False,
+    )
+    task = project.create_task()
+    first = project.json("supervisor", "start")["data"]["pid"]
+    run = project.json("worker", "run", "Vandal", task)["data"]
+    wait_for(mark)
+    refused = project.cli("worker", "ps", "--json", check=False)
+    assert refused.returncode == 6, refused.stdout + refused.stderr
+    error = json.loads(refused.stdout)["error"]
+    assert error["code"] == "SUPERVISOR_UNAVAILABLE" and "lost its socket" in error["message"]
+    assert alive(first)
+    wait_gone(first)  # it drained: the run ended on its own, then the supervisor went
+    ends = [e for e in project.process_events(task) if e["type"] != "process_started"]
+    assert [e["type"] for e in ends] == ["process_completed"], ends
+    assert ends[0]["data"]["run_id"] == run["run_id"]
+    log = (project.root / ".lattice" / "logs" / "supervisor.log").read_text()
+    assert "supervisor.sock was removed" in log
+    # The next command starts a new supervisor, which finds nothing to recover.
+    assert project.json("worker", "ps")["data"] == []
+    assert project.supervisor_pid() not in (None, first)
+    assert "left by a run that ended" not in (
+        project.root / ".lattice" / "logs" / "supervisor.log"
+    ).read_text()
+
+
+def test_worker_logs_does_not_follow_a_symlink_the_worker_put_in_place_of_its_log(
+    project: Project, tmp_path: Path
+) -> None:
+    """A worker replaced its log by a symlink to a file outside the project; ``worker
+    logs`` printed that file. The supervisor now opens a run's files with O_NOFOLLOW."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the secret\n")
+    project.write_worker(
+        "Linker",
+        command=f'echo hello; rm "$LATTICE_LOG"; ln -s {secret} "$LATTICE_LOG"; '
+        f'ln -s {secret} "$LATTICE_RESULT_FILE"',
+        worktree=False,
+    )
+    task = project.create_task()
+    run = project.json("worker", "run", "Linker", task, "--wait")["data"][0]
+    assert run["state"] == "completed"
+    shown = project.cli("worker", "logs", run["run_id"], "--json", check=False)
+    assert "the secret" not in shown.stdout + shown.stderr
+    assert shown.returncode != 0
+    assert "symbolic link" in json.loads(shown.stdout)["error"]["message"]
+    tail = project.cli("worker", "logs", run["run_id"], "--tail", "5", check=False)
+    assert "the secret" not in tail.stdout + tail.stderr and tail.returncode != 0
+    # Nor was the result file's target read into the terminal event.
+    end = project.process_events(task)[-1]
+    assert "the secret" not in json.dumps(end)
+    assert "symbolic link" in end["data"]["output_error"]
