@@ -90,3 +90,37 @@ def test_worker_logs_does_not_follow_a_symlink_the_worker_put_in_place_of_its_lo
     end = project.process_events(task)[-1]
     assert "the secret" not in json.dumps(end)
     assert "symbolic link" in end["data"]["output_error"]
+
+
+def test_doctor_fix_sets_a_torn_last_line_aside_and_the_run_keeps_its_exit_0(
+    project: Project,
+) -> None:
+    """A task log whose last line was cut mid-write made ``doctor`` exit 7 forever
+    (``--fix`` and ``rebuild`` left the line), and recovery closed the run as
+    ``orphaned`` though its worker had exited 0. Now ``--fix`` moves the line into a
+    dated file beside the log, recovery writes the end the journal recorded, and
+    ``doctor`` passes."""
+    project.write_worker("Ok", command="echo ok", worktree=False)
+    task = project.create_task()
+    run = project.json("worker", "run", "Ok", task, "--wait")["data"][0]
+    assert run["state"] == "completed"
+    project.cli("supervisor", "stop")
+    task_id = project.snapshot(task)["id"]
+    log = project.root / ".lattice" / "events" / f"{task_id}.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert json.loads(lines[-1])["type"] == "process_completed"
+    torn = lines[-1][: len(lines[-1]) // 2]
+    log.write_bytes(b"".join(lines[:-1]) + torn)
+    before = project.cli("doctor", "--json", check=False)
+    assert before.returncode == 7
+    kinds = {p["kind"] for p in json.loads(before.stdout)["error"]["details"]}
+    assert "corrupt_line" in kinds
+    project.cli("doctor", "--fix", "--json", check=False)
+    after = project.cli("doctor", "--json", check=False)
+    assert after.returncode == 0, after.stdout
+    asides = list(log.parent.glob(f"{log.name}.aside-*"))
+    assert len(asides) == 1 and asides[0].read_bytes() == torn + b"\n"
+    ends = [e for e in project.process_events(task) if e["type"] != "process_started"]
+    assert [e["type"] for e in ends] == ["process_completed"], ends
+    assert ends[0]["data"]["run_id"] == run["run_id"] and ends[0]["data"]["exit_code"] == 0
+    assert project.snapshot(task)["active_processes"] == []

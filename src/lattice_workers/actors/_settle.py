@@ -16,6 +16,7 @@ from typing import Any
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason
 from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol._messages import RunInfo
 from lattice_workers.store import Board
 
 log = logging.getLogger("lattice_workers.supervisor.recovery")
@@ -95,18 +96,63 @@ def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
     return killed
 
 
+def write_recorded_end(board: Board, board_run: dict[str, Any], info: RunInfo) -> bool:
+    """Write the end the journal recorded for a run the board shows open; False if
+    it was already closed.
+
+    The journal's final record is written after the terminal event's log line: a run
+    open on the board with a final record lost that line (torn by a crash, or moved
+    aside by ``doctor --fix``). Its worker's outcome is known, so the end says it,
+    instead of ``orphaned``, which would turn an exit 0 into a failure.
+    """
+    fields: dict[str, Any] = {
+        "attempt": info.attempt,
+        "duration_seconds": info.duration_seconds,
+        "commit_sha": info.commit_sha or board_run.get("commit_sha"),
+        "log_path": info.log_path or board_run.get("log_path"),
+    }
+    if info.reason is None and info.state == "completed":
+        fields.update(result="success", exit_code=0)
+        if info.result is not None:
+            fields["output"] = info.result
+        event_type = "process_completed"
+    else:
+        fields.update(
+            reason=info.reason or str(Reason.ORPHANED), error=info.error or ORPHANED_ERROR
+        )
+        if info.exit_code is not None:
+            fields["exit_code"] = info.exit_code
+        if info.signal is not None:
+            fields["signal"] = info.signal
+        event_type = "process_failed"
+    return _write_end(board, board_run, info.run_id, event_type, fields)
+
+
 def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) -> bool:
     """Write ``process_failed(orphaned)`` for an open run; False if it was already closed."""
-    started_event_id = board_run["started_event_id"]
-    data: dict[str, Any] = {
-        "process_type": board_run.get("process_type"),
-        "started_event_id": started_event_id,
-        "run_id": run_id,
+    fields: dict[str, Any] = {
         "commit_sha": board_run.get("commit_sha"),
         "reason": str(Reason.ORPHANED),
         "error": ORPHANED_ERROR,
         "duration_seconds": None,
         "log_path": board_run.get("log_path"),
+    }
+    return _write_end(board, board_run, run_id, "process_failed", fields)
+
+
+def _write_end(
+    board: Board,
+    board_run: dict[str, Any],
+    run_id: str | None,
+    event_type: str,
+    fields: dict[str, Any],
+) -> bool:
+    started_event_id = board_run["started_event_id"]
+    data: dict[str, Any] = {
+        "process_type": board_run.get("process_type"),
+        "started_event_id": started_event_id,
+        "run_id": run_id,
+        **fields,
     }
 
     def still_open(snapshot: dict[str, Any]) -> None:
@@ -119,7 +165,7 @@ def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) 
     try:
         board.append(
             board_run["task_id"],
-            "process_failed",
+            event_type,
             data,
             actor=board_run.get("actor") or "agent:lattice-supervisor",
             agent_meta={"model": None, "session": run_id},
@@ -130,5 +176,5 @@ def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) 
         if err.message == _SETTLED:
             return False
         raise
-    log.info("run %s on %s closed as orphaned", run_id, board_run["task_id"])
+    log.info("run %s on %s closed (%s)", run_id, board_run["task_id"], data.get("reason", "ok"))
     return True

@@ -30,6 +30,7 @@ from lattice_workers.actors._settle import (
     kill_by_run_id,
     kill_if_same,
     write_orphaned,
+    write_recorded_end,
 )
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.actors._worktree import Worktrees
@@ -89,6 +90,9 @@ async def recover(sup: Supervisor) -> None:
     for record in records.values():
         info = record.run
         if RunState(info.state).is_final:
+            board_run = open_by_started.pop(info.started_event_id or "", None)
+            if board_run is not None:  # its terminal line was lost: the journal knows it
+                await trio.to_thread.run_sync(write_recorded_end, board, board_run, info)
             continue
         if info.started_event_id is None:
             requeue.append(record)

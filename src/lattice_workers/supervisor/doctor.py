@@ -35,13 +35,27 @@ def _live_run_ids(board: Board) -> set[str]:
 def unowned_problems(board: Board, *, fix: bool = False) -> list[Problem]:
     """The board's problems, without the open runs a live supervisor owns."""
     if fix:
+        _heal(board)  # first: a torn end event must not hide how a run ended
         _settle(board)
+        _heal(board)  # the snapshots of what settling closed
     live = _live_run_ids(board)
     return [
         p
         for p in board.doctor()
         if not (p.kind == "open_run" and p.details.get("run_id") in live)
     ]
+
+
+def _heal(board: Board) -> None:
+    """Move unreadable log lines aside and rewrite each snapshot that disagrees with
+    its log from the log (a full disk can refuse a snapshot after its log line)."""
+    problems = board.doctor()
+    for task_id in sorted({p.task_id for p in problems if p.kind == "corrupt_line" and p.task_id}):
+        if board.task_exists(task_id):
+            board.set_aside_bad_lines(task_id)
+    for task_id in sorted({p.task_id for p in problems if p.task_id}):
+        if board.task_exists(task_id):
+            board.repair_snapshot(task_id)
 
 
 def _remove_worktrees(board: Board, known: list[Path]) -> None:
