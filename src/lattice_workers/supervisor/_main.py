@@ -227,7 +227,7 @@ class Supervisor:
                     log.info("supervisor %d serving %s", os.getpid(), ", ".join(self.endpoints))
                     nursery.start_soon(self._watch_runtime)
                     if (lock := self.lock) is not None:
-                        await trio.to_thread.run_sync(lambda: lock.write_pid(serving=True))
+                        await trio.to_thread.run_sync(lock.mark_serving)
                     ready()
                     await self._shutdown.wait()
                     log.info("shutting down (drain=%s)", self._drain)

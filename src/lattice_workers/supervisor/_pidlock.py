@@ -24,6 +24,7 @@ from pathlib import Path
 from lattice_workers.errors import Code, LatticeError
 
 LOCK_NAME = "supervisor.lock"
+SERVING_NAME = "supervisor.serving"
 
 
 def runtime_dir(board_dir: Path) -> Path:
@@ -79,14 +80,16 @@ class PidLock:
         self._fd = fd
         self.write_pid()
 
-    def write_pid(self, *, serving: bool = False) -> None:
-        """Write ``run/supervisor.lock``: our pid, then ``serving`` once the socket is
-        bound (a client that finds the socket missing then knows it was removed, not
-        yet made: see ``control.check_reachable``)."""
+    def write_pid(self) -> None:
+        """Write our pid into ``run/supervisor.lock`` (``run/`` is made if gone)."""
         runtime_dir(self.board_dir)
-        tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(f"{os.getpid()}{' serving' if serving else ''}\n")
-        os.replace(tmp, self.path)
+        _replace_text(self.path, f"{os.getpid()}\n")
+
+    def mark_serving(self) -> None:
+        """Write ``run/supervisor.serving`` (our pid) once the socket is bound: a client
+        that then finds the socket missing knows it was removed, not yet made (see
+        ``control.check_reachable``)."""
+        _replace_text(self.path.with_name(SERVING_NAME), f"{os.getpid()}\n")
 
     def release(self) -> None:
         if self._fd is not None:
@@ -96,19 +99,17 @@ class PidLock:
 
 def read_holder(path: Path) -> int | None:
     """The pid written in the pid file, if any."""
-    state = read_state(path)
-    return state[0] if state else None
-
-
-def read_state(path: Path) -> tuple[int, bool] | None:
-    """The pid written in the pid file and whether it said it serves, if any."""
     try:
-        words = path.read_text().split()
+        text = path.read_text().strip()
     except OSError:
         return None
-    if not words or not words[0].isdigit():
-        return None
-    return int(words[0]), words[1:] == ["serving"]
+    return int(text) if text.isdigit() else None
+
+
+def _replace_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def is_held(board_dir: Path) -> bool:

@@ -29,7 +29,7 @@ from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol import default_endpoint
 from lattice_workers.protocol._endpoint import curve_key, ipc_path
 from lattice_workers.protocol.client import Client
-from lattice_workers.supervisor._pidlock import LOCK_NAME, is_held, read_holder, read_state
+from lattice_workers.supervisor._pidlock import LOCK_NAME, SERVING_NAME, is_held, read_holder
 
 if TYPE_CHECKING:
     import subprocess
@@ -138,13 +138,13 @@ def check_reachable(root: Path, board_dir: Path) -> None:
     path = ipc_path(default_endpoint(root))
     if path is None or path.exists():
         return
-    state = read_state(run_dir(board_dir) / LOCK_NAME)
-    if state is None:  # a start between its lock and its pid file? a moment later
+    folder = run_dir(board_dir)
+    pid = read_holder(folder / LOCK_NAME)
+    if pid is None:  # a start between its lock and its pid file? a moment later
         time.sleep(0.05)
-        state = read_state(run_dir(board_dir) / LOCK_NAME)
-    if path.exists() or (state is not None and not state[1]):
+        pid = read_holder(folder / LOCK_NAME)
+    if path.exists() or (pid is not None and read_holder(folder / SERVING_NAME) != pid):
         return  # it is starting: its socket comes once recovery is done
-    pid = state[0] if state else None
     who = f"the supervisor (pid {pid})" if pid else "the supervisor"
     raise LatticeError(
         Code.SUPERVISOR_UNAVAILABLE,
