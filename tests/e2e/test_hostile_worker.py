@@ -6,10 +6,28 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.e2e.conftest import Project, alive
+import pytest
+
+from tests.e2e.conftest import Project, alive, make_project, stop_everything
+
+
+@pytest.fixture
+def short_project() -> Iterator[Project]:
+    """A project whose socket is inside ``.lattice/run`` (a long temporary path moves
+    it to a folder of its own elsewhere, out of the worker's reach)."""
+    folder = Path(tempfile.mkdtemp(prefix="lw-", dir="/tmp"))
+    project = make_project(folder)
+    try:
+        yield project
+    finally:
+        stop_everything(project)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_gone(pid: int, timeout: float = 60) -> None:
@@ -29,16 +47,18 @@ def wait_for(path: Path, timeout: float = 30) -> None:
 
 
 def test_a_worker_deleting_the_runtime_folder_makes_no_second_supervisor(
-    project: Project, tmp_path: Path
+    short_project: Project, tmp_path: Path
 ) -> None:
     """``rm -rf .lattice/run`` took the old lock file with it: the next command started
     a second supervisor, whose recovery killed the first one's live run. Now the lock
     is on ``.lattice/`` itself; the first supervisor notices its socket is gone, lets
     its run end on its own and exits; only then may a new one start."""
-    mark = tmp_path / "deleted"
+    project = short_project
+    mark, go = tmp_path / "deleted", tmp_path / "go"
     project.write_worker(
         "Vandal",
-        command=f'rm -rf "$LATTICE_ROOT/.lattice/run"; touch {mark}; sleep 2; echo finished',
+        command=f'rm -rf "$LATTICE_ROOT/.lattice/run"; touch {mark}; '
+        f"while [ ! -e {go} ]; do sleep 0.05; done; echo finished",
         worktree=False,
     )
     task = project.create_task()
@@ -50,6 +70,7 @@ def test_a_worker_deleting_the_runtime_folder_makes_no_second_supervisor(
     error = json.loads(refused.stdout)["error"]
     assert error["code"] == "SUPERVISOR_UNAVAILABLE" and "lost its socket" in error["message"]
     assert alive(first)
+    go.touch()
     wait_gone(first)  # it drained: the run ended on its own, then the supervisor went
     ends = [e for e in project.process_events(task) if e["type"] != "process_started"]
     assert [e["type"] for e in ends] == ["process_completed"], ends
@@ -124,3 +145,26 @@ def test_doctor_fix_sets_a_torn_last_line_aside_and_the_run_keeps_its_exit_0(
     assert [e["type"] for e in ends] == ["process_completed"], ends
     assert ends[0]["data"]["run_id"] == run["run_id"] and ends[0]["data"]["exit_code"] == 0
     assert project.snapshot(task)["active_processes"] == []
+
+
+def test_a_runs_log_is_bounded_and_the_worker_runs_on(project: Project) -> None:
+    """``yes | head -c 2G`` wrote 2 GiB into a run's log. With ``workers.log_max_mib``
+    the log keeps its beginning and its latest part, says how much was dropped, the
+    terminal event says ``log_truncated``, and the worker is not stopped for it."""
+    project.configure_workers(log_max_mib=0.0625)  # 64 KiB
+    project.write_worker(
+        "Chatty", command="echo FIRST; yes | head -c 3000000; echo; echo LAST", worktree=False
+    )
+    project.write_worker("Quiet", command="echo only", worktree=False, log_max_mib=1)
+    task = project.create_task()
+    run = project.json("worker", "run", "Chatty", task, "--wait")["data"][0]
+    assert run["state"] == "completed"
+    log = Path(run["log_path"]).read_bytes()
+    assert len(log) <= 64 * 1024
+    assert log.startswith(b"FIRST\n") and log.endswith(b"LAST\n")
+    assert b"bytes of output dropped here" in log
+    end = project.process_events(task)[-1]
+    assert end["type"] == "process_completed" and end["data"]["log_truncated"] is True
+    quiet = project.json("worker", "run", "Quiet", task, "--wait")["data"][0]
+    assert Path(quiet["log_path"]).read_bytes() == b"only\n"
+    assert "log_truncated" not in project.process_events(task)[-1]["data"]

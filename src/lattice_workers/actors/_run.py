@@ -31,6 +31,7 @@ from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition, 
 from lattice_workers.actors._environment import lattice_variables, worker_environment
 from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._journal import Journal, JournalRecord
+from lattice_workers.actors._logsink import DEFAULT_MAX_MIB, LogSink
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.actors._worktree import Worktrees
@@ -67,6 +68,9 @@ class RunContext:
     #: Told each time a run's state changes, its record up to date (the ``Watch`` feed);
     #: the second argument is ``"started"`` for a run just accepted, else None.
     on_state: Callable[[RunInfo, str | None], None] = lambda info, kind: None
+    #: ``workers.log_max_mib``: a run's log keeps at most this much (a definition's
+    #: own ``log_max_mib`` wins); see :mod:`~lattice_workers.actors._logsink`.
+    log_max_mib: float = DEFAULT_MAX_MIB
 
 
 @dataclass
@@ -106,6 +110,7 @@ class RunActor:
         self._cancel_reason: Reason | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._process: Child | None = None
+        self._sink: LogSink | None = None
         self._pid_start_time: int | None = None
         self._outcome: Outcome | None = None
         self._started_mono: float | None = None
@@ -205,6 +210,7 @@ class RunActor:
         ):
             setattr(info, name, None)
         self._process = None
+        self._sink = None
         self._pid_start_time = None
         self._outcome = None
         self._attempt_closed = False
@@ -244,25 +250,31 @@ class RunActor:
         process = self._process = started
         self._set_state(RunState.RUNNING)
         timeout_min = self.request.timeout_minutes or self.definition.timeout_minutes
-        with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
-            self._wait_scope = scope
-            if self._cancel_reason is not None:
-                scope.cancel()
-            await process.wait()
-        self._wait_scope = None
-        if process.returncode is None:
-            reason = self._cancel_reason or Reason.TIMEOUT
-            sentence = (
-                self._cancel_sentence()
-                if self._cancel_reason
-                else f"the worker ran past its deadline of {timeout_min:g} minutes"
-            )
-            await self._stop_process(process)
-            self._outcome = Outcome(
-                reason, sentence, exit_code=None, signal=_signal_of(process.returncode)
-            )
-        else:
-            self._outcome = _outcome_of_exit(process.returncode)
+        async with trio.open_nursery() as copying:
+            if self._sink is not None:  # the output flows while the process lives
+                copying.start_soon(self._sink.pump)
+            with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
+                self._wait_scope = scope
+                if self._cancel_reason is not None:
+                    scope.cancel()
+                await process.wait()
+            self._wait_scope = None
+            if process.returncode is None:
+                reason = self._cancel_reason or Reason.TIMEOUT
+                sentence = (
+                    self._cancel_sentence()
+                    if self._cancel_reason
+                    else f"the worker ran past its deadline of {timeout_min:g} minutes"
+                )
+                await self._stop_process(process)
+                self._outcome = Outcome(
+                    reason, sentence, exit_code=None, signal=_signal_of(process.returncode)
+                )
+            else:
+                self._outcome = _outcome_of_exit(process.returncode)
+            # What is left in the pipe is copied once the group is killed (_close_attempt):
+            # a daemon the worker left may hold the pipe open for good.
+            copying.cancel_scope.cancel()
 
     async def _start_in_worktree(self) -> Spawned:
         """``process_started`` and the worktree at once, then the process in the worktree.
@@ -363,7 +375,14 @@ class RunActor:
         try:
             env = worker_environment(self.ctx.environ, defn, lattice_vars)
             argv = command_for(defn, board.root, prompt_text)
-            child = Child.spawn(argv, cwd=str(cwd), env=env, output_fd=log_fd)
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            try:
+                child = Child.spawn(argv, cwd=str(cwd), env=env, output_fd=write_fd)
+            except BaseException:
+                os.close(read_fd)
+                raise
+            finally:
+                os.close(write_fd)  # the worker has its own copies (stdout, stderr)
         except Exception as exc:  # OSError, or ValueError for a NUL in argv or env
             return exc
         # Owned from here: whatever fails before the loop takes the returned child (a
@@ -371,7 +390,16 @@ class RunActor:
         self._process = child
         info.pid = child.pid
         self._pid_start_time = process_start_time(child.pid)
+        try:
+            self._sink = LogSink(read_fd, os.dup(log_fd), self._log_limit())
+        except OSError:  # out of descriptors: the output is lost, the run goes on
+            log.exception("run %s: cannot copy its output into its log", self.run_id)
+            os.close(read_fd)
         return child
+
+    def _log_limit(self) -> int:
+        mib = self.definition.log_max_mib
+        return int((mib if mib is not None else self.ctx.log_max_mib) * 1024 * 1024)
 
     def _prompt_path(self) -> Path | None:
         prompt_file = self.definition.prompt_file
@@ -390,9 +418,9 @@ class RunActor:
                     folder.mkdir(mode=mode, parents=True, exist_ok=True)
             self._result_path().unlink(missing_ok=True)
             prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
-            fd = os.open(
-                log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644
-            )
+            # Written by the supervisor alone (the worker writes into a pipe), so not
+            # O_APPEND: the LogSink moves the latest part down when the log is full.
+            fd = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             return fd, prompt
         except (OSError, UnicodeDecodeError) as exc:
             return exc if isinstance(exc, OSError) else OSError(f"prompt file: {exc}")
@@ -465,6 +493,11 @@ class RunActor:
             kill_group(self._process.pid, signal.SIGKILL)
             self._process.close()
             self.ctx.sweep_leftovers(self.run_id, self.info.attempt)
+        if self._sink is not None:
+            try:
+                await self._sink.finish()
+            except OSError:
+                log.exception("run %s: could not copy the end of its output", self.run_id)
         outcome = self._outcome or Outcome(
             self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
         )
@@ -575,6 +608,8 @@ class RunActor:
             "duration_seconds": info.duration_seconds,
             "log_path": info.log_path,
         }
+        if self._sink is not None and self._sink.truncated:
+            data["log_truncated"] = True
         if outcome.reason is None:
             data.update(result="success", exit_code=0)
             event_type = "process_completed"

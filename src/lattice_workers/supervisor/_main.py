@@ -26,6 +26,7 @@ import trio
 from lattice_workers._command import add_lattice_to_path
 from lattice_workers.actors._journal import Journal
 from lattice_workers.actors._leftovers import LeftoverSweeper
+from lattice_workers.actors._logsink import DEFAULT_MAX_MIB
 from lattice_workers.actors._registry import Registry
 from lattice_workers.actors._run import RunContext
 from lattice_workers.actors._worktree import Worktrees
@@ -35,6 +36,7 @@ from lattice_workers.protocol._endpoint import curve_key, ipc_path
 from lattice_workers.store import Board
 from lattice_workers.supervisor._feed import RunFeed
 from lattice_workers.supervisor._handlers import Handlers
+from lattice_workers.supervisor._logsummary import RepeatSummarizer, TemplateQueueHandler
 from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
 from lattice_workers.supervisor._recovery import recover
 from lattice_workers.supervisor._server import serve
@@ -68,6 +70,7 @@ class Settings:
         self.keep_finished = int(_number(section, "keep_finished", 1000, minimum=0, whole=True))
         self.keep_finished_seconds = _number(section, "keep_finished_days", 7, minimum=0) * 86400
         self.shutdown_drain_seconds = _number(section, "shutdown_drain_seconds", 60, minimum=0)
+        self.log_max_mib = _number(section, "log_max_mib", DEFAULT_MAX_MIB, minimum=0.001)
         worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
         self.worktree_dir = Path(worktree_dir) if worktree_dir else None
 
@@ -154,6 +157,7 @@ class Supervisor:
             environ=_worker_base_environment(self.run_dir),
             sweep_leftovers=self.sweeper.attempt_ended,
             on_state=lambda info, kind: self.feed.publish(info, kind),
+            log_max_mib=self.settings.log_max_mib,
         )
         self.registry = Registry(
             self.ctx,
@@ -184,6 +188,7 @@ class Supervisor:
         )
         checked[0].worktree_dir = self.settings.worktree_dir  # where the live runs are
         self.settings = checked[0]
+        self.ctx.log_max_mib = self.settings.log_max_mib
         self.registry.set_limits(
             max_concurrent=self.settings.max_concurrent,
             keep_finished=self.settings.keep_finished,
@@ -323,8 +328,9 @@ def _start_logging(board: Board, foreground: bool) -> logging.handlers.QueueList
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     root_logger = logging.getLogger("lattice_workers")
     root_logger.setLevel(logging.INFO)
-    root_logger.handlers[:] = [logging.handlers.QueueHandler(q)]
-    listener = logging.handlers.QueueListener(q, *handlers, respect_handler_level=True)
+    root_logger.handlers[:] = [TemplateQueueHandler(q)]
+    # Repeated warnings are counted, not written one by one (see _logsummary).
+    listener = logging.handlers.QueueListener(q, RepeatSummarizer(handlers))
     listener.start()
     return listener
 
@@ -369,4 +375,6 @@ def run_supervisor(
         raise
     finally:
         listener.stop()
+        for handler in listener.handlers:
+            handler.close()  # the summaries of repeated warnings still counting
         lock.release()
