@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Project, alive, make_project, stop_everything
+from tests.e2e.conftest import (
+    Project,
+    alive,
+    make_project,
+    processes_with_variable,
+    stop_everything,
+)
 
 
 @pytest.fixture
@@ -168,3 +174,32 @@ def test_a_runs_log_is_bounded_and_the_worker_runs_on(project: Project) -> None:
     quiet = project.json("worker", "run", "Quiet", task, "--wait")["data"][0]
     assert Path(quiet["log_path"]).read_bytes() == b"only\n"
     assert "log_truncated" not in project.process_events(task)[-1]["data"]
+
+
+def test_nothing_of_a_cancelled_run_outlives_worker_wait_even_a_setsid_storm(
+    project: Project, tmp_path: Path
+) -> None:
+    """Descendants that keep forking new sessions outlived the run's end by seconds: the
+    sweep stopped after a scan that killed nothing new, and a pid that exited between
+    listing and kill (having forked its successor) did not count. Now the scan repeats
+    until it finds none, and a cancelled run's end waits for it. Four chains of
+    short-lived ``setsid`` hops, each bounded to 2000 hops so the test stays cheap."""
+    mark = tmp_path / "storming"
+    hop = 'sleep 0.02; [ "$H" -gt 0 ] && H=$((H-1)) setsid bash -c "$HOP" & sleep 0.05'
+    project.write_worker(
+        "Storm",
+        command=f"export H=2000 HOP='{hop}'; "
+        'for i in 1 2 3 4; do setsid bash -c "$HOP" & done; '
+        f"sleep 0.5; touch {mark}; sleep 300",
+        worktree=False,
+        kill_grace_seconds=1,
+    )
+    task = project.create_task()
+    run = project.json("worker", "run", "Storm", task)["data"]
+    wait_for(mark)
+    marks = processes_with_variable("LATTICE_RUN_ID", run["run_id"])
+    assert len(marks) > 4, marks  # the chains are hopping
+    project.cli("worker", "cancel", run["run_id"])
+    ended = project.json("worker", "wait", run["run_id"], check=False)["data"][0]
+    assert ended["state"] == "failed" and ended["reason"] == "cancelled"
+    assert processes_with_variable("LATTICE_RUN_ID", run["run_id"]) == []

@@ -4,7 +4,13 @@ An attempt's end kills its process group; a daemon that moved to a session of it
 (tmux, ``setsid``, a dev server's launcher) is not in it. It still carries the run's
 ``LATTICE_RUN_ID`` and ``LATTICE_ATTEMPT``, which a scan of ``/proc`` finds, as crash
 recovery finds the run's processes (the attempt too: a retry, with the same run id,
-may be running by the time of the scan). The scan reads every process's environment:
+may be running by the time of the scan). Each scan repeats until it finds none (see
+``_settle._kill_where``): descendants that keep forking new sessions are all dead
+when it returns. A run its supervisor stopped (cancel, timeout, shutdown), or whose
+group still had members when its leader ended, waits for that scan before its end is
+written, so that no process of it is alive once its end is visible; a run that simply
+exited does not wait (a daemon that left its group then dies within about
+:data:`BATCH_SECONDS`). The scan reads every process's environment:
 for a trivial run it costs about as much CPU as the rest of the run (measured: +1 to
 +4 ms per run at 1 to 16 concurrent clients), so runs share it. Their ids gather for
 :data:`BATCH_SECONDS`, then one scan serves them all, in a thread. A process that
@@ -34,11 +40,17 @@ class LeftoverSweeper:
         self.batch_seconds = batch_seconds
         self._pending: set[tuple[str, int]] = set()
         self._wakeup = trio.Event()
+        self._swept = trio.Event()  # set when the scan of the pending batch is done
 
-    def attempt_ended(self, run_id: str, attempt: int) -> None:
-        """Scan for the attempt's leftovers soon. Called on the loop; never waits."""
+    def attempt_ended(self, run_id: str, attempt: int) -> trio.Event:
+        """Scan for the attempt's leftovers soon. Called on the loop; never waits.
+
+        Returns an event set once that scan is over (its kills are then done: the scan
+        repeats until it finds none), for a run whose end must wait for it.
+        """
         self._pending.add((run_id, attempt))
         self._wakeup.set()
+        return self._swept
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Scan for ended runs until cancelled, then once more for the last ones."""
@@ -56,7 +68,9 @@ class LeftoverSweeper:
 
     async def _sweep(self) -> None:
         batch, self._pending = self._pending, set()
+        swept, self._swept = self._swept, trio.Event()
         if not batch:
+            swept.set()
             return
         try:
             # Abandoned when cancelled: a read of /proc/<pid>/environ can hang on that
@@ -64,6 +78,8 @@ class LeftoverSweeper:
             await trio.to_thread.run_sync(kill_attempts, batch, abandon_on_cancel=True)
         except trio.Cancelled:
             self._pending |= batch  # the last sweep takes them again
+            self._swept = swept
             raise
         except OSError:  # no /proc (a sandbox): the runs go on without the sweep
             log.exception("could not scan /proc for what ended runs left behind")
+        swept.set()

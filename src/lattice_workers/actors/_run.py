@@ -44,6 +44,9 @@ log = logging.getLogger("lattice_workers.supervisor.run")
 #: Time allowed for cleanup beyond the kill grace: git's removal of a worktree, the
 #: terminal event, the journal. Bounded so that shutdown always ends.
 CLEANUP_SECONDS = 60.0
+#: How long an attempt's end waits at most for the scan for its leftovers (that scan
+#: has its own bound, ``_settle.KILL_SECONDS``).
+SWEEP_WAIT_SECONDS = 15.0
 #: A result file larger than this is refused (SPEC section 2).
 RESULT_MAX_BYTES = 64 * 1024
 
@@ -64,7 +67,7 @@ class RunContext:
     environ: dict[str, str]
     #: Told (run id, attempt) when an attempt's process group is killed, so that what
     #: left the group dies too (:class:`~lattice_workers.actors._leftovers.LeftoverSweeper`).
-    sweep_leftovers: Callable[[str, int], None] = lambda run_id, attempt: None
+    sweep_leftovers: Callable[[str, int], trio.Event | None] = lambda run_id, attempt: None
     #: Told each time a run's state changes, its record up to date (the ``Watch`` feed);
     #: the second argument is ``"started"`` for a run just accepted, else None.
     on_state: Callable[[RunInfo, str | None], None] = lambda info, kind: None
@@ -111,6 +114,8 @@ class RunActor:
         self._wait_scope: trio.CancelScope | None = None
         self._process: Child | None = None
         self._sink: LogSink | None = None
+        #: The supervisor stopped the attempt's process (cancel, timeout, shutdown).
+        self._stopped = False
         self._pid_start_time: int | None = None
         self._outcome: Outcome | None = None
         self._started_mono: float | None = None
@@ -211,6 +216,7 @@ class RunActor:
             setattr(info, name, None)
         self._process = None
         self._sink = None
+        self._stopped = False
         self._pid_start_time = None
         self._outcome = None
         self._attempt_closed = False
@@ -428,6 +434,7 @@ class RunActor:
     async def _stop_process(self, process: Child) -> None:
         """SIGTERM to the group, the grace period, then SIGKILL to the group."""
         self._set_state(RunState.STOPPING)
+        self._stopped = True
         with trio.CancelScope(shield=True):
             kill_group(process.pid, signal.SIGTERM)
             with trio.move_on_after(self.definition.kill_grace_seconds):
@@ -487,17 +494,25 @@ class RunActor:
         if self._attempt_closed:
             return False
         self._attempt_closed = True
+        swept: trio.Event | None = None
         if self._process is not None:
             # Whatever the leader left behind in its group (a forked grandchild) dies now,
             # and what left the group soon after.
-            kill_group(self._process.pid, signal.SIGKILL)
+            group_left = kill_group(self._process.pid, signal.SIGKILL)
             self._process.close()
-            self.ctx.sweep_leftovers(self.run_id, self.info.attempt)
+            swept = self.ctx.sweep_leftovers(self.run_id, self.info.attempt)
+            if not (group_left or self._stopped):
+                swept = None  # it simply exited: its end need not wait for the scan
         if self._sink is not None:
             try:
                 await self._sink.finish()
             except OSError:
                 log.exception("run %s: could not copy the end of its output", self.run_id)
+        if swept is not None:
+            # Stopped by us, or it left processes behind: nothing of it may be alive once
+            # its end is visible (the scan repeats until it finds none, bounded).
+            with trio.move_on_after(SWEEP_WAIT_SECONDS):
+                await swept.wait()
         outcome = self._outcome or Outcome(
             self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,8 @@ log = logging.getLogger("lattice_workers.supervisor.recovery")
 
 ORPHANED_ERROR = "the supervisor that owned this run stopped without ending it"
 _SETTLED = "already settled"
-#: Scans of /proc at most for one kill by environment (see ``_kill_where``).
-KILL_PASSES = 10
+#: How long one kill by environment keeps scanning /proc (see ``_kill_where``).
+KILL_SECONDS = 10.0
 
 
 def kill_if_same(pid: int, start_time: int) -> bool:
@@ -59,27 +60,62 @@ def kill_attempts(attempts: set[tuple[str, int]]) -> list[int]:
     return _kill_where(lambda variables: any(r in variables and a in variables for r, a in wanted))
 
 
-def _kill_where(match: Callable[[set[bytes]], bool]) -> list[int]:
-    """SIGKILL every process (but this one) whose environment ``match`` accepts.
+def _kill_where(match: Callable[[set[bytes]], bool], *, seconds: float | None = None) -> list[int]:
+    """SIGKILL every process (but this one) whose environment ``match`` accepts, until a
+    scan of /proc finds none.
 
-    A pass lists /proc, then reads and kills: what a process forks after the listing
-    and before its death is not listed. So passes repeat until one kills nothing new
-    (what was killed forks no more), at most :data:`KILL_PASSES`.
+    A pass lists /proc, then reads and kills: what a process forks after the listing is
+    not in it, and descendants that keep forking new sessions (``setsid`` in a loop)
+    keep making such; a pid that exits between the listing and the kill may already
+    have forked its successor. So passes repeat until one finds no matching process
+    alive (one killed but still dying is found again, and the next pass looks again),
+    for at most ``seconds`` (:data:`KILL_SECONDS`); a warning says so if that bound is
+    hit. Stopping after a pass that killed nothing *new* (as before) let such storms
+    outlive their run by seconds.
     """
-    killed: list[int] = []
-    for _ in range(KILL_PASSES):
-        new = [pid for pid in _kill_pass(match) if pid not in killed]
-        if not new:
+    started = time.monotonic()
+    deadline = started + (KILL_SECONDS if seconds is None else seconds)
+    killed: set[int] = set()
+    passes = 0
+    while True:
+        found = _kill_pass(match)
+        passes += 1
+        if not found:
             break
-        killed += new
-    return killed
+        new = found - killed
+        killed |= found
+        if time.monotonic() >= deadline:
+            log.warning(
+                "%d processes left by runs that ended were still found after %d scans in "
+                "%.1f s; giving up on them (pids %s)",
+                len(found),
+                passes,
+                time.monotonic() - started,
+                " ".join(str(pid) for pid in sorted(found)[:20]),
+            )
+            break
+        if not new:
+            time.sleep(0.005)  # only dying ones: give them a moment, do not spin
+    if killed:
+        shown = " ".join(str(pid) for pid in sorted(killed)[:20])
+        more = f" and {len(killed) - 20} more" if len(killed) > 20 else ""
+        log.info(
+            "killed %d processes left by a run that ended (%s%s) in %d scans, %.3f s",
+            len(killed),
+            shown,
+            more,
+            passes,
+            time.monotonic() - started,
+        )
+    return sorted(killed)
 
 
-def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
-    """One pass of :func:`_kill_where`."""
-    killed = []
+def _kill_pass(match: Callable[[set[bytes]], bool]) -> set[int]:
+    """One pass of :func:`_kill_where`: the matching processes it sent SIGKILL to."""
+    killed = set()
+    me = os.getpid()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
@@ -87,10 +123,9 @@ def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
         except OSError:
             continue
         if match(variables):
-            log.info("killing process %s, left by a run that ended", entry)
             try:
                 os.kill(int(entry), signal.SIGKILL)
-                killed.append(int(entry))
+                killed.add(int(entry))
             except OSError:
                 pass
     return killed
