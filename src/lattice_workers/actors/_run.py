@@ -236,10 +236,18 @@ class RunActor:
             # Mostly nothing is on the board, so there is nothing to close there: the run
             # ends here, failed, with the reason on its record. When the event's log line
             # went down after all (see _write_started), the outcome ends it there too.
-            log.error("run %s: could not write process_started: %s", self.run_id, exc)
             message = exc.message if isinstance(exc, LatticeError) else str(exc)
+            if self.info.started_event_id is not None:
+                # The log line went down; what failed is the snapshot written after it.
+                sentence = (
+                    "process_started is in the task's log but the task's snapshot could "
+                    f"not be written after it: {message}"
+                )
+            else:
+                sentence = f"could not write process_started: {message}"
+            log.error("run %s: %s", self.run_id, sentence)
             self.info.reason = str(Reason.SPAWN_ERROR)
-            self.info.error = f"could not write process_started: {message}"
+            self.info.error = sentence
             self._outcome = Outcome(Reason.SPAWN_ERROR, self.info.error)
             return
         finally:

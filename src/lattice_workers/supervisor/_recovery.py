@@ -17,6 +17,8 @@ and another start give the same end state.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +39,7 @@ from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import LatticeError
 
 if TYPE_CHECKING:
+    from lattice_workers.store import Board
     from lattice_workers.supervisor._main import Supervisor
 
 log = logging.getLogger("lattice_workers.supervisor.recovery")
@@ -73,6 +76,27 @@ async def remove_leftover_worktrees(
         log.info("git worktree prune skipped: %s", exc.message)
 
 
+def _snapshots_with_open_runs(board: Board) -> set[str]:
+    """Tasks whose snapshot file lists an active process (a cheap byte test per file)."""
+    found: set[str] = set()
+    folder = board.dir / "tasks"
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            raw = (folder / name).read_bytes()
+        except OSError:
+            continue
+        at = raw.find(b'"active_processes"')
+        if at >= 0 and not re.match(rb'"active_processes"\s*:\s*\[\s*\]', raw[at:]):
+            found.add(name.removesuffix(".json"))
+    return found
+
+
 async def recover(sup: Supervisor) -> None:
     """Settle what a previous supervisor left open, then requeue unstarted runs."""
     board = sup.board
@@ -86,6 +110,9 @@ async def recover(sup: Supervisor) -> None:
         for r in records.values()
         if r.run.started_event_id and not RunState(r.run.state).is_final
     }
+    # A full disk can refuse a snapshot after its log line: a snapshot that still
+    # lists a run the log has closed is repaired below too.
+    touched |= await trio.to_thread.run_sync(_snapshots_with_open_runs, board)
     worktrees: list[Path] = []
     for record in records.values():
         info = record.run
