@@ -203,3 +203,32 @@ def test_nothing_of_a_cancelled_run_outlives_worker_wait_even_a_setsid_storm(
     ended = project.json("worker", "wait", run["run_id"], check=False)["data"][0]
     assert ended["state"] == "failed" and ended["reason"] == "cancelled"
     assert processes_with_variable("LATTICE_RUN_ID", run["run_id"]) == []
+
+
+def test_a_daemon_that_left_the_group_and_scrubbed_its_environment_dies_with_its_run(
+    project: Project, tmp_path: Path
+) -> None:
+    """Only a cgroup reaches it: no group, no marks in its environment. Skipped where
+    the supervisor cannot make cgroups (then the /proc scan is all there is)."""
+    from lattice_workers.actors._cgroup import RunCgroups
+
+    probe = RunCgroups.create()
+    if probe is None:
+        pytest.skip("no cgroup v2 this user may write: runs rely on the /proc scan here")
+    probe.close()
+    pid_file = tmp_path / "daemon.pid"
+    project.write_worker(
+        "Hider",
+        # After a moment: the worker is moved into its cgroup right after it starts.
+        command=f"sleep 0.3; setsid env -i sleep 300 & echo $! > {pid_file}; sleep 300",
+        worktree=False,
+        kill_grace_seconds=1,
+    )
+    task = project.create_task()
+    run = project.json("worker", "run", "Hider", task)["data"]
+    wait_for(pid_file)
+    daemon = int(pid_file.read_text())
+    assert alive(daemon)
+    project.cli("worker", "cancel", run["run_id"])
+    project.json("worker", "wait", run["run_id"], check=False)
+    assert not alive(daemon)

@@ -26,6 +26,7 @@ import msgspec
 import trio
 from trio_util import AsyncValue
 
+from lattice_workers.actors._cgroup import RunCgroups
 from lattice_workers.actors._child import Child
 from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition, command_for
 from lattice_workers.actors._environment import lattice_variables, worker_environment
@@ -74,6 +75,8 @@ class RunContext:
     #: ``workers.log_max_mib``: a run's log keeps at most this much (a definition's
     #: own ``log_max_mib`` wins); see :mod:`~lattice_workers.actors._logsink`.
     log_max_mib: float = DEFAULT_MAX_MIB
+    #: A cgroup per attempt where the system allows one (:mod:`._cgroup`).
+    cgroups: RunCgroups | None = None
 
 
 @dataclass
@@ -404,6 +407,8 @@ class RunActor:
         self._process = child
         info.pid = child.pid
         self._pid_start_time = process_start_time(child.pid)
+        if self.ctx.cgroups is not None:
+            self.ctx.cgroups.join(info.run_id, info.attempt, child.pid)
         try:
             self._sink = LogSink(read_fd, os.dup(log_fd), self._log_limit())
         except OSError:  # out of descriptors: the output is lost, the run goes on

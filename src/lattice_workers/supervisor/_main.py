@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from lattice_workers._command import add_lattice_to_path
+from lattice_workers.actors._cgroup import RunCgroups
 from lattice_workers.actors._journal import Journal
 from lattice_workers.actors._leftovers import LeftoverSweeper
 from lattice_workers.actors._logsink import DEFAULT_MAX_MIB
@@ -146,7 +147,8 @@ class Supervisor:
         base = worktree_base(board, self.settings)
         self.journal = Journal(self.run_dir / "journal.jsonl")
         self._hooks_nursery: trio.Nursery | None = None
-        self.sweeper = LeftoverSweeper()
+        self.cgroups = RunCgroups.create() if os.environ.get("LATTICE_NO_CGROUPS") != "1" else None
+        self.sweeper = LeftoverSweeper(cgroups=self.cgroups)
         self.feed = RunFeed()
         self.ctx = RunContext(
             board=board,
@@ -158,6 +160,7 @@ class Supervisor:
             sweep_leftovers=self.sweeper.attempt_ended,
             on_state=lambda info, kind: self.feed.publish(info, kind),
             log_max_mib=self.settings.log_max_mib,
+            cgroups=self.cgroups,
         )
         self.registry = Registry(
             self.ctx,
@@ -244,6 +247,8 @@ class Supervisor:
                         await self.feed.close()  # every subscriber hears End
                 nursery.cancel_scope.cancel()
         await trio.to_thread.run_sync(self.journal.close)
+        if self.cgroups is not None:
+            await trio.to_thread.run_sync(self.cgroups.close)
         log.info("supervisor %d stopped", os.getpid())
 
     async def _watch_runtime(self) -> None:
