@@ -73,9 +73,9 @@ class RunCgroups:
         base = mount / own.lstrip("/") / f"lattice-{os.getpid()}"
         _remove_stale(base.parent)
         try:
-            base.mkdir()
+            base.mkdir(exist_ok=True)  # one left by a dead process that had our pid: ours
             probe = base / "probe"
-            probe.mkdir()
+            probe.mkdir(exist_ok=True)
             usable = (probe / "cgroup.kill").exists()
             probe.rmdir()
         except OSError as exc:
