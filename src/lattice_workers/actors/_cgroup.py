@@ -111,8 +111,8 @@ class RunCgroups:
         """``cgroup.kill`` each attempt's cgroup (blocking); kept until :meth:`release`."""
         for key in attempts:
             group = self._live.get(key)
-            if group is None:
-                continue
+            if group is None or not _populated(group):
+                continue  # a run that left nothing behind: one read, no kill
             try:
                 with open(group / "cgroup.kill", "w", encoding="ascii") as f:
                     f.write("1")
