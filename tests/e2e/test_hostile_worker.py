@@ -232,3 +232,20 @@ def test_a_daemon_that_left_the_group_and_scrubbed_its_environment_dies_with_its
     project.cli("worker", "cancel", run["run_id"])
     project.json("worker", "wait", run["run_id"], check=False)
     assert not alive(daemon)
+
+
+def test_following_a_log_that_gets_cut_still_shows_its_end(project: Project) -> None:
+    """``worker logs --follow`` was past the end of a log that shrank when its middle
+    was dropped: it now goes on from the marker line, and sees the last line."""
+    project.configure_workers(log_max_mib=0.0625)  # 64 KiB
+    project.write_worker(
+        "Chatty",
+        command="echo FIRST; for i in 1 2 3 4 5 6; do head -c 30000 /dev/zero | tr '\\0' y; "
+        "echo; sleep 0.3; done; echo LAST",
+        worktree=False,
+    )
+    task = project.create_task()
+    run = project.json("worker", "run", "Chatty", task)["data"]
+    followed = project.cli("worker", "logs", run["run_id"], "--follow").stdout
+    assert followed.startswith("FIRST\n") and followed.endswith("LAST\n")
+    assert "bytes of output dropped here" in followed

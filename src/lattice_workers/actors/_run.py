@@ -156,6 +156,13 @@ class RunActor:
             self._wait_scope.cancel()
 
     @property
+    def log_cut(self) -> int | None:
+        """Where the log's marker line is once its middle was dropped (``log_max_mib``):
+        a follower past the end of a log that shrank goes on from there."""
+        sink = self._sink
+        return sink.head if sink is not None and sink.truncated else None
+
+    @property
     def cancel_requested(self) -> bool:
         return self._cancel_reason is not None
 

@@ -195,10 +195,27 @@ class Handlers:
                 await send(LogChunk(rid=req.rid, offset=offset, data=data))
                 offset += len(data)
                 continue
+            cut = run.log_cut if req.follow and isinstance(run, RunActor) else None
+            if (
+                cut is not None
+                and offset > cut
+                and await trio.to_thread.run_sync(_size, path) < offset
+            ):
+                # The log was cut (log_max_mib) behind us: go on from its marker line,
+                # which says how much was dropped, then its latest part.
+                offset = cut
+                continue
             if not req.follow or not isinstance(run, RunActor) or run.state.value.is_final:
                 return
             with trio.move_on_after(LOG_FOLLOW_INTERVAL):
                 await run.state.wait_value(lambda s: s.is_final)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path, follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _read_chunk(path: Path, offset: int, size: int) -> bytes:
