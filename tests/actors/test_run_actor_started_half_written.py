@@ -62,6 +62,9 @@ async def test_a_process_started_whose_snapshot_failed_still_gets_its_end(
         assert refused, "the snapshot write was never refused: the test proves nothing"
         assert info.state == "failed" and info.reason == "spawn_error", info
         assert "No space left" in (info.error or "")
+        # What failed is the snapshot after the log line, not the process_started.
+        assert "process_started is in the task's log" in (info.error or ""), info.error
+        assert "could not write process_started" not in (info.error or "")
         events = [json.loads(line) for line in board.events_path(task_id).read_text().splitlines()]
         started = [e for e in events if e["type"] == "process_started"]
         ends = [e for e in events if e["type"] in ("process_completed", "process_failed")]

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from lattice_workers.protocol import default_endpoint
-from lattice_workers.protocol._messages import Cancel, LogChunk, Logs, Run, RunReply
+from lattice_workers.protocol._messages import (
+    Cancel,
+    LogChunk,
+    Logs,
+    Ps,
+    PsReply,
+    Run,
+    RunReply,
+)
 from lattice_workers.protocol.client import Client
 from tests.e2e.conftest import Project, open_files_under
 from tests.e2e.test_supervisor_process import wait_gone
@@ -171,10 +179,14 @@ def test_worktree_runs_cancelled_retried_and_shut_down_leave_nothing(project: Pr
             info = final[run["run_id"]]
             assert info["state"] == "failed" and info["reason"] == "exit_nonzero", info
             assert info["attempt"] == 2, info
-        # Only the Slow run still running holds a worktree; the supervisor holds no log.
+        # Only the Slow run still running holds a worktree; the supervisor holds no log
+        # but that run's own (it copies the run's output into it: see _logsink).
         assert [p.name for p in project.worktrees.iterdir()] == [slow[2]["run_id"]]
         assert len(project.worktree_list()) == 2
-        assert open_files_under(pid, _worker_logs(project)) == []
+        live = client.request(Ps())
+        assert isinstance(live, PsReply)
+        assert [r.run_id for r in live.runs] == [slow[2]["run_id"]]
+        assert open_files_under(pid, _worker_logs(project)) == [live.runs[0].log_path]
 
         # 3. Another burst, some cancelled at once, and SIGTERM to the supervisor while
         # these runs are being prepared (and one Slow run still runs).

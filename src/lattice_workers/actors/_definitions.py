@@ -91,6 +91,7 @@ class WorkerDefinition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     artifact_role: str | None = None
     report_prefix: str | None = None
     report_dir: str | None = None
+    log_max_mib: Annotated[float, Meta(gt=0)] | None = None
 
 
 #: What each field must be, in words, for the message when its value does not convert.
@@ -116,6 +117,7 @@ _REQUIREMENT = {
     "artifact_role": "a string",
     "report_prefix": "a string",
     "report_dir": "a path",
+    "log_max_mib": "a number of MiB greater than 0 (the run's log keeps at most that much)",
 }
 _FIELDS = {f.name: f for f in msgspec.structs.fields(WorkerDefinition)}
 

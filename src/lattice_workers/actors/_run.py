@@ -26,6 +26,7 @@ import msgspec
 import trio
 from trio_util import AsyncValue
 
+from lattice_workers.actors._cgroup import RunCgroups
 from lattice_workers.actors._child import Child
 from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition, command_for
 from lattice_workers.actors._environment import (
@@ -33,8 +34,10 @@ from lattice_workers.actors._environment import (
     lattice_variables,
     worker_environment,
 )
+from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._journal import Journal, JournalRecord, RunRequest
 from lattice_workers.actors._log_tail import read_log_tail
+from lattice_workers.actors._logsink import DEFAULT_MAX_MIB, LogSink
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.actors._worktree import Worktrees
@@ -56,6 +59,9 @@ log = logging.getLogger("lattice_workers.supervisor.run")
 #: Time allowed for cleanup beyond the kill grace: git's removal of a worktree, the
 #: terminal event, the journal. Bounded so that shutdown always ends.
 CLEANUP_SECONDS = 60.0
+#: How long an attempt's end waits at most for the scan for its leftovers (that scan
+#: has its own bound, ``_settle.KILL_SECONDS``).
+SWEEP_WAIT_SECONDS = 15.0
 #: A result file larger than this is refused (SPEC section 2).
 RESULT_MAX_BYTES = 64 * 1024
 #: The first line of the log of a run that recovery requeued: the environment its
@@ -83,13 +89,18 @@ class RunContext:
     environ: dict[str, str]
     #: Told (run id, attempt) when an attempt's process group is killed, so that what
     #: left the group dies too (:class:`~lattice_workers.actors._leftovers.LeftoverSweeper`).
-    sweep_leftovers: Callable[[str, int], None] = lambda run_id, attempt: None
+    sweep_leftovers: Callable[[str, int], trio.Event | None] = lambda run_id, attempt: None
     #: Told each time a run's state changes, its record up to date (the ``Watch`` feed);
     #: the second argument is ``"started"`` for a run just accepted, else None.
     on_state: Callable[[RunInfo, str | None], None] = lambda info, kind: None
     #: The folders :attr:`environ`'s PATH ends with so that workers find ``lattice``;
     #: added to a client's PATH too (:func:`client_base`).
     path_extras: tuple[str, ...] = ()
+    #: ``workers.log_max_mib``: a run's log keeps at most this much (a definition's
+    #: own ``log_max_mib`` wins); see :mod:`~lattice_workers.actors._logsink`.
+    log_max_mib: float = DEFAULT_MAX_MIB
+    #: A cgroup per attempt where the system allows one (:mod:`._cgroup`).
+    cgroups: RunCgroups | None = None
 
 
 @dataclass
@@ -139,6 +150,9 @@ class RunActor:
         self._cancel_reason: Reason | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._process: Child | None = None
+        self._sink: LogSink | None = None
+        #: The supervisor stopped the attempt's process (cancel, timeout, shutdown).
+        self._stopped = False
         self._pid_start_time: int | None = None
         self._outcome: Outcome | None = None
         self._started_mono: float | None = None
@@ -174,6 +188,13 @@ class RunActor:
             self._cancel_reason = reason
         if self._wait_scope is not None:
             self._wait_scope.cancel()
+
+    @property
+    def log_cut(self) -> int | None:
+        """Where the log's marker line is once its middle was dropped (``log_max_mib``):
+        a follower past the end of a log that shrank goes on from there."""
+        sink = self._sink
+        return sink.head if sink is not None and sink.truncated else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -235,6 +256,8 @@ class RunActor:
         ):
             setattr(info, name, None)
         self._process = None
+        self._sink = None
+        self._stopped = False
         self._pid_start_time = None
         self._outcome = None
         self._attempt_closed = False
@@ -254,10 +277,18 @@ class RunActor:
             # Mostly nothing is on the board, so there is nothing to close there: the run
             # ends here, failed, with the reason on its record. When the event's log line
             # went down after all (see _write_started), the outcome ends it there too.
-            log.error("run %s: could not write process_started: %s", self.run_id, exc)
             message = exc.message if isinstance(exc, LatticeError) else str(exc)
+            if self.info.started_event_id is not None:
+                # The log line went down; what failed is the snapshot written after it.
+                sentence = (
+                    "process_started is in the task's log but the task's snapshot could "
+                    f"not be written after it: {message}"
+                )
+            else:
+                sentence = f"could not write process_started: {message}"
+            log.error("run %s: %s", self.run_id, sentence)
             self.info.reason = str(Reason.SPAWN_ERROR)
-            self.info.error = f"could not write process_started: {message}"
+            self.info.error = sentence
             self._outcome = Outcome(Reason.SPAWN_ERROR, self.info.error)
             return
         finally:
@@ -274,25 +305,31 @@ class RunActor:
         process = self._process = started
         self._set_state(RunState.RUNNING)
         timeout_min = self.request.timeout_minutes or self.definition.timeout_minutes
-        with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
-            self._wait_scope = scope
-            if self._cancel_reason is not None:
-                scope.cancel()
-            await process.wait()
-        self._wait_scope = None
-        if process.returncode is None:
-            reason = self._cancel_reason or Reason.TIMEOUT
-            sentence = (
-                self._cancel_sentence()
-                if self._cancel_reason
-                else f"the worker ran past its deadline of {timeout_min:g} minutes"
-            )
-            await self._stop_process(process)
-            self._outcome = Outcome(
-                reason, sentence, exit_code=None, signal=_signal_of(process.returncode)
-            )
-        else:
-            self._outcome = _outcome_of_exit(process.returncode)
+        async with trio.open_nursery() as copying:
+            if self._sink is not None:  # the output flows while the process lives
+                copying.start_soon(self._sink.pump)
+            with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
+                self._wait_scope = scope
+                if self._cancel_reason is not None:
+                    scope.cancel()
+                await process.wait()
+            self._wait_scope = None
+            if process.returncode is None:
+                reason = self._cancel_reason or Reason.TIMEOUT
+                sentence = (
+                    self._cancel_sentence()
+                    if self._cancel_reason
+                    else f"the worker ran past its deadline of {timeout_min:g} minutes"
+                )
+                await self._stop_process(process)
+                self._outcome = Outcome(
+                    reason, sentence, exit_code=None, signal=_signal_of(process.returncode)
+                )
+            else:
+                self._outcome = _outcome_of_exit(process.returncode)
+            # What is left in the pipe is copied once the group is killed (_close_attempt):
+            # a daemon the worker left may hold the pipe open for good.
+            copying.cancel_scope.cancel()
 
     async def _start_in_worktree(self) -> Spawned:
         """``process_started`` and the worktree at once, then the process in the worktree.
@@ -395,7 +432,14 @@ class RunActor:
                 os.write(log_fd, REQUEUED_NOTE)
             env = worker_environment(self.base_env, defn, lattice_vars)
             argv = command_for(defn, board.root, prompt_text)
-            child = Child.spawn(argv, cwd=str(cwd), env=env, output_fd=log_fd)
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            try:
+                child = Child.spawn(argv, cwd=str(cwd), env=env, output_fd=write_fd)
+            except BaseException:
+                os.close(read_fd)
+                raise
+            finally:
+                os.close(write_fd)  # the worker has its own copies (stdout, stderr)
         except Exception as exc:  # OSError, or ValueError for a NUL in argv or env
             return exc
         # Owned from here: whatever fails before the loop takes the returned child (a
@@ -403,7 +447,18 @@ class RunActor:
         self._process = child
         info.pid = child.pid
         self._pid_start_time = process_start_time(child.pid)
+        if self.ctx.cgroups is not None:
+            self.ctx.cgroups.join(info.run_id, info.attempt, child.pid)
+        try:
+            self._sink = LogSink(read_fd, os.dup(log_fd), self._log_limit())
+        except OSError:  # out of descriptors: the output is lost, the run goes on
+            log.exception("run %s: cannot copy its output into its log", self.run_id)
+            os.close(read_fd)
         return child
+
+    def _log_limit(self) -> int:
+        mib = self.definition.log_max_mib
+        return int((mib if mib is not None else self.ctx.log_max_mib) * 1024 * 1024)
 
     def _prompt_path(self) -> Path | None:
         prompt_file = self.definition.prompt_file
@@ -422,7 +477,9 @@ class RunActor:
                     folder.mkdir(mode=mode, parents=True, exist_ok=True)
             self._result_path().unlink(missing_ok=True)
             prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # Written by the supervisor alone (the worker writes into a pipe), so not
+            # O_APPEND: the LogSink moves the latest part down when the log is full.
+            fd = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             return fd, prompt
         except (OSError, UnicodeDecodeError) as exc:
             return exc if isinstance(exc, OSError) else OSError(f"prompt file: {exc}")
@@ -430,6 +487,7 @@ class RunActor:
     async def _stop_process(self, process: Child) -> None:
         """SIGTERM to the group, the grace period, then SIGKILL to the group."""
         self._set_state(RunState.STOPPING)
+        self._stopped = True
         with trio.CancelScope(shield=True):
             kill_group(process.pid, signal.SIGTERM)
             with trio.move_on_after(self.definition.kill_grace_seconds):
@@ -489,12 +547,25 @@ class RunActor:
         if self._attempt_closed:
             return False
         self._attempt_closed = True
+        swept: trio.Event | None = None
         if self._process is not None:
             # Whatever the leader left behind in its group (a forked grandchild) dies now,
             # and what left the group soon after.
-            kill_group(self._process.pid, signal.SIGKILL)
+            group_left = kill_group(self._process.pid, signal.SIGKILL)
             self._process.close()
-            self.ctx.sweep_leftovers(self.run_id, self.info.attempt)
+            swept = self.ctx.sweep_leftovers(self.run_id, self.info.attempt)
+            if not (group_left or self._stopped):
+                swept = None  # it simply exited: its end need not wait for the scan
+        if self._sink is not None:
+            try:
+                await self._sink.finish()
+            except OSError:
+                log.exception("run %s: could not copy the end of its output", self.run_id)
+        if swept is not None:
+            # Stopped by us, or it left processes behind: nothing of it may be alive once
+            # its end is visible (the scan repeats until it finds none, bounded).
+            with trio.move_on_after(SWEEP_WAIT_SECONDS):
+                await swept.wait()
         outcome = self._outcome or Outcome(
             self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
         )
@@ -608,6 +679,8 @@ class RunActor:
             duration_seconds=info.duration_seconds,
             log_path=info.log_path,
         )
+        if self._sink is not None and self._sink.truncated:
+            ended["log_truncated"] = True
         data: ProcessCompleted | ProcessFailed
         if outcome.reason is None:
             data = ProcessCompleted(**ended, result="success", exit_code=0)
@@ -636,10 +709,12 @@ class RunActor:
     def _read_result(self) -> tuple[dict[str, Any] | None, str | None]:
         path = self.ctx.results_dir / f"{self.run_id}.json"
         try:
-            with open(path, "rb") as f:
+            with open_run_file(path, "result file") as f:
                 raw = f.read(RESULT_MAX_BYTES + 1)
         except FileNotFoundError:
             return None, None
+        except LatticeError as exc:  # a symlink: never read what it points to
+            return None, f"{exc.message}; it was ignored"
         finally:
             path.unlink(missing_ok=True)
         if len(raw) > RESULT_MAX_BYTES:

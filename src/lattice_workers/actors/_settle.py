@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._state import Reason
 from lattice_workers.errors import Code, LatticeError
+from lattice_workers.protocol._messages import RunInfo
 from lattice_workers.store import Board
-from lattice_workers.store._run_events import PROCESS_FAILED, ProcessFailed
+from lattice_workers.store._run_events import PROCESS_FAILED
 
 if TYPE_CHECKING:
     from lattice_workers.actors._journal import JournalRecord
@@ -28,8 +30,8 @@ log = logging.getLogger("lattice_workers.supervisor.recovery")
 
 ORPHANED_ERROR = "the supervisor that owned this run stopped without ending it"
 _SETTLED = "already settled"
-#: Scans of /proc at most for one kill by environment (see ``_kill_where``).
-KILL_PASSES = 10
+#: How long one kill by environment keeps scanning /proc (see ``_kill_where``).
+KILL_SECONDS = 10.0
 
 
 def settle_unowned(
@@ -104,27 +106,62 @@ def kill_attempts(attempts: set[tuple[str, int]]) -> list[int]:
     return _kill_where(lambda variables: any(r in variables and a in variables for r, a in wanted))
 
 
-def _kill_where(match: Callable[[set[bytes]], bool]) -> list[int]:
-    """SIGKILL every process (but this one) whose environment ``match`` accepts.
+def _kill_where(match: Callable[[set[bytes]], bool], *, seconds: float | None = None) -> list[int]:
+    """SIGKILL every process (but this one) whose environment ``match`` accepts, until a
+    scan of /proc finds none.
 
-    A pass lists /proc, then reads and kills: what a process forks after the listing
-    and before its death is not listed. So passes repeat until one kills nothing new
-    (what was killed forks no more), at most :data:`KILL_PASSES`.
+    A pass lists /proc, then reads and kills: what a process forks after the listing is
+    not in it, and descendants that keep forking new sessions (``setsid`` in a loop)
+    keep making such; a pid that exits between the listing and the kill may already
+    have forked its successor. So passes repeat until one finds no matching process
+    alive (one killed but still dying is found again, and the next pass looks again),
+    for at most ``seconds`` (:data:`KILL_SECONDS`); a warning says so if that bound is
+    hit. Stopping after a pass that killed nothing *new* (as before) let such storms
+    outlive their run by seconds.
     """
-    killed: list[int] = []
-    for _ in range(KILL_PASSES):
-        new = [pid for pid in _kill_pass(match) if pid not in killed]
-        if not new:
+    started = time.monotonic()
+    deadline = started + (KILL_SECONDS if seconds is None else seconds)
+    killed: set[int] = set()
+    passes = 0
+    while True:
+        found = _kill_pass(match)
+        passes += 1
+        if not found:
             break
-        killed += new
-    return killed
+        new = found - killed
+        killed |= found
+        if time.monotonic() >= deadline:
+            log.warning(
+                "%d processes left by runs that ended were still found after %d scans in "
+                "%.1f s; giving up on them (pids %s)",
+                len(found),
+                passes,
+                time.monotonic() - started,
+                " ".join(str(pid) for pid in sorted(found)[:20]),
+            )
+            break
+        if not new:
+            time.sleep(0.005)  # only dying ones: give them a moment, do not spin
+    if killed:
+        shown = " ".join(str(pid) for pid in sorted(killed)[:20])
+        more = f" and {len(killed) - 20} more" if len(killed) > 20 else ""
+        log.info(
+            "killed %d processes left by a run that ended (%s%s) in %d scans, %.3f s",
+            len(killed),
+            shown,
+            more,
+            passes,
+            time.monotonic() - started,
+        )
+    return sorted(killed)
 
 
-def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
-    """One pass of :func:`_kill_where`."""
-    killed = []
+def _kill_pass(match: Callable[[set[bytes]], bool]) -> set[int]:
+    """One pass of :func:`_kill_where`: the matching processes it sent SIGKILL to."""
+    killed = set()
+    me = os.getpid()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
@@ -132,34 +169,78 @@ def _kill_pass(match: Callable[[set[bytes]], bool]) -> list[int]:
         except OSError:
             continue
         if match(variables):
-            log.info("killing process %s, left by a run that ended", entry)
             try:
                 os.kill(int(entry), signal.SIGKILL)
-                killed.append(int(entry))
+                killed.add(int(entry))
             except OSError:
                 pass
     return killed
 
 
+def write_recorded_end(board: Board, board_run: dict[str, Any], info: RunInfo) -> bool:
+    """Write the end the journal recorded for a run the board shows open; False if
+    it was already closed.
+
+    The journal's final record is written after the terminal event's log line: a run
+    open on the board with a final record lost that line (torn by a crash, or moved
+    aside by ``doctor --fix``). Its worker's outcome is known, so the end says it,
+    instead of ``orphaned``, which would turn an exit 0 into a failure.
+    """
+    fields: dict[str, Any] = {
+        "attempt": info.attempt,
+        "duration_seconds": info.duration_seconds,
+        "commit_sha": info.commit_sha or board_run.get("commit_sha"),
+        "log_path": info.log_path or board_run.get("log_path"),
+    }
+    if info.reason is None and info.state == "completed":
+        fields.update(result="success", exit_code=0)
+        if info.result is not None:
+            fields["output"] = info.result
+        event_type = "process_completed"
+    else:
+        fields.update(
+            reason=info.reason or str(Reason.ORPHANED), error=info.error or ORPHANED_ERROR
+        )
+        if info.exit_code is not None:
+            fields["exit_code"] = info.exit_code
+        if info.signal is not None:
+            fields["signal"] = info.signal
+        event_type = "process_failed"
+    return _write_end(board, board_run, info.run_id, event_type, fields)
+
+
 def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) -> bool:
     """Write ``process_failed(orphaned)`` for an open run; False if it was already closed."""
-    started_event_id = board_run["started_event_id"]
-    data = ProcessFailed(
-        process_type=board_run.get("process_type"),
-        started_event_id=started_event_id,
-        run_id=run_id,
-        commit_sha=board_run.get("commit_sha"),
-        reason=str(Reason.ORPHANED),
-        error=ORPHANED_ERROR,
-        duration_seconds=None,
-        log_path=board_run.get("log_path"),
-    )
+    fields: dict[str, Any] = {
+        "commit_sha": board_run.get("commit_sha"),
+        "reason": str(Reason.ORPHANED),
+        "error": ORPHANED_ERROR,
+        "duration_seconds": None,
+        "log_path": board_run.get("log_path"),
+    }
     if board_run.get("log_path"):
         from lattice_workers.actors._log_tail import read_log_tail
 
         tail = read_log_tail(board.root / str(board_run["log_path"]))  # relative or not
         if tail:
-            data["log_tail"] = tail
+            fields["log_tail"] = tail
+    return _write_end(board, board_run, run_id, PROCESS_FAILED, fields)
+
+
+def _write_end(
+    board: Board,
+    board_run: dict[str, Any],
+    run_id: str | None,
+    event_type: str,
+    fields: dict[str, Any],
+) -> bool:
+    started_event_id = board_run["started_event_id"]
+    data: dict[str, Any] = {
+        "process_type": board_run.get("process_type"),
+        "started_event_id": started_event_id,
+        "run_id": run_id,
+        **fields,
+    }
 
     def still_open(snapshot: dict[str, Any]) -> None:
         if not any(
@@ -171,7 +252,7 @@ def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) 
     try:
         board.append(
             board_run["task_id"],
-            PROCESS_FAILED,
+            event_type,
             data,
             actor=board_run.get("actor") or "agent:lattice-supervisor",
             agent_meta={"model": None, "session": run_id},
@@ -182,5 +263,5 @@ def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) 
         if err.message == _SETTLED:
             return False
         raise
-    log.info("run %s on %s closed as orphaned", run_id, board_run["task_id"])
+    log.info("run %s on %s closed (%s)", run_id, board_run["task_id"], data.get("reason", "ok"))
     return True

@@ -553,6 +553,12 @@ class Board:
             atomic_write_json(path, snap)
             return True
 
+    def set_aside_bad_lines(self, task_id: str) -> tuple[Path, int] | None:
+        """Move the log's unreadable lines into a dated file beside it (see ``_aside``)."""
+        from lattice_workers.store._aside import set_aside_bad_lines
+
+        return set_aside_bad_lines(self, task_id)
+
     def open_runs(self) -> list[dict[str, Any]]:
         """Every ``process_started`` of an active task that no end event names."""
         from lattice_workers.store._integrity import open_runs

@@ -163,7 +163,16 @@ def append_durable(path: StrPath, data: bytes) -> None:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
-        _write_all(fd, data)
+        try:
+            _write_all(fd, data)
+        except OSError:
+            # A full disk may take part of the lines: cut them off again, so that the
+            # refused write leaves no torn line behind (nothing was acknowledged).
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
         os.fsync(fd)
     finally:
         os.close(fd)

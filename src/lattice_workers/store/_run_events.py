@@ -62,6 +62,8 @@ class ProcessEnded(TypedDict):
     attempt: NotRequired[int]
     output: NotRequired[dict[str, Any]]
     output_error: NotRequired[str]
+    #: True when the log reached ``log_max_mib`` and its middle was dropped.
+    log_truncated: NotRequired[bool]
 
 
 class ProcessCompleted(ProcessEnded):

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from lattice_workers import __version__
+from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._registry import Registry
 from lattice_workers.actors._run import RunActor
 from lattice_workers.actors._state import RunState
@@ -217,15 +218,32 @@ class Handlers:
                 await send(LogChunk(rid=req.rid, offset=offset, data=data))
                 offset += len(data)
                 continue
+            cut = run.log_cut if req.follow and isinstance(run, RunActor) else None
+            if (
+                cut is not None
+                and offset > cut
+                and await trio.to_thread.run_sync(_size, path) < offset
+            ):
+                # The log was cut (log_max_mib) behind us: go on from its marker line,
+                # which says how much was dropped, then its latest part.
+                offset = cut
+                continue
             if not req.follow or not isinstance(run, RunActor) or run.state.value.is_final:
                 return
             with trio.move_on_after(LOG_FOLLOW_INTERVAL):
                 await run.state.wait_value(lambda s: s.is_final)
 
 
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path, follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _read_chunk(path: Path, offset: int, size: int) -> bytes:
     try:
-        with open(path, "rb") as f:
+        with open_run_file(path, "log") as f:
             f.seek(offset)
             return f.read(size)
     except FileNotFoundError:
@@ -235,7 +253,7 @@ def _read_chunk(path: Path, offset: int, size: int) -> bytes:
 def _tail_offset(path: Path, lines: int) -> int:
     """The byte offset where the last ``lines`` lines of the file begin."""
     try:
-        with open(path, "rb") as f:
+        with open_run_file(path, "log") as f:
             end = f.seek(0, os.SEEK_END)
             if lines == 0:
                 return end

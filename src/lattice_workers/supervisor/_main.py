@@ -25,6 +25,7 @@ import msgspec
 import trio
 
 from lattice_workers._command import SHIM_FOLDER, add_lattice_to_path
+from lattice_workers.actors._cgroup import RunCgroups
 from lattice_workers.actors._journal import Journal
 from lattice_workers.actors._leftovers import LeftoverSweeper
 from lattice_workers.actors._registry import Registry
@@ -32,15 +33,17 @@ from lattice_workers.actors._run import RunContext
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol import default_endpoint
-from lattice_workers.protocol._endpoint import curve_key
+from lattice_workers.protocol._endpoint import curve_key, ipc_path
 from lattice_workers.protocol._messages import AnyRequest, Run
 from lattice_workers.store import Board
 from lattice_workers.supervisor._feed import RunFeed
 from lattice_workers.supervisor._handlers import Handlers
+from lattice_workers.supervisor._logsummary import RepeatSummarizer, TemplateQueueHandler
 from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
 from lattice_workers.supervisor._recovery import recover
 from lattice_workers.supervisor._server import Handler, Send, serve
 from lattice_workers.supervisor._settings import Settings, worktree_base
+from lattice_workers.supervisor._watch import Inotify
 from lattice_workers.supervisor._zap import ClientKeys
 from lattice_workers.supervisor.control import RUN_VARIABLES
 
@@ -88,8 +91,11 @@ class CurveSettings:
 class Supervisor:
     """Everything one running supervisor owns."""
 
-    def __init__(self, board: Board, *, endpoints: list[str]) -> None:
+    def __init__(
+        self, board: Board, *, endpoints: list[str], lock: PidLock | None = None
+    ) -> None:
         self.board = board
+        self.lock = lock
         self.root = board.root
         self.endpoints = endpoints
         self.endpoint = endpoints[0]
@@ -105,7 +111,8 @@ class Supervisor:
         base = worktree_base(board, self.settings)
         self.journal = Journal(self.run_dir / "journal.jsonl")
         self._hooks_nursery: trio.Nursery | None = None
-        self.sweeper = LeftoverSweeper()
+        self.cgroups = RunCgroups.create() if os.environ.get("LATTICE_NO_CGROUPS") != "1" else None
+        self.sweeper = LeftoverSweeper(cgroups=self.cgroups)
         self.feed = RunFeed()
         self.ctx = RunContext(
             board=board,
@@ -117,6 +124,8 @@ class Supervisor:
             sweep_leftovers=self.sweeper.attempt_ended,
             on_state=lambda info, kind: self.feed.publish(info, kind),
             path_extras=(str(Path(sys.executable).parent), str(self.run_dir / SHIM_FOLDER)),
+            log_max_mib=self.settings.log_max_mib,
+            cgroups=self.cgroups,
         )
         self.registry = Registry(
             self.ctx,
@@ -147,6 +156,7 @@ class Supervisor:
         )
         checked[0].worktree_dir = self.settings.worktree_dir  # where the live runs are
         self.settings = checked[0]
+        self.ctx.log_max_mib = self.settings.log_max_mib
         self.registry.set_limits(
             max_concurrent=self.settings.max_concurrent,
             keep_finished=self.settings.keep_finished,
@@ -207,6 +217,9 @@ class Supervisor:
                             )
                         )
                     log.info("supervisor %d serving %s", os.getpid(), ", ".join(self.endpoints))
+                    nursery.start_soon(self._watch_runtime)
+                    if (lock := self.lock) is not None:
+                        await trio.to_thread.run_sync(lock.mark_serving)
                     ready()
                     await self._shutdown.wait()
                     log.info("shutting down (drain=%s)", self._drain)
@@ -222,7 +235,42 @@ class Supervisor:
             # The per-project folder under the user's cache is ours: left empty, it
             # goes (a configured folder is the user's, and stays).
             await trio.to_thread.run_sync(_remove_if_empty, self.ctx.worktrees.base_dir)
+        if self.cgroups is not None:
+            await trio.to_thread.run_sync(self.cgroups.close)
         log.info("supervisor %d stopped", os.getpid())
+
+    async def _watch_runtime(self) -> None:
+        """Drain and stop when a worker removes our socket (see :mod:`._watch`)."""
+        socket = ipc_path(self.endpoint)
+        try:
+            watcher = Inotify()
+        except OSError as exc:
+            log.warning("cannot watch the runtime folder (%s); a removed socket goes unseen", exc)
+            return
+        try:
+            folders = {self.run_dir}
+            if socket is not None:
+                folders.add(socket.parent)
+            for folder in folders:
+                watcher.watch(folder)
+            async for path in watcher.gone():
+                if self._shutdown.is_set():
+                    return  # our own cleanup removes the socket
+                if path in folders or path == socket:
+                    log.warning(
+                        "%s was removed (did a worker delete .lattice/run?): this supervisor "
+                        "can no longer be reached, so it stops accepting runs, lets its %d "
+                        "live runs end on their own, and then exits; the next command "
+                        "starts a new supervisor",
+                        path,
+                        len(self.registry.ps()),
+                    )
+                    self.request_shutdown(drain=True)
+                    return
+        except OSError as exc:
+            log.warning("stopped watching the runtime folder: %s", exc)
+        finally:
+            watcher.close()
 
     async def _watch_signals(self, signals: Any) -> None:
         async for signum in signals:
@@ -285,8 +333,9 @@ def _start_logging(board: Board, foreground: bool) -> logging.handlers.QueueList
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     root_logger = logging.getLogger("lattice_workers")
     root_logger.setLevel(logging.INFO)
-    root_logger.handlers[:] = [logging.handlers.QueueHandler(q)]
-    listener = logging.handlers.QueueListener(q, *handlers, respect_handler_level=True)
+    root_logger.handlers[:] = [TemplateQueueHandler(q)]
+    # Repeated warnings are counted, not written one by one (see _logsummary).
+    listener = logging.handlers.QueueListener(q, RepeatSummarizer(handlers))
     listener.start()
     return listener
 
@@ -309,8 +358,7 @@ def run_supervisor(
             except OSError:
                 pass
 
-    run_dir = runtime_dir(board.dir)
-    lock = PidLock(run_dir)
+    lock = PidLock(board.dir)
     try:
         lock.acquire()
     except LatticeError as err:
@@ -319,7 +367,7 @@ def run_supervisor(
     listener = _start_logging(board, foreground=ready_fd is None)
     try:
         endpoints = [default_endpoint(board.root), *(listen or [])]
-        supervisor = Supervisor(board, endpoints=endpoints)
+        supervisor = Supervisor(board, endpoints=endpoints, lock=lock)
         trio.run(supervisor.run, lambda: tell(f"ok {os.getpid()} {supervisor.endpoint}"))
         return 0
     except LatticeError as err:
@@ -332,4 +380,6 @@ def run_supervisor(
         raise
     finally:
         listener.stop()
+        for handler in listener.handlers:
+            handler.close()  # the summaries of repeated warnings still counting
         lock.release()

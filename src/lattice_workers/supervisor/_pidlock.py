@@ -1,10 +1,17 @@
-"""Exactly one supervisor per project root: an exclusive lock on a file.
+"""Exactly one supervisor per board: an exclusive lock on the board's folder itself.
 
 ``flock`` is released by the kernel when its holder dies, however it dies, so a
 stale lock from a killed supervisor needs no detection: the next start simply gets
-it. The file holds the holder's pid so that a refused start can say who holds it.
-The same check, taken and released at once, tells a client whether a supervisor is
-alive without talking to it (``is_held``). Nothing here imports Trio.
+it. The lock is taken on ``.lattice/`` (a directory can be ``flock``-ed through a
+read-only descriptor), not on a file inside it: a worker that deletes
+``.lattice/run/`` (where the lock file used to be) would otherwise let a second
+supervisor start beside a live one, whose recovery would kill the live one's runs.
+A worker cannot remove ``.lattice/`` without removing the board.
+
+``.lattice/run/supervisor.lock`` still holds the holder's pid, so that a refused
+start can say who holds the lock and ``stop`` can wait for it; it is information,
+not the lock. The same check, taken and released at once, tells a client whether a
+supervisor is alive without talking to it (``is_held``). Nothing here imports Trio.
 """
 
 from __future__ import annotations
@@ -18,21 +25,27 @@ from lattice_workers.errors import Code, LatticeError
 from lattice_workers.store._locate import run_dir as board_run_dir
 
 LOCK_NAME = "supervisor.lock"
+SERVING_NAME = "supervisor.serving"
 
 
 def runtime_dir(board_dir: Path) -> Path:
-    """``.lattice/run``: sockets, the lock, the journal. Created with mode 0700."""
+    """``.lattice/run``: sockets, the pid file, the journal. Created with mode 0700."""
     path = board_run_dir(board_dir)
     path.mkdir(mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
     return path
 
 
-class PidLock:
-    """The supervisor's lock on ``.lattice/run/supervisor.lock``."""
+def _open_board_dir(board_dir: Path) -> int:
+    return os.open(board_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK_NAME
+
+class PidLock:
+    """The supervisor's lock on ``.lattice/`` (its pid in ``run/supervisor.lock``)."""
+
+    def __init__(self, board_dir: Path) -> None:
+        self.board_dir = Path(board_dir)
+        self.path = board_run_dir(self.board_dir) / LOCK_NAME
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -42,7 +55,7 @@ class PidLock:
         the lock is busy but no live pid is written in the file, that is a probe (or a
         supervisor that has not written its pid yet), so try again for a moment.
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_board_dir(self.board_dir)
         for _ in range(100):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -54,16 +67,30 @@ class PidLock:
                     raise LatticeError(
                         Code.CONFLICT,
                         f"a supervisor is already running for this board "
-                        f"(pid {holder} holds {self.path})",
+                        f"(pid {holder} holds the lock on {self.board_dir})",
                         details={"pid": holder},
                     ) from None
                 time.sleep(0.01)
         else:
             os.close(fd)
-            raise LatticeError(Code.CONFLICT, f"could not take the lock {self.path}")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            raise LatticeError(
+                Code.CONFLICT,
+                f"could not take the lock on {self.board_dir}: another process holds it "
+                f"(a supervisor whose pid file {self.path} is gone?); stop it and retry",
+            )
         self._fd = fd
+        self.write_pid()
+
+    def write_pid(self) -> None:
+        """Write our pid into ``run/supervisor.lock`` (``run/`` is made if gone)."""
+        runtime_dir(self.board_dir)
+        _replace_text(self.path, f"{os.getpid()}\n")
+
+    def mark_serving(self) -> None:
+        """Write ``run/supervisor.serving`` (our pid) once the socket is bound: a client
+        that then finds the socket missing knows it was removed, not yet made (see
+        ``control.check_reachable``)."""
+        _replace_text(self.path.with_name(SERVING_NAME), f"{os.getpid()}\n")
 
     def release(self) -> None:
         if self._fd is not None:
@@ -72,7 +99,7 @@ class PidLock:
 
 
 def read_holder(path: Path) -> int | None:
-    """The pid written in the lock file, if any."""
+    """The pid written in the pid file, if any."""
     try:
         text = path.read_text().strip()
     except OSError:
@@ -80,11 +107,17 @@ def read_holder(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def is_held(run_dir: Path) -> bool:
+def _replace_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def is_held(board_dir: Path) -> bool:
     """True when a live process holds the supervisor lock (a supervisor is running)."""
     try:
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR)
-    except FileNotFoundError:
+        fd = _open_board_dir(board_dir)
+    except (FileNotFoundError, NotADirectoryError):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -19,6 +19,8 @@ and another start give the same end state.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from functools import partial
 from pathlib import Path
@@ -27,13 +29,35 @@ import trio
 
 from lattice_workers.actors._journal import Journal, JournalRecord
 from lattice_workers.actors._registry import Registry
-from lattice_workers.actors._settle import ORPHANED_ERROR, settle_unowned
+from lattice_workers.actors._settle import ORPHANED_ERROR, settle_unowned, write_recorded_end
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.actors._worktree import remove_leftovers
 from lattice_workers.errors import LatticeError
 from lattice_workers.store import Board
 
 log = logging.getLogger("lattice_workers.supervisor.recovery")
+
+
+def _snapshots_with_open_runs(board: Board) -> set[str]:
+    """Tasks whose snapshot file lists an active process (a cheap byte test per file)."""
+    found: set[str] = set()
+    folder = board.dir / "tasks"
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            raw = (folder / name).read_bytes()
+        except OSError:
+            continue
+        at = raw.find(b'"active_processes"')
+        if at >= 0 and not re.match(rb'"active_processes"\s*:\s*\[\s*\]', raw[at:]):
+            found.add(name.removesuffix(".json"))
+    return found
+
 
 
 async def recover(
@@ -53,6 +77,15 @@ async def recover(
     """
     records = await trio.to_thread.run_sync(journal.load)
     open_on_board = await trio.to_thread.run_sync(board.open_runs)
+    # A run the journal saw end whose terminal line the board lost (torn by a crash, or
+    # set aside by doctor --fix): its end is known, so that end is written, not
+    # "orphaned" (which would turn an exit 0 into a failure).
+    open_by_started = {r["started_event_id"]: r for r in open_on_board}
+    for record in records.values():
+        if RunState(record.run.state).is_final:
+            lost = open_by_started.pop(record.run.started_event_id or "", None)
+            if lost is not None:
+                await trio.to_thread.run_sync(write_recorded_end, board, lost, record.run)
     requeue: list[JournalRecord] = []
     started: list[JournalRecord] = []
     for record in records.values():
@@ -60,12 +93,15 @@ async def recover(
             continue
         (started if record.run.started_event_id else requeue).append(record)
     touched = {r["task_id"] for r in open_on_board} | {r.run.task_id for r in started}
+    # A full disk can refuse a snapshot after its log line: a snapshot that still
+    # lists a run the log has closed is repaired below too.
+    touched |= await trio.to_thread.run_sync(_snapshots_with_open_runs, board)
     # One settle path, as doctor --fix: kill what is left, close on the board, remove
     # the worktrees (no run is live yet: every worktree of ours is left over).
     await trio.to_thread.run_sync(
         lambda: settle_unowned(
             board,
-            open_on_board,
+            list(open_by_started.values()),
             journal_runs=started + requeue,  # never started: an id, no process group
             remove_worktrees=partial(
                 remove_leftovers, worktree_base, board.root, owner=board.dir

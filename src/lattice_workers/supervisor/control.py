@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from lattice_workers.protocol import default_endpoint
 from lattice_workers.protocol._endpoint import curve_key, ipc_path
 from lattice_workers.protocol.client import Client
 from lattice_workers.store._locate import run_dir
-from lattice_workers.supervisor._pidlock import LOCK_NAME, is_held, read_holder
+from lattice_workers.supervisor._pidlock import LOCK_NAME, SERVING_NAME, is_held, read_holder
 
 if TYPE_CHECKING:
     import subprocess
@@ -120,7 +121,35 @@ def curve_client_keys(
 
 def is_running(board_dir: Path) -> bool:
     """Whether a live process holds this board's supervisor lock (no socket traffic)."""
-    return is_held(run_dir(board_dir))
+    return is_held(board_dir)
+
+
+def check_reachable(root: Path, board_dir: Path) -> None:
+    """Raise a clear error when the running supervisor's socket file is gone.
+
+    A worker may delete ``.lattice/run/``; the supervisor, which still holds the
+    board's lock, then lets its runs end and exits (see ``supervisor/_watch.py``).
+    Until then no second one may start, and a client would wait on a socket that
+    does not exist: say so at once instead.
+    """
+    path = ipc_path(default_endpoint(root))
+    if path is None or path.exists():
+        return
+    folder = run_dir(board_dir)
+    pid = read_holder(folder / LOCK_NAME)
+    if pid is None:  # a start between its lock and its pid file? a moment later
+        time.sleep(0.05)
+        pid = read_holder(folder / LOCK_NAME)
+    if path.exists() or (pid is not None and read_holder(folder / SERVING_NAME) != pid):
+        return  # it is starting: its socket comes once recovery is done
+    who = f"the supervisor (pid {pid})" if pid else "the supervisor"
+    raise LatticeError(
+        Code.SUPERVISOR_UNAVAILABLE,
+        f"{who} of this board lost its socket {path} (was .lattice/run/ deleted?); it "
+        "accepts no new runs, lets its live ones end and then exits: run the command "
+        "again once it has stopped",
+        details={"pid": pid} if pid else None,
+    )
 
 
 def status(
@@ -132,6 +161,8 @@ def status(
     remote = None if here else elsewhere(root)
     if remote is None and not is_running(board_dir):
         return None
+    if remote is None:
+        check_reachable(root, board_dir)
     from lattice_workers.protocol._messages import Hello, HelloReply
 
     try:
@@ -241,6 +272,7 @@ def connect(root: Path, board_dir: Path) -> Client:
 def ensure_running(root: Path, board_dir: Path) -> None:
     """Start this board's supervisor on demand, unless ``LATTICE_NO_AUTOSTART=1``."""
     if is_running(board_dir):
+        check_reachable(root, board_dir)
         return
     if os.environ.get("LATTICE_NO_AUTOSTART") == "1":
         raise LatticeError(
@@ -284,8 +316,15 @@ def stop(root: Path, board_dir: Path, *, drain: bool = False, timeout: float = 1
         )
         pidfd = _pidfd(pid) if ours else None
     try:
-        with client_for(root) as client:
-            client.request(Shutdown(drain=drain))
+        path = ipc_path(default_endpoint(root))
+        if elsewhere(root) is None and pid is not None and path is not None and not path.exists():
+            # Its socket is gone (see check_reachable): it already drains; a stop
+            # without --drain is a signal, which ends its runs now.
+            if not drain:
+                os.kill(pid, signal.SIGTERM)
+        else:
+            with client_for(root) as client:
+                client.request(Shutdown(drain=drain))
         if pidfd is not None:
             ready, _, _ = select.select([pidfd], [], [], timeout)
             if not ready:

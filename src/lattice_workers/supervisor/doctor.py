@@ -32,13 +32,27 @@ def _live_run_ids(board: Board) -> set[str]:
 def unowned_problems(board: Board, *, fix: bool = False) -> list[Problem]:
     """The board's problems, without the open runs a live supervisor owns."""
     if fix:
+        _heal(board)  # first: a torn end event must not hide how a run ended
         _settle(board)
+        _heal(board)  # the snapshots of what settling closed
     live = _live_run_ids(board)
     return [
         p
         for p in board.doctor()
         if not (p.kind == "open_run" and p.details.get("run_id") in live)
     ]
+
+
+def _heal(board: Board) -> None:
+    """Move unreadable log lines aside and rewrite each snapshot that disagrees with
+    its log from the log (a full disk can refuse a snapshot after its log line)."""
+    problems = board.doctor()
+    for task_id in sorted({p.task_id for p in problems if p.kind == "corrupt_line" and p.task_id}):
+        if board.task_exists(task_id):
+            board.set_aside_bad_lines(task_id)
+    for task_id in sorted({p.task_id for p in problems if p.task_id}):
+        if board.task_exists(task_id):
+            board.repair_snapshot(task_id)
 
 
 def _settle(board: Board) -> None:
@@ -62,7 +76,7 @@ def _settle(board: Board) -> None:
     from lattice_workers.supervisor._settings import worktree_base
 
     run_dir = runtime_dir(board.dir)
-    lock = PidLock(run_dir)
+    lock = PidLock(board.dir)
     lock.acquire()  # no supervisor may start while we settle
     try:
         # What the journal knows, as recovery uses it: the exact process group of
