@@ -47,7 +47,9 @@ def test_ps_has_a_header_row(project: Project) -> None:
     project.cli("worker", "cancel", run["run_id"])
 
 
-def test_watch_into_a_pipe_prints_plain_snapshots(project: Project) -> None:
+def test_watch_into_a_pipe_prints_a_plain_snapshot_at_each_change(project: Project) -> None:
+    project.write_worker("Quick", command="sleep 0.5", worktree=False)
+    task = project.create_task()
     project.cli("supervisor", "start")
     watch = subprocess.Popen(
         [sys.executable, "-m", "lattice_workers", "worker", "ps", "--watch"],
@@ -58,11 +60,16 @@ def test_watch_into_a_pipe_prints_plain_snapshots(project: Project) -> None:
     )
     try:
         assert watch.stdout is not None
-        seen = [watch.stdout.readline() for _ in range(3)]
+        assert watch.stdout.readline() == b"no live runs\n"
+        project.cli("worker", "run", "Quick", task, "--wait")
+        seen = b""
+        while not seen.endswith(b"\nno live runs\n"):  # the run's states, then its end
+            seen += watch.stdout.readline()
     finally:
         watch.kill()
         watch.wait()
-    assert seen == [b"no live runs\n", b"\n", b"no live runs\n"], seen
+    assert b"\x1b[" not in seen
+    assert b"  running  " in seen and seen.startswith(b"\n")
 
 
 def test_cancel_says_what_happened_with_the_ids_the_user_typed(project: Project) -> None:
@@ -135,6 +142,8 @@ def test_show_a_run_in_json_keeps_raw_numbers(project: Project) -> None:
 def test_watch_on_a_terminal_redraws_in_place(project: Project) -> None:
     import pty
 
+    project.write_worker("Quick", command="true", worktree=False)
+    task = project.create_task()
     project.cli("supervisor", "start")
     master, slave = pty.openpty()
     watch = subprocess.Popen(
@@ -146,7 +155,10 @@ def test_watch_on_a_terminal_redraws_in_place(project: Project) -> None:
     )
     os.close(slave)
     try:
-        seen = b""
+        seen = os.read(master, 1024)
+        while b"no live runs" not in seen:
+            seen += os.read(master, 1024)
+        project.cli("worker", "run", "Quick", task, "--wait")  # a change: drawn again
         while seen.count(b"no live runs") < 2:
             seen += os.read(master, 1024)
     finally:

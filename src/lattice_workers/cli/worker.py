@@ -36,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(sub, "ps", cmd_ps, "live runs (queued and running)")
     p.add_argument("-a", "--all", action="store_true", help="finished runs too")
     p.add_argument("--task", help="only runs of this task")
-    p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    p.add_argument("--watch", action="store_true", help="redraw at each change until Ctrl-C")
 
     p = add_command(sub, "show", cmd_show, "one run, live or finished")
     p.add_argument("run_id", metavar="RUN")
@@ -240,27 +240,45 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
     from lattice_workers.protocol._messages import Ps, PsReply
 
-    # Redraw in place only on a terminal; into a pipe or a file, plain snapshots one
-    # after another, separated by a blank line.
-    redraw = sys.stdout.isatty()
     empty = "no runs" if args.all else "no live runs"
     with _client(ctx) as client:
-        first = True
-        while True:
-            reply = client.request(Ps(all=args.all, task=args.task))
-            assert isinstance(reply, PsReply)
-            if not args.watch or ctx.json:
-                break
-            text = _table(reply.runs) or empty
-            if redraw:
-                print("\033[2J\033[H" + text, flush=True)
-            else:
-                print(text if first else "\n" + text, flush=True)
-            first = False
-            time.sleep(1.0)
+        reply = client.request(Ps(all=args.all, task=args.task))
+        assert isinstance(reply, PsReply)
+        if args.watch and not ctx.json:
+            _watch(ctx, client, Ps(all=args.all, task=args.task), reply.runs, empty)
+            return 0
     return ctx.ok(
         [_as_dict(r) for r in reply.runs], lambda: _table(reply.runs) or empty
     )
+
+
+def _watch(ctx: Context, lister: Client, ps: Any, runs: list[RunInfo], empty: str) -> None:
+    """Draw ``runs``, then again at each change the supervisor reports (a ``Watch``
+    subscription: nothing polls), until it stops or Ctrl-C.
+
+    On a terminal each drawing replaces the last; into a pipe or a file, plain
+    snapshots follow one another, separated by a blank line. The table is read again
+    with ``ps`` at each change (queue positions move without events of their own),
+    through a second connection, since the first carries the subscription.
+    """
+    from lattice_workers.protocol._messages import PsReply, RunEvent, Watch
+
+    redraw = sys.stdout.isatty()
+
+    def draw(runs: list[RunInfo], first: bool) -> None:
+        text = _table(runs) or empty
+        if redraw:
+            print("\033[2J\033[H" + text, flush=True)
+        else:
+            print(text if first else "\n" + text, flush=True)
+
+    draw(runs, True)
+    with _client(ctx) as watcher:
+        for event in watcher.stream(Watch(task=ps.task), timeout=None):
+            if isinstance(event, RunEvent) and event.kind != "current":
+                reply = lister.request(ps)
+                assert isinstance(reply, PsReply)
+                draw(reply.runs, False)
 
 
 _HEADER = ("RUN", "WORKER", "TASK", "STATE", "PID", "COMMIT", "TIME", "NOTE")
