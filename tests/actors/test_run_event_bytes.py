@@ -143,7 +143,9 @@ async def test_a_worktree_run_with_a_bad_result_file(tmp_path: Path) -> None:
         HEAD + '"attempt":1,"base_ref":"main","commit_sha":"<sha>",' + LOG
         + '"process_type":"W","requested_by":null,"run_id":"<run1>","timeout_minutes":2.5,'
         '"worktree_path":"<tmp>/worktrees/<run1>"},' + TAIL.format(n=1, type="process_started"),
-        HEAD + '"attempt":1,"commit_sha":"<sha>","duration_seconds":<s>,"exit_code":0,' + LOG
+        # A worktree run's end says what it changed (here nothing: no ref is made).
+        HEAD + '"attempt":1,"changes":{"files_changed":0},"commit_sha":"<sha>",'
+        '"duration_seconds":<s>,"exit_code":0,' + LOG
         + '"output_error":"result file is not valid JSON and was ignored: JSON is malformed:'
         ' invalid character (byte 4)","process_type":"W","result":"success",'
         '"run_id":"<run1>","started_event_id":"<ev1>"},'

@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,6 +37,7 @@ from lattice_workers.actors._environment import (
 )
 from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._journal import Journal, JournalRecord, RunRequest
+from lattice_workers.actors._keep import KeepError, keep_work
 from lattice_workers.actors._log_tail import read_log_tail
 from lattice_workers.actors._logsink import DEFAULT_MAX_MIB, LogSink
 from lattice_workers.actors._process_group import kill_group, process_start_time
@@ -569,13 +571,44 @@ class RunActor:
         outcome = self._outcome or Outcome(
             self._cancel_reason or Reason.SUPERVISOR_SHUTDOWN, self._cancel_sentence()
         )
+        # Its work is kept before its worktree goes, and said in its terminal event.
+        changes = await self._keep_work()
         # The worktree goes while the terminal event is written: the process is gone,
         # and each is needed only by the next attempt and the final state, which wait
         # for both. A crash in between leaves what recovery redoes for a run not live.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._remove_worktree)
-            journaled = await self._write_terminal(outcome, final=final)
+            journaled = await self._write_terminal(outcome, final=final, changes=changes)
         return journaled
+
+    async def _keep_work(self) -> dict[str, Any] | None:
+        """Keep what the attempt changed in its worktree (see :mod:`._keep`); the
+        ``changes`` of its terminal event, or None when it had no worktree."""
+        path = self.info.worktree_path
+        if not path or not self.info.commit_sha:
+            return None
+        try:
+            kept = await trio.to_thread.run_sync(
+                partial(
+                    keep_work,
+                    workspace=Path(path),
+                    repo=self.ctx.board.root,
+                    run_id=self.run_id,
+                    attempt=self.info.attempt,
+                    base_sha=self.info.commit_sha,
+                    actor=self.info.actor,
+                    task=self.info.short_id or self.info.task_id,
+                )
+            )
+        except KeepError as err:
+            if not await trio.to_thread.run_sync(os.path.isdir, path):
+                return None  # never made (the attempt failed before its worktree)
+            log.warning("run %s: its work could not be kept: %s", self.run_id, err)
+            return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+        except OSError as err:
+            log.warning("run %s: its work could not be kept: %s", self.run_id, err)
+            return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+        return kept.to_event()
 
     async def _remove_worktree(self) -> None:
         """Remove the attempt's worktree, if it has one; a failure is logged."""
@@ -660,7 +693,9 @@ class RunActor:
             return False  # unknown: the next start's recovery closes it if it is there
         return any(event.get("id") == event_id for event in events)
 
-    async def _write_terminal(self, outcome: Outcome, *, final: bool) -> bool:
+    async def _write_terminal(
+        self, outcome: Outcome, *, final: bool, changes: dict[str, Any] | None = None
+    ) -> bool:
         info = self.info
         info.ended_at = time.time()
         if self._started_mono is not None:
@@ -681,6 +716,8 @@ class RunActor:
         )
         if self._sink is not None and self._sink.truncated:
             ended["log_truncated"] = True
+        if changes is not None:
+            ended["changes"] = changes
         data: ProcessCompleted | ProcessFailed
         if outcome.reason is None:
             data = ProcessCompleted(**ended, result="success", exit_code=0)

@@ -1,0 +1,78 @@
+"""An attempt's work is kept when its worktree goes, and a person can review and take it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from tests.e2e.conftest import Project
+
+IMPLEMENT = (
+    "printf 'def add(a, b):\\n    return a + b\\n' > app.py && "
+    "git -c user.name=w -c user.email=w@w commit -qam 'fix add' && "
+    "echo notes > NOTES.md && echo more >> README.md"
+)
+
+
+def test_a_run_that_changed_files_keeps_them_and_they_can_be_reviewed_and_applied(
+    project: Project,
+) -> None:
+    (project.root / "app.py").write_text("def add(a, b):\n    return a - b\n")
+    project.write_worker("Implement", command=IMPLEMENT)
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "app and worker")
+    task = project.create_task("Fix add")
+    before = project.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/tags")
+    run = project.json("worker", "run", "Implement", task, "--wait")["data"][0]
+    assert run["state"] == "completed", run
+    ended = project.process_events(task)[-1]["data"]
+    changes = ended["changes"]
+    assert changes["ref"] == f"refs/lattice/runs/{run['run_id']}/1"
+    assert changes["commits"] == 1 and changes["files_changed"] == 3
+    assert changes["base_sha"] == run["commit_sha"] and changes["left_out"] == []
+    diff = project.cli("worker", "diff", run["run_id"]).stdout
+    assert "+    return a + b" in diff and "+notes" in diff and "+more" in diff
+    # The user's branches and working tree are as they were; the work is a ref.
+    assert project.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/tags") == before
+    assert "return a - b" in (project.root / "app.py").read_text()
+    project.cli("worker", "apply", run["run_id"], "--branch", "fix-add")
+    shown = subprocess.run(
+        ["git", "show", "fix-add:app.py"], cwd=project.root, capture_output=True, text=True
+    ).stdout
+    assert "return a + b" in shown
+    assert project.cli("worker", "diff", run["run_id"], check=False).returncode == 3
+
+
+def test_a_run_that_changed_nothing_makes_no_ref(project: Project) -> None:
+    project.write_worker("Look", command="git status --short > /dev/null")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "worker")
+    task = project.create_task()
+    run = project.json("worker", "run", "Look", task, "--wait")["data"][0]
+    assert project.process_events(task)[-1]["data"]["changes"] == {"files_changed": 0}
+    assert project.git("for-each-ref", "refs/lattice") == ""
+    missing = project.json("worker", "diff", run["run_id"], check=False)
+    assert missing["error"]["code"] == "NOT_FOUND"
+
+
+def test_a_cancelled_run_keeps_what_it_had_done(project: Project) -> None:
+    project.write_worker(
+        "Halfway", command="echo draft > draft.txt; sleep 300", kill_grace_seconds=1
+    )
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "worker")
+    task = project.create_task()
+    run = project.json("worker", "run", "Halfway", task)["data"]
+    # Wait until the draft is written in the worktree, then cancel.
+    worktree = project.worktrees / run["run_id"]
+    for _ in range(200):
+        if (worktree / "draft.txt").exists():
+            break
+        time.sleep(0.05)
+    project.cli("worker", "cancel", run["run_id"])
+    ended = project.process_events(task)[-1]
+    assert ended["type"] == "process_failed" and ended["data"]["reason"] == "cancelled"
+    assert ended["data"]["changes"]["files_changed"] == 1
+    assert "+draft" in project.cli("worker", "diff", run["run_id"]).stdout
+    assert json.loads(project.cli("worker", "discard", run["run_id"], "--json").stdout)["ok"]
