@@ -76,3 +76,36 @@ def test_a_cancelled_run_keeps_what_it_had_done(project: Project) -> None:
     assert ended["data"]["changes"]["files_changed"] == 1
     assert "+draft" in project.cli("worker", "diff", run["run_id"]).stdout
     assert json.loads(project.cli("worker", "discard", run["run_id"], "--json").stdout)["ok"]
+
+
+def test_work_of_a_run_orphaned_by_a_killed_supervisor_is_kept_by_the_next_start(
+    project: Project,
+) -> None:
+    import os
+    import signal
+
+    project.write_worker("Halfway", command="echo draft > draft.txt; sleep 300")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "worker")
+    task = project.create_task()
+    run = project.json("worker", "run", "Halfway", task)["data"]
+    worktree = project.worktrees / run["run_id"]
+    for _ in range(200):
+        if (worktree / "draft.txt").exists():
+            break
+        time.sleep(0.05)
+    pid = project.supervisor_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    project.cli("supervisor", "start")  # its recovery settles the run
+    ended = project.process_events(task)[-1]
+    assert ended["type"] == "process_failed" and ended["data"]["reason"] == "orphaned"
+    assert ended["data"]["changes"]["ref"] == f"refs/lattice/runs/{run['run_id']}/1"
+    assert "+draft" in project.cli("worker", "diff", run["run_id"]).stdout
+    assert not worktree.exists()

@@ -67,7 +67,20 @@ def settle_unowned(
                 kill_if_same(record.run.pid, record.pid_start_time)
         run_ids = {str(r["run_id"]) for r in open_runs if r.get("run_id")}
         kill_by_run_id(run_ids | {record.run.run_id for record in journal_runs})
-    closed = [run for run in open_runs if write_orphaned(board, run, run.get("run_id"))]
+    # Their work, kept before their worktrees go (only when those may go: no supervisor).
+    kept: dict[str, dict[str, Any]] = {}
+    if remove_worktrees is not None:
+        for record in journal_runs:
+            change = _keep_orphans_work(board, record)
+            if change is not None and record.run.started_event_id:
+                kept[record.run.started_event_id] = change
+    closed = [
+        run
+        for run in open_runs
+        if write_orphaned(
+            board, run, run.get("run_id"), changes=kept.get(str(run["started_event_id"]))
+        )
+    ]
     if remove_worktrees is not None:
         known = [Path(r.run.worktree_path) for r in journal_runs if r.run.worktree_path]
         remove_worktrees(known)
@@ -209,8 +222,38 @@ def write_recorded_end(board: Board, board_run: dict[str, Any], info: RunInfo) -
     return _write_end(board, board_run, info.run_id, event_type, fields)
 
 
-def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) -> bool:
-    """Write ``process_failed(orphaned)`` for an open run; False if it was already closed."""
+def _keep_orphans_work(board: Board, record: JournalRecord) -> dict[str, Any] | None:
+    """Keep what an orphaned run changed in its worktree; its ``changes``, or None when
+    it had no worktree (or it is gone)."""
+    from lattice_workers.actors._keep import KeepError, keep_work
+
+    info = record.run
+    if not (info.worktree_path and info.commit_sha and os.path.isdir(info.worktree_path)):
+        return None
+    try:
+        return keep_work(
+            workspace=Path(info.worktree_path),
+            repo=board.root,
+            run_id=info.run_id,
+            attempt=info.attempt,
+            base_sha=info.commit_sha,
+            actor=info.actor,
+            task=info.short_id or info.task_id,
+        ).to_event()
+    except (KeepError, OSError) as err:
+        log.warning("run %s: its work could not be kept: %s", info.run_id, err)
+        return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+
+
+def write_orphaned(
+    board: Board,
+    board_run: dict[str, Any],
+    run_id: str | None,
+    *,
+    changes: dict[str, Any] | None = None,
+) -> bool:
+    """Write ``process_failed(orphaned)`` for an open run; False if it was already closed.
+    ``changes``: the work kept from its worktree, when it had one."""
     fields: dict[str, Any] = {
         "commit_sha": board_run.get("commit_sha"),
         "reason": str(Reason.ORPHANED),
@@ -224,6 +267,8 @@ def write_orphaned(board: Board, board_run: dict[str, Any], run_id: str | None) 
         tail = read_log_tail(board.root / str(board_run["log_path"]))  # relative or not
         if tail:
             fields["log_tail"] = tail
+    if changes is not None:
+        fields["changes"] = changes
     return _write_end(board, board_run, run_id, PROCESS_FAILED, fields)
 
 
