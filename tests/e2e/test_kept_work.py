@@ -15,6 +15,16 @@ IMPLEMENT = (
 )
 
 
+def started_halfway(project: Project, task: str) -> dict[str, object]:
+    """Start the Halfway worker on ``task`` and wait until its draft is written."""
+    run: dict[str, object] = project.json("worker", "run", "Halfway", task)["data"]
+    draft = project.worktrees / str(run["run_id"]) / "draft.txt"
+    deadline = time.monotonic() + 30
+    while not draft.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run
+
+
 def test_a_run_that_changed_files_keeps_them_and_they_can_be_reviewed_and_applied(
     project: Project,
 ) -> None:
@@ -63,13 +73,7 @@ def test_a_cancelled_run_keeps_what_it_had_done(project: Project) -> None:
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "worker")
     task = project.create_task()
-    run = project.json("worker", "run", "Halfway", task)["data"]
-    # Wait until the draft is written in the worktree, then cancel.
-    worktree = project.worktrees / run["run_id"]
-    for _ in range(200):
-        if (worktree / "draft.txt").exists():
-            break
-        time.sleep(0.05)
+    run = started_halfway(project, task)
     project.cli("worker", "cancel", run["run_id"])
     ended = project.process_events(task)[-1]
     assert ended["type"] == "process_failed" and ended["data"]["reason"] == "cancelled"
@@ -88,12 +92,8 @@ def test_work_of_a_run_orphaned_by_a_killed_supervisor_is_kept_by_the_next_start
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "worker")
     task = project.create_task()
-    run = project.json("worker", "run", "Halfway", task)["data"]
+    run = started_halfway(project, task)
     worktree = project.worktrees / run["run_id"]
-    for _ in range(200):
-        if (worktree / "draft.txt").exists():
-            break
-        time.sleep(0.05)
     pid = project.supervisor_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
