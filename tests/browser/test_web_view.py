@@ -171,8 +171,11 @@ def test_the_board_shows_live_runs_as_they_change(
     served: tuple[Project, str], browser: webdriver.Chrome
 ) -> None:
     project, url = served
-    project.write_worker("Quick", command="echo done", worktree=False)
-    project.cli("worker", "run", "Quick", "T-1", "--wait")
+    project.write_worker("Quick", command="echo kept by the run > kept.txt")
+    quick = project.json("worker", "run", "Quick", "T-1", "--wait")["data"][0]["run_id"]
+    # Its page shows the work it kept (a worktree run that wrote a file).
+    browser.get(url.replace("/?", f"/runs/{quick}?"))
+    assert "+kept by the run" in wait_for(browser, lambda d: d.find_element(By.ID, "kept")).text
     project.cli("status", "T-1", "planned")
     project.cli("status", "T-3", "in_planning")
     browser.get(url)

@@ -131,3 +131,22 @@ async def test_a_wait_returns_at_its_bound_with_the_runs_still_live(project: Pro
                              wait_seconds=0.5)
         assert bounded["created"] is True and bounded["ended"] is False
         assert bounded["run"]["state"] in ("preparing", "running")
+
+
+async def test_run_diff_shows_the_work_a_run_kept(project: Project) -> None:
+    project.write_worker("Edit", command="echo kept line > new.txt")
+    project.write_worker("Look", command="true")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "workers")
+    task = project.create_task("one")
+    async with session(project) as client:
+        edited = await call(client, "run_worker", worker="Edit", task=task, wait=True)
+        run_id = edited["run"]["run_id"]
+        patch = await call(client, "run_diff", run_id=run_id)
+        assert "+kept line" in patch["diff"] and patch["more"] is False
+        summary = await call(client, "run_diff", run_id=run_id, stat=True)
+        assert "1 file changed" in summary["diff"]
+        looked = await call(client, "run_worker", worker="Look", task=task, wait=True)
+        nothing = await error_of(client, "run_diff", run_id=looked["run"]["run_id"])
+        assert nothing.startswith("NOT_FOUND:") and "no kept work" in nothing
+        assert (await error_of(client, "run_diff", run_id="../x")).startswith("INVALID_ID:")

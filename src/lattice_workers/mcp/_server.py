@@ -60,6 +60,7 @@ TOOL_NAMES = (
     "run_logs",
     "wait_runs",
     "cancel_run",
+    "run_diff",
     "list_tasks",
     "show_task",
 )
@@ -270,6 +271,34 @@ def build_server(root: Path) -> FastMCP:
         reply = await _in_thread(lambda: board.request(request))
         assert isinstance(reply, RunReply)
         return _run_dict(reply.run)
+
+    @server.tool()
+    async def run_diff(
+        run_id: str,
+        stat: Annotated[bool, Field(description="only a summary of the files changed")] = False,
+        attempt: Annotated[
+            int | None, Field(ge=1, description="this attempt (default: the last kept)")
+        ] = None,
+        max_bytes: Annotated[int, Field(ge=1, le=MAX_LOG_BYTES)] = 64 * 1024,
+    ) -> dict[str, Any]:
+        """The work a run left in its worktree (kept under refs/lattice/runs/RUN/N when it
+        ended), as a patch from the run's commit; NOT_FOUND when it kept none (nothing
+        changed, no worktree, or already applied or discarded). Cut at max_bytes."""
+
+        def read() -> bytes:
+            from lattice_workers.actors._keep import KeepError, diff
+
+            try:
+                return diff(board.root, run_id, attempt=attempt, stat_only=stat)
+            except KeepError as err:
+                raise LatticeError(Code.INTERNAL, str(err)) from None
+
+        patch = await _in_thread(read)
+        return {
+            "run_id": run_id,
+            "diff": patch[:max_bytes].decode("utf-8", "replace"),
+            "more": len(patch) > max_bytes,
+        }
 
     @server.tool()
     async def list_tasks(

@@ -154,7 +154,21 @@ class WebView:
         run = await self.run_info(request.path_params["run_id"])
         log = await self.read_log(run)
         artifacts = await self.task_artifacts(run.task_id)
-        return HTMLResponse(_pages.run_page(run, log, artifacts, self.token))
+        kept = await self.kept_diff(run.run_id)
+        return HTMLResponse(_pages.run_page(run, log, artifacts, self.token, kept))
+
+    async def kept_diff(self, run_id: str) -> bytes | None:
+        """The run's kept work as a patch, or None when it kept none."""
+
+        def read() -> bytes | None:
+            from lattice_workers.actors._keep import KeepError, diff
+
+            try:
+                return diff(self.root, run_id)[: 1024 * 1024]
+            except (KeepError, LatticeError):
+                return None
+
+        return await trio.to_thread.run_sync(read)
 
     async def run_part(self, request: HttpRequest) -> Response:
         run = await self.run_info(request.path_params["run_id"])

@@ -214,14 +214,27 @@ changes.onmessage = (m) => { if (JSON.parse(m.data).kind !== 'current') redraw()
 """
 
 
-def run_page(run: RunInfo, log: bytes, artifacts: list[dict[str, Any]], token: str) -> str:
+def run_page(
+    run: RunInfo,
+    log: bytes,
+    artifacts: list[dict[str, Any]],
+    token: str,
+    kept: bytes | None = None,
+) -> str:
+    work = ""
+    if kept:
+        work = (
+            "<h3>Kept work</h3><p>under <code>refs/lattice/runs/</code>: take it with "
+            f"<code>lattice worker apply {_e(run.run_id)} --branch NAME</code></p>"
+            f"<pre id='kept'>{_e(kept.decode('utf-8', 'replace'))}</pre>"
+        )
     body = (
         f"<div data-run-id='{_e(run.run_id)}'></div>"
         f"<h2>{_e(run.worker)} on {_e(run.short_id or run.task_id)}</h2>"
         f"{run_fragment(run, token)}"
         f"<h3>Log</h3><pre id='log' data-offset='{len(log)}'>"
         f"{_e(log.decode('utf-8', 'replace'))}</pre>"
-        f"{artifacts_list(artifacts, token)}"
+        f"{work}{artifacts_list(artifacts, token)}"
     )
     return page(f"{run.worker} {run.run_id}", body, token, script=RUN_SCRIPT)
 
