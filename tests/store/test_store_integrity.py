@@ -43,6 +43,9 @@ def test_an_open_run_is_reported_and_listed(board: Board, task_id: str) -> None:
             "started_at": started["ts"],
             "actor": "agent:r",
             "log_path": "x.log",
+            "worktree_path": None,
+            "run_commit": None,
+            "attempt": None,
         }
     ]
 

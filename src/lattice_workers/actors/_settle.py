@@ -70,10 +70,12 @@ def settle_unowned(
     # Their work, kept before their worktrees go (only when those may go: no supervisor).
     kept: dict[str, dict[str, Any]] = {}
     if remove_worktrees is not None:
-        for record in journal_runs:
-            change = _keep_orphans_work(board, record)
-            if change is not None and record.run.started_event_id:
-                kept[record.run.started_event_id] = change
+        records = {r.run.started_event_id: r for r in journal_runs if r.run.started_event_id}
+        for run in open_runs:
+            started = str(run["started_event_id"])
+            change = _keep_orphans_work(board, run, records.get(started))
+            if change is not None:
+                kept[started] = change
     closed = [
         run
         for run in open_runs
@@ -222,26 +224,33 @@ def write_recorded_end(board: Board, board_run: dict[str, Any], info: RunInfo) -
     return _write_end(board, board_run, info.run_id, event_type, fields)
 
 
-def _keep_orphans_work(board: Board, record: JournalRecord) -> dict[str, Any] | None:
+def _keep_orphans_work(
+    board: Board, board_run: dict[str, Any], record: JournalRecord | None
+) -> dict[str, Any] | None:
     """Keep what an orphaned run changed in its worktree; its ``changes``, or None when
-    it had no worktree (or it is gone)."""
+    it had no worktree (or it is gone). The journal knows the run best; its
+    ``process_started`` on the board names the worktree too (the journal may have lost
+    the record that did: a supervisor killed right after the spawn)."""
     from lattice_workers.actors._keep import KeepError, keep_work
 
-    info = record.run
-    if not (info.worktree_path and info.commit_sha and os.path.isdir(info.worktree_path)):
+    info = record.run if record is not None else None
+    path = (info.worktree_path if info else None) or board_run.get("worktree_path")
+    base = (info.commit_sha if info else None) or board_run.get("run_commit")
+    run_id = (info.run_id if info else None) or board_run.get("run_id")
+    if not (path and base and run_id and os.path.isdir(path)):
         return None
     try:
         return keep_work(
-            workspace=Path(info.worktree_path),
+            workspace=Path(path),
             repo=board.root,
-            run_id=info.run_id,
-            attempt=info.attempt,
-            base_sha=info.commit_sha,
-            actor=info.actor,
-            task=info.short_id or info.task_id,
+            run_id=str(run_id),
+            attempt=int((info.attempt if info else None) or board_run.get("attempt") or 1),
+            base_sha=str(base),
+            actor=str((info.actor if info else None) or board_run.get("actor") or "agent:unknown"),
+            task=(info.short_id if info else None) or str(board_run["task_id"]),
         ).to_event()
     except (KeepError, OSError) as err:
-        log.warning("run %s: its work could not be kept: %s", info.run_id, err)
+        log.warning("run %s: its work could not be kept: %s", run_id, err)
         return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
 
 

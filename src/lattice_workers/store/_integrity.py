@@ -115,6 +115,10 @@ def runs_left_open(task_id: str, events: list[dict[str, Any]]) -> list[dict[str,
                     "started_at": e.get("ts"),
                     "actor": e.get("actor"),
                     "log_path": data.get("log_path"),
+                    # For keeping its work (actors/_keep.py), not for its end event.
+                    "worktree_path": data.get("worktree_path"),
+                    "run_commit": data.get("commit_sha"),
+                    "attempt": data.get("attempt"),
                 }
             )
     return out
