@@ -205,7 +205,7 @@ class Demo:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``lattice ARGS``; print the command and its output when ``show``."""
         if show:
-            say(dim(f"  $ lattice {' '.join(args)}"))
+            say(dim(f"  $ lattice-workers {' '.join(args)}"))
         proc = subprocess.run(
             [sys.executable, "-m", "lattice_workers", *args],
             cwd=self.root,
@@ -219,7 +219,7 @@ class Demo:
             indented(proc.stderr)
         if proc.returncode not in ok:
             raise DemoError(
-                f"`lattice {' '.join(args)}` exited {proc.returncode}: "
+                f"`lattice-workers {' '.join(args)}` exited {proc.returncode}: "
                 f"{(proc.stderr or proc.stdout).strip()}"
             )
         return proc
@@ -272,7 +272,7 @@ class Demo:
             args = ["worker", "run", "TestRunner", ids[title]]
             if branch:
                 args += ["--commit", branch]
-            say(dim(f"  $ lattice {' '.join(args)}"))
+            say(dim(f"  $ lattice-workers {' '.join(args)}"))
             run = self.data(*args)
             say(
                 f"    started {run['run_id']} on {ids[title]} at {run['commit_sha'][:8]} "
@@ -409,7 +409,7 @@ def run(demo: Demo) -> list[str]:
     demo.make_project()
 
     section(2, "A board, and the shipped workers")
-    say("  `lattice worker init` copies the shipped definitions, scripts and prompts into")
+    say("  `lattice-workers worker init` copies the shipped definitions, scripts and prompts into")
     say("  the project, where they are version-controlled and yours to edit.")
     ids = demo.make_board()
 
