@@ -14,7 +14,6 @@ Errors come back as MCP tool errors whose text starts with the protocol's error 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,10 +92,12 @@ class _Board:
 
     def request(self, req: Any, timeout: float = CALL_S) -> Any:
         with self.client() as client:
-            if isinstance(req, Run) and client.private:
-                # The run gets this server's environment (the agent's), as a run the
-                # command line asks for gets the shell's.
-                req.env = client_environment()
+            if isinstance(req, Run):
+                req.requested_by = _actor(self.root)
+                if client.private:
+                    # The run gets this server's environment (the agent's), as a run
+                    # the command line asks for gets the shell's.
+                    req.env = client_environment()
             return client.request(req, timeout=timeout)
 
     def wait(self, run_ids: list[str], timeout: float) -> tuple[list[RunInfo], list[str]]:
@@ -127,14 +128,13 @@ async def _in_thread(call: Callable[[], T]) -> T:
         raise ToolError(f"{err.code}: {err.message}{detail}") from None
 
 
-def _actor(board: _Board) -> str:
-    """Who asks: LATTICE_ACTOR, the board's default actor, else ``agent:mcp``."""
-    if os.environ.get("LATTICE_ACTOR"):
-        return os.environ["LATTICE_ACTOR"]
-    try:
-        from lattice_workers.store import Board
+def _actor(root: Path) -> str:
+    """Who asks: the board's default actor (``LATTICE_ACTOR`` first), else ``agent:mcp``
+    (blocking: it reads the board's config)."""
+    from lattice_workers.store import Board
 
-        return Board(board.root).default_actor() or "agent:mcp"
+    try:
+        return Board(root).default_actor() or "agent:mcp"
     except LatticeError:
         return "agent:mcp"
 
@@ -182,7 +182,6 @@ def build_server(root: Path) -> FastMCP:
             base=base,
             timeout_minutes=timeout_minutes,
             idempotency_key=idempotency_key,
-            requested_by=_actor(board),
         )
         reply = await _in_thread(lambda: board.request(request))
         assert isinstance(reply, RunReply)

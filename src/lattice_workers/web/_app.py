@@ -107,7 +107,7 @@ class WebView:
             try:
                 response = await endpoint(request)
             except LatticeError as err:
-                status = HTTP_STATUS.get(Code(err.code) if err.code in Code else Code.INTERNAL, 500)
+                status = HTTP_STATUS.get(err.code, 500)  # a StrEnum key finds a str code
                 response = HTMLResponse(
                     _pages.error_page(str(err.code), err.message, self.token), status
                 )
@@ -195,7 +195,7 @@ class WebView:
     async def artifact(self, request: HttpRequest) -> Response:
         art_id = request.path_params["artifact_id"]
 
-        def read() -> tuple[bytes, str]:
+        def read() -> bytes:
             from lattice_workers.store import validate_artifact_id
 
             validate_artifact_id(art_id)
@@ -212,11 +212,10 @@ class WebView:
             except OSError:
                 raise LatticeError(Code.NOT_FOUND, f"artifact {art_id}: file missing") from None
             with os.fdopen(fd, "rb") as f:
-                return f.read(16 * 1024 * 1024), str(meta.get("content_type") or "")
+                return f.read(16 * 1024 * 1024)
 
-        data, content_type = await trio.to_thread.run_sync(read)
+        data = await trio.to_thread.run_sync(read)
         # Shown as text whatever it claims to be: an artifact is a worker's output.
-        del content_type
         return Response(data, media_type="text/plain; charset=utf-8")
 
     # ------------------------------------------------------------ live streams
@@ -258,7 +257,8 @@ class WebView:
         worker, task = form.get("worker"), form.get("task")
         if not (isinstance(worker, str) and worker and isinstance(task, str) and task):
             raise LatticeError(Code.INVALID_ARGUMENT, "a start needs a worker and a task")
-        run = Run(worker=worker, task=task, requested_by=_actor(self.root))
+        actor = await trio.to_thread.run_sync(_actor, self.root)  # reads the config
+        run = Run(worker=worker, task=task, requested_by=actor)
         if not self.endpoint.startswith("tcp://"):
             # A run started from the page gets the environment `lattice web` was started
             # with, as one started from a shell gets the shell's (never over plain TCP).
@@ -297,9 +297,8 @@ def _sse(events: AsyncIterator[str]) -> Response:
 
 
 def _actor(root: Path) -> str:
-    """Who starts a run from the page: LATTICE_ACTOR, the board's default, else the user."""
-    if os.environ.get("LATTICE_ACTOR"):
-        return os.environ["LATTICE_ACTOR"]
+    """Who starts a run from the page: the board's default actor (``LATTICE_ACTOR``
+    first), else the user (blocking: it reads the board's config)."""
     import getpass
 
     from lattice_workers.store import Board
