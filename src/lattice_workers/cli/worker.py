@@ -149,28 +149,16 @@ def _final_exit(info: RunInfo) -> int:
 
 
 def _wait_runs(ctx: Context, client: Client, run_ids: list[str], timeout: float | None) -> int:
-    from lattice_workers.protocol._messages import RunReply, Wait
+    def say(run: RunInfo) -> None:
+        print(_line(run), flush=True)
+        if run.log_tail:
+            print("\n".join(f"    {t}" for t in run.log_tail.splitlines()))
 
-    deadline = None if timeout is None else time.monotonic() + timeout
-    finished: list[RunInfo] = []
-    try:
-        for reply in client.stream(Wait(run_ids=run_ids), timeout=timeout):
-            assert isinstance(reply, RunReply)
-            finished.append(reply.run)
-            if not ctx.json:
-                print(_line(reply.run), flush=True)
-                if reply.run.log_tail:
-                    print("\n".join(f"    {t}" for t in reply.run.log_tail.splitlines()))
-            if deadline is not None and time.monotonic() > deadline:
-                break
-    except LatticeError as err:
-        timed_out = deadline is not None and time.monotonic() >= deadline
-        if not (timed_out and err.code is Code.SUPERVISOR_UNAVAILABLE):
-            raise
-    if len(finished) < len(run_ids):
-        live = sorted(set(run_ids) - {i.run_id for i in finished})
+    finished, live = client.wait_runs(run_ids, timeout, on_end=None if ctx.json else say)
+    if live:
         raise LatticeError(
-            Code.TIMEOUT, f"still live after {timeout:g}s: {', '.join(live)}", details=live
+            Code.TIMEOUT, f"still live after {timeout:g}s: {', '.join(sorted(live))}",
+            details=sorted(live),
         )
     failed = [i for i in finished if i.state != "completed"]
     code = _final_exit(failed[0]) if failed else 0

@@ -14,7 +14,6 @@ Errors come back as MCP tool errors whose text starts with the protocol's error 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -37,7 +36,6 @@ from lattice_workers.protocol._messages import (
     Run,
     RunInfo,
     RunReply,
-    Wait,
     WorkersReply,
 )
 from lattice_workers.protocol.client import Client, client_environment
@@ -102,21 +100,8 @@ class _Board:
 
     def wait(self, run_ids: list[str], timeout: float) -> tuple[list[RunInfo], list[str]]:
         """(runs that ended, ids still live when ``timeout`` ran out)."""
-        ended: list[RunInfo] = []
-        deadline = time.monotonic() + timeout
         with self.client() as client:
-            try:
-                for reply in client.stream(Wait(run_ids=run_ids), timeout=timeout):
-                    if isinstance(reply, RunReply):
-                        ended.append(reply.run)
-                    if time.monotonic() >= deadline:
-                        break
-            except LatticeError as err:
-                if not (err.code in (Code.TIMEOUT, Code.SUPERVISOR_UNAVAILABLE)
-                        and time.monotonic() >= deadline - 0.05):
-                    raise
-        done = {r.run_id for r in ended}
-        return ended, [r for r in run_ids if r not in done]
+            return client.wait_runs(run_ids, timeout)
 
 
 async def _in_thread(call: Callable[[], T]) -> T:

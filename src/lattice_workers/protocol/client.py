@@ -18,7 +18,7 @@ import math
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Self
 
@@ -32,7 +32,15 @@ from lattice_workers.protocol._client_errors import (
     went_away,
 )
 from lattice_workers.protocol._codec import ProtocolError, decode_reply, encode
-from lattice_workers.protocol._messages import End, Error, Reply, Request
+from lattice_workers.protocol._messages import (
+    End,
+    Error,
+    Reply,
+    Request,
+    RunInfo,
+    RunReply,
+    Wait,
+)
 
 #: zmq heartbeats on TCP so that a peer that vanished without closing is noticed.
 HEARTBEAT_MS = 5_000
@@ -202,6 +210,31 @@ class Client:
         """
         rid = self._send(req)
         return self._answer(rid, self.timeout if timeout is None else timeout)
+
+    def wait_runs(
+        self,
+        run_ids: list[str],
+        timeout: float | None = None,
+        on_end: Callable[[RunInfo], None] | None = None,
+    ) -> tuple[list[RunInfo], list[str]]:
+        """Wait until the runs end or ``timeout`` seconds pass: (the runs that ended, in
+        the order they did, each also given to ``on_end``; the ids still live)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ended: list[RunInfo] = []
+        try:
+            for reply in self.stream(Wait(run_ids=run_ids), timeout=timeout):
+                if isinstance(reply, RunReply):
+                    ended.append(reply.run)
+                    if on_end is not None:
+                        on_end(reply.run)
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+        except LatticeError as err:
+            timed_out = deadline is not None and time.monotonic() >= deadline
+            if not (timed_out and err.code in (Code.TIMEOUT, Code.SUPERVISOR_UNAVAILABLE)):
+                raise
+        done = {run.run_id for run in ended}
+        return ended, [run_id for run_id in run_ids if run_id not in done]
 
     def stream(self, req: Request, *, timeout: float | None = None) -> Iterator[Reply]:
         """Yield the replies to ``req`` until :class:`End` (not yielded).
