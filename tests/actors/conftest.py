@@ -12,9 +12,9 @@ import pytest
 
 from lattice_workers.actors._definitions import load_workers
 from lattice_workers.actors._journal import Journal, RunRequest
+from lattice_workers.actors._record import RunRecord
 from lattice_workers.actors._run import RunActor, RunContext
 from lattice_workers.actors._worktree import Worktrees
-from lattice_workers.protocol._messages import RunInfo
 from lattice_workers.store import Board, new_id
 
 GIT_ENV = {
@@ -76,16 +76,14 @@ def actor_for(
         run_hooks=run_hooks or (lambda events: None),
         environ=dict(os.environ),
     )
-    info = RunInfo(
-        run_id=new_id("run"), task_id=task_id, worker=worker_name, state="queued", actor=ACTOR
-    )
+    record = RunRecord(run_id=new_id("run"), task_id=task_id, worker=worker_name, actor=ACTOR)
 
     async def admitted(_: RunActor) -> None:
         pass
 
     return RunActor(
         ctx,
-        info,
+        record,
         worker,
         RunRequest(worker=worker_name, task=task_id),
         1,

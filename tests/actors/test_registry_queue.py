@@ -21,19 +21,21 @@ import trio.testing
 from trio_util import AsyncValue
 
 from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition
+from lattice_workers.actors._record import RunRecord
 from lattice_workers.actors._registry import Registry
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import Code, LatticeError
-from lattice_workers.protocol._messages import Run
+from lattice_workers.protocol._messages import Run, RunInfo
 
 
 class StandIn:
     """A run actor's contract with the registry, and nothing else: it waits for its
     admission, then "runs" until :meth:`finish` (or a cancel), and reports its exit."""
 
-    def __init__(self, ctx: Any, info: Any, worker: LoadedWorker, request: Any, seq: int,
-                 *, on_exit: Any, wait_admitted: Any, **_: Any) -> None:
-        self.ctx, self.info, self.worker, self.request, self.seq = ctx, info, worker, request, seq
+    def __init__(self, ctx: Any, record: RunRecord, worker: LoadedWorker, request: Any,
+                 seq: int, *, on_exit: Any, wait_admitted: Any, **_: Any) -> None:
+        self.ctx, self.record, self.worker = ctx, record, worker
+        self.request, self.seq = request, seq
         self.definition = worker.definition
         self._on_exit, self._wait_admitted = on_exit, wait_admitted
         self.admitted = False
@@ -46,11 +48,14 @@ class StandIn:
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.info.task_id, self.worker.name.lower())
+        return (self.record.task_id, self.worker.name.lower())
 
     @property
     def run_id(self) -> str:
-        return str(self.info.run_id)
+        return self.record.run_id
+
+    def view(self, queue_position: int | None = None) -> RunInfo:
+        return self.record.view(queue_position)
 
     def cancel(self, reason: Reason = Reason.CANCELLED) -> None:
         self.cancelled = self.cancelled or reason
@@ -64,14 +69,14 @@ class StandIn:
             await self._wait_admitted(self)
             if self.cancelled is None:
                 self.started = True
-                self.ctx.started.append(self.info.task_id)
-                self.info.state = "running"
+                self.ctx.started.append(self.record.task_id)
+                self.record.state = RunState.RUNNING
                 self.recorded.set()
                 await self._done.wait()
-            self.info.state = "failed" if self.cancelled else "completed"
+            self.record.state = RunState.FAILED if self.cancelled else RunState.COMPLETED
         finally:
             self.recorded.set()
-            self.state.value = RunState(self.info.state if self.started else "failed")
+            self.state.value = self.record.state if self.started else RunState.FAILED
             self._on_exit(self)
 
 

@@ -33,10 +33,11 @@ async def test_an_error_after_the_spawn_hop_still_stops_the_worker(tmp_path: Pat
     actor = actor_for(
         board, Worktrees(tmp_path / "worktrees"), "Sleeper", task_id, run_hooks=run_hooks
     )
-    ctx, info = actor.ctx, actor.info
+    ctx, info = actor.ctx, actor.view()
     try:
         with trio.fail_after(30):
             await actor.run()
+            info = actor.view()
         assert processes_with_variable("LATTICE_RUN_ID", info.run_id) == []
         lines = board.events_path(task_id).read_text().splitlines()
         events = [json.loads(line) for line in lines]

@@ -55,10 +55,11 @@ async def test_a_process_started_whose_snapshot_failed_still_gets_its_end(
 
     monkeypatch.setattr(store_write, "atomic_write_bytes", full_disk_after_the_log)
     actor = actor_for(board, Worktrees(tmp_path / "worktrees"), "Tree", task_id)
-    ctx, info = actor.ctx, actor.info
+    ctx, info = actor.ctx, actor.view()
     try:
         with trio.fail_after(60):
             await actor.run()
+            info = actor.view()
         assert refused, "the snapshot write was never refused: the test proves nothing"
         assert info.state == "failed" and info.reason == "spawn_error", info
         assert "No space left" in (info.error or "")

@@ -68,10 +68,11 @@ async def test_a_process_started_that_cannot_be_written_leaves_no_worktree(
     board = _FullDiskBoard(root, worktrees.made if when != "at once" else None)
     task_id = str(board.create_task("t", actor=ACTOR)["id"])
     actor = actor_for(board, worktrees, "Tree", task_id)
-    ctx, info = actor.ctx, actor.info
+    ctx, info = actor.ctx, actor.view()
     try:
         with trio.fail_after(60):
             await actor.run()
+            info = actor.view()
         assert actor.recorded.is_set()
         assert info.state == "failed" and info.reason == "spawn_error", info
         assert "could not write process_started" in (info.error or "")

@@ -57,9 +57,9 @@ async def run_lines(
     task_id = str(board.create_task("t", actor=ACTOR)["id"])
     actor = actor_for(board, Worktrees(tmp_path / "worktrees"), "W", task_id)
     if commit:
-        actor.info.commit_sha = git(root, "rev-parse", "HEAD")
-        actor.info.base_ref = "main"
-    actor.info.requested_by = requested_by
+        actor.record.commit_sha = git(root, "rev-parse", "HEAD")
+        actor.record.base_ref = "main"
+    actor.record.requested_by = requested_by
     try:
         with trio.fail_after(60):
             await actor.run()

@@ -8,9 +8,13 @@ escape: a process cannot leave its cgroup without write access to another one's
 
 So when the cgroup v2 hierarchy is mounted and the supervisor may create cgroups
 below its own (root, or a delegated subtree such as a systemd user service's), it
-makes ``lattice-<pid>/`` there, and each attempt's worker is moved into a cgroup of
-its own right after it is spawned. The environment scan stays: it covers what the
-worker forked in the moment before the move, and systems without cgroups. Killing
+makes ``lattice-<pid>/`` there, and each attempt's worker enters a cgroup of its own
+before its program starts: a shell line writes its pid into the cgroup, then execs the
+worker (one exec of ``/bin/sh`` more per attempt; a move right after the spawn was
+measured too late: a shell worker whose first command is put in the background had
+forked it already). The environment scan stays, for systems without cgroups. An
+attempt whose cgroup still has members once its leader ended waits for the sweep,
+which kills the cgroup. Killing
 is ``cgroup.kill`` (Linux 5.14+); an empty cgroup goes back to a small pool for the
 next attempt, since making and removing one costs ~0.16 ms (measured), more than a
 write of a pid. Nothing here imports Trio: the spawn and the sweep call it from
@@ -28,6 +32,9 @@ log = logging.getLogger("lattice_workers.supervisor.cgroup")
 
 #: Empty cgroups kept for reuse at most.
 POOL_SIZE = 64
+#: The shell line that enters the cgroup whose ``cgroup.procs`` is ``$0``, then
+#: becomes the worker (``exec`` keeps its pid, its group and its cgroup).
+_ENTER = 'echo $$ >"$0" 2>/dev/null; exec "$@"'
 
 
 def _cgroup2_mount() -> Path | None:
@@ -88,13 +95,35 @@ class RunCgroups:
         log.info("each run gets a cgroup under %s", base)
         return cls(base)
 
-    def join(self, run_id: str, attempt: int, pid: int) -> bool:
-        """Move ``pid`` into a cgroup of the attempt's own (blocking). False if not."""
+    def _claim(self, run_id: str, attempt: int) -> Path:
+        """The attempt's cgroup: the one it has, else one from the pool, else a new one."""
         with self._lock:
-            group = self._pool.pop() if self._pool else None
+            group = self._live.get((run_id, attempt))
             if group is None:
-                self._next += 1
-                group = self.base / f"run-{self._next}"
+                group = self._pool.pop() if self._pool else None
+                if group is None:
+                    self._next += 1
+                    group = self.base / f"run-{self._next}"
+                self._live[(run_id, attempt)] = group
+        return group
+
+    def entering(self, run_id: str, attempt: int, argv: list[str]) -> list[str]:
+        """``argv`` behind a shell line that first moves itself into the attempt's
+        cgroup, then execs the worker: nothing the worker forks can start outside it
+        (a move after the spawn leaves a moment: a shell whose first command is put in
+        the background forks before it). Where the cgroup cannot be made, ``argv``."""
+        group = self._claim(run_id, attempt)
+        try:
+            if not group.exists():
+                group.mkdir()
+        except OSError as exc:
+            log.warning("could not create the cgroup %s: %s", group, exc)
+            return argv
+        return ["/bin/sh", "-c", _ENTER, str(group / "cgroup.procs"), *argv]
+
+    def join(self, run_id: str, attempt: int, pid: int) -> bool:
+        """Move ``pid`` into the attempt's cgroup (blocking). False if not."""
+        group = self._claim(run_id, attempt)
         try:
             if not group.exists():
                 group.mkdir()
@@ -103,9 +132,13 @@ class RunCgroups:
         except OSError as exc:
             log.warning("could not put the worker %d in the cgroup %s: %s", pid, group, exc)
             return False
-        with self._lock:
-            self._live[(run_id, attempt)] = group
         return True
+
+    def populated(self, run_id: str, attempt: int) -> bool:
+        """Whether a process is still in the attempt's cgroup (one read)."""
+        with self._lock:
+            group = self._live.get((run_id, attempt))
+        return group is not None and _populated(group)
 
     def kill(self, attempts: set[tuple[str, int]]) -> None:
         """``cgroup.kill`` each attempt's cgroup (blocking); kept until :meth:`release`."""

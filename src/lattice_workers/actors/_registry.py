@@ -18,12 +18,14 @@ import os
 import time
 from collections import Counter, OrderedDict
 
+import msgspec
 import trio
 from trio_util import AsyncValue
 
 from lattice_workers.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
 from lattice_workers.actors._environment import client_base, worker_variable
 from lattice_workers.actors._journal import JournalRecord, RunRequest
+from lattice_workers.actors._record import RunRecord
 from lattice_workers.actors._run import RunActor, RunContext
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import Code, LatticeError
@@ -148,16 +150,15 @@ class Registry:
             raise LatticeError(
                 Code.ALREADY_RUNNING,
                 f"worker '{worker.name}' already has a live run on {short_id or task_id}: "
-                f"{live.run_id} ({live.info.state})",
-                details=live.info,
+                f"{live.run_id} ({live.record.state})",
+                details=live.view(),
             )
         self._seq += 1
-        info = RunInfo(
+        record = RunRecord(
             run_id=new_id("run"),
             task_id=task_id,
             short_id=short_id,
             worker=worker.name,
-            state=str(RunState.QUEUED),
             actor=actor,
             requested_by=req.requested_by,
             commit_sha=commit,
@@ -169,7 +170,7 @@ class Registry:
         request = RunRequest.from_wire(req)
         run = self.actor_class(
             self.ctx,
-            info,
+            record,
             worker,
             request,
             self._seq,
@@ -179,14 +180,15 @@ class Registry:
         )
         self._insert(run)
         self._dispatch()  # admits it at once when a slot is free
+        info = run.view()
         self.ctx.on_state(info, "started")
         # ---- inserted; now make the acceptance durable before anyone hears of it
         if not run.admitted:
             # Queued: the journal alone records it, before its actor exists (so that no
             # later record of the actor can land before this one).
             try:
-                record = JournalRecord(seq=run.seq, run=info, request=request)
-                await trio.to_thread.run_sync(lambda: self.ctx.journal.write(record, durable=True))
+                entry = JournalRecord(seq=run.seq, run=info, request=request)
+                await trio.to_thread.run_sync(lambda: self.ctx.journal.write(entry, durable=True))
             except OSError as exc:
                 self._abandon(run)
                 raise LatticeError(Code.INTERNAL, f"could not record the run: {exc}") from exc
@@ -209,19 +211,25 @@ class Registry:
             if not worker.valid:
                 raise LatticeError(Code.INVALID_WORKER, "; ".join(worker.problems))
         except LatticeError as err:
-            info.state = str(RunState.FAILED)
-            info.reason = "cancelled"
-            info.error = f"could not be requeued after a restart: {err.message}"
-            info.ended_at = time.time()
-            await trio.to_thread.run_sync(self.ctx.journal.write, record)
-            self.restore_finished([record])
+            ended = msgspec.structs.replace(
+                record,
+                run=msgspec.structs.replace(
+                    info,
+                    state=str(RunState.FAILED),
+                    reason="cancelled",
+                    error=f"could not be requeued after a restart: {err.message}",
+                    ended_at=time.time(),
+                ),
+            )
+            await trio.to_thread.run_sync(self.ctx.journal.write, ended)
+            self.restore_finished([ended])
             return
         key = (info.task_id, worker.name.lower())
         if key in self.live:
             return  # already requeued (a duplicate record)
         run = self.actor_class(
             self.ctx,
-            info,
+            RunRecord.from_view(info),
             worker,
             record.request,  # a RunRequest: never with the client's environment
             record.seq,
@@ -238,8 +246,8 @@ class Registry:
     def _insert(self, run: RunActor) -> None:
         self.live[run.key] = run
         self.by_id[run.run_id] = run
-        if run.info.idempotency_key:
-            self._by_idempotency[run.info.idempotency_key] = run.run_id
+        if run.record.idempotency_key:
+            self._by_idempotency[run.record.idempotency_key] = run.run_id
         self._queue.append(run)
         self._admitted[run.run_id] = trio.Event()
         self.live_count.value = len(self.live)
@@ -348,7 +356,6 @@ class Registry:
             self._running_total += 1
             self._running_by_worker[name] += 1
             run.admitted = True
-            run.info.queue_position = None
             self._admitted.pop(run.run_id).set()
 
     def queue_position(self, run: RunActor) -> int | None:
@@ -362,7 +369,7 @@ class Registry:
             self._running_total -= 1
             self._running_by_worker[run.worker.name.lower()] -= 1
         self._forget(run)
-        self.finished[run.run_id] = run.info
+        self.finished[run.run_id] = run.view()
         self._trim_finished()
         self._dispatch()
         self._maybe_compact_journal()
@@ -434,8 +441,7 @@ class Registry:
         """A run's public record, with its live queue position."""
         if isinstance(run, RunInfo):
             return run
-        run.info.queue_position = self.queue_position(run)
-        return run.info
+        return run.view(self.queue_position(run))
 
     def ps(self, *, include_finished: bool = False, task_id: str | None = None) -> list[RunInfo]:
         """Queued runs in queue order, then the others: costs the live runs, not the board."""

@@ -160,7 +160,7 @@ class Handlers:
         async def wait_one(run: RunActor | RunInfo) -> None:
             if isinstance(run, RunActor):
                 await run.state.wait_value(lambda s: s.is_final)
-                info = run.info
+                info = run.view()
             else:
                 info = run
             await done_send.send(info)

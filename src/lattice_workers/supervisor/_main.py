@@ -26,6 +26,7 @@ import trio
 
 from lattice_workers._command import SHIM_FOLDER, add_lattice_to_path
 from lattice_workers.actors._cgroup import RunCgroups
+from lattice_workers.actors._executor import LocalExecutor
 from lattice_workers.actors._journal import Journal
 from lattice_workers.actors._leftovers import LeftoverSweeper
 from lattice_workers.actors._registry import Registry
@@ -114,18 +115,23 @@ class Supervisor:
         self.cgroups = RunCgroups.create() if os.environ.get("LATTICE_NO_CGROUPS") != "1" else None
         self.sweeper = LeftoverSweeper(cgroups=self.cgroups)
         self.feed = RunFeed()
+        worktrees = Worktrees(base, owner=board.dir)
         self.ctx = RunContext(
             board=board,
-            worktrees=Worktrees(base, owner=board.dir),
+            worktrees=worktrees,
             journal=self.journal,
             results_dir=self.run_dir / "results",
             run_hooks=self._run_hooks,
             environ=_worker_base_environment(self.run_dir),
-            sweep_leftovers=self.sweeper.attempt_ended,
             on_state=lambda info, kind: self.feed.publish(info, kind),
             path_extras=(str(Path(sys.executable).parent), str(self.run_dir / SHIM_FOLDER)),
             log_max_mib=self.settings.log_max_mib,
-            cgroups=self.cgroups,
+            executor=LocalExecutor(
+                board.root,
+                worktrees,
+                cgroups=self.cgroups,
+                sweep_leftovers=self.sweeper.attempt_ended,
+            ),
         )
         self.registry = Registry(
             self.ctx,

@@ -25,6 +25,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import trio
 
 from lattice_workers.actors._journal import Journal, JournalRecord
@@ -108,13 +109,19 @@ async def recover(
             ),
         )
     )
-    for record in started:
+    for index, record in enumerate(started):
         info = record.run
-        info.state = str(RunState.FAILED)
-        info.reason = str(Reason.ORPHANED)
-        info.error = ORPHANED_ERROR
-        info.ended_at = info.ended_at or time.time()
-        info.pid = None
+        started[index] = records[info.run_id] = record = msgspec.structs.replace(
+            record,
+            run=msgspec.structs.replace(
+                info,
+                state=str(RunState.FAILED),
+                reason=str(Reason.ORPHANED),
+                error=ORPHANED_ERROR,
+                ended_at=info.ended_at or time.time(),
+                pid=None,
+            ),
+        )
         await trio.to_thread.run_sync(journal.write, record)
     # A crash between a log append and its snapshot write leaves the two apart; the
     # log is the truth, so every task an open run touched gets its snapshot checked.

@@ -1,0 +1,671 @@
+"""One attempt of a run: one ``process_started``, then exactly one terminal event.
+
+An :class:`Attempt` is entered once and ended once (``async with``). Between the two,
+:meth:`Attempt.execute` writes ``process_started``, has the executor prepare the
+workspace and start the worker, and waits for its exit, its deadline or a cancel.
+Whatever ends it (an exit, the deadline, a cancel, a failure to start, a bug, the
+supervisor's shutdown), :meth:`Attempt.end` runs shielded and under a deadline, and
+it is the only way to the terminal event:
+
+1. stop the worker if it is still alive (TERM, grace, KILL to its group);
+2. close its execution: kill what is left of it, copy the rest of its output;
+3. keep its work (the snapshot ref);
+4. give the workspace back while the terminal event is written.
+
+The order is the point (nothing may still write when the work is kept; the event
+names what was kept), so the resources are released in this one sequence rather than
+from a stack in reverse order of acquisition.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import msgspec
+import trio
+
+from lattice_workers.actors._definitions import command_for
+from lattice_workers.actors._environment import lattice_variables, worker_environment
+from lattice_workers.actors._executor import Execution, Launch, Workspace
+from lattice_workers.actors._files import open_run_file
+from lattice_workers.actors._journal import JournalRecord
+from lattice_workers.actors._log_tail import read_log_tail
+from lattice_workers.actors._record import AttemptFacts, Ending, Outcome
+from lattice_workers.actors._state import Reason, RunState
+from lattice_workers.errors import LatticeError
+from lattice_workers.store import new_id
+from lattice_workers.store._run_events import (
+    PROCESS_COMPLETED,
+    PROCESS_FAILED,
+    PROCESS_STARTED,
+    ProcessCompleted,
+    ProcessEnded,
+    ProcessFailed,
+    ProcessStarted,
+)
+
+if TYPE_CHECKING:
+    from lattice_workers.actors._run import RunActor
+
+log = logging.getLogger("lattice_workers.supervisor.run")
+
+#: Time allowed for an attempt's end beyond the kill grace: keeping the work, git's
+#: removal of a worktree, the terminal event, the journal. Bounded so that shutdown
+#: always ends.
+CLEANUP_SECONDS = 60.0
+#: A result file larger than this is refused (SPEC section 2).
+RESULT_MAX_BYTES = 64 * 1024
+#: The first line of the log of a run that recovery requeued: the environment its
+#: client sent was never written down, so it runs with the supervisor's.
+REQUEUED_NOTE = (
+    b"lattice-workers: this run was queued when the supervisor stopped and was requeued "
+    b"by the next one; it runs with the supervisor's environment, not the environment "
+    b"of the client that asked for it\n"
+)
+
+T = TypeVar("T")
+
+
+class NotStarted(Exception):
+    """The attempt's worker did not start; its outcome says why."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome
+
+
+class Attempt:
+    """One attempt of its :class:`RunActor`'s run (see the module docstring)."""
+
+    def __init__(self, run: RunActor, number: int) -> None:
+        self.run = run
+        self.ctx = run.ctx
+        self.definition = run.definition
+        self.executor = run.ctx.executor
+        #: What the run's record shows of this attempt; its ``ended`` is set by :meth:`end`.
+        self.facts = AttemptFacts(number=number)
+        run.record.attempt = self.facts
+        self.outcome: Outcome | None = None
+        #: Whether this attempt ends the run (the run decides before the end).
+        self.final = True
+        #: Whether the run's last journal record went with the terminal event.
+        self.journaled = False
+        self._execution: Execution | None = None
+        self._workspace: Workspace | None = None
+        self._stopped = False  # the supervisor stopped the worker (cancel, deadline, shutdown)
+        self._started_mono: float | None = None
+        self._ended = False
+
+    @property
+    def execution(self) -> Execution | None:
+        return self._execution
+
+    # ------------------------------------------------------------------ the body
+
+    async def __aenter__(self) -> Attempt:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Exception) and self.outcome is None:
+            # A bug of ours: the attempt still ends on the record (the run logs it).
+            self.outcome = Outcome(Reason.SPAWN_ERROR, f"internal error: {exc}")
+        with trio.move_on_after(self.definition.kill_grace_seconds + CLEANUP_SECONDS) as s:
+            s.shield = True
+            await self.end()
+        if s.cancelled_caught:
+            log.error("run %s: cleanup did not finish in time", self.run.run_id)
+
+    async def execute(self) -> None:
+        """Start the worker and wait for its end; :attr:`outcome` says how it went."""
+        run = self.run
+        run.set_state(RunState.PREPARING)
+        self.facts.started_at = time.time()
+        self._started_mono = trio.current_time()
+        try:
+            if self.definition.worktree:
+                await self._start_in_workspace()
+            else:
+                await self._write_started(start_here=True)
+        except NotStarted as why:
+            self.outcome = why.outcome
+            return
+        except (LatticeError, OSError) as exc:  # a lock held too long, a full disk
+            self.outcome = self._refused(exc)
+            return
+        finally:
+            run.recorded.set()
+        execution = self._execution
+        assert execution is not None
+        run.set_state(RunState.RUNNING)
+        timeout_min = run.request.timeout_minutes or self.definition.timeout_minutes
+        async with trio.open_nursery() as copying:
+            copying.start_soon(execution.run_output)  # the output flows while it lives
+            with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
+                run.wait_scope = scope
+                if run.cancel_reason is not None:
+                    scope.cancel()
+                await execution.wait()
+            run.wait_scope = None
+            if execution.returncode is None:
+                if run.cancel_reason is not None:
+                    reason, sentence = run.cancel_reason, run.cancel_sentence()
+                else:
+                    reason = Reason.TIMEOUT
+                    sentence = f"the worker ran past its deadline of {timeout_min:g} minutes"
+                await self._stop(execution)
+                self.outcome = Outcome(reason, sentence, signal=_signal_of(execution.returncode))
+            else:
+                self.outcome = _outcome_of_exit(execution.returncode)
+            # What is left in the pipe is copied once the group is killed (end): a daemon
+            # the worker left may hold the pipe open for good.
+            copying.cancel_scope.cancel()
+
+    def _refused(self, exc: LatticeError | OSError) -> Outcome:
+        """The outcome of an attempt whose ``process_started`` could not be written.
+
+        Mostly nothing is on the board, so there is nothing to close there: the run
+        ends failed, with the reason on its record. When the event's log line went
+        down after all, the end writes its terminal event as for any started attempt.
+        """
+        message = exc.message if isinstance(exc, LatticeError) else str(exc)
+        if self.facts.started_event_id is not None:
+            sentence = (
+                "process_started is in the task's log but the task's snapshot could "
+                f"not be written after it: {message}"
+            )
+        else:
+            sentence = f"could not write process_started: {message}"
+        log.error("run %s: %s", self.run.run_id, sentence)
+        return Outcome(Reason.SPAWN_ERROR, sentence)
+
+    async def _start_in_workspace(self) -> None:
+        """``process_started`` and the workspace at once, then the worker in it.
+
+        The two are independent (the event names the workspace beforehand), so the
+        executor prepares it while the event's thread hop writes: a run with a worktree
+        starts one board write sooner. A crash in between leaves a worktree that no run
+        owns, which recovery removes, or a started run without one, which it closes.
+        """
+        run = self.run
+        prepared: LatticeError | None = None
+        opened: tuple[int, str] | None = None
+        refused: NotStarted | LatticeError | OSError | None = None
+
+        async def prepare() -> None:
+            nonlocal prepared
+            try:
+                self._workspace = await self.executor.prepare(
+                    run.run_id, run.record.commit_sha or "HEAD"
+                )
+            except LatticeError as exc:
+                prepared = exc
+            else:  # from here, the end gives it back
+                self.facts.worktree_path = self._workspace.location
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(prepare)
+                try:
+                    opened = await self._write_started(start_here=False)
+                except (NotStarted, LatticeError, OSError) as exc:
+                    # Raised below, not from inside the nursery (which would wrap it).
+                    refused = exc
+                    nursery.cancel_scope.cancel()  # no run: the workspace is not needed
+                finally:
+                    run.recorded.set()  # the reply need not wait for git
+            if refused is not None:
+                raise refused
+            if prepared is not None:
+                raise NotStarted(Outcome(Reason.WORKTREE_ERROR, f"worktree: {prepared.message}"))
+            if run.cancel_reason is not None or self._workspace is None:
+                raise NotStarted(self._cancelled())
+            assert opened is not None
+            log_fd, prompt_text = opened
+            await trio.to_thread.run_sync(self._start_and_note, prompt_text, log_fd)
+        finally:
+            if opened is not None:
+                os.close(opened[0])  # the worker has its own copy
+
+    def _cancelled(self) -> Outcome:
+        run = self.run
+        return Outcome(run.cancel_reason or Reason.CANCELLED, run.cancel_sentence())
+
+    def _start_and_note(self, prompt_text: str, log_fd: int) -> None:
+        """Start the worker, then note it in the journal for recovery (blocking)."""
+        self._start(prompt_text, log_fd)
+        self._journal_quietly()
+
+    def _start(self, prompt_text: str, log_fd: int) -> None:
+        """Have the executor start the worker (blocking). Raises :class:`NotStarted`."""
+        run = self.run
+        if run.cancel_reason is not None:
+            raise NotStarted(self._cancelled())
+        board = self.ctx.board
+        defn = self.definition
+        record = run.record
+        facts = self.facts
+        workspace = self._workspace
+        lattice_vars = lattice_variables(
+            root=board.root,
+            task_id=record.task_id,
+            run_id=record.run_id,
+            started_event_id=facts.started_event_id or "",
+            worker=record.worker,
+            actor=record.actor,
+            commit_sha=record.commit_sha or "",
+            log=Path(facts.log_path or ""),
+            result_file=self._result_path(),
+            short_id=record.short_id,
+            base_ref=record.base_ref,
+            merge_base=record.merge_base,
+            worktree=workspace.location if workspace else None,
+            prompt_file=self._prompt_path(),
+            artifact_role=defn.artifact_role,
+            report_dir=defn.report_dir,
+            report_prefix=defn.report_prefix,
+        )
+        lattice_vars["LATTICE_ATTEMPT"] = str(facts.number)
+        try:
+            if run.requeued and facts.number == 1:
+                os.write(log_fd, REQUEUED_NOTE)
+            launch = Launch(
+                argv=command_for(defn, board.root, prompt_text),
+                env=worker_environment(run.base_env, defn, lattice_vars),
+                workspace=workspace,
+                log_fd=log_fd,
+                log_limit=self._log_limit(),
+                run_id=record.run_id,
+                attempt=facts.number,
+            )
+            execution = self.executor.start(launch)
+        except Exception as exc:  # OSError, or ValueError for a NUL in argv or env
+            raise NotStarted(
+                Outcome(Reason.SPAWN_ERROR, f"could not start the worker: {exc}")
+            ) from exc
+        self._execution = execution
+        facts.pid = execution.pid
+
+    def _log_limit(self) -> int:
+        mib = self.definition.log_max_mib
+        return int((mib if mib is not None else self.ctx.log_max_mib) * 1024 * 1024)
+
+    def _prompt_path(self) -> Path | None:
+        prompt_file = self.definition.prompt_file
+        return self.ctx.board.root / prompt_file if prompt_file else None
+
+    def _result_path(self) -> Path:
+        return self.ctx.results_dir / f"{self.run.run_id}.json"
+
+    def _open_files(self) -> tuple[int, str]:
+        """The log (opened for the worker), a clean result file, the prompt (blocking)."""
+        log_path = Path(self.facts.log_path or "")
+        prompt_path = self._prompt_path()
+        try:
+            for folder, mode in ((log_path.parent, 0o777), (self.ctx.results_dir, 0o700)):
+                if not os.path.isdir(folder):  # one stat, where mkdir(exist_ok) costs two
+                    folder.mkdir(mode=mode, parents=True, exist_ok=True)
+            self._result_path().unlink(missing_ok=True)
+            prompt = prompt_path.read_text(encoding="utf-8") if prompt_path else ""
+            # Written by the supervisor alone (the worker writes into a pipe), so not
+            # O_APPEND: the LogSink moves the latest part down when the log is full.
+            fd = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            return fd, prompt
+        except (OSError, UnicodeDecodeError) as exc:
+            error = exc if isinstance(exc, OSError) else OSError(f"prompt file: {exc}")
+            raise NotStarted(
+                Outcome(Reason.SPAWN_ERROR, f"could not start the worker: {error}")
+            ) from exc
+
+    async def _stop(self, execution: Execution) -> None:
+        """Stop the worker: TERM to its group, the grace period, then KILL."""
+        self.run.set_state(RunState.STOPPING)
+        self._stopped = True
+        await execution.stop(self.definition.kill_grace_seconds)
+
+    # ------------------------------------------------------------------ the end
+
+    async def end(self) -> None:
+        """End the attempt: the only way to its terminal event (module docstring).
+
+        Runs once, shielded and bounded by :meth:`__aexit__`. When :attr:`final`, the
+        run's last journal record goes in the terminal event's thread hop.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        run = self.run
+        execution = self._execution
+        if execution is not None and execution.returncode is None:
+            # Only a cancel of the whole supervisor (or a bug) gets here with it alive.
+            reason = run.cancel_reason or Reason.SUPERVISOR_SHUTDOWN
+            await self._stop(execution)
+            # An outcome already set here is an internal error after the start: keep it.
+            self.outcome = self.outcome or Outcome(
+                reason,
+                "the supervisor shut down while the run was in progress"
+                if reason is Reason.SUPERVISOR_SHUTDOWN
+                else run.cancel_sentence(),
+                signal=_signal_of(execution.returncode),
+            )
+        if execution is not None:
+            await execution.close(stopped=self._stopped)
+        if self.facts.started_event_id is None:
+            # Nothing on the board to close; a workspace made beside a process_started
+            # that could not be written is not needed.
+            if self._workspace is not None:
+                await self.executor.release(self._workspace)
+            if self.outcome is not None:
+                self.facts.ended = Ending(
+                    at=time.time(), reason=str(self.outcome.reason), error=self.outcome.error
+                )
+            return
+        outcome = self.outcome or Outcome(
+            run.cancel_reason or Reason.SUPERVISOR_SHUTDOWN, run.cancel_sentence()
+        )
+        # Its work is kept before its workspace goes, and said in its terminal event.
+        changes = await self._keep()
+        # The workspace goes while the terminal event is written: the worker is gone,
+        # and each is needed only by the next attempt and the final state, which wait
+        # for both. A crash in between leaves what recovery redoes for a run not live.
+        async with trio.open_nursery() as nursery:
+            if self._workspace is not None:
+                nursery.start_soon(self.executor.release, self._workspace)
+            self.journaled = await self._write_terminal(outcome, changes)
+
+    async def _keep(self) -> dict[str, Any] | None:
+        """The ``changes`` of the terminal event, or None without a workspace."""
+        record = self.run.record
+        if self._workspace is None or not record.commit_sha:
+            return None
+        return await self.executor.keep(
+            self._workspace,
+            run_id=record.run_id,
+            attempt=self.facts.number,
+            base_sha=record.commit_sha,
+            actor=record.actor,
+            task=record.short_id or record.task_id,
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    async def _write_started(self, *, start_here: bool) -> tuple[int, str] | None:
+        """``process_started``, the worker's files, and (``start_here``) the worker and
+        its journal record: one thread hop.
+
+        Without ``start_here`` (the workspace is still being made) returns the open
+        log's descriptor and the prompt, for :meth:`_start_in_workspace`.
+
+        When the registry did not record the acceptance (the run was admitted at
+        once), this hop's journal record is its first. It needs no fsync of its own
+        unless the request has an idempotency key, which only the journal keeps: the
+        ``process_started`` before it is durable, and recovery settles a run that is
+        open on the board but missing from the journal (it writes its end, kills by
+        run id, and removes every worktree of ours that no live run owns). The page
+        cache keeps the record through a supervisor's death; after a reboot no
+        process of it is left.
+        """
+        run = self.run
+        record = run.record
+        facts = self.facts
+        defn = self.definition
+        board = self.ctx.board
+        event_id = new_id("ev")
+        facts.log_path = str(board.worker_log_dir() / f"{event_id}.log")
+        data = ProcessStarted(
+            process_type=record.worker,
+            run_id=record.run_id,
+            attempt=facts.number,
+            commit_sha=record.commit_sha,
+            base_ref=record.base_ref,
+            timeout_minutes=run.request.timeout_minutes or defn.timeout_minutes,
+            log_path=facts.log_path,
+            requested_by=record.requested_by,
+        )
+        if defn.worktree:
+            data["worktree_path"] = self.executor.location_for(record.run_id)
+
+        def files_then_worker() -> tuple[int, str] | None:
+            facts.started_event_id = event_id  # on the board: from now on it has an end
+            log_fd, prompt_text = self._open_files()
+            if not start_here:
+                return log_fd, prompt_text
+            try:
+                self._start(prompt_text, log_fd)
+            finally:
+                os.close(log_fd)  # the worker has its own copy
+            return None
+
+        try:
+            opened = await self._append(
+                PROCESS_STARTED,
+                data,
+                event_id=event_id,
+                journal=True,
+                durable=run.request.idempotency_key is not None and not run.accept_recorded,
+                then=files_then_worker,
+            )
+        except OSError:
+            # The log line is written (durable) before the snapshot: a full disk may
+            # refuse the second only. Then the run is on the board and must end there.
+            with trio.CancelScope(shield=True):
+                if await trio.to_thread.run_sync(self._logged, event_id):
+                    facts.started_event_id = event_id
+            raise
+        run.accept_recorded = True
+        return opened
+
+    def _logged(self, event_id: str) -> bool:
+        """Whether the task's log holds the event ``event_id`` (blocking)."""
+        try:
+            events = self.ctx.board.read_events(self.run.record.task_id).events
+        except OSError:
+            return False  # unknown: the next start's recovery closes it if it is there
+        return any(event.get("id") == event_id for event in events)
+
+    async def _write_terminal(self, outcome: Outcome, changes: dict[str, Any] | None) -> bool:
+        """The attempt's one terminal event; whether the run's last journal record went
+        with it (only when :attr:`final`)."""
+        record = self.run.record
+        facts = self.facts
+        assert facts.started_event_id is not None
+        ending = Ending(
+            at=time.time(),
+            reason=None if outcome.reason is None else str(outcome.reason),
+            error=None if outcome.reason is None else outcome.error,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+        )
+        if self._started_mono is not None:
+            ending.duration_seconds = round(trio.current_time() - self._started_mono, 3)
+        facts.ended = ending
+        ended = ProcessEnded(
+            process_type=record.worker,
+            started_event_id=facts.started_event_id,
+            run_id=record.run_id,
+            attempt=facts.number,
+            commit_sha=record.commit_sha,
+            duration_seconds=ending.duration_seconds,
+            log_path=facts.log_path,
+        )
+        if self._execution is not None and self._execution.log_truncated:
+            ended["log_truncated"] = True
+        if changes is not None:
+            ended["changes"] = changes
+        data: ProcessCompleted | ProcessFailed
+        if outcome.reason is None:
+            data = ProcessCompleted(**ended, result="success", exit_code=0)
+            event_type = PROCESS_COMPLETED
+        else:
+            data = failed = ProcessFailed(**ended, reason=str(outcome.reason), error=outcome.error)
+            if outcome.exit_code is not None:
+                failed["exit_code"] = outcome.exit_code
+            if outcome.signal is not None:
+                failed["signal"] = outcome.signal
+            event_type = PROCESS_FAILED
+        end = RunState.COMPLETED if outcome.reason is None else RunState.FAILED
+        try:
+            await self._append(
+                event_type,
+                data,
+                ending=ending,
+                journal=self.final,
+                final=end if self.final else None,
+            )
+        except Exception:
+            # The board refused the write (disk full, lock timeout): say so loudly; the
+            # run stays open on the board and recovery or `doctor --fix` settles it.
+            log.exception("run %s: could not write %s", record.run_id, event_type)
+            return False
+        return self.final
+
+    def _read_result(self) -> tuple[dict[str, Any] | None, str | None]:
+        path = self._result_path()
+        try:
+            with open_run_file(path, "result file") as f:
+                raw = f.read(RESULT_MAX_BYTES + 1)
+        except FileNotFoundError:
+            return None, None
+        except LatticeError as exc:  # a symlink: never read what it points to
+            return None, f"{exc.message}; it was ignored"
+        finally:
+            path.unlink(missing_ok=True)
+        if len(raw) > RESULT_MAX_BYTES:
+            return None, f"result file larger than {RESULT_MAX_BYTES} bytes was ignored"
+        try:
+            value = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            return None, f"result file is not valid JSON and was ignored: {exc}"
+        if not isinstance(value, dict):
+            return None, "result file must hold a JSON object and was ignored"
+        return value, None
+
+    async def _append(
+        self,
+        event_type: str,
+        data: ProcessStarted | ProcessCompleted | ProcessFailed,
+        *,
+        event_id: str | None = None,
+        ending: Ending | None = None,
+        journal: bool = False,
+        durable: bool = False,
+        final: RunState | None = None,
+        then: Callable[[], T] | None = None,
+    ) -> T | None:
+        """Write one event (and what goes with it) in one thread hop; ``then()``'s value.
+
+        ``ending``: a terminal event's; the worker's result and the log's tail go into
+        both it and ``data`` first. ``journal``: record the run in the journal after
+        ``then`` (``durable``, ``final``: see :meth:`_journal_now`). ``then``: more
+        blocking work for the same hop, after the event is written (it may start the
+        worker, whose pid the record notes); what it raises comes out after the hooks
+        ran. Thread hops are a fixed cost of every run (a fifth of a millisecond of CPU
+        each, measured), so a run's steps that belong together share one.
+        """
+        record = self.run.record
+        board = self.ctx.board
+
+        def write() -> tuple[dict[str, Any], T | None, NotStarted | None]:
+            if ending is not None:
+                terminal = cast(ProcessEnded, data)
+                result, result_error = self._read_result()
+                if result is not None:
+                    ending.result = terminal["output"] = result
+                if result_error:
+                    terminal["output_error"] = result_error
+                if event_type == PROCESS_FAILED and self.facts.log_path:
+                    # Why it failed, in the worker's own last words (a new field: the
+                    # fields above keep their bytes).
+                    tail = read_log_tail(self.facts.log_path)
+                    if tail:
+                        ending.log_tail = cast(ProcessFailed, data)["log_tail"] = tail
+            written = board.append(
+                record.task_id,
+                event_type,
+                data,
+                actor=record.actor,
+                agent_meta={"model": None, "session": record.run_id},
+                provenance={"triggered_by": record.requested_by} if record.requested_by else None,
+                hooks=False,
+                event_id=event_id,
+            )
+            value: T | None = None
+            refused: NotStarted | None = None
+            try:
+                value = then() if then is not None else None
+            except NotStarted as why:
+                refused = why
+            finally:
+                if journal:
+                    self._journal_quietly(event_id=event_id, durable=durable, final=final)
+            return written.event, value, refused
+
+        event, value, refused = await trio.to_thread.run_sync(write)
+        self.ctx.run_hooks([event])
+        if refused is not None:
+            raise refused
+        return value
+
+    def _journal_quietly(
+        self, *, event_id: str | None = None, durable: bool = False, final: RunState | None = None
+    ) -> None:
+        """:meth:`_journal_now`, with a failure logged, never raised: the board is the
+        record that matters, and recovery reads it."""
+        try:
+            self._journal_now(event_id=event_id, durable=durable, final=final)
+        except OSError:
+            log.exception("run %s: could not write the journal", self.run.run_id)
+
+    def _journal_now(
+        self, *, event_id: str | None = None, durable: bool = False, final: RunState | None = None
+    ) -> None:
+        """Record the run as it is now (blocking); see :meth:`Journal.write` for ``durable``.
+
+        ``event_id``: the ``process_started`` just written. ``final``: the state the
+        run is about to end in (the record is written before the workspace's removal,
+        which recovery redoes for any run that is not live).
+        """
+        run = self.run
+        view = run.record.view()
+        if event_id is not None:  # the event is on the board: the record may say so
+            view = msgspec.structs.replace(view, started_event_id=event_id)
+        if final is not None:
+            view = msgspec.structs.replace(view, state=str(final), pid=None)
+        execution = self._execution
+        record = JournalRecord(
+            seq=run.seq,
+            run=view,
+            request=run.request,
+            pid_start_time=execution.start_time if execution is not None else None,
+        )
+        self.ctx.journal.write(record, durable=durable)
+
+
+def _signal_of(returncode: int | None) -> int | None:
+    return -returncode if returncode is not None and returncode < 0 else None
+
+
+def _outcome_of_exit(returncode: int) -> Outcome:
+    if returncode == 0:
+        return Outcome(None, exit_code=0)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
+        return Outcome(
+            Reason.EXIT_NONZERO,
+            f"the worker was killed by signal {-returncode} {name}".rstrip(),
+            signal=-returncode,
+        )
+    return Outcome(
+        Reason.EXIT_NONZERO, f"the worker exited with code {returncode}", exit_code=returncode
+    )

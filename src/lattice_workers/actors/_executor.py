@@ -1,0 +1,310 @@
+"""Where a worker runs: the seam between an attempt and the machine that runs it.
+
+An :class:`~lattice_workers.actors._attempt.Attempt` decides *what* runs and writes
+the board; an :class:`Executor` knows *where*: it prepares a workspace at a commit,
+starts the worker in it, signals its group, waits for it, copies its output into the
+run's log, keeps its work and gives the workspace back. Above this seam nothing
+assumes a local pid or a local path: a workspace is named by a string
+(:attr:`Workspace.location`) and an :class:`Execution` may have no pid.
+
+:class:`LocalExecutor` is the first implementation: a git worktree on this machine
+(:class:`~lattice_workers.actors._worktree.Worktrees`), a child process in a new
+session (:class:`~lattice_workers.actors._child.Child`), its output through a pipe
+into the log (:class:`~lattice_workers.actors._logsink.LogSink`), a cgroup per attempt
+where the system allows one, and the sweep for what left the group.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from lattice_workers.actors._cgroup import RunCgroups
+from lattice_workers.actors._child import Child
+from lattice_workers.actors._keep import KeepError, keep_work
+from lattice_workers.actors._logsink import LogSink
+from lattice_workers.actors._process_group import kill_group, process_start_time
+from lattice_workers.actors._worktree import Worktrees
+
+log = logging.getLogger("lattice_workers.supervisor.run")
+
+#: How long an attempt's end waits at most for the scan for its leftovers (that scan
+#: has its own bound, ``_settle.KILL_SECONDS``).
+SWEEP_WAIT_SECONDS = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """The folder a worker sees, named as its executor names it."""
+
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """What to start: the program, its environment, where, and where its output goes."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    #: The workspace, or None for a worker that runs in the project itself.
+    workspace: Workspace | None
+    #: The run's log, open for writing; the executor copies the worker's output into
+    #: a descriptor of its own (the caller closes this one).
+    log_fd: int
+    log_limit: int
+    run_id: str
+    attempt: int
+
+
+class Execution(Protocol):
+    """One started worker, until its end."""
+
+    #: The process's id on this machine, for recovery; None where it has none here.
+    pid: int | None
+    #: With :attr:`pid`, names the process for good (a recycled pid differs).
+    start_time: int | None
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once it has ended (negative: the signal), else None."""
+
+    @property
+    def log_truncated(self) -> bool:
+        """Whether its log lost its middle to the size limit."""
+
+    @property
+    def log_cut(self) -> int | None:
+        """Where the log's marker line is once its middle was dropped, else None."""
+
+    async def run_output(self) -> None:
+        """Copy its output into the log while it runs; returns at the output's end."""
+
+    async def wait(self) -> int:
+        """Wait until it exits; its status. Cancellable."""
+
+    async def stop(self, grace_seconds: float) -> None:
+        """TERM to its group, ``grace_seconds``, then KILL; returns once it exited."""
+
+    async def close(self, *, stopped: bool) -> None:
+        """After its exit: kill what is left of it, copy the rest of its output.
+
+        ``stopped``: the supervisor stopped it; then nothing of it may be alive when
+        this returns (bounded). Called once, shielded, by the attempt's end.
+        """
+
+
+class Executor(Protocol):
+    """Where workers run (see the module docstring)."""
+
+    def location_for(self, run_id: str) -> str:
+        """Where the workspace of ``run_id`` will be (named in ``process_started``
+        before it exists)."""
+
+    async def prepare(self, run_id: str, commit: str) -> Workspace:
+        """A workspace at ``commit``; raises ``LatticeError`` when it cannot be made."""
+
+    def start(self, launch: Launch) -> Execution:
+        """Start the worker (blocking: called in a thread hop the attempt shares with
+        its own writes). Raises ``OSError`` or ``ValueError`` when it cannot start."""
+
+    async def keep(
+        self,
+        workspace: Workspace,
+        *,
+        run_id: str,
+        attempt: int,
+        base_sha: str,
+        actor: str,
+        task: str,
+    ) -> dict[str, Any] | None:
+        """Keep what the attempt changed (the ``changes`` of its terminal event)."""
+
+    async def release(self, workspace: Workspace) -> None:
+        """Give the workspace back (remove it); a failure is logged, not raised."""
+
+
+class LocalExecutor:
+    """Workers on this machine, each in a git worktree of the project."""
+
+    def __init__(
+        self,
+        root: Path,
+        worktrees: Worktrees,
+        *,
+        cgroups: RunCgroups | None = None,
+        sweep_leftovers: Callable[[str, int], trio.Event | None] = lambda run_id, n: None,
+    ) -> None:
+        self.root = root
+        self.worktrees = worktrees
+        self.cgroups = cgroups
+        self.sweep_leftovers = sweep_leftovers
+
+    def location_for(self, run_id: str) -> str:
+        return str(self.worktrees.base_dir / run_id)
+
+    async def prepare(self, run_id: str, commit: str) -> Workspace:
+        return Workspace(str(await self.worktrees.create(self.root, run_id, commit)))
+
+    def start(self, launch: Launch) -> LocalExecution:
+        cwd = launch.workspace.location if launch.workspace else str(self.root)
+        argv = list(launch.argv)
+        joined = False
+        if self.cgroups is not None:
+            # Into its cgroup before its first instruction (see RunCgroups.entering);
+            # the shell would turn a failed exec into an exit 127, so the checks the
+            # kernel's exec makes are made first, to fail the start as Popen would.
+            _check_program(argv[0], launch.env.get("PATH"))
+            entering = self.cgroups.entering(launch.run_id, launch.attempt, argv)
+            joined, argv = entering is not argv, entering
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            child = Child.spawn(argv, cwd=cwd, env=launch.env, output_fd=write_fd)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the worker has its own copies (stdout, stderr)
+        # Owned from here: whatever fails later, the attempt's end stops and reaps it.
+        execution = LocalExecution(self, child, launch)
+        if self.cgroups is not None and not joined:
+            self.cgroups.join(launch.run_id, launch.attempt, child.pid)
+        try:
+            execution.sink = LogSink(read_fd, os.dup(launch.log_fd), launch.log_limit)
+        except OSError:  # out of descriptors: the output is lost, the run goes on
+            log.exception("run %s: cannot copy its output into its log", launch.run_id)
+            os.close(read_fd)
+        return execution
+
+    async def keep(
+        self,
+        workspace: Workspace,
+        *,
+        run_id: str,
+        attempt: int,
+        base_sha: str,
+        actor: str,
+        task: str,
+    ) -> dict[str, Any] | None:
+        path = workspace.location
+        try:
+            kept = await trio.to_thread.run_sync(
+                partial(
+                    keep_work,
+                    workspace=Path(path),
+                    repo=self.root,
+                    run_id=run_id,
+                    attempt=attempt,
+                    base_sha=base_sha,
+                    actor=actor,
+                    task=task,
+                )
+            )
+        except KeepError as err:
+            if not await trio.to_thread.run_sync(os.path.isdir, path):
+                return None  # never made (the attempt failed before its worktree)
+            log.warning("run %s: its work could not be kept: %s", run_id, err)
+            return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+        except OSError as err:
+            log.warning("run %s: its work could not be kept: %s", run_id, err)
+            return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+        return kept.to_event()
+
+    async def release(self, workspace: Workspace) -> None:
+        try:
+            await self.worktrees.remove(self.root, Path(workspace.location))
+        except Exception:
+            log.exception("could not remove the worktree %s", workspace.location)
+
+
+class LocalExecution:
+    """A worker process on this machine, its output pipe and its cgroup."""
+
+    def __init__(self, executor: LocalExecutor, child: Child, launch: Launch) -> None:
+        self._executor = executor
+        self._child = child
+        self._run_id = launch.run_id
+        self._attempt = launch.attempt
+        self.pid: int | None = child.pid
+        self.start_time = process_start_time(child.pid)
+        self.sink: LogSink | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._child.returncode
+
+    @property
+    def log_truncated(self) -> bool:
+        return self.sink is not None and self.sink.truncated
+
+    @property
+    def log_cut(self) -> int | None:
+        sink = self.sink
+        return sink.head if sink is not None and sink.truncated else None
+
+    async def run_output(self) -> None:
+        if self.sink is not None:
+            await self.sink.pump()
+
+    async def wait(self) -> int:
+        return await self._child.wait()
+
+    async def stop(self, grace_seconds: float) -> None:
+        with trio.CancelScope(shield=True):
+            kill_group(self._child.pid, signal.SIGTERM)
+            with trio.move_on_after(grace_seconds):
+                await self._child.wait()
+            kill_group(self._child.pid, signal.SIGKILL)
+            await self._child.wait()
+
+    async def close(self, *, stopped: bool) -> None:
+        executor = self._executor
+        # Whatever the leader left behind in its group (a forked grandchild) dies now,
+        # and what left the group soon after.
+        group_left = kill_group(self._child.pid, signal.SIGKILL)
+        self._child.close()
+        swept = executor.sweep_leftovers(self._run_id, self._attempt)
+        left_cgroup = executor.cgroups is not None and executor.cgroups.populated(
+            self._run_id, self._attempt
+        )
+        if not (group_left or stopped or left_cgroup):
+            swept = None  # it simply exited, alone: its end need not wait for the scan
+        if self.sink is not None:
+            try:
+                await self.sink.finish()
+            except OSError:
+                log.exception("run %s: could not copy the end of its output", self._run_id)
+        if swept is not None:
+            # Stopped by us, or it left processes behind: nothing of it may be alive once
+            # its end is visible (the scan repeats until it finds none, bounded).
+            with trio.move_on_after(SWEEP_WAIT_SECONDS):
+                await swept.wait()
+
+
+
+def _check_program(program: str, path: str | None) -> None:
+    """Raise what ``Popen`` would raise for a program exec refuses (blocking): not
+    found, not executable, or a script whose ``#!`` interpreter is missing."""
+    found = shutil.which(program, path=path if path is not None else os.defpath)
+    if found is None:
+        if os.sep in program and os.path.exists(program):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    try:
+        with open(found, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return  # exec will say
+    if head.startswith(b"#!"):
+        words = head[2:].split(b"\n", 1)[0].split()
+        if words and not os.access(words[0], os.X_OK):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
