@@ -61,6 +61,12 @@ def test_the_supervisor_package_has_no_import_circle() -> None:
     assert cycles_through("lattice_workers.supervisor", graph()) == []
 
 
+def test_the_actors_package_has_no_import_circle() -> None:
+    """The run, its attempt and its executor: the attempt sees its run through a
+    Protocol (``AttemptOwner``), not by importing it."""
+    assert cycles_through("lattice_workers.actors", graph()) == []
+
+
 def test_the_finder_finds_a_circle() -> None:
     edges = {"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}, "p.d": set()}
     assert cycles_through("p.", edges) == [["p.a", "p.b", "p.c", "p.a"]]

@@ -26,18 +26,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 import trio
 
-from lattice_workers.actors._definitions import command_for
+from lattice_workers.actors._context import RunContext
+from lattice_workers.actors._definitions import WorkerDefinition, command_for
 from lattice_workers.actors._environment import lattice_variables, worker_environment
 from lattice_workers.actors._executor import Execution, Launch, Workspace
 from lattice_workers.actors._files import open_run_file
-from lattice_workers.actors._journal import JournalRecord
+from lattice_workers.actors._journal import JournalRecord, RunRequest
 from lattice_workers.actors._log_tail import read_log_tail
-from lattice_workers.actors._record import AttemptFacts, Ending, Outcome
+from lattice_workers.actors._record import AttemptFacts, Ending, Outcome, RunRecord
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import LatticeError
 from lattice_workers.store import new_id
@@ -50,9 +51,6 @@ from lattice_workers.store._run_events import (
     ProcessFailed,
     ProcessStarted,
 )
-
-if TYPE_CHECKING:
-    from lattice_workers.actors._run import RunActor
 
 log = logging.getLogger("lattice_workers.supervisor.run")
 
@@ -73,6 +71,30 @@ REQUEUED_NOTE = (
 T = TypeVar("T")
 
 
+class AttemptOwner(Protocol):
+    """What an attempt uses of its run (:class:`~lattice_workers.actors._run.RunActor`):
+    what spans attempts, and nothing about processes or files."""
+
+    ctx: RunContext
+    definition: WorkerDefinition
+    record: RunRecord
+    request: RunRequest
+    seq: int
+    base_env: dict[str, str]
+    requeued: bool
+    recorded: trio.Event
+    accept_recorded: bool
+    cancel_reason: Reason | None
+    wait_scope: trio.CancelScope | None
+
+    @property
+    def run_id(self) -> str: ...
+
+    def set_state(self, state: RunState) -> None: ...
+
+    def cancel_sentence(self) -> str: ...
+
+
 class NotStarted(Exception):
     """The attempt's worker did not start; its outcome says why."""
 
@@ -82,9 +104,9 @@ class NotStarted(Exception):
 
 
 class Attempt:
-    """One attempt of its :class:`RunActor`'s run (see the module docstring)."""
+    """One attempt of its owner's run (see the module docstring)."""
 
-    def __init__(self, run: RunActor, number: int) -> None:
+    def __init__(self, run: AttemptOwner, number: int) -> None:
         self.run = run
         self.ctx = run.ctx
         self.definition = run.definition

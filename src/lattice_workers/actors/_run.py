@@ -19,54 +19,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import trio
 from trio_util import AsyncValue
 
 from lattice_workers.actors._attempt import CLEANUP_SECONDS, Attempt
+from lattice_workers.actors._context import RunContext
 from lattice_workers.actors._definitions import LoadedWorker, WorkerDefinition
 from lattice_workers.actors._environment import client_base
-from lattice_workers.actors._executor import Executor, LocalExecutor
-from lattice_workers.actors._journal import Journal, JournalRecord, RunRequest
-from lattice_workers.actors._logsink import DEFAULT_MAX_MIB
+from lattice_workers.actors._journal import JournalRecord, RunRequest
 from lattice_workers.actors._record import Ending, Outcome, RunRecord
 from lattice_workers.actors._state import Reason, RunState
-from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.protocol._messages import RunInfo
-from lattice_workers.store import Board
 
 log = logging.getLogger("lattice_workers.supervisor.run")
-
-
-@dataclass
-class RunContext:
-    """What every actor shares: the board, git, the journal, the hook runner, where
-    workers run."""
-
-    board: Board
-    worktrees: Worktrees
-    journal: Journal
-    results_dir: Path
-    run_hooks: Callable[[list[dict[str, Any]]], None]
-    environ: dict[str, str]
-    #: Told each time a run's state changes, its view up to date (the ``Watch`` feed);
-    #: the second argument is ``"started"`` for a run just accepted, else None.
-    on_state: Callable[[RunInfo, str | None], None] = lambda info, kind: None
-    #: The folders :attr:`environ`'s PATH ends with so that workers find ``lattice``;
-    #: added to a client's PATH too (:func:`client_base`).
-    path_extras: tuple[str, ...] = ()
-    #: ``workers.log_max_mib``: a run's log keeps at most this much (a definition's
-    #: own ``log_max_mib`` wins); see :mod:`~lattice_workers.actors._logsink`.
-    log_max_mib: float = DEFAULT_MAX_MIB
-    #: Where workers run; by default on this machine, in worktrees of :attr:`worktrees`.
-    executor: Executor = field(default=None)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.executor is None:
-            self.executor = LocalExecutor(self.board.root, self.worktrees)
 
 
 class RunActor:
