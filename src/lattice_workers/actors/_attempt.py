@@ -92,7 +92,7 @@ class AttemptOwner(Protocol):
 
     def set_state(self, state: RunState) -> None: ...
 
-    def cancel_sentence(self) -> str: ...
+    def cancel_sentence(self, reason: Reason | None = None) -> str: ...
 
 
 class NotStarted(Exception):
@@ -123,6 +123,8 @@ class Attempt:
         self._workspace: Workspace | None = None
         self._stopped = False  # the supervisor stopped the worker (cancel, deadline, shutdown)
         self._started_mono: float | None = None
+        #: The log, opened for a worker that starts once its workspace is ready.
+        self._log_fd: int | None = None
         self._ended = False
 
     @property
@@ -140,8 +142,9 @@ class Attempt:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, Exception) and self.outcome is None:
-            # A bug of ours: the attempt still ends on the record (the run logs it).
+        if isinstance(exc, Exception) and self.outcome is None and self.facts.started_event_id:
+            # A bug of ours after process_started: the attempt still ends on the record
+            # (the run logs it). Before it, nothing is on the board to close.
             self.outcome = Outcome(Reason.SPAWN_ERROR, f"internal error: {exc}")
         with trio.move_on_after(self.definition.kill_grace_seconds + CLEANUP_SECONDS) as s:
             s.shield = True
@@ -241,10 +244,14 @@ class Attempt:
                 nursery.start_soon(prepare)
                 try:
                     opened = await self._write_started(start_here=False)
-                except (NotStarted, LatticeError, OSError) as exc:
+                except (LatticeError, OSError) as exc:
                     # Raised below, not from inside the nursery (which would wrap it).
                     refused = exc
                     nursery.cancel_scope.cancel()  # no run: the workspace is not needed
+                except NotStarted as exc:
+                    # On the board: it ends there, with its workspace kept and named,
+                    # so the workspace is made (and given back by the end) as for any.
+                    refused = exc
                 finally:
                     run.recorded.set()  # the reply need not wait for git
             if refused is not None:
@@ -257,8 +264,13 @@ class Attempt:
             log_fd, prompt_text = opened
             await trio.to_thread.run_sync(self._start_and_note, prompt_text, log_fd)
         finally:
-            if opened is not None:
-                os.close(opened[0])  # the worker has its own copy
+            self._close_log()  # the worker has its own copy
+
+    def _close_log(self) -> None:
+        """Close the log's descriptor the attempt opened for the worker, if still open."""
+        fd, self._log_fd = self._log_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _cancelled(self) -> Outcome:
         run = self.run
@@ -367,6 +379,7 @@ class Attempt:
         if self._ended:
             return
         self._ended = True
+        self._close_log()
         run = self.run
         execution = self._execution
         if execution is not None and execution.returncode is None:
@@ -393,9 +406,10 @@ class Attempt:
                     at=time.time(), reason=str(self.outcome.reason), error=self.outcome.error
                 )
             return
-        outcome = self.outcome or Outcome(
-            run.cancel_reason or Reason.SUPERVISOR_SHUTDOWN, run.cancel_sentence()
-        )
+        if self.outcome is None:
+            reason = run.cancel_reason or Reason.SUPERVISOR_SHUTDOWN
+            self.outcome = Outcome(reason, run.cancel_sentence(reason))
+        outcome = self.outcome
         # Its work is kept before its workspace goes, and said in its terminal event.
         changes = await self._keep()
         # The workspace goes while the terminal event is written: the worker is gone,
@@ -462,6 +476,7 @@ class Attempt:
             facts.started_event_id = event_id  # on the board: from now on it has an end
             log_fd, prompt_text = self._open_files()
             if not start_here:
+                self._log_fd = log_fd  # owned by the attempt until the worker starts
                 return log_fd, prompt_text
             try:
                 self._start(prompt_text, log_fd)

@@ -35,6 +35,7 @@ POOL_SIZE = 64
 #: The shell line that enters the cgroup whose ``cgroup.procs`` is ``$0``, then
 #: becomes the worker (``exec`` keeps its pid, its group and its cgroup).
 _ENTER = 'echo $$ >"$0" 2>/dev/null; exec "$@"'
+_SHELL = "/bin/sh"
 
 
 def _cgroup2_mount() -> Path | None:
@@ -69,6 +70,8 @@ class RunCgroups:
         self._pool: list[Path] = []
         self._live: dict[tuple[str, int], Path] = {}
         self._next = 0
+        #: Without a shell the worker is moved in just after its start (:meth:`join`).
+        self._shell = os.access(_SHELL, os.X_OK)
 
     @classmethod
     def create(cls) -> RunCgroups | None:
@@ -112,6 +115,8 @@ class RunCgroups:
         cgroup, then execs the worker: nothing the worker forks can start outside it
         (a move after the spawn leaves a moment: a shell whose first command is put in
         the background forks before it). Where the cgroup cannot be made, ``argv``."""
+        if not self._shell:
+            return argv
         group = self._claim(run_id, attempt)
         try:
             if not group.exists():
@@ -119,7 +124,7 @@ class RunCgroups:
         except OSError as exc:
             log.warning("could not create the cgroup %s: %s", group, exc)
             return argv
-        return ["/bin/sh", "-c", _ENTER, str(group / "cgroup.procs"), *argv]
+        return [_SHELL, "-c", _ENTER, str(group / "cgroup.procs"), *argv]
 
     def join(self, run_id: str, attempt: int, pid: int) -> bool:
         """Move ``pid`` into the attempt's cgroup (blocking). False if not."""

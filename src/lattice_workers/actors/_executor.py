@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
+import re
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,26 +158,31 @@ class LocalExecutor:
     def start(self, launch: Launch) -> LocalExecution:
         cwd = launch.workspace.location if launch.workspace else str(self.root)
         argv = list(launch.argv)
-        joined = False
-        if self.cgroups is not None:
-            # Into its cgroup before its first instruction (see RunCgroups.entering);
-            # the shell would turn a failed exec into an exit 127, so the checks the
-            # kernel's exec makes are made first, to fail the start as Popen would.
-            _check_program(argv[0], launch.env.get("PATH"))
-            entering = self.cgroups.entering(launch.run_id, launch.attempt, argv)
-            joined, argv = entering is not argv, entering
+        # The folder it runs in, whoever asked: a client's PWD names the client's folder.
+        env = {**launch.env, "PWD": cwd}
+        cgroups, key = self.cgroups, (launch.run_id, launch.attempt)
+        entered = False
+        if cgroups is not None and _shell_keeps(env):
+            # Into its cgroup before its first instruction (RunCgroups.entering). The
+            # shell would turn a failed exec into an exit 127: the checks exec makes
+            # are made first, so that the start fails as Popen's would.
+            _check_program(argv[0], env.get("PATH"), cwd)
+            wrapped = cgroups.entering(*key, argv)
+            entered, argv = wrapped is not argv, wrapped
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            child = Child.spawn(argv, cwd=cwd, env=launch.env, output_fd=write_fd)
+            child = Child.spawn(argv, cwd=cwd, env=env, output_fd=write_fd)
         except BaseException:
             os.close(read_fd)
+            if cgroups is not None:
+                cgroups.release({key})  # claimed by entering(), and empty
             raise
         finally:
             os.close(write_fd)  # the worker has its own copies (stdout, stderr)
         # Owned from here: whatever fails later, the attempt's end stops and reaps it.
         execution = LocalExecution(self, child, launch)
-        if self.cgroups is not None and not joined:
-            self.cgroups.join(launch.run_id, launch.attempt, child.pid)
+        if cgroups is not None and not entered:
+            cgroups.join(*key, child.pid)
         try:
             execution.sink = LogSink(read_fd, os.dup(launch.log_fd), launch.log_limit)
         except OSError:  # out of descriptors: the output is lost, the run goes on
@@ -291,20 +296,54 @@ class LocalExecution:
 
 
 
-def _check_program(program: str, path: str | None) -> None:
+
+#: Names ``/bin/sh`` sets for itself whatever its environment says.
+_SHELL_OWNED = frozenset({"IFS", "PPID", "OPTIND"})
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _shell_keeps(env: Mapping[str, str]) -> bool:
+    """Whether ``/bin/sh`` passes ``env`` on unchanged to what it execs: it drops
+    names that are not shell names (an exported bash function, ``BASH_FUNC_f%%``) and
+    resets a few of its own. A worker with such an environment is moved into its
+    cgroup just after its start instead (see :meth:`RunCgroups.entering`)."""
+    return not any(name in _SHELL_OWNED or not _SHELL_NAME.match(name) for name in env)
+
+
+def _check_program(program: str, path: str | None, cwd: str) -> None:
     """Raise what ``Popen`` would raise for a program exec refuses (blocking): not
-    found, not executable, or a script whose ``#!`` interpreter is missing."""
-    found = shutil.which(program, path=path if path is not None else os.defpath)
-    if found is None:
-        if os.sep in program and os.path.exists(program):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    found, not executable, not a format the kernel runs, or a script whose ``#!``
+    interpreter is missing. Relative paths are the worker's: under ``cwd``."""
+    if "\0" in program or (path and "\0" in path):
+        raise ValueError("embedded null byte")
+    if os.sep in program:
+        candidates = [program]
+    else:
+        folders = (path if path is not None else os.defpath).split(os.pathsep)
+        candidates = [os.path.join(folder, program) for folder in folders]
+    denied = False
+    for candidate in candidates:
+        full = os.path.join(cwd, candidate)
+        if os.path.isfile(full) and os.access(full, os.X_OK):
+            _check_format(full, program, cwd)
+            return
+        denied = denied or os.path.exists(full)
+    code = errno.EACCES if denied else errno.ENOENT
+    raise OSError(code, os.strerror(code), program)
+
+
+def _check_format(full: str, program: str, cwd: str) -> None:
+    """An executable the kernel would refuse: neither ELF nor ``#!`` (``ENOEXEC``;
+    a shell would run it as a script), or a ``#!`` naming no executable."""
     try:
-        with open(found, "rb") as f:
+        with open(full, "rb") as f:
             head = f.read(256)
     except OSError:
         return  # exec will say
     if head.startswith(b"#!"):
-        words = head[2:].split(b"\n", 1)[0].split()
-        if words and not os.access(words[0], os.X_OK):
+        line = head[2:].split(b"\n", 1)[0].lstrip(b" \t")
+        interpreter = os.fsdecode(re.split(rb"[ \t]", line, maxsplit=1)[0])
+        if not interpreter or not os.access(os.path.join(cwd, interpreter), os.X_OK):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    elif not head.startswith(b"\x7fELF"):
+        raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), program)

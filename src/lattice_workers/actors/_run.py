@@ -111,8 +111,9 @@ class RunActor:
         if self.wait_scope is not None:
             self.wait_scope.cancel()
 
-    def cancel_sentence(self) -> str:
-        if self.cancel_reason is Reason.SUPERVISOR_SHUTDOWN:
+    def cancel_sentence(self, reason: Reason | None = None) -> str:
+        """Why a started attempt was stopped: ``reason``, else the run's cancel reason."""
+        if (reason or self.cancel_reason) is Reason.SUPERVISOR_SHUTDOWN:
             return "the supervisor shut down while the run was in progress"
         return "the run was cancelled on request"
 
@@ -168,7 +169,17 @@ class RunActor:
         record = self.record
         attempt = self.attempt
         ending = attempt.facts.ended if attempt is not None else None
-        if ending is None:
+        if ending is None and attempt is not None and attempt.facts.started_event_id:
+            # Its end did not finish in time (a hung git, a stuck disk): the board still
+            # shows it open, and recovery or `doctor --fix` closes it there.
+            reason = self.cancel_reason or Reason.SUPERVISOR_SHUTDOWN
+            ending = Ending(
+                at=time.time(),
+                reason=str(reason),
+                error="the attempt's end did not finish in time; its terminal event is "
+                "written by the next start's recovery or by `doctor --fix`",
+            )
+        elif ending is None:
             # Never left the queue (or its attempt never got as far as the board).
             reason = self.cancel_reason or Reason.SUPERVISOR_SHUTDOWN
             ending = Ending(
