@@ -1,4 +1,4 @@
-"""Keeping an attempt's work, on real repositories and worktrees (actors/_keep.py)."""
+"""Keeping an attempt's work, on real repositories and workspaces (actors/_keep.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import trio
 
-from lattice_workers.actors._keep import KeepError, diff, keep_work, kept, kept_refs
+from lattice_workers.actors._keep import GIT_GONE, diff, keep_work, kept, kept_refs
+from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import LatticeError
 
 RUN = "run_01M8TK00000000000000000000"
@@ -38,9 +40,8 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def workspace(repo: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "wt"
-    git(repo, "worktree", "add", "-q", "--detach", str(path), "HEAD")
-    return path
+    """A run's workspace as the supervisor makes it (a repository of its own)."""
+    return trio.run(Worktrees(tmp_path / "workspaces").create, repo, "wt", "HEAD")
 
 
 def keep(repo: Path, workspace: Path, **limits: int):  # type: ignore[no-untyped-def]
@@ -135,10 +136,35 @@ def test_a_filter_or_fsmonitor_the_worker_configured_never_runs(
     assert not marker.exists()
 
 
-def test_a_deleted_dot_git_is_a_clear_error(repo: Path, workspace: Path) -> None:
-    (workspace / ".git").unlink()
-    with pytest.raises(KeepError, match=r"workspace's \.git is gone"):
-        keep(repo, workspace)
+def test_a_deleted_dot_git_still_keeps_the_files_and_says_what_was_lost(
+    repo: Path, workspace: Path
+) -> None:
+    import shutil
+
+    base = git(repo, "rev-parse", "HEAD")
+    (workspace / "app.py").write_text("committed, then lost\n")
+    git(workspace, "commit", "-q", "-am", "a commit that goes with .git")
+    (workspace / "README.md").unlink()
+    (workspace / "new.txt").write_text("new\n")
+    shutil.rmtree(workspace / ".git")
+    before = user_state(repo)
+    event = keep(repo, workspace).to_event()
+    assert event["note"] == GIT_GONE and event["commits"] == 0
+    assert event["head_sha"] == base and git(repo, "rev-parse", f"{event['snapshot_sha']}^") == base
+    files = git(repo, "ls-tree", "-r", "--name-only", event["snapshot_sha"]).splitlines()
+    assert files == [".gitignore", "app.py", "new.txt"] and event["files_changed"] == 3
+    assert git(repo, "show", f"{event['snapshot_sha']}:app.py") == "committed, then lost"
+    assert user_state(repo) == before
+
+
+def test_a_deleted_dot_git_with_nothing_changed_keeps_nothing(
+    repo: Path, workspace: Path
+) -> None:
+    import shutil
+
+    shutil.rmtree(workspace / ".git")
+    assert keep(repo, workspace).to_event() == {"files_changed": 0, "note": GIT_GONE}
+    assert kept_refs(repo, RUN) == {}
 
 
 def test_review_of_a_run_without_kept_work_is_not_found(repo: Path) -> None:
@@ -229,3 +255,22 @@ def test_bad_run_ids_are_refused_before_git_sees_them(repo: Path) -> None:
     for bad in ("../../heads/main", "run_x", "refs/heads/main"):
         refused = lattice(repo, "worker", "diff", bad, "--json")
         assert refused.returncode == 4 and "INVALID_ID" in refused.stdout
+
+
+def test_a_worker_that_reset_its_head_below_the_base_is_kept_as_it_ended(
+    repo: Path, workspace: Path
+) -> None:
+    (repo / "app.py").write_text("v2\n")
+    git(repo, "commit", "-q", "-am", "v2")  # the run's commit, one after the first
+    base = git(repo, "rev-parse", "HEAD")
+    git(workspace, "checkout", "-q", "--detach", base)
+    (workspace / "app.py").write_text("v3\n")
+    git(workspace, "commit", "-q", "-am", "v3")
+    git(workspace, "reset", "-q", "--hard", "HEAD~2")  # below where the run started
+    event = keep_work(
+        workspace=workspace, repo=repo, run_id=RUN, attempt=1, base_sha=base,
+        actor="agent:impl", task="T-1",
+    ).to_event()
+    assert event["head_sha"] == git(repo, "rev-parse", "HEAD~1") and event["commits"] == 0
+    kept_app = git(repo, "show", f"{event['snapshot_sha']}:app.py")
+    assert kept_app == "def add(a, b):\n    return a - b" and event["files_changed"] == 1

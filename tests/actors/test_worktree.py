@@ -1,4 +1,8 @@
-"""Worktrees on real git repositories: create, remove, failures that leave nothing, races."""
+"""Workspaces on real git repositories: create, remove, failures that leave nothing, races.
+
+A workspace is a repository of its own borrowing the project's objects (see
+:mod:`lattice_workers.actors._worktree`); worktrees made by an earlier version are still
+found and removed, which the ``legacy_worktree`` cases check."""
 
 from __future__ import annotations
 
@@ -26,6 +30,17 @@ def registered(repo: Path) -> list[str]:
     return [line.split(" ", 1)[1] for line in listing.splitlines() if line.startswith("worktree ")]
 
 
+def legacy_worktree(repo: Path, worktrees: Worktrees, name: str, owner: Path | None = None) -> Path:
+    """A ``git worktree`` as an earlier version made them, owner file and all."""
+    path = worktrees.base_dir / name
+    worktrees.base_dir.mkdir(parents=True, exist_ok=True)
+    git(repo, "worktree", "add", "-q", "--detach", str(path), "HEAD")
+    if owner is not None:
+        admin = Path(git(path, "rev-parse", "--absolute-git-dir"))
+        (admin / "lattice-board").write_text(f"{os.path.realpath(owner)}\n")
+    return path
+
+
 def assert_only_main(repo: Path, worktrees: Worktrees) -> None:
     assert registered(repo) == [str(repo)]
     admin = repo / ".git" / "worktrees"
@@ -48,7 +63,15 @@ async def test_create_checks_out_a_detached_worktree_at_the_commit(
     assert git(path, "status", "--porcelain") == ""  # index matches the files
     with pytest.raises(subprocess.CalledProcessError):
         git(path, "symbolic-ref", "-q", "HEAD")  # detached: HEAD is no branch
-    assert str(path) in registered(repo)
+    # A repository of its own: not registered as a worktree, no refs, the objects
+    # borrowed from the project's store, none copied.
+    assert registered(repo) == [str(repo)]
+    assert git(path, "rev-parse", "--absolute-git-dir") == str(path / ".git")
+    # Its refs are copies of the project's: the same names, the same commits.
+    assert git(path, "for-each-ref") == git(repo, "for-each-ref")
+    alternates = (path / ".git" / "objects" / "info" / "alternates").read_text()
+    assert alternates == f"{repo / '.git' / 'objects'}\n"
+    assert [p for p in (path / ".git" / "objects").iterdir() if p.name != "info"] == []
     await worktrees.remove(repo, path)
     assert_only_main(repo, worktrees)
 
@@ -93,10 +116,10 @@ async def test_remove_of_a_registration_whose_folder_is_gone(
 async def test_remove_of_a_worktree_without_git_file_and_relative_gitdir(
     repo: Path, worktrees: Worktrees
 ) -> None:
-    """git >= 2.48 with ``worktree.useRelativePaths`` records the worktree's place
-    relative to its folder in ``.git/worktrees``; a worker that deleted the worktree's
-    ``.git`` file makes ``git worktree remove`` refuse, so we find that folder ourselves."""
-    path = await worktrees.create(repo, "run_1", "HEAD")
+    """A worktree of an earlier version: git >= 2.48 with ``worktree.useRelativePaths``
+    records the worktree's place relative to its folder in ``.git/worktrees``; a worker
+    that deleted the worktree's ``.git`` file leaves only that to find it by."""
+    path = legacy_worktree(repo, worktrees, "run_1")
     (admin,) = (repo / ".git" / "worktrees").iterdir()
     _make_gitdir_relative(admin, path)
     (path / ".git").unlink()
@@ -250,7 +273,7 @@ async def test_a_create_cancelled_during_checkout_leaves_nothing(
 
         nursery.start_soon(create)
         await trio.to_thread.run_sync(wait_for_checkout)
-        assert str(worktrees.base_dir / "run_1") in registered(repo)
+        assert (worktrees.base_dir / "run_1" / ".git" / "HEAD").is_file()
         nursery.cancel_scope.cancel()
     assert failure
     cancelled = failure[0]
@@ -355,15 +378,19 @@ async def test_existing_lists_this_repositorys_worktrees_only(
     mine = await worktrees.create(repo, "run_1", "HEAD")
     theirs = await worktrees.create(other, "run_2", "HEAD")
     (worktrees.base_dir / "stray").mkdir()
-    unregistered = await worktrees.create(repo, "run_3", "HEAD")
+    unmarked = await worktrees.create(repo, "run_3", "HEAD")
+    (worktrees.base_dir / ".run_3.lattice-board").unlink()  # its objects still say whose
+    gone = await worktrees.create(repo, "run_4", "HEAD")
+    shutil.rmtree(gone)  # the mark beside it remains
+    old = legacy_worktree(repo, worktrees, "run_5")
+    unregistered = legacy_worktree(repo, worktrees, "run_6")
     git(repo, "worktree", "remove", "--force", str(unregistered))
     unregistered.mkdir()
-    (unregistered / ".git").write_text(f"gitdir: {repo}/.git/worktrees/run_3\n")
-    gone = await worktrees.create(repo, "run_4", "HEAD")
-    shutil.rmtree(gone)
-    assert await worktrees.existing(repo) == [mine, unregistered, gone]
+    (unregistered / ".git").write_text(f"gitdir: {repo}/.git/worktrees/run_6\n")
+    ours = [mine, unmarked, gone, old, unregistered]
+    assert await worktrees.existing(repo) == ours
     assert await worktrees.existing(other) == [theirs]
-    for path in (mine, unregistered, gone):
+    for path in ours:
         await worktrees.remove(repo, path)
     await worktrees.remove(other, theirs)
     assert await worktrees.existing(repo) == []
@@ -434,11 +461,9 @@ async def test_a_shared_folder_gives_each_board_only_its_own_worktrees(
     assert await first.existing(repo) == [mine, old]
     assert await second.existing(repo) == [theirs, old]
     assert await unnamed.existing(repo) == [mine, theirs, old]
-    admin = Path(git(repo, "rev-parse", "--git-common-dir"))
-    if not admin.is_absolute():
-        admin = repo / admin
     owner = await trio.Path(tmp_path / "a" / ".lattice").resolve()
-    assert (admin / "worktrees" / "run_a" / "lattice-board").read_text() == f"{owner}\n"
+    mark = (base / ".run_a.lattice-board").read_text()
+    assert mark == f"repo {repo / '.git'}\nowner {owner}\n"
     for path in (mine, theirs, old):
         await unnamed.remove(repo, path)
     assert_only_main(repo, unnamed)
@@ -453,7 +478,7 @@ async def test_a_worktree_whose_git_file_a_worker_deleted_keeps_its_owner(
     head = git(repo, "rev-parse", "HEAD")
     await first.create(repo, "run_a1", head)  # a name that is a prefix of the next one
     mine = await first.create(repo, "run_a", head)
-    (mine / ".git").unlink()  # what a careless worker may do
+    shutil.rmtree(mine / ".git")  # what a careless worker may do
     assert await second.existing(repo) == []
     assert mine in await first.existing(repo)
     for path in await first.existing(repo):
@@ -499,3 +524,89 @@ async def test_another_boards_recovery_during_the_checkout_leaves_the_worktree_a
     assert await first.existing(repo) == [path]
     await first.remove(repo, path)
     assert_only_main(repo, first)
+
+
+# -- a repository of its own -----------------------------------------------------------------
+
+
+async def test_git_in_a_workspace_never_reaches_the_project(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    """Branches, tags, stash, notes, remotes, config and hooks made in a workspace are
+    the workspace's: the project's refs, config bytes, hooks and index stay as they were."""
+    git(repo, "branch", "users-other")
+    state = _repo_state(repo)
+    path = await worktrees.create(repo, "run_1", git(repo, "rev-parse", "HEAD"))
+    (path / "a.txt").write_text("edited")
+    for args in (
+        ("branch", "leak"), ("tag", "leak"), ("stash",), ("branch", "-D", "users-other"),
+        ("config", "core.leakcheck", "yes"), ("config", "core.hooksPath", "/tmp/x"),
+        ("notes", "add", "-m", "leak"), ("remote", "add", "leak", "/tmp/leak"),
+    ):
+        git(path, *args)
+    assert "leak" in git(path, "branch") and git(path, "stash", "list")
+    assert "users-other" not in git(path, "branch") and git(path, "rev-parse", "main")
+    assert _repo_state(repo) == state
+    await worktrees.remove(repo, path)
+    assert _repo_state(repo) == state
+    assert_only_main(repo, worktrees)
+
+
+def _repo_state(repo: Path) -> tuple[str, ...]:
+    hooks = repo / ".git" / "hooks"
+    return (
+        git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+        git(repo, "stash", "list"),
+        (repo / ".git" / "config").read_text(),
+        "\n".join(sorted(p.name for p in hooks.iterdir())) if hooks.exists() else "",
+        (repo / ".git" / "index").read_bytes().hex(),
+        git(repo, "status", "--porcelain", "--untracked-files=all"),
+    )
+
+
+async def test_a_workspace_has_the_projects_identity_and_excludes(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    git(repo, "config", "user.name", 'Ana "the" Dev\\')
+    git(repo, "config", "user.email", "ana@example.com")
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("*.scratch\n")
+    path = await worktrees.create(repo, "run_1", "HEAD")
+    assert git(path, "config", "user.name") == 'Ana "the" Dev\\'
+    assert git(path, "config", "user.email") == "ana@example.com"
+    (path / "x.scratch").write_text("ignored as in the project")
+    assert git(path, "status", "--porcelain") == ""
+    await worktrees.remove(repo, path)
+
+
+async def test_a_workspace_of_a_sha256_repository(tmp_path: Path, worktrees: Worktrees) -> None:
+    repo = tmp_path / "r256"
+    repo.mkdir()
+    git(repo, "init", "-q", "--object-format=sha256", "-b", "main")
+    head = commit_file(repo, "a.txt", "one")
+    assert len(head) == 64
+    path = await worktrees.create(repo, "run_1", head)
+    assert git(path, "rev-parse", "HEAD") == head and (path / "a.txt").read_text() == "one"
+    await worktrees.remove(repo, path)
+    assert_only_main(repo, worktrees)
+
+
+async def test_leftover_cleanup_removes_workspaces_and_worktrees_of_an_earlier_version(
+    repo: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "shared"
+    mine = Worktrees(base, owner=tmp_path / "a" / ".lattice")
+    other = Worktrees(base, owner=tmp_path / "b" / ".lattice")
+    made = await mine.create(repo, "run_a", "HEAD")
+    theirs = await other.create(repo, "run_b", "HEAD")
+    old = legacy_worktree(repo, mine, "run_old", owner=tmp_path / "a" / ".lattice")
+    old_theirs = legacy_worktree(repo, mine, "run_old_b", owner=tmp_path / "b" / ".lattice")
+    removed = await trio.to_thread.run_sync(
+        lambda: remove_leftovers(base, repo, owner=tmp_path / "a" / ".lattice")
+    )
+    assert removed == [made, old]
+    assert theirs.is_dir() and old_theirs.is_dir()
+    assert registered(repo) == [str(repo), str(old_theirs)]
+    for path in (theirs, old_theirs):
+        await other.remove(repo, path)
+    assert_only_main(repo, other)

@@ -2,8 +2,8 @@
 the real ``lattice`` command in subprocesses, and a real supervisor process.
 
 Every project checks on teardown that its supervisor is gone, that no process whose
-environment names this project (every worker gets ``LATTICE_ROOT``) is alive, and
-that ``git worktree list`` shows only the main worktree.
+environment names this project (every worker gets ``LATTICE_ROOT``) is alive, that
+``git worktree list`` shows only the main worktree, and that no run's workspace is left.
 """
 
 from __future__ import annotations
@@ -166,6 +166,13 @@ class Project:
             if line.startswith("worktree ")
         ]
 
+    def workspaces(self) -> list[Path]:
+        """The runs' workspace folders (each a repository of its own, see
+        actors/_worktree.py), without the marks beside them."""
+        if not self.worktrees.is_dir():
+            return []
+        return sorted(p for p in self.worktrees.iterdir() if not p.name.startswith("."))
+
     def supervisor_pid(self) -> int | None:
         lock = self.root / ".lattice" / "run" / "supervisor.lock"
         try:
@@ -205,6 +212,9 @@ def stop_everything(project: Project) -> None:
     assert not leftovers, f"processes left alive by the test: {leftovers} (supervisor pid {pid})"
     trees = project.worktree_list()
     assert len(trees) == 1, f"worktrees left behind: {trees}"
+    if project.worktrees.is_dir():  # run workspaces and the marks beside them
+        left = sorted(p.name for p in project.worktrees.iterdir())
+        assert left == [], f"workspaces left behind: {left}"
 
 
 @pytest.fixture

@@ -182,12 +182,12 @@ def test_doctor_fix_without_autostart_also_removes_the_worktrees_left(project: P
     project.json("worker", "run", "Sleeper", task)
     running = _wait_running(project, 1)[0]
     worktree = Path(running["worktree_path"])
-    assert worktree.is_dir() and len(project.worktree_list()) == 2
+    assert worktree.is_dir() and project.workspaces() == [worktree]
     _kill_supervisor(project)
     env = dict(project.env, LATTICE_NO_AUTOSTART="1")
     fixed = project.cli("doctor", "--fix", env=env, check=False)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert not alive(running["pid"])
     assert not worktree.exists()
-    assert len(project.worktree_list()) == 1  # git forgot it too
+    assert project.workspaces() == [] and len(project.worktree_list()) == 1
     assert project.cli("supervisor", "status", env=env, check=False).returncode == 6

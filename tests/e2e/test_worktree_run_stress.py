@@ -181,8 +181,8 @@ def test_worktree_runs_cancelled_retried_and_shut_down_leave_nothing(project: Pr
             assert info["attempt"] == 2, info
         # Only the Slow run still running holds a worktree; the supervisor holds no log
         # but that run's own (it copies the run's output into it: see _logsink).
-        assert [p.name for p in project.worktrees.iterdir()] == [slow[2]["run_id"]]
-        assert len(project.worktree_list()) == 2
+        assert [p.name for p in project.workspaces()] == [slow[2]["run_id"]]
+        assert len(project.worktree_list()) == 1  # a workspace is no git worktree
         live = client.request(Ps())
         assert isinstance(live, PsReply)
         assert [r.run_id for r in live.runs] == [slow[2]["run_id"]]

@@ -73,11 +73,20 @@ class Changes:
     insertions: int = 0
     deletions: int = 0
     left_out: list[str] = field(default_factory=list)
+    #: What a reader should know that the numbers do not say (the worker deleted its
+    #: workspace's ``.git``, so its commits are lost and its files were kept instead).
+    note: str | None = None
 
     def to_event(self) -> dict[str, Any]:
+        noted = {"note": self.note} if self.note else {}
         if self.ref is None:
-            return {"files_changed": 0, **({"left_out": self.left_out} if self.left_out else {})}
+            return {
+                "files_changed": 0,
+                **({"left_out": self.left_out} if self.left_out else {}),
+                **noted,
+            }
         return {
+            **noted,
             "ref": self.ref,
             "head_sha": self.head_sha,
             "snapshot_sha": self.snapshot_sha,
@@ -218,6 +227,53 @@ def _index_lines(workspace: Path, keep: list[tuple[str, bool]]) -> bytes:
     return b"".join(lines)
 
 
+#: The ``upload-pack`` a fetch from a workspace runs there: with the settings of
+#: :data:`SAFE_CONFIG` too (the workspace's config is the worker's; ``-c`` of the
+#: fetching git does not reach the process it starts on the other side).
+UPLOAD_PACK = "git " + " ".join(f"-c {item}" for item in SAFE_CONFIG) + " upload-pack"
+#: A lost ``.git``, said in the event.
+GIT_GONE = (
+    "the workspace's .git was deleted (by the worker?): its commits are lost; its files "
+    "are kept as changes to the run's commit"
+)
+
+
+def _rebuild_git_dir(workspace: Path, repo: Path, base_sha: str) -> None:
+    """A ``.git`` for a workspace whose worker deleted its own, at the run's commit,
+    with an index of that commit (the files stay as the worker left them)."""
+    from lattice_workers.actors._worktree import project_git_dir, write_git_dir
+
+    try:
+        common, object_format = project_git_dir(repo)
+    except LatticeError as err:
+        raise KeepError(f"the workspace's .git is gone and {err.message}") from None
+    write_git_dir(workspace, common, base_sha, object_format)
+    git(workspace, "read-tree", base_sha)
+
+
+def bring_back(repo: Path, workspace: Path, snapshot: str, ref: str) -> None:
+    """Fetch ``snapshot`` (and the worker's commits under it) from the workspace into
+    ``ref`` of the user's repository: the one write there. Hooks off on both sides (a
+    ``reference-transaction`` hook of the user's would see a ref it never asked for),
+    no tags, no FETCH_HEAD, no pruning, no maintenance; protocol v2, which serves a
+    commit that no ref names. Objects the user's store has are not sent again."""
+    git(
+        repo,
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        "--no-write-fetch-head",
+        "--no-recurse-submodules",
+        "--no-prune",
+        "--no-auto-gc",
+        "--no-write-commit-graph",
+        f"--upload-pack={UPLOAD_PACK}",
+        os.path.abspath(workspace),
+        f"+{snapshot}:{ref}",
+        config=("protocol.version=2",),
+    )
+
+
 def keep_work(
     *,
     workspace: Path,
@@ -230,15 +286,25 @@ def keep_work(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
 ) -> Changes:
-    """Keep what the attempt in ``workspace`` changed since ``base_sha``, in ``repo``."""
-    if not (workspace / ".git").exists():
-        raise KeepError("the workspace's .git is gone (deleted by the worker?)")
+    """Keep what the attempt in ``workspace`` changed since ``base_sha``, in ``repo``.
+
+    The workspace is a repository of its own (see :mod:`._worktree`): the snapshot's
+    objects are written there, then fetched into ``repo`` by :func:`bring_back`. One
+    the worker deleted the ``.git`` of is given a new one at ``base_sha`` first, so
+    that its files are still kept (the event's ``note`` says what was lost).
+    """
+    if not workspace.is_dir():
+        raise KeepError("the workspace is gone")
+    note = None
+    if not os.path.lexists(workspace / ".git"):
+        _rebuild_git_dir(workspace, repo, base_sha)
+        note = GIT_GONE
     head, paths = _head_and_changes(workspace, no_filters(workspace))
     if not paths and head == base_sha:
-        return Changes()  # the fast path: one rev-parse, one status
+        return Changes(note=note)  # the fast path: one config read, one status
     keep, left_out = _choose(workspace, paths, max_file_bytes, max_total_bytes)
     if not keep and head == base_sha:
-        return Changes(left_out=left_out)  # all of it too large to keep
+        return Changes(left_out=left_out, note=note)  # all of it too large to keep
     with tempfile.TemporaryDirectory(prefix="lattice-keep-") as tmp:
         index = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         git(workspace, "read-tree", head, env=index)
@@ -272,8 +338,9 @@ def keep_work(
         .strip()
     )
     ref = run_ref(run_id, attempt)
-    git(repo, "update-ref", ref, snapshot)
+    bring_back(repo, workspace, snapshot, ref)
     return Changes(
+        note=note,
         ref=ref,
         head_sha=head,
         snapshot_sha=snapshot,

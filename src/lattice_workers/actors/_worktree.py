@@ -1,18 +1,40 @@
-"""Detached git worktrees for runs, created and removed without racing each other.
+"""Workspaces for runs: a private repository per run that borrows the project's objects.
 
-git (2.39 here) takes no lock around its worktree metadata: ``worktree add`` and
-``worktree remove`` both walk ``.git/worktrees/`` while others write into it, and in a
-stress test 1-4% of concurrent adds and removes failed (``failed to read
-.git/worktrees/<other>/commondir``), leaving registrations that ``prune`` did not
-clear. So every step that touches that metadata runs under one :class:`trio.Lock` per
-repository, and only those: ``add --no-checkout`` is quick, the checkout that writes
-the files runs outside the lock (``read-tree -u``, which also runs no hooks), and so
-does deleting the files of a worktree before ``worktree remove`` drops what is left.
+The module and class keep the name "worktree" (the lifecycle and the board call a
+run's folder its worktree), but since issue 19 a run's workspace is no ``git
+worktree``. A worktree shares its repository's refs, stash, config and hooks: a
+worker that ran ``git branch``, ``git stash`` or ``git config core.hooksPath`` in it
+changed the user's repository (measured). A workspace is instead a repository of its
+own, made by hand in ``base_dir/<name>/.git``: its ``HEAD`` detached at the run's
+commit, an ``objects/info/alternates`` naming the project's object store (no object
+copied: git reads the project's objects, and writes new ones in the workspace), a copy
+of the project's branches and tags, no hooks, a config of a few lines (the project's
+``user.name``/``user.email`` copied, so that a worker's commit has the identity it had
+in a worktree). Whatever
+the worker does with git stays in that folder; its work reaches the project only as
+``refs/lattice/runs/<run>/<attempt>``, fetched by :mod:`._keep` with hooks off.
 
-A worktree never lives inside the project's working tree (the repository would see
-it as untracked files, and a recursive tool would walk into it). Cleanup deletes the
-worktree's folder and its own ``.git/worktrees/<id>`` entry, never anything else in
-the shared ``.git``.
+Cost, measured (bench/worktree_cost.py; README "Performance"): writing the ``.git`` by
+hand is a few file writes, cheaper than ``git worktree add`` (one git process, a lock
+and a registration in the project's ``.git/worktrees``); both check out the commit with
+``read-tree -u`` (no hooks), which dominates on a large tree. ``git init`` plus
+``clone --shared`` were rejected: they copy hook samples or refs, and cost a process.
+Removal is file deletion only: nothing is registered in the project's repository.
+
+Which workspaces are whose: beside each one, ``base_dir/.<name>.lattice-board``
+names the project's git directory and the board whose supervisor made it (two boards
+of one repository may share a workspace folder, and each must clean up only its own).
+It is written before the folder and deleted after it, and lives outside the folder,
+so a worker that deletes its ``.git`` cannot make its workspace anybody's. Worktrees
+made by an earlier version (a ``.git`` file, a registration in the project's
+``.git/worktrees``) are still found and removed, registration and all.
+
+Known limit: the project's ``git gc`` does not see a workspace, so a run started from
+a commit that no ref of the project reaches could lose objects to a prune of
+unreachable objects older than ``gc.pruneExpire`` (two weeks by default) while it runs.
+
+A workspace never lives inside the project's working tree (the repository would see
+it as untracked files, and a recursive tool would walk into it).
 """
 
 from __future__ import annotations
@@ -40,25 +62,29 @@ log = logging.getLogger("lattice_workers.supervisor.recovery")
 WORKTREE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: How long a failed create may spend removing what it made, even when cancelled.
 CLEANUP_SECONDS = 30
-#: The file, in a worktree's own folder of the repository's git directory
-#: (``<common>/worktrees/<name>/``, where git ignores what it does not know), that
-#: names the board whose supervisor made the worktree: two boards of one repository
-#: may share a worktree folder, and each must clean up only its own.
+#: The suffix of the mark beside each workspace, ``base_dir/.<name>.lattice-board``,
+#: that names the project's git directory and the board whose supervisor made it; in a
+#: worktree of an earlier version, the file in its folder of ``<common>/worktrees/``.
 OWNER_FILE = "lattice-board"
+#: The project's ``user.*`` settings a workspace's config repeats.
+IDENTITY_KEYS = ("user.name", "user.email")
 
 
 class _Repo(NamedTuple):
     top: Path  # the main working tree
-    common: Path  # the shared git directory (lock key; holds worktrees/)
+    common: Path  # the shared git directory (holds objects/, and worktrees/ of old)
+    object_format: str = "sha1"
+    identity: tuple[tuple[str, str], ...] = ()  # the project's own user.name/email
 
 
 class Worktrees:
-    """Worktrees of runs, in folders named after the runs under ``base_dir``.
+    """Workspaces of runs, in folders named after the runs under ``base_dir``.
 
-    Use one instance per supervisor: the per-repository locks live in it. ``owner``
-    (the board's ``.lattice`` folder) is written beside each worktree it creates, and
-    :meth:`existing` then leaves out worktrees another owner made (see
-    :data:`OWNER_FILE`); without it, every worktree of the repository counts.
+    Use one instance per supervisor (it caches what it learnt of each repository).
+    ``owner`` (the board's ``.lattice`` folder) is written in the mark beside each
+    workspace it creates, and :meth:`existing` then leaves out workspaces another
+    owner made (see :data:`OWNER_FILE`); without it, every workspace of the
+    repository counts.
     """
 
     def __init__(self, base_dir: Path, *, owner: Path | None = None) -> None:
@@ -66,7 +92,6 @@ class Worktrees:
         # Real path: a doctor started through a symlink names the same board.
         self.owner = os.path.realpath(owner) if owner is not None else None
         self._repos: dict[str, _Repo] = {}
-        self._locks: dict[Path, trio.Lock] = {}
         self._busy: set[str] = set()  # names being created
         self._merge_bases: dict[tuple[Path, str, str], str | None] = {}
         #: Revision names to commits; :meth:`serve` keeps its git processes.
@@ -154,30 +179,23 @@ class Worktrees:
         )
 
     async def existing(self, root: Path) -> list[Path]:
-        """This repository's worktrees under ``base_dir``: what crash recovery removes.
+        """This repository's workspaces under ``base_dir``: what crash recovery removes.
 
-        A folder counts when git has it registered or when its ``.git`` file points into
-        this repository, so that a ``LATTICE_WORKTREE_DIR`` shared by several projects
-        never hands over another project's worktrees; and, with an ``owner``, when no
-        other board's name is written beside it (one without a name, from a version
-        before the names or a create cut short, still counts: leaking it would be worse).
+        A folder counts when its mark names this repository, or (its mark lost) when
+        its ``.git`` borrows this repository's objects or is a worktree of it; a mark
+        whose folder is gone counts too, so that removing it removes the mark. With an
+        ``owner``, those another board's name is written beside are left out (one
+        without a name, from a version before the names, still counts: leaking it
+        would be worse). File reads only: no git process.
         """
         repo = await self._repo(root)
-        async with self._lock(repo):  # the listing reads the metadata others write
-            done = await run_git(repo.top, "worktree", "list", "--porcelain", "-z")
-        listed = [
-            Path(item[len("worktree ") :])
-            for item in done.stdout.decode(errors="replace").split("\0")
-            if item.startswith("worktree ")
-        ]
-        return await trio.to_thread.run_sync(
-            _ours_under, self.base_dir, repo.common, listed, self.owner
-        )
+        return await trio.to_thread.run_sync(_ours_under, self.base_dir, repo.common, self.owner)
 
     # -- changes ----------------------------------------------------------------------
 
     async def create(self, root: Path, name: str, commit: str) -> Path:
-        """A detached worktree at ``commit`` in ``base_dir/name``; nothing is left on failure."""
+        """A workspace at ``commit`` (detached) in ``base_dir/name``; nothing is left on
+        failure."""
         if not WORKTREE_NAME.match(name):
             raise LatticeError(
                 Code.INVALID_ARGUMENT,
@@ -194,40 +212,52 @@ class Worktrees:
             )
         self._busy.add(name)
         try:
-            # Nothing of ours yet; one thread hop for the folder's checks (a run's fixed cost).
-            path = await trio.to_thread.run_sync(_new_folder, self.base_dir, name, repo)
+            if not _SHA.fullmatch(commit):  # a name (the registry passes shas)
+                commit = await self.resolve_commit(repo.top, commit)
+            # The mark, the folder and its .git in one thread hop (a run's fixed cost).
+            path = await trio.to_thread.run_sync(
+                _new_workspace, self.base_dir, name, repo, commit, self.owner
+            )
             try:
-                await self._add(repo, path, commit)
+                # The files, as the index says, with no hook (git runs none for read-tree).
+                done = await run_git(path, "read-tree", "-u", "--reset", "HEAD")
+                if done.returncode != 0:
+                    raise LatticeError(
+                        Code.INTERNAL,
+                        f"cannot create a worktree at {path} for commit {commit}: "
+                        f"{one_line(done.stderr)}",
+                        details={"stage": "checkout"},
+                    )
             except BaseException:
                 with trio.move_on_after(CLEANUP_SECONDS) as scope:
                     scope.shield = True
-                    await self._discard(repo, path)
+                    await trio.to_thread.run_sync(
+                        _remove_blocking, self.base_dir, repo.common, path
+                    )
                 raise
         finally:
             self._busy.discard(name)
         return path
 
     async def remove(self, root: Path, path: Path) -> None:
-        """Remove the worktree ``path``: its files and its registration, nothing else.
+        """Remove the workspace ``path``: its files and its mark (and, for a worktree of
+        an earlier version, its registration), nothing else.
 
         Idempotent: a folder that is gone, half created or never registered is fine.
         """
         path = _absolute(path)
-        # Checked and emptied (but for .git, so that git still knows it) in one hop.
-        path = await trio.to_thread.run_sync(_checked_and_cleared, self.base_dir, path)
+        _checked(self.base_dir, path)  # before anything else: refused means untouched
         try:
-            repo = await self._repo(root)
+            common: Path | None = (await self._repo(root)).common
         except LatticeError:
-            # The repository is gone (or was never one): only the files are left.
-            await trio.to_thread.run_sync(_rmtree, path)
-            return
-        await self._discard(repo, path, cleared=True)
+            common = None  # the repository is gone (or was never one): only the files
+        await trio.to_thread.run_sync(_remove_blocking, self.base_dir, common, path)
 
     async def prune(self, root: Path) -> None:
-        """``git worktree prune``: forget registrations whose folders are gone."""
+        """``git worktree prune``: forget registrations whose folders are gone (left by
+        an earlier version, or by the user's own worktrees)."""
         repo = await self._repo(root)
-        async with self._lock(repo):
-            done = await run_git(repo.top, "worktree", "prune")
+        done = await run_git(repo.top, "worktree", "prune")
         if done.returncode != 0:
             raise LatticeError(
                 Code.INTERNAL,
@@ -236,46 +266,6 @@ class Worktrees:
 
     # -- internals ----------------------------------------------------------------------
 
-    async def _add(self, repo: _Repo, path: Path, commit: str) -> None:
-        async with self._lock(repo):
-            done = await run_git(
-                repo.top, "worktree", "add", "--no-checkout", "--detach", str(path), commit
-            )
-        if done.returncode != 0:
-            raise LatticeError(
-                Code.INTERNAL,
-                f"cannot create a worktree at {path} for commit {commit}: {one_line(done.stderr)}",
-                details={"stage": "add"},
-            )
-        if self.owner is not None:
-            # Before the checkout, which may take long: another board's recovery that
-            # lists the worktree meanwhile must already see that it is not its own.
-            await trio.to_thread.run_sync(_write_owner, path, self.owner)
-        done = await run_git(path, "read-tree", "-u", "--reset", "HEAD")
-        if done.returncode != 0:
-            raise LatticeError(
-                Code.INTERNAL,
-                f"cannot check out commit {commit} into the worktree {path}: "
-                f"{one_line(done.stderr)}",
-                details={"stage": "checkout"},
-            )
-
-    async def _discard(self, repo: _Repo, path: Path, *, cleared: bool = False) -> None:
-        """Delete ``path`` and its registration, whatever state they are in."""
-        # The slow part, the files, outside the lock; keep .git so git still knows it.
-        if not cleared:
-            await trio.to_thread.run_sync(_clear_except_git, path)
-        async with self._lock(repo):
-            done = await run_git(repo.top, "worktree", "remove", "--force", "--force", str(path))
-            if done.returncode != 0 or await trio.to_thread.run_sync(os.path.lexists, path):
-                await trio.to_thread.run_sync(_forget, repo.common, path)
-
-    def _lock(self, repo: _Repo) -> trio.Lock:
-        lock = self._locks.get(repo.common)
-        if lock is None:
-            lock = self._locks[repo.common] = trio.Lock()
-        return lock
-
     async def _repo(self, root: Path) -> _Repo:
         key = str(_absolute(root))
         found = self._repos.get(key)
@@ -283,21 +273,36 @@ class Worktrees:
             return found
         if not await trio.to_thread.run_sync(os.path.isdir, key):
             raise LatticeError(Code.NOT_FOUND, f"the project root {key} is not a folder")
-        done = await run_git(key, "rev-parse", "--show-toplevel", "--git-common-dir")
+        done = await run_git(key, *_REPO_QUERY)
         lines = done.stdout.decode().splitlines()
-        if done.returncode != 0 or len(lines) != 2:
+        if done.returncode != 0 or len(lines) != 3:
             raise LatticeError(
                 Code.NOT_FOUND,
                 f"{key} is not inside a git working tree ({one_line(done.stderr)}); run "
                 '`git init` there, or set "worktree": false in the worker definition',
             )
+        identity = await run_git(key, *_IDENTITY_QUERY)
 
         def real(p: str) -> Path:
             return Path(os.path.realpath(os.path.join(key, p)))
 
         top, common = await trio.to_thread.run_sync(lambda: (real(lines[0]), real(lines[1])))
-        found = self._repos[key] = _Repo(top, common)
+        found = self._repos[key] = _Repo(top, common, lines[2], _identity(identity.stdout))
         return found
+
+
+_REPO_QUERY = ("rev-parse", "--show-toplevel", "--git-common-dir", "--show-object-format")
+_IDENTITY_QUERY = ("config", "--local", "-z", "--get-regexp", r"^user\.(name|email)$")
+
+
+def _identity(output: bytes) -> tuple[tuple[str, str], ...]:
+    """``config -z --get-regexp`` output: (key, value) pairs, the last of each key."""
+    found: dict[str, str] = {}
+    for entry in output.decode(errors="replace").split("\0"):
+        key, _, value = entry.partition("\n")
+        if key in IDENTITY_KEYS and "\n" not in value:
+            found[key] = value
+    return tuple(found.items())
 
 
 def _absolute(path: os.PathLike[str] | str) -> Path:
@@ -323,31 +328,24 @@ def _check_rev(rev: str) -> None:
 def remove_leftovers(
     base_dir: Path, root: Path, known: Iterable[Path] = (), *, owner: Path | None = None
 ) -> list[Path]:
-    """Remove ``known`` and every worktree of ours under ``base_dir``, then prune; the
-    paths removed. Blocking: recovery calls it from a thread, ``doctor --fix`` directly.
+    """Remove ``known`` and every workspace of ours under ``base_dir``; the paths
+    removed. Blocking: recovery calls it from a thread, ``doctor --fix`` directly.
 
     Only while no run is live (recovery before the socket serves, ``doctor --fix``
-    under the supervisor's lock): then every worktree of ours is left over, and no
-    create or remove of a run can race these git commands, which is why they take
-    none of :class:`Worktrees`' locks. ``owner`` leaves out what another board made
-    (see :meth:`Worktrees.existing`). A project outside git has none under the base
-    folder (``known`` ones are still removed). A path that cannot be removed (say,
-    under a base folder of an earlier configuration) is logged and the others are
-    still removed.
+    under the supervisor's lock): then every workspace of ours is left over. ``owner``
+    leaves out what another board made (see :meth:`Worktrees.existing`). A project
+    outside git has none under the base folder (``known`` ones are still removed). A
+    path that cannot be removed (say, under a base folder of an earlier
+    configuration) is logged and the others are still removed. Registrations of
+    worktrees of an earlier version whose folders are gone are pruned.
     """
     base = _absolute(base_dir)
     found = [_absolute(path) for path in known]
     repo: _Repo | None = None
     try:
         repo = _repo_blocking(root)
-        done = run_git_blocking(repo.top, "worktree", "list", "--porcelain", "-z")
-        listed = [
-            Path(item[len("worktree ") :])
-            for item in done.stdout.decode(errors="replace").split("\0")
-            if item.startswith("worktree ")
-        ]
         owner_name = os.path.realpath(owner) if owner is not None else None
-        found += _ours_under(base, repo.common, listed, owner_name)
+        found += _ours_under(base, repo.common, owner_name)
     except LatticeError as exc:  # not a git repository
         log.info("worktree listing skipped: %s", exc.message)
     except OSError as exc:
@@ -355,21 +353,14 @@ def remove_leftovers(
     removed = []
     for path in dict.fromkeys(found):
         try:
-            cleared = _checked_and_cleared(base, path)
-            if repo is None:
-                _rmtree(cleared)
-            else:
-                done = run_git_blocking(
-                    repo.top, "worktree", "remove", "--force", "--force", str(cleared)
-                )
-                if done.returncode != 0 or os.path.lexists(cleared):
-                    _forget(repo.common, cleared)
+            _checked(base, path)
+            _remove_blocking(base, repo.common if repo else None, path)
             removed.append(path)
         except LatticeError as exc:
             log.warning("could not remove the worktree %s: %s", path, exc.message)
         except OSError as exc:  # files we may not delete (a worker ran a container, say)
             log.warning("could not remove the worktree %s: %s", path, exc)
-    if repo is not None:
+    if repo is not None and os.path.isdir(repo.common / "worktrees"):
         done = run_git_blocking(repo.top, "worktree", "prune")
         if done.returncode != 0:
             log.info("git worktree prune skipped: %s", one_line(done.stderr))
@@ -377,49 +368,124 @@ def remove_leftovers(
 
 
 def _repo_blocking(root: Path) -> _Repo:
-    """:meth:`Worktrees._repo`, blocking and uncached (the settle path asks once)."""
+    """:meth:`Worktrees._repo`, blocking and uncached (the settle path asks once), the
+    identity left out (it makes no workspace)."""
     key = str(_absolute(root))
     if not os.path.isdir(key):
         raise LatticeError(Code.NOT_FOUND, f"the project root {key} is not a folder")
-    done = run_git_blocking(key, "rev-parse", "--show-toplevel", "--git-common-dir")
+    done = run_git_blocking(key, *_REPO_QUERY)
     lines = done.stdout.decode().splitlines()
-    if done.returncode != 0 or len(lines) != 2:
+    if done.returncode != 0 or len(lines) != 3:
         raise LatticeError(
             Code.NOT_FOUND, f"{key} is not inside a git working tree ({one_line(done.stderr)})"
         )
-    top, common = (Path(os.path.realpath(os.path.join(key, p))) for p in lines)
-    return _Repo(top, common)
+    top, common = (Path(os.path.realpath(os.path.join(key, p))) for p in lines[:2])
+    return _Repo(top, common, lines[2])
+
+
+def project_git_dir(root: Path) -> tuple[Path, str]:
+    """The git directory (common to its worktrees) and object format of the repository
+    ``root`` is in; blocking. For :mod:`._keep`, which rebuilds a deleted ``.git``."""
+    repo = _repo_blocking(root)
+    return repo.common, repo.object_format
 
 
 # -- blocking file work, run in threads -----------------------------------------------------
 
 
-def _ours_under(
-    base_dir: Path, common: Path, listed: list[Path], owner: str | None = None
-) -> list[Path]:
-    base = Path(os.path.realpath(base_dir))
-    found = {path for path in listed if path.parent == base and WORKTREE_NAME.match(path.name)}
+def _mark(base: Path, name: str) -> Path:
+    return base / f".{name}.{OWNER_FILE}"
+
+
+def _read_mark(base: Path, name: str) -> tuple[str, str | None] | None:
+    """(the repository's git directory, the owning board or None) from a mark."""
     try:
-        entries = [e for e in os.scandir(base) if WORKTREE_NAME.match(e.name)]
+        lines = _mark(base, name).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    fields = dict(line.partition(" ")[::2] for line in lines)
+    if "repo" not in fields:
+        return None
+    return fields["repo"], fields.get("owner") or None
+
+
+def _ours_under(base_dir: Path, common: Path, owner: str | None = None) -> list[Path]:
+    """The workspaces of the repository at ``common`` under ``base_dir`` (see
+    :meth:`Worktrees.existing`)."""
+    base = Path(os.path.realpath(base_dir))
+    try:
+        names = os.listdir(base)
     except (FileNotFoundError, NotADirectoryError):
-        entries = []
+        names = []
+    suffix = f".{OWNER_FILE}"
+    candidates = {n for n in names if WORKTREE_NAME.match(n)}
+    candidates |= {
+        n[1 : -len(suffix)]
+        for n in names
+        if n.startswith(".") and n.endswith(suffix) and WORKTREE_NAME.match(n[1 : -len(suffix)])
+    }
+    legacy = _registered_under(base, common)
+    candidates |= {path.name for path in legacy}
+    found = []
+    for name in sorted(candidates):
+        path = base / name
+        mark = _read_mark(base, name)
+        if mark is not None:
+            repo, made_by = mark
+            if Path(repo) != common:
+                continue
+        elif path in legacy or _borrows_from(path, common) or _worktree_of(path, common):
+            made_by = _legacy_owner(path, common)
+        else:
+            continue
+        if owner is None or made_by in (None, owner):
+            found.append(path)
+    return found
+
+
+def _borrows_from(path: Path, common: Path) -> bool:
+    """Whether ``path/.git`` is a repository whose alternates name ``common``'s objects."""
+    try:
+        text = Path(path, ".git", "objects", "info", "alternates").read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    wanted = os.path.realpath(common / "objects")
+    return any(os.path.realpath(line.strip()) == wanted for line in text.splitlines())
+
+
+def _worktree_of(path: Path, common: Path) -> bool:
+    admin = _admin_dir(path)
+    return admin is not None and common in admin.parents
+
+
+def _registered_under(base: Path, common: Path) -> set[Path]:
+    """Worktrees (of an earlier version) under ``base`` registered in ``common``."""
+    found: set[Path] = set()
+    try:
+        entries = list(os.scandir(common / "worktrees"))
+    except OSError:
+        return found
     for entry in entries:
-        admin = _admin_dir(Path(entry.path))
-        if admin is not None and common in admin.parents:
-            found.add(Path(entry.path))
-    if owner is not None:
-        found = {path for path in found if _owner_of(path, common) in (None, owner)}
-    return sorted(found)
+        try:
+            gitdir = Path(entry.path, "gitdir").read_text().strip()
+        except OSError:
+            continue
+        path = Path(os.path.dirname(os.path.realpath(os.path.join(entry.path, gitdir))))
+        if path.parent == base and WORKTREE_NAME.match(path.name):
+            found.add(path)
+    return found
 
 
 def _admin_dir(path: Path, common: Path | None = None) -> Path | None:
-    """The worktree's own folder in the git directory, from its ``.git`` file; or, when
+    """A worktree's own folder in the git directory, from its ``.git`` file; or, when
     a worker deleted that file, the folder of ``common/worktrees`` whose ``gitdir``
     names ``path`` (git names it after the worktree's folder, plus a number if taken)."""
     try:
         text = Path(path, ".git").read_text()
     except OSError:
         return _admin_dir_naming(path, common) if common is not None else None
+    if not text.startswith("gitdir:"):
+        return None
     return Path(os.path.realpath(os.path.join(path, text.removeprefix("gitdir:").strip())))
 
 
@@ -441,22 +507,8 @@ def _admin_dir_naming(path: Path, common: Path) -> Path | None:
     return None
 
 
-def _write_owner(path: Path, owner: str) -> None:
-    admin = _admin_dir(path)
-    try:
-        if admin is None:
-            raise OSError(f"{path}/.git cannot be read after git created it")
-        (admin / OWNER_FILE).write_text(owner + "\n", encoding="utf-8")
-    except OSError as err:
-        raise LatticeError(
-            Code.INTERNAL,
-            f"cannot record which board owns the worktree {path}: {err}",
-            details={"stage": "owner"},
-        ) from None
-
-
-def _owner_of(path: Path, common: Path) -> str | None:
-    """The board named beside the worktree at ``path``, None when none is."""
+def _legacy_owner(path: Path, common: Path) -> str | None:
+    """The board named beside a worktree of an earlier version, None when none is."""
     admin = _admin_dir(path, common)
     try:
         return (admin / OWNER_FILE).read_text(encoding="utf-8").strip() if admin else None
@@ -464,9 +516,10 @@ def _owner_of(path: Path, common: Path) -> str | None:
         return None
 
 
-def _new_folder(base_dir: Path, name: str, repo: _Repo) -> Path:
-    """``base_dir/name`` for a new worktree, its parent made: refused inside the
-    repository, or when something is already there."""
+def _new_workspace(base_dir: Path, name: str, repo: _Repo, commit: str, owner: str | None) -> Path:
+    """``base_dir/name`` with its mark beside it and its own ``.git``, detached at
+    ``commit`` with no files checked out yet: refused inside the repository, or when
+    something is already there. On failure, nothing of it is left."""
     base = Path(os.path.realpath(base_dir))
     for inside in (repo.top, repo.common):
         if base == inside or inside in base.parents:
@@ -493,55 +546,115 @@ def _new_folder(base_dir: Path, name: str, repo: _Repo) -> Path:
             "recovery remove it, and retry",
             details={"stage": "folder"},
         )
+    # The mark first: another board's recovery that lists the folder meanwhile must
+    # already see that it is not its own (a mark left by a crash is rewritten).
+    try:
+        _mark(base, name).write_text(
+            f"repo {repo.common}\n" + (f"owner {owner}\n" if owner else ""), encoding="utf-8"
+        )
+    except OSError as err:
+        raise LatticeError(
+            Code.INTERNAL,
+            f"cannot record which board owns the worktree {path}: {err}",
+            details={"stage": "owner"},
+        ) from None
+    try:
+        write_git_dir(path, repo.common, commit, repo.object_format, repo.identity)
+    except BaseException as err:
+        _remove_blocking(base, repo.common, path)
+        if isinstance(err, OSError):
+            raise LatticeError(
+                Code.INTERNAL,
+                f"cannot create a worktree at {path} for commit {commit}: {err}",
+                details={"stage": "add"},
+            ) from None
+        raise
     return path
 
 
-def _checked_and_cleared(base_dir: Path, path: Path) -> Path:
-    """``path`` as a worktree folder under ``base_dir`` (real), emptied but for ``.git``."""
+def write_git_dir(
+    path: Path,
+    common: Path,
+    commit: str,
+    object_format: str = "sha1",
+    identity: Iterable[tuple[str, str]] = (),
+) -> None:
+    """Make ``path/.git`` a repository of its own that borrows ``common``'s objects,
+    its HEAD detached at ``commit`` (see the module's docstring). Refs, stash, config
+    and hooks are its own. Copied from the project, as files (no git process): its
+    branches, tags and remote-tracking branches as they are now (a worker's ``git diff
+    main`` reads as in a worktree; a ``git branch -D`` deletes only the copy), its
+    ``info/exclude`` (the worker's ``git status`` ignores what the user's does) and
+    ``shallow`` (a shallow history still reads). A repository with the reftable
+    format has no ref files: its workspaces have no branches."""
+    git_dir = path / ".git"
+    os.makedirs(git_dir / "objects" / "info")
+    for folder in ("refs/heads", "refs/tags", "info"):
+        os.makedirs(git_dir / folder, exist_ok=True)
+    version = 1 if object_format != "sha1" else 0
+    config = (
+        "[core]\n"
+        f"\trepositoryformatversion = {version}\n"
+        "\tfilemode = true\n"
+        "\tbare = false\n"
+        "\tlogallrefupdates = true\n"
+    )
+    if version:
+        config += f"[extensions]\n\tobjectformat = {object_format}\n"
+    pairs = list(identity)
+    if pairs:
+        config += "[user]\n" + "".join(
+            f"\t{key.split('.', 1)[1]} = {_quoted(value)}\n" for key, value in pairs
+        )
+    (git_dir / "config").write_text(config, encoding="utf-8")
+    (git_dir / "objects" / "info" / "alternates").write_text(
+        os.path.realpath(common / "objects") + "\n", encoding="utf-8"
+    )
+    for name in ("info/exclude", "shallow", "packed-refs"):
+        try:
+            shutil.copyfile(common / name, git_dir / name)
+        except FileNotFoundError:
+            pass
+    for kind in ("heads", "tags", "remotes"):
+        if os.path.isdir(common / "refs" / kind):
+            shutil.copytree(
+                common / "refs" / kind,
+                git_dir / "refs" / kind,
+                symlinks=True,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*.lock"),
+            )
+    (git_dir / "HEAD").write_text(commit + "\n", encoding="ascii")
+
+
+def _quoted(value: str) -> str:
+    """A git config value, quoted so that any character reads back as itself."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _checked(base_dir: Path, path: Path) -> Path:
+    """``path`` as a workspace folder under ``base_dir`` (real), or refused."""
     base = Path(os.path.realpath(base_dir))
     if path.parent not in (base_dir, base) or not WORKTREE_NAME.match(path.name):
         raise LatticeError(
             Code.INVALID_ARGUMENT,
             f"{path} is not a worktree folder under {base_dir}; refusing to remove it",
         )
-    path = base / path.name
-    _clear_except_git(path)
-    return path
+    return base / path.name
 
 
-def _clear_except_git(path: Path) -> None:
-    if os.path.islink(path):  # put there by a worker: never follow it out of the folder
-        os.unlink(path)
-        return
-    try:
-        entries = list(os.scandir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in entries:
-        if entry.name != ".git":
-            _rmtree(Path(entry.path))
-
-
-def _forget(common: Path, path: Path) -> None:
-    """Delete the ``worktrees/<id>`` entries that point at ``path``, then ``path``.
-
-    An entry's ``gitdir`` is absolute, or relative to the entry (git >= 2.48 with
-    ``worktree.useRelativePaths``); ``os.path.join`` reads both.
-    """
-    target = os.path.realpath(os.path.join(path, ".git"))
-    admin = common / "worktrees"
-    try:
-        entries = list(os.scandir(admin))
-    except (FileNotFoundError, NotADirectoryError):
-        entries = []
-    for entry in entries:
-        try:
-            gitdir = Path(entry.path, "gitdir").read_text().strip()
-        except OSError:
-            continue
-        if os.path.realpath(os.path.join(entry.path, gitdir)) == target:
-            _rmtree(Path(entry.path))
+def _remove_blocking(base_dir: Path, common: Path | None, path: Path) -> None:
+    """Delete the workspace ``path`` (never following a link out of it), then, for a
+    worktree of an earlier version, its registration, then its mark."""
+    path = _checked(base_dir, path)
+    admin = _admin_dir(path, common) if common is not None else None
     _rmtree(path)
+    if admin is not None and common is not None and common / "worktrees" in admin.parents:
+        _rmtree(admin)
+    try:
+        _mark(path.parent, path.name).unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _rmtree(path: Path) -> None:
