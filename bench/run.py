@@ -4,7 +4,8 @@ Runs, in this order and in one process tree, every measurement of the supervisor
 beside the floor of this machine (``bench_runs``: throughput, floors, request
 latency, duplicate storm, ``Board.append`` beside a bare write; ``bench_ps``: ``ps``
 latency, 500 live runs, CLI wall time), then the board benchmark
-(``bench_board.py``) and the wire benchmark (``bench_protocol.py``) as they are, in
+(``bench_board.py``), the wire benchmark (``bench_protocol.py``) and the workspace
+benchmark (``bench_workspace.py``: a run's workspace beside a git worktree) as they are, in
 subprocesses. Prints one table (markdown, ready for the README's Performance
 section) with the issue's goals beside the measurements, then the other two
 benchmarks' own tables, and writes everything as JSON (default
@@ -35,7 +36,7 @@ import bench_ps  # noqa: E402
 import bench_runs  # noqa: E402
 from _scratch import exit_on_sigterm, machine  # noqa: E402
 
-OTHERS = ("bench_board.py", "bench_protocol.py")
+OTHERS = ("bench_board.py", "bench_protocol.py", "bench_workspace.py")
 
 
 def run_other(script: str, quick: bool, scratch: Path) -> dict[str, Any]:
@@ -346,7 +347,9 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path, default=HERE / "results.json")
     ap.add_argument("--dir", type=Path, default=None, help="parent of the scratch folder")
     ap.add_argument(
-        "--skip-others", action="store_true", help="do not run bench_board.py and bench_protocol.py"
+        "--skip-others",
+        action="store_true",
+        help="do not run bench_board.py, bench_protocol.py and bench_workspace.py",
     )
     args = ap.parse_args()
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
