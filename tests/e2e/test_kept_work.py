@@ -43,6 +43,13 @@ def test_a_run_that_changed_files_keeps_them_and_they_can_be_reviewed_and_applie
     assert changes["base_sha"] == run["commit_sha"] and changes["left_out"] == []
     diff = project.cli("worker", "diff", run["run_id"]).stdout
     assert "+    return a + b" in diff and "+notes" in diff and "+more" in diff
+    # On the record: the run's RunInfo, `ps -a`, `worker show` and `lattice show`.
+    assert run["changes"] == changes
+    kept = f"work kept: 3 files +{changes['insertions']} -{changes['deletions']}, 1 commit"
+    assert kept in project.cli("worker", "ps", "-a").stdout
+    shown = project.cli("worker", "show", run["run_id"]).stdout
+    assert kept in shown and f"ref: {changes['ref']}\n" in shown
+    assert kept in project.cli("show", task).stdout
     # The user's branches and working tree are as they were; the work is a ref.
     assert project.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/tags") == before
     assert "return a - b" in (project.root / "app.py").read_text()
@@ -52,6 +59,13 @@ def test_a_run_that_changed_files_keeps_them_and_they_can_be_reviewed_and_applie
     ).stdout
     assert "return a + b" in shown
     assert project.cli("worker", "diff", run["run_id"], check=False).returncode == 3
+    # Taken: `ps -a` no longer marks it, `worker show` says the ref went.
+    assert kept not in project.cli("worker", "ps", "-a").stdout
+    assert "(applied or discarded since)" in project.cli("worker", "show", run["run_id"]).stdout
+    # A finished run read back from the journal after a restart still says it.
+    project.cli("supervisor", "stop")
+    project.cli("supervisor", "start")
+    assert project.json("worker", "show", run["run_id"])["data"]["changes"] == changes
 
 
 def test_a_run_that_changed_nothing_makes_no_ref(project: Project) -> None:

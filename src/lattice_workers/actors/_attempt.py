@@ -523,6 +523,7 @@ class Attempt:
             error=None if outcome.reason is None else outcome.error,
             exit_code=outcome.exit_code,
             signal=outcome.signal,
+            changes=changes,
         )
         if self._started_mono is not None:
             ending.duration_seconds = round(trio.current_time() - self._started_mono, 3)

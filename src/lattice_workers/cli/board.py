@@ -244,6 +244,10 @@ def _render_show(data: dict[str, Any]) -> str:
         if run.get("log_tail"):
             out.append("    log tail:")
             out += [f"      {line}" for line in str(run["log_tail"]).splitlines()]
+        if isinstance(run.get("changes"), dict):
+            from lattice_workers.cli.work import changes_lines
+
+            out += [f"    {line}" for line in changes_lines(run["changes"])]
         out.append(f"    log: {run.get('log_path')}")
     out += ["", "History (oldest first):"]
     for event in data["events"]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 from lattice_workers.cli._app import Context, add_command, group
 
@@ -89,3 +90,55 @@ def _kept_call(call: Callable[[], T]) -> T:
         return call()
     except KeepError as err:
         raise LatticeError(Code.INTERNAL, str(err)) from None
+
+
+# ------------------------------------------------------------------ shown by ps, show
+
+
+def changes_summary(changes: Mapping[str, Any]) -> str:
+    """A run's ``changes`` in one phrase: ``work kept: 3 files +10 -2, 1 commit`` (or
+    why nothing was kept)."""
+    if changes.get("error"):
+        return str(changes["error"])
+    files = changes.get("files_changed") or 0
+    if not changes.get("ref"):
+        left = changes.get("left_out") or []
+        return f"nothing kept ({len(left)} files too large)" if left else "no changes"
+    commits = changes.get("commits") or 0
+    text = (
+        f"work kept: {files} file{'s' * (files != 1)} +{changes.get('insertions', 0)} "
+        f"-{changes.get('deletions', 0)}"
+    )
+    if commits:
+        text += f", {commits} commit{'s' * (commits != 1)}"
+    if changes.get("left_out"):
+        text += f", {len(changes['left_out'])} left out"
+    return text
+
+
+def changes_lines(changes: Mapping[str, Any], *, still_kept: bool | None = None) -> list[str]:
+    """A run's ``changes`` for ``worker show`` and ``lattice show``: the phrase, then
+    the ref (and whether it is still there, when known), the files left out, a note."""
+    lines = [changes_summary(changes)]
+    if changes.get("ref"):
+        gone = " (applied or discarded since)" if still_kept is False else ""
+        lines.append(f"ref: {changes['ref']}{gone}")
+    if changes.get("left_out"):
+        lines.append("left out (too large): " + ", ".join(map(str, changes["left_out"])))
+    if changes.get("note"):
+        lines.append(f"note: {changes['note']}")
+    return lines
+
+
+def live_refs(root: Path) -> set[str] | None:
+    """The kept-work refs the project's repository holds now; None when git cannot
+    say (no repository here: the supervisor may serve another machine's board)."""
+    from lattice_workers.actors._keep import REF_PREFIX, KeepError, git
+
+    try:
+        out = git(root, "for-each-ref", "--format=%(refname)", f"{REF_PREFIX}/", check=False)
+    except KeepError:
+        return None
+    if out.returncode != 0:
+        return None
+    return set(out.stdout.decode(errors="replace").split())

@@ -96,7 +96,7 @@ def _line(info: RunInfo) -> str:
 
 #: ``worker show`` fields that are Unix times, and durations in seconds.
 _TIMES = ("created_at", "started_at", "ended_at")
-_BLOCKS = ("result", "log_tail")
+_BLOCKS = ("result", "log_tail", "changes")
 
 
 def _iso(seconds: float) -> str:
@@ -115,10 +115,13 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def _detail(info: RunInfo) -> str:
+def _detail(info: RunInfo, refs: set[str] | None = None) -> str:
     """One run for a person: ISO times, durations, the result as indented JSON, the
-    log's tail as lines (``--json`` keeps the raw values)."""
+    log's tail as lines, what it changed (``--json`` keeps the raw values). ``refs``:
+    the kept-work refs the repository holds now (None: unknown)."""
     import json
+
+    from lattice_workers.cli.work import changes_lines
 
     values = _as_dict(info)
     if info.short_id:
@@ -139,6 +142,10 @@ def _detail(info: RunInfo) -> str:
         out += ["result", *(f"  {line}" for line in text.splitlines())]
     if info.log_tail:
         out += ["log_tail", *(f"  {line}" for line in info.log_tail.splitlines())]
+    if info.changes is not None:
+        ref = info.changes.get("ref")
+        still = None if refs is None or not ref else ref in refs
+        out += ["changes", *(f"  {line}" for line in changes_lines(info.changes, still_kept=still))]
     return "\n".join(out)
 
 
@@ -236,8 +243,19 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
             _watch(ctx, client, Ps(all=args.all, task=args.task), reply.runs, empty)
             return 0
     return ctx.ok(
-        [_as_dict(r) for r in reply.runs], lambda: _table(reply.runs) or empty
+        [_as_dict(r) for r in reply.runs],
+        lambda: _table(reply.runs, _refs_now(ctx, reply.runs)) or empty,
     )
+
+
+def _refs_now(ctx: Context, runs: list[RunInfo]) -> set[str] | None:
+    """The kept-work refs of the repository now, when a run says it kept work (one
+    git process then, none otherwise); None when unknown."""
+    if not any(r.changes and r.changes.get("ref") for r in runs):
+        return None
+    from lattice_workers.cli.work import live_refs
+
+    return live_refs(ctx.where()[0])
 
 
 def _watch(ctx: Context, lister: Client, ps: Any, runs: list[RunInfo], empty: str) -> None:
@@ -272,7 +290,7 @@ def _watch(ctx: Context, lister: Client, ps: Any, runs: list[RunInfo], empty: st
 _HEADER = ("RUN", "WORKER", "TASK", "STATE", "PID", "COMMIT", "TIME", "NOTE")
 
 
-def _row(info: RunInfo) -> tuple[str, ...]:
+def _row(info: RunInfo, refs: set[str] | None = None) -> tuple[str, ...]:
     if info.duration_seconds is not None:
         took = _duration(info.duration_seconds)
     elif info.started_at:
@@ -282,6 +300,12 @@ def _row(info: RunInfo) -> tuple[str, ...]:
     note = f"#{info.queue_position} in queue" if info.queue_position else ""
     if info.reason:
         note = f"{info.reason}: {info.error}"
+    ref = info.changes.get("ref") if info.changes else None
+    if ref and (refs is None or ref in refs):  # still there to review and take
+        from lattice_workers.cli.work import changes_summary
+
+        assert info.changes is not None
+        note = f"{note}; {changes_summary(info.changes)}" if note else changes_summary(info.changes)
     return (
         info.run_id,
         info.worker,
@@ -294,11 +318,12 @@ def _row(info: RunInfo) -> tuple[str, ...]:
     )
 
 
-def _table(runs: list[RunInfo]) -> str:
-    """Runs under a header row, in aligned columns ("" when there are none)."""
+def _table(runs: list[RunInfo], refs: set[str] | None = None) -> str:
+    """Runs under a header row, in aligned columns ("" when there are none); a run
+    whose kept work is still in ``refs`` (all, when None) says so in its note."""
     if not runs:
         return ""
-    rows = [_HEADER, *(_row(r) for r in runs)]
+    rows = [_HEADER, *(_row(r, refs) for r in runs)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER) - 1)]
     return "\n".join(
         "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
@@ -313,7 +338,9 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     with _client(ctx) as client:
         reply = client.request(Get(run_id=args.run_id))
     assert isinstance(reply, RunReply)
-    return ctx.ok(_as_dict(reply.run), lambda: _detail(reply.run))
+    return ctx.ok(
+        _as_dict(reply.run), lambda: _detail(reply.run, _refs_now(ctx, [reply.run]))
+    )
 
 
 def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:

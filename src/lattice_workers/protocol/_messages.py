@@ -196,6 +196,11 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     idempotency_key: str | None = None
     #: A failed run's last meaningful log lines (ANSI stripped, at most ~500 bytes).
     log_tail: str | None = None
+    #: What its last ended attempt changed in its workspace, as its terminal event says
+    #: (``ref``, ``head_sha``, ``snapshot_sha``, ``base_sha``, ``commits``,
+    #: ``files_changed``, ``insertions``, ``deletions``, ``left_out``; or
+    #: ``{"files_changed": 0}``); None for a run without a workspace.
+    changes: dict[str, Any] | None = None
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -46,7 +46,8 @@ def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     completed, failed), ``commit``, ``started``, ``ended``, ``duration`` (seconds),
     ``result`` (``success`` or the failure reason), ``error``, ``exit_code``,
     ``started_event_id``, ``ended_event_id``, ``log_path``, ``actor``, ``attempt``,
-    and ``log_tail`` when the end carries one (a failure's last log lines).
+    ``log_tail`` when the end carries one (a failure's last log lines), and
+    ``changes`` when it carries one (what the attempt changed: see actors/_keep.py).
     """
     runs: dict[str, dict[str, Any]] = {}
     orphans: list[dict[str, Any]] = []
@@ -102,6 +103,8 @@ def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             run["exit_code"] = failure.get("exit_code")
             if isinstance(failure.get("log_tail"), str):
                 run["log_tail"] = failure["log_tail"]
+            if isinstance(ended.get("changes"), dict):
+                run["changes"] = ended.get("changes")
             duration = ended.get("duration_seconds")
             if not isinstance(duration, int | float):
                 start, end = _epoch(run.get("started")), _epoch(run["ended"])
