@@ -49,7 +49,8 @@ def test_a_run_that_changed_files_keeps_them_and_they_can_be_reviewed_and_applie
     assert kept in project.cli("worker", "ps", "-a").stdout
     shown = project.cli("worker", "show", run["run_id"]).stdout
     assert kept in shown and f"ref: {changes['ref']}\n" in shown
-    assert kept in project.cli("show", task).stdout
+    board_view = project.cli("show", task).stdout
+    assert kept in board_view and "role: diff" in board_view  # the patch, attached
     # The user's branches and working tree are as they were; the work is a ref.
     assert project.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/tags") == before
     assert "return a - b" in (project.root / "app.py").read_text()
@@ -123,3 +124,4 @@ def test_work_of_a_run_orphaned_by_a_killed_supervisor_is_kept_by_the_next_start
     assert ended["data"]["changes"]["ref"] == f"refs/lattice/runs/{run['run_id']}/1"
     assert "+draft" in project.cli("worker", "diff", run["run_id"]).stdout
     assert not worktree.exists()
+    assert "role: diff" in project.cli("show", task).stdout  # recovery attached the patch

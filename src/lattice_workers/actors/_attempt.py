@@ -38,6 +38,7 @@ from lattice_workers.actors._executor import Execution, Launch, Workspace
 from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._journal import JournalRecord, RunRequest
 from lattice_workers.actors._log_tail import read_log_tail
+from lattice_workers.actors._patch import attach_diff
 from lattice_workers.actors._record import AttemptFacts, Ending, Outcome, RunRecord
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import LatticeError
@@ -425,7 +426,7 @@ class Attempt:
         record = self.run.record
         if self._workspace is None or not record.commit_sha:
             return None
-        return await self.executor.keep(
+        changes = await self.executor.keep(
             self._workspace,
             run_id=record.run_id,
             attempt=self.facts.number,
@@ -433,6 +434,10 @@ class Attempt:
             actor=record.actor,
             task=record.short_id or record.task_id,
         )
+        if changes is not None and changes.get("ref"):  # its patch, for people (_patch.py)
+            ctx = self.run.ctx
+            await attach_diff(ctx.board, ctx.run_hooks, record.view(), changes)
+        return changes
 
     # ------------------------------------------------------------------ writes
 

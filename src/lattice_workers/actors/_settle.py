@@ -239,19 +239,33 @@ def _keep_orphans_work(
     run_id = (info.run_id if info else None) or board_run.get("run_id")
     if not (path and base and run_id and os.path.isdir(path)):
         return None
+    from lattice_workers.actors._patch import attach_diff_blocking
+
+    attempt = int((info.attempt if info else None) or board_run.get("attempt") or 1)
+    actor = str((info.actor if info else None) or board_run.get("actor") or "agent:unknown")
     try:
-        return keep_work(
+        changes = keep_work(
             workspace=Path(path),
             repo=board.root,
             run_id=str(run_id),
-            attempt=int((info.attempt if info else None) or board_run.get("attempt") or 1),
+            attempt=attempt,
             base_sha=str(base),
-            actor=str((info.actor if info else None) or board_run.get("actor") or "agent:unknown"),
+            actor=actor,
             task=(info.short_id if info else None) or str(board_run["task_id"]),
         ).to_event()
     except (KeepError, OSError) as err:
         log.warning("run %s: its work could not be kept: %s", run_id, err)
         return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+    run = RunInfo(
+        run_id=str(run_id),
+        task_id=str(board_run["task_id"]),
+        worker=str(board_run.get("process_type") or "?"),
+        state="failed",
+        actor=actor,
+        attempt=attempt,
+    )
+    attach_diff_blocking(board, run, changes)  # no hooks: as the orphaned end it precedes
+    return changes
 
 
 def write_orphaned(

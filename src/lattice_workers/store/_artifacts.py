@@ -49,9 +49,18 @@ def _copy_durably(src: Path, dest: Path) -> int:
 
 
 def attach_file(
-    board: Board, task_id: str, path: Path, *, role: str | None, actor: str, title: str | None
+    board: Board,
+    task_id: str,
+    path: Path,
+    *,
+    role: str | None,
+    actor: str,
+    title: str | None,
+    run_hooks: bool = True,
 ) -> WriteResult:
-    """Copy ``path`` into ``artifacts/payload``, write its meta, append the event."""
+    """Copy ``path`` into ``artifacts/payload``, write its meta, append the event.
+    ``run_hooks=False``: the caller runs the board's hooks for the result's events
+    (the supervisor does, off its thread hops)."""
     task_id = validate_task_id(task_id)
     validate_actor(actor)
     if role is not None:
@@ -112,5 +121,6 @@ def attach_file(
             except OSError:
                 pass
         raise
-    board.run_hooks(result.events)
+    if run_hooks:
+        board.run_hooks(result.events)
     return result

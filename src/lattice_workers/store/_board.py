@@ -498,11 +498,15 @@ class Board:
         role: str | None,
         actor: str,
         title: str | None = None,
+        run_hooks: bool = True,
     ) -> WriteResult:
-        """Copy ``path`` into the board as an artifact and attach it to the task."""
+        """Copy ``path`` into the board as an artifact and attach it to the task
+        (``run_hooks=False``: the caller runs the hooks for its events)."""
         from lattice_workers.store._artifacts import attach_file
 
-        return attach_file(self, task_id, Path(path), role=role, actor=actor, title=title)
+        return attach_file(
+            self, task_id, Path(path), role=role, actor=actor, title=title, run_hooks=run_hooks
+        )
 
     def run_hooks(self, events: list[dict[str, Any]]) -> None:
         """Run the board's hooks for ``events`` (what a write does after unlocking).
