@@ -125,3 +125,33 @@ def test_work_of_a_run_orphaned_by_a_killed_supervisor_is_kept_by_the_next_start
     assert "+draft" in project.cli("worker", "diff", run["run_id"]).stdout
     assert not worktree.exists()
     assert "role: diff" in project.cli("show", task).stdout  # recovery attached the patch
+
+
+def test_a_run_from_an_earlier_runs_kept_work_starts_at_its_snapshot(project: Project) -> None:
+    project.write_worker("Draft", command="echo draft > draft.txt")
+    project.write_worker("Extend", command="test -f draft.txt && echo more >> draft.txt")
+    project.write_worker("Look", command="true")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "workers")
+    task = project.create_task()
+    first = project.json("worker", "run", "Draft", task, "--wait")["data"][0]
+    snapshot = first["changes"]["snapshot_sha"]
+    second = project.json("worker", "run", "Extend", task, "--from", first["run_id"], "--wait")
+    second = second["data"][0]
+    assert second["state"] == "completed", second  # draft.txt was there to extend
+    assert second["commit_sha"] == snapshot and second["changes"]["base_sha"] == snapshot
+    diff = project.cli("worker", "diff", second["run_id"]).stdout
+    assert "+more" in diff and "+draft" not in diff  # only what the follow-up added
+    # Refused, each with a clear error and no run: a run that kept nothing, an id of
+    # no run, a malformed id, and --from with --commit.
+    nothing = project.json("worker", "run", "Look", task, "--wait")["data"][0]
+    for args, code, words in (
+        (["--from", nothing["run_id"]], "NOT_FOUND", "has no kept work"),
+        (["--from", "run_01M8TK00000000000000000000"], "NOT_FOUND", "no run run_01M8TK"),
+        (["--from", "../heads/main"], "INVALID_ID", "not a run id"),
+        (["--from", first["run_id"], "--commit", "HEAD"], "INVALID_ARGUMENT", "give one"),
+    ):
+        refused = project.json("worker", "run", "Extend", task, *args, check=False)
+        assert refused["error"]["code"] == code and words in refused["error"]["message"], args
+    runs = project.json("worker", "ps", "-a", "--task", task)["data"]
+    assert len(runs) == 3

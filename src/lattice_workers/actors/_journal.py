@@ -61,6 +61,7 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     worker: str
     task: str
     revision: str | None = None
+    from_run: str | None = None
     base: str | None = None
     actor: str | None = None
     timeout_minutes: float | None = None
@@ -73,6 +74,7 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
             worker=req.worker,
             task=req.task,
             revision=req.revision,
+            from_run=req.from_run,
             base=req.base,
             actor=req.actor,
             timeout_minutes=req.timeout_minutes,

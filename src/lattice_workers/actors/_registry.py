@@ -276,18 +276,21 @@ class Registry:
         assert defn is not None
         root = self.ctx.board.root
         worktrees = self.ctx.worktrees
+        revision = req.revision
+        if req.from_run is not None:
+            revision = await self._kept_snapshot(req)
         bases = [req.base] if req.base else self._default_bases()
-        revs = [req.revision or "HEAD", *bases]
+        revs = [revision or "HEAD", *bases]
         try:
             commit, *base_shas = await worktrees.resolve_many(root, revs)
         except LatticeError:
-            if req.revision is not None or req.base is not None or defn.worktree:
+            if revision is not None or req.base is not None or defn.worktree:
                 raise
             return worker, task_id, short_id, actor, None, None, None  # no git: fine here
         if commit is None:
-            if req.revision is None and not defn.worktree:
+            if revision is None and not defn.worktree:
                 return worker, task_id, short_id, actor, None, None, None
-            await worktrees.resolve_commit(root, req.revision)  # raises the clear error
+            await worktrees.resolve_commit(root, revision)  # raises the clear error
         if req.base and base_shas[0] is None:
             raise LatticeError(
                 Code.NOT_FOUND, f"base {req.base!r} is not a commit in this repository"
@@ -299,6 +302,38 @@ class Registry:
         if base_sha and commit:
             merge_base = await worktrees.merge_base(root, base_sha, commit)
         return worker, task_id, short_id, actor, commit, base, merge_base
+
+    async def _kept_snapshot(self, req: Run) -> str:
+        """The snapshot sha of the work ``req.from_run`` kept (its last attempt's): the
+        commit the new run starts at. Refused with ``revision`` (two starting points),
+        for an id that is no run's, a run unknown here with nothing kept, and a run
+        that kept nothing (or whose work was applied or discarded)."""
+        from lattice_workers.actors._keep import KeepError, check_run_id, kept
+
+        assert req.from_run is not None
+        if req.revision is not None:
+            raise LatticeError(
+                Code.INVALID_ARGUMENT,
+                f"--from {req.from_run} and --commit {req.revision} both say where the run "
+                "starts; give one of them",
+            )
+        from_run = check_run_id(req.from_run)
+        try:
+            _, sha, _ = await trio.to_thread.run_sync(kept, self.ctx.board.root, from_run)
+        except KeepError as err:
+            raise LatticeError(
+                Code.NOT_FOUND, f"cannot read the kept work of {from_run}: {err}"
+            ) from None
+        except LatticeError as err:
+            known = from_run in self.by_id or from_run in self.finished
+            if err.code is Code.NOT_FOUND and not known:
+                raise LatticeError(
+                    Code.NOT_FOUND,
+                    f"no run {from_run} is known here and no work of it is kept; name a "
+                    "run that kept work (see `lattice worker ps -a`)",
+                ) from None
+            raise
+        return sha
 
     def _check_files(
         self, req: Run, client_env: dict[str, str] | None = None

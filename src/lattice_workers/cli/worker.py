@@ -26,6 +26,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="worker name (see `lattice worker list`)")
     p.add_argument("task", help="task id or short id")
     p.add_argument("--commit", metavar="REV", help="commit to work on (default: HEAD now)")
+    p.add_argument(
+        "--from", dest="from_run", metavar="RUN", help="start from the work RUN kept"
+    )
     p.add_argument("--base", metavar="REF", help="ref to diff against (default: main)")
     p.add_argument("--actor", help="actor written on the run's events")
     p.add_argument("--timeout", type=float, metavar="MIN", help="deadline in minutes")
@@ -193,6 +196,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         worker=args.name,
         task=args.task,
         revision=args.commit,
+        from_run=args.from_run,
         base=args.base,
         actor=args.actor,
         timeout_minutes=args.timeout,

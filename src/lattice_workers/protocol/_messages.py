@@ -63,12 +63,16 @@ class Run(Request, tag="run"):
     ``env``: the requesting client's environment (never ``LATTICE_*``), which the
     worker gets instead of the supervisor's, after the same stripping rules; it is
     never written to disk, and over TCP it is sent and accepted only under CURVE.
+    ``from_run``: start from the work an earlier run kept (its last attempt's snapshot,
+    ``refs/lattice/runs/<run>/<attempt>``) instead of ``revision``, which must then be
+    absent: a follow-up attempt builds on the previous one.
     Answered by :class:`RunReply`, or ``ALREADY_RUNNING`` naming the live run.
     """
 
     worker: NonEmpty
     task: NonEmpty
     revision: str | None = None
+    from_run: str | None = None
     base: str | None = None
     actor: str | None = None
     timeout_minutes: Annotated[float, Meta(gt=0)] | None = None
