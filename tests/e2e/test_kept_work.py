@@ -155,3 +155,26 @@ def test_a_run_from_an_earlier_runs_kept_work_starts_at_its_snapshot(project: Pr
         assert refused["error"]["code"] == code and words in refused["error"]["message"], args
     runs = project.json("worker", "ps", "-a", "--task", task)["data"]
     assert len(runs) == 3
+
+
+def test_kept_work_outlives_keep_finished_days_and_doctor_says_what_it_holds(
+    project: Project,
+) -> None:
+    project.write_worker("Draft", command="head -c 20000 /dev/urandom > blob.bin")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "worker")
+    task = project.create_task()
+    run = project.json("worker", "run", "Draft", task, "--wait")["data"][0]
+    report = project.json("doctor")["data"]
+    assert report["problems"] == [] and report["kept_work"]["refs"] == 1
+    assert report["kept_work"]["bytes"] > 20000  # the random blob does not compress
+    assert "Kept work: 1 ref under refs/lattice/runs hold" in project.cli("doctor").stdout
+    # The supervisor forgets finished runs after keep_finished_days; never their work.
+    project.configure_workers(keep_finished_days=0)
+    project.cli("supervisor", "stop")
+    project.cli("supervisor", "start")
+    assert project.json("worker", "ps", "-a")["data"] == []
+    assert "Binary files" in project.cli("worker", "diff", run["run_id"]).stdout
+    assert project.json("doctor")["data"]["kept_work"]["refs"] == 1
+    project.cli("worker", "discard", run["run_id"])
+    assert "kept_work" not in project.json("doctor")["data"]

@@ -511,6 +511,31 @@ def merge_into_current(repo: Path, run_id: str, attempt: int | None = None) -> s
     return git(repo, "rev-parse", "HEAD").stdout.decode().strip()
 
 
+def kept_summary(repo: Path) -> dict[str, int] | None:
+    """How many kept-work refs the repository holds, and the bytes on disk of the
+    objects only they hold (what discarding them all would let ``git gc`` free); None
+    when there are none, or no repository to ask. For ``doctor``.
+
+    Retention: these refs are never deleted but by ``apply``, ``merge`` or
+    ``discard``; ``keep_finished_days`` ages out the supervisor's records of finished
+    runs, never their work (deleting unreviewed work silently is what issue 19 is
+    against), so ``doctor`` says what they hold and lets the user decide.
+    """
+    try:
+        listed = git(repo, "for-each-ref", "--format=%(refname)", f"{REF_PREFIX}/", check=False)
+        refs = listed.stdout.split() if listed.returncode == 0 else []
+        if not refs:
+            return None
+        usage = git(
+            repo, "rev-list", "--objects", "--disk-usage", f"--glob={REF_PREFIX}/*",
+            "--not", "--branches", "--tags", "--remotes", check=False,
+        )
+    except KeepError:
+        return None
+    held = usage.stdout.strip()
+    return {"refs": len(refs), "bytes": int(held) if held.isdigit() else 0}
+
+
 def discard(repo: Path, run_id: str, attempt: int | None = None) -> list[int]:
     """Drop the run's kept work (every attempt's, unless ``attempt``); the attempts dropped."""
     refs = kept_refs(repo, check_run_id(run_id))

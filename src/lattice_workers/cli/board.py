@@ -349,14 +349,38 @@ def _rebuild(ctx: Context, args: argparse.Namespace) -> int:
     return ctx.ok(report.to_dict(), text)
 
 
+def _size(n: int) -> str:
+    """Bytes for a person: ``512 B``, ``3.4 KiB``, ``12.0 MiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 def _doctor(ctx: Context, args: argparse.Namespace) -> int:
+    from lattice_workers.actors._keep import kept_summary
     from lattice_workers.supervisor.doctor import unowned_problems
 
-    problems = unowned_problems(ctx.board(), fix=args.fix)
+    board = ctx.board()
+    problems = unowned_problems(board, fix=args.fix)
+    kept = kept_summary(board.root)
+    said = ""
+    if kept is not None:  # not a problem: work waiting for review, said so
+        said = (
+            f"\nKept work: {kept['refs']} ref{'s' * (kept['refs'] != 1)} under "
+            f"refs/lattice/runs hold {_size(kept['bytes'])} that no branch or tag holds; "
+            "they stay until `lattice worker apply`, `merge` or `discard` "
+            "(keep_finished_days never deletes them)"
+        )
     if not problems:
-        return ctx.ok({"problems": []}, "No problems found.")
+        data: dict[str, object] = {"problems": []}
+        if kept is not None:
+            data["kept_work"] = kept
+        return ctx.ok(data, "No problems found." + said)
     if not ctx.json:
-        ctx.ok(None, "\n".join(f"{p.kind}: {p.message}" for p in problems))
+        ctx.ok(None, "\n".join(f"{p.kind}: {p.message}" for p in problems) + said)
     count = len(problems)
     raise LatticeError(
         Code.DOCTOR_PROBLEMS,
