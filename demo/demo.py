@@ -9,7 +9,9 @@ It makes a small git project with a board in a temporary folder, copies the ship
 workers in with ``lattice worker init``, runs the shipped TestRunner on four tasks at
 once (one of them on a branch whose new test fails), shows a duplicate request being
 refused, shows ``lattice worker ps`` while the runs are live, waits for them, shows
-each task's run history and an attached report, stops the supervisor and checks that
+each task's run history and an attached report, then one implementing run with the
+shipped offline ChangelogEntry worker (its kept work shown with ``worker diff --stat``
+and applied to a branch with ``worker apply``), stops the supervisor and checks that
 no process and no worktree is left. It exits non-zero if anything went wrong or was
 left behind. Every step is the real ``lattice`` command, run with this interpreter.
 
@@ -336,6 +338,39 @@ class Demo:
         shown = "\n".join(keep[:40]) + ("\n..." if len(keep) > 40 else "")
         indented(shown, "    │ " if _UTF8 else "    | ")
 
+    def implement(self) -> list[str]:
+        """One implementing run with the offline ChangelogEntry worker: its work kept,
+        its diff shown, then applied to a branch; what went wrong (empty when all is well)."""
+        task = self.data("create", "Mention the bulk discount in the changelog")
+        ref = task.get("short_id") or task["id"]
+        say(dim(f"  $ lattice-workers worker run ChangelogEntry {ref} --wait"))
+        run = self.data("worker", "run", "ChangelogEntry", ref, "--wait")[0]
+        changes = run.get("changes") or {}
+        say(f"    {run['run_id']} {run['state']}: kept as {changes.get('ref', 'nothing')}")
+        self.lattice("worker", "diff", run["run_id"], "--stat")
+        branch = f"changelog-{ref.lower()}"
+        self.lattice("worker", "apply", run["run_id"], "--branch", branch)
+        problems = []
+        if run["state"] != "completed" or changes.get("commits") != 1:
+            problems.append(f"the implementing run ended {run['state']} with {changes}")
+        entry = f"- {ref}: Mention the bulk discount in the changelog"
+        taken = self.git("show", f"{branch}:CHANGELOG.md")
+        checks = [
+            (f"branch {branch} holds the change", entry in taken),
+            ("your working tree and current branch are untouched", self._untouched()),
+        ]
+        for label, good in checks:
+            say(f"  {green(OK) if good else red(BAD)} {label}")
+            if not good:
+                problems.append(label)
+        return problems
+
+    def _untouched(self) -> bool:
+        return (
+            not (self.root / "CHANGELOG.md").exists()
+            and self.git("symbolic-ref", "--short", "HEAD") == "main"
+        )
+
     def stop_and_verify(self) -> list[str]:
         pid = self.supervisor_pid()
         if self.supervisor_started:
@@ -442,7 +477,14 @@ def run(demo: Demo) -> list[str]:
     demo.lattice("show", ids[TASKS[0][0]])
     demo.show_report(finished[0])
 
-    section(7, "Nothing left behind")
+    section(7, "An implementing run: its work kept, reviewed, taken")
+    say("  Every run works in a repository of its own that borrows this project's objects;")
+    say("  when it ends, what it changed is kept under refs/lattice/runs/<run>/<attempt>.")
+    say("  The shipped ChangelogEntry worker (offline, no agent) adds the task's line to")
+    say("  CHANGELOG.md and commits it:")
+    problems += demo.implement()
+
+    section(8, "Nothing left behind")
     problems += demo.stop_and_verify()
     return problems
 
@@ -485,8 +527,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     say(
         bold(
-            f"{OK} Demo complete in {seconds:.0f} s: four runs, one refused duplicate, "
-            "every run on the record, nothing left behind."
+            f"{OK} Demo complete in {seconds:.0f} s: four test runs, one refused duplicate, "
+            "one implementing run reviewed and applied, every run on the record, nothing "
+            "left behind."
         )
     )
     return 0

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED_NAMES = {"CodeReviewLite", "CodeReviewHeavy", "TestRunner"}
+SHIPPED_NAMES = {"CodeReviewLite", "CodeReviewHeavy", "TestRunner", "Implement", "ChangelogEntry"}
 
 
 def lattice(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,13 +75,16 @@ def test_the_repository_definitions_pass_check_as_shipped(board: Path) -> None:
     assert rows["CodeReviewLite"]["engine"] == "claude"
     assert rows["CodeReviewHeavy"]["engine"] == "script"
     assert rows["TestRunner"]["engine"] == "script"
+    assert rows["Implement"]["engine"] == "claude"
+    assert rows["ChangelogEntry"]["engine"] == "script"
 
 
 def test_worker_init_in_a_fresh_project_copies_everything_and_checks_clean(board: Path) -> None:
     data = lattice_json(board, "worker", "init")
     assert sorted(data["copied"]) == shipped_files() and data["skipped"] == []
     assert "workers/code-review-heavy.py" in data["copied"]
-    for script in ("workers/code-review-heavy.py", "workers/test-runner.py"):
+    scripts = ("code-review-heavy.py", "test-runner.py", "changelog-entry.py")
+    for script in (f"workers/{name}" for name in scripts):
         assert os.access(board / script, os.X_OK), script
     assert_checks_clean(board)
 
@@ -105,7 +108,11 @@ def test_definitions_attach_reports_inside_the_board_with_their_roles() -> None:
         for d in (json.loads(p.read_text()) for p in sorted((REPO / "workers").glob("*.json")))
     }
     assert set(definitions) == SHIPPED_NAMES
-    assert {d["report_dir"] for d in definitions.values()} == {".lattice/reports"}
+    reporting = {"TestRunner", "CodeReviewLite", "CodeReviewHeavy"}  # the others commit
+    assert {d["report_dir"] for d in definitions.values() if d["name"] in reporting} == {
+        ".lattice/reports"
+    }
+    assert not any("report_dir" in definitions[name] for name in SHIPPED_NAMES - reporting)
     assert definitions["TestRunner"]["artifact_role"] == "tests"
     assert definitions["CodeReviewLite"]["artifact_role"] == "review"
     assert definitions["CodeReviewHeavy"]["artifact_role"] == "review"
@@ -138,6 +145,13 @@ def test_prompts_diff_merge_base_to_commit_and_never_a_branch(prompt: str) -> No
     for line in git_lines:
         assert "$LATTICE_COMMIT_SHA" in line, line
         assert not re.search(r"\b(main|master|origin/|HEAD)\b", line), line
+
+
+def test_implement_prompt_reads_the_task_runs_checks_and_commits_naming_it() -> None:
+    text = (REPO / "prompts" / "workers" / "implement.md").read_text()
+    assert 'lattice show "$LATTICE_TASK_ID"' in text
+    assert "Run the project's checks" in text
+    assert 'git commit -m "$LATTICE_SHORT_ID: ' in text
 
 
 def test_lite_prompt_names_the_report_attachment_and_result() -> None:

@@ -178,3 +178,23 @@ def test_kept_work_outlives_keep_finished_days_and_doctor_says_what_it_holds(
     assert project.json("doctor")["data"]["kept_work"]["refs"] == 1
     project.cli("worker", "discard", run["run_id"])
     assert "kept_work" not in project.json("doctor")["data"]
+
+
+def test_the_shipped_changelog_worker_makes_a_change_that_is_kept_and_taken(
+    project: Project,
+) -> None:
+    project.cli("worker", "init")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "shipped workers")
+    task = project.create_task("Say hello in the changelog")
+    run = project.json("worker", "run", "ChangelogEntry", task, "--wait")["data"][0]
+    assert run["state"] == "completed", run
+    assert run["changes"]["commits"] == 1 and run["changes"]["files_changed"] == 1
+    stat = project.cli("worker", "diff", run["run_id"], "--stat").stdout
+    assert "CHANGELOG.md | 2 ++" in stat
+    project.cli("worker", "apply", run["run_id"], "--branch", "changelog")
+    assert project.git("show", "changelog:CHANGELOG.md") == (
+        f"# Changelog\n- {task}: Say hello in the changelog"
+    )
+    assert project.git("log", "-1", "--format=%s", "changelog~1") == f"{task}: changelog entry"
+    assert not (project.root / "CHANGELOG.md").exists()  # the user's tree is untouched
