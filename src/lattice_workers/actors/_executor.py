@@ -7,7 +7,8 @@ run's log, keeps its work and gives the workspace back. Above this seam nothing
 assumes a local pid or a local path: a workspace is named by a string
 (:attr:`Workspace.location`) and an :class:`Execution` may have no pid.
 
-:class:`LocalExecutor` is the first implementation: a git worktree on this machine
+:class:`LocalExecutor` is the first implementation: a workspace on this machine, a
+repository of its own that borrows the project's objects
 (:class:`~lattice_workers.actors._worktree.Worktrees`), a child process in a new
 session (:class:`~lattice_workers.actors._child.Child`), its output through a pipe
 into the log (:class:`~lattice_workers.actors._logsink.LogSink`), a cgroup per attempt
@@ -134,7 +135,7 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Workers on this machine, each in a git worktree of the project."""
+    """Workers on this machine, each in a workspace of its own (see :mod:`._worktree`)."""
 
     def __init__(
         self,
