@@ -90,7 +90,7 @@ def test_ps_scale_and_cli_sections_are_complete(smoke: dict) -> None:
 def test_goals_and_table_are_printed(smoke: dict) -> None:
     assert smoke["goals"] and all({"goal", "value", "met"} <= set(g) for g in smoke["goals"])
     assert "| measurement | lattice |" in smoke["_stdout"]
-    assert set(smoke["others"]) == {"bench_board", "bench_protocol"}
+    assert set(smoke["others"]) == {"bench_board", "bench_protocol", "bench_workspace"}
 
 
 def test_bulk_populated_board_is_valid(tmp_path: Path) -> None:
