@@ -163,3 +163,22 @@ def test_compact_now_loses_no_record_written_around_it(tmp_path: Path) -> None:
     journal.compact_now(keep_finished=0, max_age_seconds=0)
     journal.write(record(50, "run_50", "queued"))
     assert len(journal.load()) == 51
+
+
+def test_a_finished_runs_changes_survive_the_journal_and_the_record(tmp_path: Path) -> None:
+    """``ps -a`` and ``worker show`` after a restart read finished runs from here."""
+    from lattice_workers.actors._record import RunRecord
+
+    changes = {
+        "ref": "refs/lattice/runs/run_x/1", "head_sha": "a" * 40, "snapshot_sha": "b" * 40,
+        "base_sha": "c" * 40, "commits": 1, "files_changed": 2, "insertions": 3,
+        "deletions": 0, "left_out": [],
+    }
+    finished = record(1, "run_x", "completed", ended_at=time.time())
+    finished.run.changes = changes
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.write(finished)
+    journal.close()
+    (loaded,) = Journal(tmp_path / "journal.jsonl").load().values()
+    assert loaded.run.changes == changes
+    assert RunRecord.from_view(loaded.run).view().changes == changes
