@@ -274,3 +274,16 @@ def test_a_worker_that_reset_its_head_below_the_base_is_kept_as_it_ended(
     assert event["head_sha"] == git(repo, "rev-parse", "HEAD~1") and event["commits"] == 0
     kept_app = git(repo, "show", f"{event['snapshot_sha']}:app.py")
     assert kept_app == "def add(a, b):\n    return a - b" and event["files_changed"] == 1
+
+
+def test_a_workspace_cut_short_before_its_checkout_ended_has_nothing_to_keep(
+    repo: Path, workspace: Path
+) -> None:
+    """A supervisor killed while it made a workspace: the mark beside it never says
+    ready, its .git may be half written, and recovery must not fail on it."""
+    mark = workspace.parent / f".{workspace.name}.lattice-board"
+    mark.write_text(mark.read_text().replace("ready\n", ""))
+    (workspace / ".git" / "HEAD").unlink()
+    (workspace / "app.py").unlink()  # half checked out
+    assert keep(repo, workspace).to_event() == {"files_changed": 0}
+    assert kept_refs(repo, RUN) == {}

@@ -463,7 +463,7 @@ async def test_a_shared_folder_gives_each_board_only_its_own_worktrees(
     assert await unnamed.existing(repo) == [mine, theirs, old]
     owner = await trio.Path(tmp_path / "a" / ".lattice").resolve()
     mark = (base / ".run_a.lattice-board").read_text()
-    assert mark == f"repo {repo / '.git'}\nowner {owner}\n"
+    assert mark == f"repo {repo / '.git'}\nowner {owner}\nready\n"
     for path in (mine, theirs, old):
         await unnamed.remove(repo, path)
     assert_only_main(repo, unnamed)

@@ -293,8 +293,12 @@ def keep_work(
     the worker deleted the ``.git`` of is given a new one at ``base_sha`` first, so
     that its files are still kept (the event's ``note`` says what was lost).
     """
+    from lattice_workers.actors._worktree import unfinished
+
     if not workspace.is_dir():
         raise KeepError("the workspace is gone")
+    if unfinished(workspace):
+        return Changes()  # cut short before its checkout ended: no worker ran there
     note = None
     if not os.path.lexists(workspace / ".git"):
         _rebuild_git_dir(workspace, repo, base_sha)

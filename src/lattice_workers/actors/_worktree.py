@@ -228,6 +228,7 @@ class Worktrees:
                         f"{one_line(done.stderr)}",
                         details={"stage": "checkout"},
                     )
+                await trio.to_thread.run_sync(_mark_ready, path)
             except BaseException:
                 with trio.move_on_after(CLEANUP_SECONDS) as scope:
                     scope.shield = True
@@ -407,6 +408,32 @@ def _read_mark(base: Path, name: str) -> tuple[str, str | None] | None:
     if "repo" not in fields:
         return None
     return fields["repo"], fields.get("owner") or None
+
+
+def _mark_ready(path: Path) -> None:
+    """Say in the mark that the workspace is whole (its checkout done): from here a
+    worker may run in it, and its end has work to look for."""
+    try:
+        with _mark(path.parent, path.name).open("a", encoding="utf-8") as mark:
+            mark.write("ready\n")
+    except OSError as err:
+        raise LatticeError(
+            Code.INTERNAL,
+            f"cannot record that the worktree {path} is ready: {err}",
+            details={"stage": "owner"},
+        ) from None
+
+
+def unfinished(path: Path) -> bool:
+    """Whether ``path`` is a workspace whose creation was cut short (a supervisor
+    killed during its checkout): no worker ever ran in it, so there is no work to keep,
+    and its ``.git`` may be half written. False for a worktree of an earlier version
+    and for anything without a mark (nothing says so). Blocking (one small read)."""
+    try:
+        lines = _mark(path.parent, path.name).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(lines) and "ready" not in lines
 
 
 def _ours_under(base_dir: Path, common: Path, owner: str | None = None) -> list[Path]:
