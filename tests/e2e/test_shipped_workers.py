@@ -210,7 +210,7 @@ def test_code_review_lite_follows_its_prompt_end_to_end(project: Project, tmp_pa
     assert run["exit"] == 0 and run["state"] == "completed", run
     (call,) = records(tmp_path / "calls")
     assert call["engine"] == "claude" and call["roles"] == ["lite"]
-    assert call["args"] == "--output-format text --allowedTools Bash,Read,Grep,Glob,Write"
+    assert call["args"] == "--allowedTools Bash,Read,Grep,Glob,Write"
     assert call["cwd"] == run["worktree_path"]
     assert call["prompt"] == (project.root / "prompts/workers/code-review-lite.md").read_text()
     assert "main.." not in call["prompt"] and "diff main" not in call["prompt"]

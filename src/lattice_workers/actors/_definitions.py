@@ -92,6 +92,9 @@ class WorkerDefinition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     report_prefix: str | None = None
     report_dir: str | None = None
     log_max_mib: Annotated[float, Meta(gt=0)] | None = None
+    max_cost_usd: Annotated[float, Meta(gt=0)] | None = None
+    max_turns: Annotated[int, Meta(ge=1)] | None = None
+    network_timeout_seconds: Annotated[float, Meta(gt=0)] = 120
 
 
 #: What each field must be, in words, for the message when its value does not convert.
@@ -118,6 +121,9 @@ _REQUIREMENT = {
     "report_prefix": "a string",
     "report_dir": "a path",
     "log_max_mib": "a number of MiB greater than 0 (the run's log keeps at most that much)",
+    "max_cost_usd": "a number of US dollars greater than 0, or null",
+    "max_turns": "a whole number of at least 1, or null",
+    "network_timeout_seconds": "a number of seconds greater than 0",
 }
 _FIELDS = {f.name: f for f in msgspec.structs.fields(WorkerDefinition)}
 
@@ -417,12 +423,22 @@ def _check_fields(
                 f'{shown}: "command" only applies to engine "script" (for {engine} the '
                 'command line is built from "prompt_file"); put extra arguments in "args".'
             )
+        if isinstance(v.get("args"), list):
+            from lattice_workers.engines import ENGINES as ADAPTERS
+
+            problems.extend(f"{shown}: {p}." for p in ADAPTERS[engine].args_problems(v["args"]))
         if "prompt_file" not in v and "prompt_file" not in failed:
             problems.append(
                 f'{shown}: engine "{engine}" needs a "prompt_file" (a path relative to the '
                 "project root); add one."
             )
     if engine == "script":
+        for key in ("max_cost_usd", "max_turns"):
+            if v.get(key) is not None:
+                problems.append(
+                    f'{shown}: "{key}" only applies to the agent engines (a script reports no '
+                    "cost or turns); remove it."
+                )
         if command is None and "command" not in failed:
             problems.append(
                 f'{shown}: engine "script" needs a "command" (a string run with bash -c, '
