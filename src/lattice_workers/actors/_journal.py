@@ -66,6 +66,8 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     timeout_minutes: float | None = None
     idempotency_key: str | None = None
     requested_by: str | None = None
+    max_cost_usd: float | None = None
+    max_turns: int | None = None
 
     @classmethod
     def from_wire(cls, req: Run) -> RunRequest:
@@ -78,6 +80,8 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
             timeout_minutes=req.timeout_minutes,
             idempotency_key=req.idempotency_key,
             requested_by=req.requested_by,
+            max_cost_usd=req.max_cost_usd,
+            max_turns=req.max_turns,
         )
 
 

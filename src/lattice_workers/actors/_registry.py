@@ -22,7 +22,13 @@ import msgspec
 import trio
 from trio_util import AsyncValue
 
-from lattice_workers.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
+from lattice_workers.actors._definitions import (
+    AGENT_ENGINES,
+    LoadedWorker,
+    WorkerSet,
+    load_workers,
+    preflight,
+)
 from lattice_workers.actors._environment import client_base, worker_variable
 from lattice_workers.actors._journal import JournalRecord, RunRequest
 from lattice_workers.actors._record import RunRecord
@@ -31,6 +37,7 @@ from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol._messages import Run, RunInfo, WorkerInfo
 from lattice_workers.store import new_id, validate_actor
+from lattice_workers.store._spend import DailySpend
 
 log = logging.getLogger("lattice_workers.supervisor.registry")
 
@@ -67,6 +74,8 @@ class Registry:
         self._workers: WorkerSet | None = None
         self._nursery: trio.Nursery | None = None
         self._compacting = False
+        #: Today's spend of the board's agents, for ``workers.daily_budget_usd``.
+        self.spend = DailySpend(ctx.board.dir)
 
     # ------------------------------------------------------------------ nursery
 
@@ -313,7 +322,17 @@ class Registry:
                 details={"problems": worker.problems},
             )
         defn = worker.definition
+        if defn.engine not in AGENT_ENGINES and (
+            req.max_cost_usd is not None or req.max_turns is not None
+        ):
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                f"worker '{worker.name}' is a script: --max-cost and --max-turns only apply "
+                "to agent workers (claude, codex, gemini)",
+            )
         task_id = board.resolve_task(req.task)
+        if defn.engine in AGENT_ENGINES:
+            self._check_budget()
         short_id = board.read_snapshot(task_id).get("short_id")
         actor = validate_actor(req.actor or worker.actor)
         # The engine is looked for on the PATH the worker will have: the client's.
@@ -329,6 +348,26 @@ class Registry:
         if problem:
             raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
         return worker, task_id, short_id, actor
+
+    def _check_budget(self) -> None:
+        """``BUDGET_EXCEEDED`` when ``workers.daily_budget_usd`` is spent today (UTC).
+
+        Only agent runs are refused: a script reports no cost. Blocking (reads the
+        events appended since the last question); runs in the validation thread.
+        """
+        section = self.ctx.board.config.get("workers")
+        budget = section.get("daily_budget_usd") if isinstance(section, dict) else None
+        if not isinstance(budget, int | float) or isinstance(budget, bool):
+            return
+        spent = self.spend.spent()
+        if spent >= budget:
+            raise LatticeError(
+                Code.BUDGET_EXCEEDED,
+                f"the board's daily budget is spent: ${spent:.2f} of ${budget:.2f} today "
+                "(UTC); raise workers.daily_budget_usd in .lattice/config.json (then "
+                "`lattice supervisor reload`), or wait until midnight UTC",
+                details={"spent_usd": spent, "daily_budget_usd": budget},
+            )
 
     def _default_bases(self) -> list[str]:
         configured = self.ctx.board.config.get("workers", {})

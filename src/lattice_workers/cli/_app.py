@@ -243,9 +243,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except OSError as exc:
         # A file the command needed could not be read or written (a read-only sandbox,
         # a full disk): a sentence and an exit code, never a traceback.
-        err = io_error(exc, f"run `{prog} {' '.join(argv[:1])}`")
-        _report(ctx, err)
-        return exit_code_for(err.code)
+        failure = io_error(exc, f"run `{prog} {' '.join(argv[:1])}`")
+        _report(ctx, failure)
+        return exit_code_for(failure.code)
 
 
 def _report(ctx: Context, err: LatticeError) -> None:

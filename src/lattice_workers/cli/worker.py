@@ -30,6 +30,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--actor", help="actor written on the run's events")
     p.add_argument("--timeout", type=float, metavar="MIN", help="deadline in minutes")
     p.add_argument("--idempotency-key", metavar="KEY", help="retries with it get the same run")
+    p.add_argument(
+        "--max-cost", type=_positive(float), metavar="USD", help="agent workers: spend at most USD"
+    )
+    p.add_argument(
+        "--max-turns", type=_positive(int), metavar="N", help="agent workers: at most N turns"
+    )
     p.add_argument("--wait", action="store_true", help="wait for the run to end")
     p.add_argument("--follow", action="store_true", help="stream the log until the run ends")
 
@@ -175,6 +181,22 @@ def _follow(client: Client, run_id: str, tail: int | None = None) -> None:
         out.flush()
 
 
+def _positive(kind: type[float] | type[int]) -> Any:
+    """An argparse type: a number of ``kind`` greater than 0, else a clear usage error."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {what} greater than 0, not {text!r}")
+        return value
+
+    return parse
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -191,6 +213,8 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         timeout_minutes=args.timeout,
         idempotency_key=args.idempotency_key,
         requested_by=_requested_by(ctx),
+        max_cost_usd=args.max_cost,
+        max_turns=args.max_turns,
     )
     with _client(ctx) as client:
         if client.private:

@@ -75,6 +75,11 @@ class Run(Request, tag="run"):
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     requested_by: str | None = None
     env: dict[str, str] | None = None
+    #: Per-run budgets for an agent worker, in place of the definition's
+    #: ``max_cost_usd`` / ``max_turns``: passed to the CLI where it has a flag, else
+    #: enforced from its stream. Refused (``INVALID_REQUEST``) for a script worker.
+    max_cost_usd: Annotated[float, Meta(gt=0)] | None = None
+    max_turns: Annotated[int, Meta(ge=1)] | None = None
 
 
 class Cancel(Request, tag="cancel"):

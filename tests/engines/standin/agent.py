@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""A stand-in for the claude, codex and gemini CLIs: replays a recorded stream.
+
+Installed (copied) under the engine's name into a folder put first on PATH. It
+records how it was called (argv, stdin, cwd, LATTICE_OUTPUT_DIR) as one JSON file in
+``$STANDIN_RECORD`` and then replays ``$STANDIN_STREAM`` (default: the engine's
+``<engine>-success.jsonl`` beside the tests): lines that start with ``{`` on stdout,
+the others on stderr, as the real CLIs print them, ``$STANDIN_DELAY`` seconds apart,
+and exits ``$STANDIN_EXIT`` (default 0). With ``$STANDIN_REPORT`` set it writes that
+text to ``$LATTICE_OUTPUT_DIR/report.md`` first, as an agent following its prompt
+would. ``--version`` prints ``$STANDIN_VERSION`` or the minimum version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+STREAMS = Path(__file__).resolve().parent.parent / "streams"
+VERSIONS = {"claude": "2.1.197 (Claude Code)", "codex": "codex-cli 0.171.0", "gemini": "0.61.0"}
+
+
+def main() -> int:
+    engine = Path(sys.argv[0]).name
+    if sys.argv[1:] == ["--version"]:
+        print(os.environ.get("STANDIN_VERSION") or VERSIONS.get(engine, "0.0.0"))
+        return 0
+    stdin = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    record = os.environ.get("STANDIN_RECORD")
+    if record:
+        folder = Path(record)
+        folder.mkdir(parents=True, exist_ok=True)
+        call = {
+            "engine": engine,
+            "argv": sys.argv[1:],
+            "stdin": stdin,
+            "cwd": os.getcwd(),
+            "output_dir": os.environ.get("LATTICE_OUTPUT_DIR"),
+            "pid": os.getpid(),
+        }
+        (folder / f"{engine}-{os.getpid()}.json").write_text(json.dumps(call))
+    report = os.environ.get("STANDIN_REPORT")
+    if report and os.environ.get("LATTICE_OUTPUT_DIR"):
+        Path(os.environ["LATTICE_OUTPUT_DIR"], "report.md").write_text(report)
+    stream = Path(os.environ.get("STANDIN_STREAM") or STREAMS / f"{engine}-success.jsonl")
+    delay = float(os.environ.get("STANDIN_DELAY") or 0)
+    for line in stream.read_text().splitlines(keepends=True):
+        out = sys.stdout if line.lstrip().startswith("{") else sys.stderr
+        out.write(line)
+        out.flush()
+        if delay:
+            time.sleep(delay)
+    return int(os.environ.get("STANDIN_EXIT") or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
