@@ -78,6 +78,13 @@ case "$prompt" in
   esac
   echo "review $pass" >> "$record"
   [ "${STANDIN_HANG:-}" = 1 ] && exec sleep 600
+  [ "${STANDIN_HANG_ENGINE:-}" = "$engine" ] && exec sleep 600
+  if [ "${STANDIN_FAIL:-}" = 1 ]; then
+    # claude prints its errors on stdout; gemini colours them on stderr.
+    [ "$engine" = claude ] && { echo "Not logged in · Please run /login"; exit 1; }
+    printf '\033[31mPlease set an Auth method (%s)\033[0m\n' "$engine" >&2; exit 41
+  fi
+  [ "${STANDIN_NO_VERDICT:-}" = 1 ] && { echo "I looked and have opinions."; exit 0; }
   stat=$(eval "$(line '^git diff --stat ')" | tail -n 1)
   verdict=approve_with_nits; [ "$pass" = critical ] && verdict=request_changes
   printf 'Verdict: %s\n\n## Summary\n' "$verdict"
@@ -327,6 +334,83 @@ def test_code_review_heavy_fails_clearly_when_no_engine_is_installed(
     assert "none of claude, codex, gemini is on the worker's PATH" in log
     assert attachments(project, task) == []
     assert list((tmp_path / "calls").iterdir()) == []
+
+
+def test_code_review_heavy_stops_a_reviewer_past_its_time_limit(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(
+        project, install_standins(tmp_path / "bin"), tmp_path / "calls",
+        STANDIN_HANG_ENGINE="codex", REVIEW_TIMEOUT_MINUTES="0.1",
+    )
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["state"] == "completed", run
+    _, end = ends(project, task)
+    out = end["data"]["output"]
+    assert {(r["engine"], r["ok"]) for r in out["reviewers"]} == {
+        ("claude", True), ("codex", False), ("gemini", True)
+    }
+    text = artifact_text(project, attachments(project, task)[0])
+    assert "codex (standard) failed (no review within its time limit of 6 s; stopped)" in text
+    log = project.cli("worker", "logs", run["run_id"]).stdout
+    # Each end is logged as it happens: the quick reviewers before the stopped ones.
+    ends_logged = re.findall(r"finished (\w+) \((?:standard|critical)\)", log)
+    assert ends_logged[-2:] == ["codex", "codex"] and len(ends_logged) == 6
+
+
+def test_code_review_heavy_with_no_usable_review_fails_in_the_reviewers_words(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(
+        project, install_standins(tmp_path / "bin"), tmp_path / "calls", STANDIN_FAIL="1"
+    )
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["exit"] == 8 and run["state"] == "failed"
+    _, end = ends(project, task)
+    assert end["data"]["exit_code"] == 1
+    assert attachments(project, task) == [], "no 'Verdict: unknown' review is attached"
+    error = end["data"]["output"]["error"]
+    assert error.startswith("no reviewer gave a usable review (nothing attached)")
+    assert "claude (standard) failed (exit code 1): Not logged in · Please run /login" in error
+    assert "gemini (critical) failed (exit code 41): Please set an Auth method (gemini)" in error
+    assert "\x1b" not in error
+    assert "Please set an Auth method (gemini)" in end["data"]["log_tail"]
+    log = project.cli("worker", "logs", run["run_id"]).stdout
+    assert "finished codex (critical): codex (critical) failed (exit code 41)" in log
+
+
+def test_code_review_heavy_does_not_attach_reviews_without_a_verdict(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(
+        project, install_standins(tmp_path / "bin", ("gemini",)), tmp_path / "calls",
+        STANDIN_NO_VERDICT="1",
+    )
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["state"] == "failed"
+    _, end = ends(project, task)
+    assert "failed (no verdict in its review): I looked and have opinions." in (
+        end["data"]["output"]["error"]
+    )
+    assert attachments(project, task) == []
 
 
 def test_cancelling_code_review_heavy_stops_every_reviewer(
