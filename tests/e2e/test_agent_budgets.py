@@ -68,6 +68,8 @@ def test_a_spent_daily_budget_refuses_agent_runs_before_anything_is_written(
 
     # A script reports no cost: the agents' budget does not stop it.
     project.cli("worker", "run", "Script", task, "--wait")
+    ps = project.cli("worker", "ps", "-a").stdout
+    assert "agents spent $1.25 of the $1.00 daily budget today (UTC)" in ps
 
 
 def test_max_cost_and_max_turns_are_for_agent_workers_only(project: Project) -> None:

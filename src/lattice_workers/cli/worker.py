@@ -102,7 +102,7 @@ def _line(info: RunInfo) -> str:
 
 #: ``worker show`` fields that are Unix times, and durations in seconds.
 _TIMES = ("created_at", "started_at", "ended_at")
-_BLOCKS = ("result", "log_tail")
+_BLOCKS = ("result", "log_tail", "agent")
 
 
 def _iso(seconds: float) -> str:
@@ -143,6 +143,11 @@ def _detail(info: RunInfo) -> str:
     if info.result is not None:
         text = json.dumps(info.result, indent=2, sort_keys=True, ensure_ascii=False)
         out += ["result", *(f"  {line}" for line in text.splitlines())]
+    if info.agent:
+        from lattice_workers.store._runs import agent_summary
+
+        out += ["agent", f"  {agent_summary(info.agent)}"]
+        out += [f"  {k}: {info.agent[k]}" for k in ("session_id", "error") if info.agent.get(k)]
     if info.log_tail:
         out += ["log_tail", *(f"  {line}" for line in info.log_tail.splitlines())]
     return "\n".join(out)
@@ -260,8 +265,26 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
             _watch(ctx, client, Ps(all=args.all, task=args.task), reply.runs, empty)
             return 0
     return ctx.ok(
-        [_as_dict(r) for r in reply.runs], lambda: _table(reply.runs) or empty
+        [_as_dict(r) for r in reply.runs],
+        lambda: "\n".join(filter(None, [_table(reply.runs) or empty, _spent_line(ctx)])),
     )
+
+
+def _spent_line(ctx: Context) -> str:
+    """What the board's agents spent today, against ``workers.daily_budget_usd`` if set
+    ("" when nothing was spent and no budget is set)."""
+    from lattice_workers.store._spend import DailySpend
+
+    try:
+        board = ctx.board()
+        spent = DailySpend(board.dir).spent()
+    except (LatticeError, OSError):
+        return ""
+    section = board.config.get("workers")
+    budget = section.get("daily_budget_usd") if isinstance(section, dict) else None
+    if isinstance(budget, int | float) and not isinstance(budget, bool):
+        return f"agents spent ${spent:.2f} of the ${budget:.2f} daily budget today (UTC)"
+    return f"agents spent ${spent:.2f} today (UTC)" if spent else ""
 
 
 def _watch(ctx: Context, lister: Client, ps: Any, runs: list[RunInfo], empty: str) -> None:
@@ -306,6 +329,10 @@ def _row(info: RunInfo) -> tuple[str, ...]:
     note = f"#{info.queue_position} in queue" if info.queue_position else ""
     if info.reason:
         note = f"{info.reason}: {info.error}"
+    if info.agent:
+        from lattice_workers.store._runs import agent_summary
+
+        note = f"[{agent_summary(info.agent)}] {note}".rstrip()
     return (
         info.run_id,
         info.worker,

@@ -201,6 +201,9 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     idempotency_key: str | None = None
     #: A failed run's last meaningful log lines (ANSI stripped, at most ~500 bytes).
     log_tail: str | None = None
+    #: An agent run's ``agent`` object from its terminal event (SPEC section 9):
+    #: engine, model, session, turns, tokens, cost, final message, error kind.
+    agent: dict[str, Any] | None = None
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
