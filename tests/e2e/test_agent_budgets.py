@@ -15,10 +15,11 @@ STANDIN = Path(__file__).resolve().parent.parent / "engines" / "standin" / "agen
 def install_standins(folder: Path) -> Path:
     """``claude``, ``codex`` and ``gemini`` stand-ins run by this Python, in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    body = STANDIN.read_text().split("\n", 1)[1]
     for engine in ("claude", "codex", "gemini"):
         path = folder / engine
-        path.write_text(f"#!{sys.executable}\n{body}")
+        path.write_text(
+            f'#!/bin/sh\nSTANDIN_ENGINE={engine} exec "{sys.executable}" "{STANDIN}" "$@"\n'
+        )
         path.chmod(0o755)
     return folder
 

@@ -28,12 +28,19 @@ from tests.e2e.conftest import Project, processes_with_root
 ENGINES = ("claude", "codex", "gemini")
 
 STANDIN = r"""#!/bin/bash
-# A stand-in for an AI engine: claude -p PROMPT ARGS, codex exec PROMPT ARGS, gemini -p PROMPT ARGS.
+# A stand-in for an AI engine: claude -p PROMPT ARGS, codex exec PROMPT ARGS, gemini -p PROMPT ARGS
+# (CodeReviewHeavy's reviewers), or claude -p --output-format stream-json ... with the
+# prompt on stdin (the claude adapter, for CodeReviewLite).
 set -euo pipefail
 engine=$(basename "$0")
-mode=$1; prompt=$2; shift 2
+mode=$1; shift
 want=-p; [ "$engine" = codex ] && want=exec
 [ "$mode" = "$want" ] || { echo "$engine: expected $want, got $mode" >&2; exit 64; }
+if [ "$engine" = claude ] && [ "${1:-}" = --output-format ]; then
+  prompt=$(cat; echo x); prompt=${prompt%x}
+else
+  prompt=$1; shift
+fi
 record=$(mktemp "$STANDIN_DIR/$engine.XXXXXX")
 { printf 'pgid %s\n' "$(cut -d' ' -f5 /proc/$$/stat)"
   printf 'parent_pgid %s\n' "$(cut -d' ' -f5 /proc/$PPID/stat)"
@@ -217,7 +224,8 @@ def test_code_review_lite_follows_its_prompt_end_to_end(project: Project, tmp_pa
     assert run["exit"] == 0 and run["state"] == "completed", run
     (call,) = records(tmp_path / "calls")
     assert call["engine"] == "claude" and call["roles"] == ["lite"]
-    assert call["args"] == "--allowedTools Bash,Read,Grep,Glob,Write"
+    assert call["args"].startswith("--output-format stream-json --verbose --add-dir ")
+    assert call["args"].endswith(" --allowedTools Bash,Read,Grep,Glob,Write")
     assert call["cwd"] == run["worktree_path"]
     assert call["prompt"] == (project.root / "prompts/workers/code-review-lite.md").read_text()
     assert "main.." not in call["prompt"] and "diff main" not in call["prompt"]

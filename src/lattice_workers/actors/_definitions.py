@@ -58,6 +58,7 @@ RESERVED_ENV = frozenset(
         "LATTICE_ARTIFACT_ROLE",
         "LATTICE_REPORT_DIR",
         "LATTICE_REPORT_PREFIX",
+        "LATTICE_OUTPUT_DIR",
     }
 )
 

@@ -40,6 +40,8 @@ class Ending:
     duration_seconds: float | None = None
     result: dict[str, Any] | None = None
     log_tail: str | None = None
+    #: An agent attempt's ``agent`` object (engines: model, tokens, cost, error kind).
+    agent: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +110,7 @@ class RunRecord:
             result=end.result if end else None,
             idempotency_key=self.idempotency_key,
             log_tail=end.log_tail if end else None,
+            agent=end.agent if end else None,
         )
 
     @classmethod
@@ -124,6 +127,7 @@ class RunRecord:
                 duration_seconds=info.duration_seconds,
                 result=info.result,
                 log_tail=info.log_tail,
+                agent=info.agent,
             )
         state = RunState(info.state)
         return cls(

@@ -74,8 +74,9 @@ class Registry:
         self._workers: WorkerSet | None = None
         self._nursery: trio.Nursery | None = None
         self._compacting = False
-        #: Today's spend of the board's agents, for ``workers.daily_budget_usd``.
-        self.spend = DailySpend(ctx.board.dir)
+        #: Today's spend of the board's agents, for ``workers.daily_budget_usd`` (made
+        #: at the first question: most boards set no budget).
+        self.spend: DailySpend | None = None
 
     # ------------------------------------------------------------------ nursery
 
@@ -359,6 +360,8 @@ class Registry:
         budget = section.get("daily_budget_usd") if isinstance(section, dict) else None
         if not isinstance(budget, int | float) or isinstance(budget, bool):
             return
+        if self.spend is None:
+            self.spend = DailySpend(self.ctx.board.dir)
         spent = self.spend.spent()
         if spent >= budget:
             raise LatticeError(

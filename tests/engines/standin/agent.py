@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """A stand-in for the claude, codex and gemini CLIs: replays a recorded stream.
 
-Installed (copied) under the engine's name into a folder put first on PATH. It
+Installed under the engine's name into a folder put first on PATH (a two-line
+shell script that execs this file with ``STANDIN_ENGINE`` set, see
+``tests/e2e/test_agent_budgets.py``). It
 records how it was called (argv, stdin, cwd, LATTICE_OUTPUT_DIR) as one JSON file in
 ``$STANDIN_RECORD`` and then replays ``$STANDIN_STREAM`` (default: the engine's
 ``<engine>-success.jsonl`` beside the tests): lines that start with ``{`` on stdout,
 the others on stderr, as the real CLIs print them, ``$STANDIN_DELAY`` seconds apart,
 and exits ``$STANDIN_EXIT`` (default 0). With ``$STANDIN_REPORT`` set it writes that
 text to ``$LATTICE_OUTPUT_DIR/report.md`` first, as an agent following its prompt
-would. ``--version`` prints ``$STANDIN_VERSION`` or the minimum version.
+would. With ``$STANDIN_HANG_AFTER`` it then sleeps instead of exiting. ``--version``
+prints ``$STANDIN_VERSION`` or the minimum version.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ VERSIONS = {"claude": "2.1.197 (Claude Code)", "codex": "codex-cli 0.171.0", "ge
 
 
 def main() -> int:
-    engine = Path(sys.argv[0]).name
+    engine = os.environ.get("STANDIN_ENGINE") or Path(sys.argv[0]).name
     if sys.argv[1:] == ["--version"]:
         print(os.environ.get("STANDIN_VERSION") or VERSIONS.get(engine, "0.0.0"))
         return 0
@@ -53,6 +56,8 @@ def main() -> int:
         out.flush()
         if delay:
             time.sleep(delay)
+    if os.environ.get("STANDIN_HANG_AFTER"):
+        time.sleep(600)  # as a CLI that keeps retrying without printing more
     return int(os.environ.get("STANDIN_EXIT") or 0)
 
 
