@@ -13,6 +13,7 @@ import os
 import selectors
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,48 @@ def test_gemini_offline_with_a_key_is_network_not_trust(tmp_path: Path) -> None:
     assert "trusted directory" not in transcript and "Unknown argument" not in transcript
     assert report["error_kind"] == "network", (report, transcript)
     assert seconds < 40
+
+
+# -- through the supervisor ---------------------------------------------------------------
+
+from tests.e2e.conftest import Project, make_project, stop_everything  # noqa: E402
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    made = make_project(tmp_path)
+    try:
+        yield made
+    finally:
+        stop_everything(made)
+
+
+@pytest.mark.parametrize(
+    ("engine", "extra", "kind", "words"),
+    [
+        ("claude", {}, "auth", "set ANTHROPIC_API_KEY or run `claude login`"),
+        ("codex", {"OPENAI_API_KEY": "sk-x"}, "network", "could not reach its API"),
+        ("gemini", {}, "auth", "GEMINI_API_KEY"),
+    ],
+)
+def test_an_offline_run_through_the_supervisor_ends_classified(
+    project: Project, tmp_path: Path, engine: str, extra: dict[str, str], kind: str, words: str
+) -> None:
+    (project.root / "p.md").write_text("Say hi.\n")
+    project.write_worker(
+        "Real", engine=engine, prompt_file="p.md", network_timeout_seconds=10,
+        timeout_minutes=2,
+    )
+    task = project.create_task()
+    env = {**project.env, **offline_env(tmp_path), **extra}
+    started = time.monotonic()
+    proc = project.cli("worker", "run", "Real", task, "--wait", "--json", check=False,
+                       timeout=150, env=env)
+    took = time.monotonic() - started
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    end = project.process_events(task)[-1]
+    agent = end["data"]["agent"]
+    assert agent["error_kind"] == kind, end
+    assert words in end["data"]["error"], end
+    assert "trusted directory" not in (end["data"].get("log_tail") or "")
+    assert took < 60, took

@@ -6,7 +6,7 @@ transcript; the raw stream, which holds everything (tool results, usage per mess
 is kept beside it as ``<started_event_id>.jsonl``, bounded like the log (past its
 bound the rest is dropped with one line saying so). ``stop_reason`` is asked as output
 arrives and, since a CLI waiting on the network may go quiet, every
-:data:`QUIET_CHECK_SECONDS` by :meth:`AgentTap.watch`.
+:data:`QUIET_CHECK_SECONDS` by :meth:`AgentTap.watch` (a comparison of two numbers).
 
 The lifecycle wires it as: ``tap = AgentTap(reader, raw_path, limit, on_stop)``;
 ``LogSink(read_fd, log_fd, limit, tap=tap)``; ``nursery.start_soon(tap.watch)``;
@@ -25,7 +25,7 @@ import trio
 from lattice_workers.engines import StreamReader
 
 #: How often a quiet agent's reader is asked whether to stop.
-QUIET_CHECK_SECONDS = 5.0
+QUIET_CHECK_SECONDS = 1.0
 #: ``stop_reason`` -> ``process_failed.reason``: network retries past their bound are
 #: a deadline of their own (the sentence and ``agent.error_kind`` say which).
 PROCESS_REASONS = {"network": "timeout", "budget_exceeded": "budget_exceeded"}
