@@ -200,3 +200,43 @@ def test_the_log_follows_the_agent_as_it_works(project: Project, tmp_path: Path)
         follow.kill()
         follow.wait()
     assert seen[0].startswith("[claude] session 5f0c9a1e")
+
+
+def test_continue_resumes_the_session_at_the_kept_work_with_a_message(
+    project: Project, tmp_path: Path
+) -> None:
+    task, calls = setup(project, tmp_path)
+    project.env = {**project.env, "CLAUDE_CONFIG_DIR": str(tmp_path / "claude")}
+    first = run_agent(project, task, STANDIN_TOUCH="notes.txt")
+    assert first["state"] == "completed", first
+
+    second = run_agent(
+        project, task, "--continue", first["run_id"], "--message", "Now fix the nit."
+    )
+
+    assert second["state"] == "completed", second
+    assert second["run_id"] != first["run_id"]
+    resumed = [
+        c for c in (json.loads(p.read_text()) for p in calls.iterdir()) if "--resume" in c["argv"]
+    ]
+    [call] = resumed
+    assert call["argv"][call["argv"].index("--resume") + 1] == (
+        "5f0c9a1e-2b7d-4c1e-9a55-0e8c1d2f3a4b"
+    )
+    assert call["stdin"] == "Now fix the nit."
+    assert call["cwd"] != first["worktree_path"]  # a new worktree...
+    kept = project.git("show", f"{second['commit_sha']}:notes.txt")
+    assert kept.startswith("written by claude"), "...at the first run's kept work"
+
+
+def test_continue_refuses_what_it_cannot_continue(project: Project, tmp_path: Path) -> None:
+    task, _ = setup(project, tmp_path)
+    unknown = project.cli("worker", "run", "Agent", task, "--continue", "run_nope", check=False)
+    assert unknown.returncode == 3 and "no finished run run_nope" in unknown.stderr
+    both = project.cli(
+        "worker", "run", "Agent", task, "--continue", "run_x", "--commit", "HEAD", check=False
+    )
+    assert both.returncode == 2 and "leave out --commit" in both.stderr
+    alone = project.cli("worker", "run", "Agent", task, "--message", "hi", check=False)
+    assert alone.returncode == 2 and "--message goes with --continue" in alone.stderr
+    assert not project.process_events(task)

@@ -44,6 +44,7 @@ from lattice_workers.actors._log_tail import read_log_tail
 from lattice_workers.actors._record import AttemptFacts, Ending, Outcome, RunRecord
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.engines import engine_for, with_run_limits
+from lattice_workers.engines.claude import carry_session
 from lattice_workers.errors import LatticeError
 from lattice_workers.store import new_id
 from lattice_workers.store._run_events import (
@@ -367,11 +368,24 @@ class Attempt:
         )
         lattice_vars["LATTICE_OUTPUT_DIR"] = str(self._output_dir)
         lattice_vars["LATTICE_RESULT_FILE"] = str(self._result_path())
+        env = worker_environment(run.base_env, defn, lattice_vars)
+        session = request.resume_session
+        if session is not None and self._engine.name == "claude" and request.resume_cwd:
+            # Claude finds a session only under the folder it ran in: carry it over.
+            here = self._workspace.location if self._workspace else str(self.ctx.board.root)
+            problem = carry_session(
+                session, old_cwd=Path(request.resume_cwd), new_cwd=Path(here), env=env
+            )
+            if problem is not None:
+                raise ValueError(problem)
         command = self._engine.command(
-            defn, output_dir=self._output_dir, resume_session=None, message=None,
+            defn,
+            output_dir=self._output_dir,
+            resume_session=session,
+            message=request.message,
             prompt=prompt_text,
         )
-        env = {**worker_environment(run.base_env, defn, lattice_vars), **command.env}
+        env = {**env, **command.env}
         log_path = Path(self.facts.log_path or "")
         self._tap = AgentTap(
             self._engine.reader(defn, clock=time.monotonic),

@@ -37,6 +37,7 @@ from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol._messages import Run, RunInfo, WorkerInfo
 from lattice_workers.store import new_id, validate_actor
+from lattice_workers.store._run_events import PROCESS_END_TYPES, ended_data, started_data
 from lattice_workers.store._spend import DailySpend
 
 log = logging.getLogger("lattice_workers.supervisor.registry")
@@ -146,6 +147,11 @@ class Registry:
             raise LatticeError(Code.SHUTTING_DOWN, "the supervisor is shutting down; no new runs")
         if req.idempotency_key and (seen := self._lookup_idempotent(req.idempotency_key)):
             return seen, False
+        resume: tuple[str, str | None] | None = None
+        if req.continue_run is not None:
+            commit_sha, session, cwd = await trio.to_thread.run_sync(self._continuation, req)
+            req = msgspec.structs.replace(req, revision=commit_sha)
+            resume = (session, cwd)
         worker, task_id, short_id, actor, commit, base, merge_base = await self._validate(
             req, client_env
         )
@@ -178,6 +184,10 @@ class Registry:
             idempotency_key=req.idempotency_key,
         )
         request = RunRequest.from_wire(req)
+        if resume is not None:
+            request = msgspec.structs.replace(
+                request, resume_session=resume[0], resume_cwd=resume[1]
+            )
         run = self.actor_class(
             self.ctx,
             record,
@@ -349,6 +359,71 @@ class Registry:
         if problem:
             raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
         return worker, task_id, short_id, actor
+
+    def _continuation(self, req: Run) -> tuple[str, str, str | None]:
+        """``--continue RUN``: (the commit to start at, the agent's session, the folder
+        RUN ran in), or a clear error (blocking: reads the task's events).
+
+        The commit is RUN's kept work (its last attempt's snapshot) when it changed
+        files, else the commit it ran at."""
+        run_id = str(req.continue_run)
+        if req.revision is not None:
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                "--continue starts at the kept work of the run it continues; leave out --commit",
+            )
+        defn = self._current_workers().get(req.worker).definition
+        if defn is None or defn.engine not in AGENT_ENGINES:
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                f"worker '{req.worker}' is not an agent: only claude, codex and gemini "
+                "sessions can be continued",
+            )
+        if run_id in self.by_id:
+            raise LatticeError(
+                Code.CONFLICT,
+                f"run {run_id} is still live; wait for it (`lattice worker wait {run_id}`) "
+                "before continuing it",
+            )
+        board = self.ctx.board
+        task_id = board.resolve_task(req.task)
+        events = board.read_events(task_id).events
+        ended = [
+            e for e in events
+            if e.get("type") in PROCESS_END_TYPES and ended_data(e).get("run_id") == run_id
+        ]
+        if not ended:
+            raise LatticeError(
+                Code.NOT_FOUND,
+                f"no finished run {run_id} on task {req.task}; `lattice show {req.task}` "
+                "lists its runs",
+            )
+        last = ended_data(ended[-1])
+        if str(last.get("process_type") or "").lower() != defn.name.lower():
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                f"run {run_id} is a run of {last.get('process_type')}, not of {defn.name}; "
+                "continue it with its own worker",
+            )
+        agent = last.get("agent")
+        session = agent.get("session_id") if isinstance(agent, dict) else None
+        if not isinstance(session, str) or not session:
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                f"run {run_id} recorded no agent session (its agent never started one); "
+                "start a new run instead",
+            )
+        started = next(
+            (e for e in events if e.get("id") == last.get("started_event_id")), None
+        )
+        started_data_ = started_data(started) if started is not None else None
+        changes = last.get("changes")
+        commit = None
+        if isinstance(changes, dict) and changes.get("ref"):
+            commit = changes.get("snapshot_sha")
+        commit = commit or last.get("commit_sha") or "HEAD"
+        cwd = started_data_.get("worktree_path") if started_data_ is not None else None
+        return str(commit), session, str(cwd) if cwd else str(board.root)
 
     def _check_budget(self) -> None:
         """``BUDGET_EXCEEDED`` when ``workers.daily_budget_usd`` is spent today (UTC).

@@ -36,6 +36,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-turns", type=_positive(int), metavar="N", help="agent workers: at most N turns"
     )
+    p.add_argument(
+        "--continue", dest="continue_run", metavar="RUN",
+        help="agent workers: resume RUN's session, at RUN's kept work",
+    )
+    p.add_argument("--message", metavar="TEXT", help="with --continue: what to tell the agent")
     p.add_argument("--wait", action="store_true", help="wait for the run to end")
     p.add_argument("--follow", action="store_true", help="stream the log until the run ends")
 
@@ -220,7 +225,11 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         requested_by=_requested_by(ctx),
         max_cost_usd=args.max_cost,
         max_turns=args.max_turns,
+        continue_run=args.continue_run,
+        message=args.message,
     )
+    if args.message is not None and args.continue_run is None:
+        raise LatticeError(Code.INVALID_ARGUMENT, "--message goes with --continue RUN")
     with _client(ctx) as client:
         if client.private:
             # The worker gets this shell's environment (a credential exported after the

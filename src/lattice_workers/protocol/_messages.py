@@ -80,6 +80,10 @@ class Run(Request, tag="run"):
     #: enforced from its stream. Refused (``INVALID_REQUEST``) for a script worker.
     max_cost_usd: Annotated[float, Meta(gt=0)] | None = None
     max_turns: Annotated[int, Meta(ge=1)] | None = None
+    #: Resume the agent session of this finished run of the same worker and task, in
+    #: a workspace at its kept work, telling it ``message`` (default: go on).
+    continue_run: NonEmpty | None = None
+    message: Annotated[str, Meta(min_length=1, max_length=128 * 1024)] | None = None
 
 
 class Cancel(Request, tag="cancel"):

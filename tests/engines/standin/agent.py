@@ -10,7 +10,10 @@ records how it was called (argv, stdin, cwd, LATTICE_OUTPUT_DIR) as one JSON fil
 the others on stderr, as the real CLIs print them, ``$STANDIN_DELAY`` seconds apart,
 and exits ``$STANDIN_EXIT`` (default 0). With ``$STANDIN_REPORT`` set it writes that
 text to ``$LATTICE_OUTPUT_DIR/report.md`` first, as an agent following its prompt
-would. With ``$STANDIN_HANG_AFTER`` it then sleeps instead of exiting. ``--version``
+would; with ``$STANDIN_TOUCH`` it writes that file in its working folder (work to
+keep). With ``$CLAUDE_CONFIG_DIR`` the claude stand-in keeps its session per working
+folder and refuses a ``--resume`` it cannot find there, as claude does. With
+``$STANDIN_HANG_AFTER`` it then sleeps instead of exiting. ``--version``
 prints ``$STANDIN_VERSION`` or the minimum version.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -45,10 +49,27 @@ def main() -> int:
             "pid": os.getpid(),
         }
         (folder / f"{engine}-{os.getpid()}.json").write_text(json.dumps(call))
+    stream = Path(os.environ.get("STANDIN_STREAM") or STREAMS / f"{engine}-success.jsonl")
+    if engine == "claude" and os.environ.get("CLAUDE_CONFIG_DIR"):
+        # As claude: sessions live under the working folder's project folder, and
+        # --resume finds only those.
+        projects = Path(os.environ["CLAUDE_CONFIG_DIR"], "projects")
+        here = projects / re.sub(r"[^A-Za-z0-9]", "-", os.getcwd())
+        if "--resume" in sys.argv:
+            wanted = sys.argv[sys.argv.index("--resume") + 1]
+            if not (here / f"{wanted}.jsonl").exists():
+                print(f"No conversation found with session ID: {wanted}")
+                return 1
+        else:
+            first = json.loads(stream.read_text().splitlines()[0])
+            here.mkdir(parents=True, exist_ok=True)
+            (here / f"{first['session_id']}.jsonl").write_text(json.dumps(first) + "\n")
+    touch = os.environ.get("STANDIN_TOUCH")
+    if touch:
+        Path(touch).write_text(f"written by {engine} {os.getpid()}\n")
     report = os.environ.get("STANDIN_REPORT")
     if report and os.environ.get("LATTICE_OUTPUT_DIR"):
         Path(os.environ["LATTICE_OUTPUT_DIR"], "report.md").write_text(report)
-    stream = Path(os.environ.get("STANDIN_STREAM") or STREAMS / f"{engine}-success.jsonl")
     delay = float(os.environ.get("STANDIN_DELAY") or 0)
     for line in stream.read_text().splitlines(keepends=True):
         out = sys.stdout if line.lstrip().startswith("{") else sys.stderr
