@@ -60,7 +60,9 @@ ENGINES = ("claude", "codex", "gemini")
 DEFAULT_ARGS = {
     "claude": "--output-format text --allowedTools Bash,Read,Grep,Glob",
     "codex": "--sandbox workspace-write",
-    "gemini": "--approval-mode yolo",
+    # --skip-trust: gemini refuses an untrusted folder in headless mode (exit 55), and
+    # each run's worktree is a new folder.
+    "gemini": "--approval-mode yolo --skip-trust",
 }
 MODE_FLAG = {"claude": ["-p"], "codex": ["exec"], "gemini": ["-p"]}
 VERDICTS = ("approve", "approve_with_nits", "request_changes")

@@ -276,7 +276,7 @@ def test_code_review_heavy_runs_six_reviewers_in_one_group_and_merges(
         assert "main.." not in call["prompt"]
     by_engine = {c["engine"]: c["args"] for c in calls}
     assert by_engine["codex"] == "--sandbox workspace-write"
-    assert by_engine["gemini"] == "--approval-mode yolo"
+    assert by_engine["gemini"] == "--approval-mode yolo --skip-trust"
 
     _, end = ends(project, task)
     out = end["data"]["output"]
