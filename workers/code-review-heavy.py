@@ -25,8 +25,9 @@ Engine command lines: ``claude -p PROMPT ARGS``, ``codex exec PROMPT ARGS``,
 ``REVIEW_CODEX_ARGS``, ``REVIEW_GEMINI_ARGS`` (split like a shell would) with the
 defaults below, which let a reviewer read the code and run the project's checks.
 
-Each reviewer has ``REVIEW_TIMEOUT_MINUTES`` (default 15) to finish; one that takes
-longer is stopped (SIGTERM, then SIGKILL after 10 s, with its own children) and counts
+Each reviewer has ``REVIEW_TIMEOUT_MINUTES`` (default 15) to finish, and one that
+prints nothing but network retries for ``REVIEW_NETWORK_SECONDS`` (default 120; codex
+retries without end) is stopped then; one that takes longer is stopped (SIGTERM, then SIGKILL after 10 s, with its own children) and counts
 as failed, so one hung engine cannot hold the run to its deadline. Each reviewer's end
 is written to the log as it happens, a failure with the reviewer's own last words
 (stdout and stderr, ANSI codes stripped: claude prints its errors on stdout).
@@ -70,6 +71,13 @@ MARKER = re.compile(r"^<!--\s*(pass:\s*([A-Za-z0-9_-]+)|merge)\s*-->\s*$")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 #: Seconds between SIGTERM and SIGKILL for a reviewer past its time limit.
 KILL_GRACE = 10.0
+#: What an engine prints while it cannot reach its API (codex: "Reconnecting... 2/5",
+#: gemini: "Retrying with backoff... fetch failed", and their stack frames).
+NETWORK = re.compile(
+    r"reconnecting|retrying with backoff|fetch failed|failed to connect|error sending "
+    r"request|name does not resolve|ENOTFOUND|EAI_AGAIN|^\s+at |^Attempt \d+ failed",
+    re.I,
+)
 _LOG_LOCK = threading.Lock()
 
 
@@ -87,6 +95,9 @@ class Reviewer:
         self.exit_code: int | None = None
         self.text = ""
         self.timed_out = False
+        self.offline = False
+        self._seen = 0  # bytes of stderr read so far
+        self._retrying_since: float | None = None
 
     @property
     def label(self) -> str:
@@ -105,15 +116,28 @@ class Reviewer:
         self.started = time.monotonic()
         log(f"started {self.label} (pid {self.proc.pid})")
 
-    def wait(self, limit: float) -> Reviewer:
-        """Wait at most ``limit`` seconds, then stop it; log its end either way."""
+    def wait(self, limit: float, network_limit: float) -> Reviewer:
+        """Wait at most ``limit`` seconds, or ``network_limit`` of nothing but network
+        retries (codex retries without end), then stop it; log its end either way."""
         assert self.proc is not None
-        try:
-            self.exit_code = self.proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            self.timed_out = True
+        deadline = self.started + limit
+        while True:
+            try:
+                left = deadline - time.monotonic()
+                self.exit_code = self.proc.wait(timeout=max(0.0, min(1.0, left)))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if self._only_retrying(now) and now - (self._retrying_since or now) >= network_limit:
+                self.offline = True
+            elif now < deadline:
+                continue
+            else:
+                self.timed_out = True
             stop(self.proc)
             self.exit_code = self.proc.returncode
+            break
         self.seconds = time.monotonic() - self.started
         self.text = self.out.read_text(encoding="utf-8", errors="replace").strip()
         if self.ok:
@@ -122,9 +146,32 @@ class Reviewer:
             log(f"finished {self.label}: {self.failure()}")
         return self
 
+    def _only_retrying(self, now: float) -> bool:
+        """Whether all it printed on stderr since it last made progress is network
+        retries (and since when, in ``_retrying_since``)."""
+        try:
+            with open(self.err, "rb") as f:
+                f.seek(self._seen)
+                new = f.read()
+        except OSError:
+            return False
+        end = new.rfind(b"\n") + 1
+        self._seen += end
+        text = new[:end].decode("utf-8", "replace")
+        lines = [ANSI.sub("", x).strip() for x in text.splitlines()]
+        lines = [x for x in lines if x]
+        if lines and all(NETWORK.search(x) for x in lines):
+            if self._retrying_since is None:
+                self._retrying_since = now
+        elif lines:
+            self._retrying_since = None  # something else: it is working
+        return self._retrying_since is not None
+
     def failure(self) -> str:
         """Why this reviewer gave no usable review, in its own last words."""
-        if self.timed_out:
+        if self.offline:
+            why = f"only network retries: it could not reach its API; stopped at {self.seconds:.0f} s"
+        elif self.timed_out:
             why = f"no review within its time limit of {self.seconds:.0f} s; stopped"
         elif self.exit_code:
             why = f"exit code {self.exit_code}"
@@ -350,11 +397,15 @@ def main(scratch: Path) -> int:
         limit = float(os.environ.get("REVIEW_TIMEOUT_MINUTES") or 15) * 60
     except ValueError:
         limit = 15 * 60.0
+    try:
+        network_limit = float(os.environ.get("REVIEW_NETWORK_SECONDS") or 120)
+    except ValueError:
+        network_limit = 120.0
     for r in reviewers:
         r.start(common + "\n\n" + passes.get(r.pass_name, ""))
     # One waiter per reviewer: each end is logged as it happens, not in start order.
     with ThreadPoolExecutor(max_workers=len(reviewers)) as pool:
-        for _ in as_completed([pool.submit(r.wait, limit) for r in reviewers]):
+        for _ in as_completed([pool.submit(r.wait, limit, network_limit) for r in reviewers]):
             pass
     done = [r for r in reviewers if r.ok]
     notes += [r.failure() + "." for r in reviewers if not r.ok]

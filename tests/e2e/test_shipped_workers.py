@@ -86,6 +86,10 @@ case "$prompt" in
   echo "review $pass" >> "$record"
   [ "${STANDIN_HANG:-}" = 1 ] && exec sleep 600
   [ "${STANDIN_HANG_ENGINE:-}" = "$engine" ] && exec sleep 600
+  if [ "${STANDIN_OFFLINE_ENGINE:-}" = "$engine" ]; then
+    # As codex with no network: retries on stderr, without end.
+    while :; do printf 'ERROR: Reconnecting... 2/5 (failed to lookup address information)\n' >&2; sleep 0.2; done
+  fi
   if [ "${STANDIN_FAIL:-}" = 1 ]; then
     # claude prints its errors on stdout; gemini colours them on stderr.
     [ "$engine" = claude ] && { echo "Not logged in · Please run /login"; exit 1; }
@@ -370,6 +374,28 @@ def test_code_review_heavy_stops_a_reviewer_past_its_time_limit(
     # Each end is logged as it happens: the quick reviewers before the stopped ones.
     ends_logged = re.findall(r"finished (\w+) \((?:standard|critical)\)", log)
     assert ends_logged[-2:] == ["codex", "codex"] and len(ends_logged) == 6
+
+
+def test_code_review_heavy_stops_a_reviewer_that_only_retries_the_network(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(
+        project, install_standins(tmp_path / "bin"), tmp_path / "calls",
+        STANDIN_OFFLINE_ENGINE="codex", REVIEW_NETWORK_SECONDS="2",
+    )
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["state"] == "completed", run
+    _, end = ends(project, task)
+    assert end["data"]["duration_seconds"] < 60
+    text = artifact_text(project, attachments(project, task)[0])
+    assert "codex (standard) failed (only network retries: it could not reach its API" in text
+    assert "Reconnecting... 2/5" in text
 
 
 def test_code_review_heavy_with_no_usable_review_fails_in_the_reviewers_words(
