@@ -231,6 +231,7 @@ def test_claude_without_credentials_is_auth_with_what_to_do() -> None:
     assert report["session_id"] == "27271c2e-3c84-41fd-8cd9-4bfddf2c337a"
     assert report["cost_usd"] == 0
     assert "authentication_failed" in transcript
+    assert "[claude] failed: Not logged in" in transcript
 
 
 def test_claude_network_retries_stop_the_attempt_after_the_bound() -> None:
@@ -271,6 +272,7 @@ def test_claude_max_turns() -> None:
     assert "max_turns" in report["error"] and "--max-turns" in report["error"]
     assert report["turns"] == 2 and report["cost_usd"] == 0.0123
     assert "tool error: 1 failed" in transcript
+    assert "[claude] failed (error_max_turns)" in transcript
 
 
 def test_claude_budget_flag_result_is_budget() -> None:

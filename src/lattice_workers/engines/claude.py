@@ -147,7 +147,8 @@ class ClaudeReader(StreamReader):
         if obj.get("is_error") or subtype.startswith("error"):
             self.result_error = True
             self.fail(_RESULT_SUBTYPES.get(subtype, "agent_error"), result or subtype)
-            return [f"[claude] failed ({subtype}): {short(str(result or ''), 300)}"]
+            label = f" ({subtype})" if subtype.startswith("error") else ""
+            return [f"[claude] failed{label}: {short(str(result or ''), 300)}"]
         self.progress()
         return [f"[claude] done: {_figures(self)}"]
 
