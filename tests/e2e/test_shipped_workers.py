@@ -88,7 +88,10 @@ case "$prompt" in
   [ "${STANDIN_HANG_ENGINE:-}" = "$engine" ] && exec sleep 600
   if [ "${STANDIN_OFFLINE_ENGINE:-}" = "$engine" ]; then
     # As codex with no network: retries on stderr, without end.
-    while :; do printf 'ERROR: Reconnecting... 2/5 (failed to lookup address information)\n' >&2; sleep 0.2; done
+    while :; do
+      printf 'ERROR: Reconnecting... 2/5 (failed to lookup address information)\n' >&2
+      sleep 0.2
+    done
   fi
   if [ "${STANDIN_FAIL:-}" = 1 ]; then
     # claude prints its errors on stdout; gemini colours them on stderr.
