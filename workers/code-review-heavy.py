@@ -25,8 +25,19 @@ Engine command lines: ``claude -p PROMPT ARGS``, ``codex exec PROMPT ARGS``,
 ``REVIEW_CODEX_ARGS``, ``REVIEW_GEMINI_ARGS`` (split like a shell would) with the
 defaults below, which let a reviewer read the code and run the project's checks.
 
-Exit codes: 0 the report is attached, 1 every reviewer failed or the report could
-not be attached, 2 no reviewer engine is installed (nothing is attached).
+Each reviewer has ``REVIEW_TIMEOUT_MINUTES`` (default 15) to finish, and one that
+prints nothing but network retries for ``REVIEW_NETWORK_SECONDS`` (default 120; codex
+retries without end) is stopped then; one that takes longer is stopped (SIGTERM, then SIGKILL after 10 s, with its own children) and counts
+as failed, so one hung engine cannot hold the run to its deadline. Each reviewer's end
+is written to the log as it happens, a failure with the reviewer's own last words
+(stdout and stderr, ANSI codes stripped: claude prints its errors on stdout).
+
+A review is usable when its reviewer exited 0 and it names a verdict. With no usable
+review nothing is attached: the run fails, and its last log line says why each
+reviewer failed.
+
+Exit codes: 0 the report is attached, 1 no reviewer gave a usable review or the report
+could not be attached, 2 no reviewer engine is installed (nothing is attached).
 Python 3.8+, standard library only.
 """
 
@@ -41,18 +52,33 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ENGINES = ("claude", "codex", "gemini")
 DEFAULT_ARGS = {
     "claude": "--output-format text --allowedTools Bash,Read,Grep,Glob",
     "codex": "--sandbox workspace-write",
-    "gemini": "--approval-mode yolo",
+    # --skip-trust: gemini refuses an untrusted folder in headless mode (exit 55), and
+    # each run's worktree is a new folder.
+    "gemini": "--approval-mode yolo --skip-trust",
 }
 MODE_FLAG = {"claude": ["-p"], "codex": ["exec"], "gemini": ["-p"]}
 VERDICTS = ("approve", "approve_with_nits", "request_changes")
 MARKER = re.compile(r"^<!--\s*(pass:\s*([A-Za-z0-9_-]+)|merge)\s*-->\s*$")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+#: Seconds between SIGTERM and SIGKILL for a reviewer past its time limit.
+KILL_GRACE = 10.0
+#: What an engine prints while it cannot reach its API (codex: "Reconnecting... 2/5",
+#: gemini: "Retrying with backoff... fetch failed", and their stack frames).
+NETWORK = re.compile(
+    r"reconnecting|retrying with backoff|fetch failed|failed to connect|error sending "
+    r"request|name does not resolve|ENOTFOUND|EAI_AGAIN|^\s+at |^Attempt \d+ failed",
+    re.I,
+)
+_LOG_LOCK = threading.Lock()
 
 
 class Reviewer:
@@ -68,6 +94,10 @@ class Reviewer:
         self.seconds = 0.0
         self.exit_code: int | None = None
         self.text = ""
+        self.timed_out = False
+        self.offline = False
+        self._seen = 0  # bytes of stderr read so far
+        self._retrying_since: float | None = None
 
     @property
     def label(self) -> str:
@@ -75,7 +105,8 @@ class Reviewer:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and bool(self.text.strip())
+        """A usable review: exit 0, some text, and a verdict in it."""
+        return self.exit_code == 0 and bool(self.text.strip()) and verdict_of(self.text) is not None
 
     def start(self, prompt: str) -> None:
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
@@ -85,22 +116,133 @@ class Reviewer:
         self.started = time.monotonic()
         log(f"started {self.label} (pid {self.proc.pid})")
 
-    def wait(self) -> None:
+    def wait(self, limit: float, network_limit: float) -> Reviewer:
+        """Wait at most ``limit`` seconds, or ``network_limit`` of nothing but network
+        retries (codex retries without end), then stop it; log its end either way."""
         assert self.proc is not None
-        self.exit_code = self.proc.wait()
+        deadline = self.started + limit
+        while True:
+            try:
+                left = deadline - time.monotonic()
+                self.exit_code = self.proc.wait(timeout=max(0.0, min(1.0, left)))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if self._only_retrying(now) and now - (self._retrying_since or now) >= network_limit:
+                self.offline = True
+            elif now < deadline:
+                continue
+            else:
+                self.timed_out = True
+            stop(self.proc)
+            self.exit_code = self.proc.returncode
+            break
         self.seconds = time.monotonic() - self.started
         self.text = self.out.read_text(encoding="utf-8", errors="replace").strip()
-        state = "ok" if self.ok else f"failed (exit code {self.exit_code})"
-        log(f"finished {self.label}: {state} in {self.seconds:.1f} s")
+        if self.ok:
+            log(f"finished {self.label}: ok in {self.seconds:.1f} s")
+        else:
+            log(f"finished {self.label}: {self.failure()}")
+        return self
+
+    def _only_retrying(self, now: float) -> bool:
+        """Whether all it printed on stderr since it last made progress is network
+        retries (and since when, in ``_retrying_since``)."""
+        try:
+            with open(self.err, "rb") as f:
+                f.seek(self._seen)
+                new = f.read()
+        except OSError:
+            return False
+        end = new.rfind(b"\n") + 1
+        self._seen += end
+        text = new[:end].decode("utf-8", "replace")
+        lines = [ANSI.sub("", x).strip() for x in text.splitlines()]
+        lines = [x for x in lines if x]
+        if lines and all(NETWORK.search(x) for x in lines):
+            if self._retrying_since is None:
+                self._retrying_since = now
+        elif lines:
+            self._retrying_since = None  # something else: it is working
+        return self._retrying_since is not None
 
     def failure(self) -> str:
-        tail = self.err.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        why = f"exit code {self.exit_code}" if self.exit_code else "no output"
-        return f"{self.label} failed ({why})" + (": " + " / ".join(tail) if tail else "")
+        """Why this reviewer gave no usable review, in its own last words."""
+        if self.offline:
+            why = f"only network retries: it could not reach its API; stopped at {self.seconds:.0f} s"
+        elif self.timed_out:
+            why = f"no review within its time limit of {self.seconds:.0f} s; stopped"
+        elif self.exit_code:
+            why = f"exit code {self.exit_code}"
+        elif not self.text:
+            why = "no output"
+        else:
+            why = "no verdict in its review"
+        said = last_words(self.out, self.err)
+        return f"{self.label} failed ({why})" + (": " + said if said else "")
 
 
 def log(message: str) -> None:
-    print(f"code-review-heavy: {message}", flush=True)
+    with _LOG_LOCK:
+        print(f"code-review-heavy: {message}", flush=True)
+
+
+def last_words(*paths: Path, lines: int = 5, limit: int = 400) -> str:
+    """The last non-empty lines of the files, ANSI codes stripped, joined with " / "."""
+    said: list[str] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        said += [ANSI.sub("", line).strip() for line in text.splitlines()]
+    joined = " / ".join([line for line in said if line][-lines:])
+    return joined if len(joined) <= limit else "..." + joined[-(limit - 3) :]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children first."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a reviewer and what it started, then SIGKILL after KILL_GRACE.
+
+    They stay in the run's process group (no setsid: a cancel must reach them), so
+    they are found through /proc instead of signalled as a group."""
+    family = [proc.pid, *descendants(proc.pid)]
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in [*family, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.wait()
 
 
 def engine_argv(engine: str, prompt: str) -> list[str]:
@@ -153,7 +295,7 @@ def task_title() -> str:
 
 
 def merge_reviews(
-    engine: str, instructions: str, done: list[Reviewer], scratch: Path
+    engine: str, instructions: str, done: list[Reviewer], scratch: Path, limit: float
 ) -> tuple[str | None, str]:
     """(merged text or None, why not)."""
     bundle = scratch / "reviews.md"
@@ -162,11 +304,18 @@ def merge_reviews(
         encoding="utf-8",
     )
     log(f"merging {len(done)} reviews with {engine}")
-    with open(bundle, "rb") as stdin:
-        proc = subprocess.run(engine_argv(engine, instructions), stdin=stdin, capture_output=True)
+    try:
+        with open(bundle, "rb") as stdin:
+            proc = subprocess.run(
+                engine_argv(engine, instructions), stdin=stdin, capture_output=True, timeout=limit
+            )
+    except subprocess.TimeoutExpired:
+        return None, f"the merge by {engine} took longer than {limit:.0f} s and was stopped"
     text = proc.stdout.decode("utf-8", "replace").strip()
     if proc.returncode != 0 or not text:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        said = [ANSI.sub("", line).strip() for line in proc.stderr.decode("utf-8", "replace")
+                .splitlines()]
+        err = [line for line in said if line][-3:]
         why = f"exit code {proc.returncode}" if proc.returncode else "no output"
         return None, f"the merge by {engine} failed ({why}{': ' + ' / '.join(err) if err else ''})"
     return text, ""
@@ -244,12 +393,40 @@ def main(scratch: Path) -> int:
                 "file; it ran with the common instructions only."
             )
     reviewers = [Reviewer(e, p, scratch) for e in engines for p in pass_names]
+    try:
+        limit = float(os.environ.get("REVIEW_TIMEOUT_MINUTES") or 15) * 60
+    except ValueError:
+        limit = 15 * 60.0
+    try:
+        network_limit = float(os.environ.get("REVIEW_NETWORK_SECONDS") or 120)
+    except ValueError:
+        network_limit = 120.0
     for r in reviewers:
         r.start(common + "\n\n" + passes.get(r.pass_name, ""))
-    for r in reviewers:
-        r.wait()
+    # One waiter per reviewer: each end is logged as it happens, not in start order.
+    with ThreadPoolExecutor(max_workers=len(reviewers)) as pool:
+        for _ in as_completed([pool.submit(r.wait, limit, network_limit) for r in reviewers]):
+            pass
     done = [r for r in reviewers if r.ok]
     notes += [r.failure() + "." for r in reviewers if not r.ok]
+    if not done:
+        message = "no reviewer gave a usable review (nothing attached): " + " | ".join(
+            r.failure() for r in reviewers
+        )
+        write_result(
+            {
+                "outcome": "failed",
+                "error": message[:4000],
+                "reviewers": [
+                    {"engine": r.engine, "pass": r.pass_name, "ok": False,
+                     "exit_code": r.exit_code, "seconds": round(r.seconds, 1)}
+                    for r in reviewers
+                ],
+                "skipped": skipped,
+            }
+        )
+        print(f"code-review-heavy: {message}", file=sys.stderr, flush=True)
+        return 1
 
     merged: str | None = None
     merged_by: str | None = None
@@ -262,7 +439,7 @@ def main(scratch: Path) -> int:
                 "the prompt file has no `<!-- merge -->` section; reviews are concatenated."
             )
         else:
-            merged, why = merge_reviews(choice, merge_part, done, scratch)
+            merged, why = merge_reviews(choice, merge_part, done, scratch, limit)
             if merged is None:
                 notes.append(why + "; reviews are concatenated.")
             else:
@@ -297,8 +474,6 @@ def main(scratch: Path) -> int:
         lines += ["", "## Reviews"]
     for r in done:
         lines += ["", f"### {r.label}", "", r.text]
-    if not done:
-        lines += ["", "No reviewer produced a review; see the notes above and the run's log."]
 
     folder = Path(
         os.environ.get("LATTICE_REPORT_DIR")
@@ -311,7 +486,7 @@ def main(scratch: Path) -> int:
     role = os.environ.get("LATTICE_ARTIFACT_ROLE") or "review"
     artifact, error = attach(report, role)
     summary: dict[str, object] = {
-        "outcome": "reviewed" if done else "failed",
+        "outcome": "reviewed",
         "verdict": verdict,
         "reviewers": [
             {
@@ -334,9 +509,7 @@ def main(scratch: Path) -> int:
     else:
         log(f"attached {report} as {artifact} (role {role})")
     write_result(summary)
-    if not done:
-        print("code-review-heavy: every reviewer failed; see the report", file=sys.stderr)
-    return 0 if done and artifact else 1
+    return 0 if artifact else 1
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -9,6 +9,7 @@ is a stable string because it crosses the wire and appears in ``--json`` output.
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class Code(enum.StrEnum):
@@ -36,6 +37,10 @@ class Code(enum.StrEnum):
     TIMEOUT = "TIMEOUT"
     RUN_FAILED = "RUN_FAILED"
     DOCTOR_PROBLEMS = "DOCTOR_PROBLEMS"
+    #: A file or folder could not be read or written (the message names it).
+    IO_ERROR = "IO_ERROR"
+    #: The board's daily budget (``workers.daily_budget_usd``) is spent (SPEC section 9).
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
 
 
 class LatticeError(Exception):
@@ -79,7 +84,25 @@ EXIT_CODES: dict[Code, int] = {
     Code.LOCK_TIMEOUT: 6,
     Code.DOCTOR_PROBLEMS: 7,
     Code.RUN_FAILED: 8,
+    Code.BUDGET_EXCEEDED: 9,
+    Code.IO_ERROR: 10,
 }
+
+
+def io_error(err: OSError, doing: str) -> LatticeError:
+    """``IO_ERROR`` for ``err``, raised while ``doing`` (such as "attach notes.md").
+
+    Read-only and permission errors usually mean a sandbox (an agent's): the message
+    says where such a worker may write instead."""
+    where = f" ({err.filename})" if err.filename else ""
+    what = err.strerror or str(err) or type(err).__name__
+    hint = "check that the path exists and that this user may write there"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = (
+            "the folder is not writable here; inside an agent's sandbox write to "
+            "$LATTICE_OUTPUT_DIR instead and the supervisor attaches what is there"
+        )
+    return LatticeError(Code.IO_ERROR, f"cannot {doing}: {what}{where}; {hint}")
 
 
 def exit_code_for(code: Code | str) -> int:

@@ -17,6 +17,7 @@ from lattice_workers.actors._definitions import (
     preflight,
     workers_fingerprint,
 )
+from lattice_workers.engines import ENGINES
 from lattice_workers.errors import Code, LatticeError
 
 
@@ -410,27 +411,35 @@ def defn(**fields: Any) -> WorkerDefinition:
 
 
 @pytest.mark.parametrize(
-    ("engine", "expected"),
+    ("engine", "head"),
     [
-        ("claude", ["claude", "-p", "PROMPT", "--model", "x"]),
-        ("codex", ["codex", "exec", "PROMPT", "--model", "x"]),
-        ("gemini", ["gemini", "-p", "PROMPT", "--model", "x"]),
+        ("claude", ["claude", "-p", "--output-format", "stream-json"]),
+        ("codex", ["codex", "exec", "--json"]),
+        ("gemini", ["gemini", "--output-format", "stream-json"]),
     ],
 )
-def test_agent_argv_puts_the_prompt_then_args(engine: str, expected: list[str]) -> None:
+def test_agent_argv_comes_from_its_adapter_with_the_args_and_the_prompt_on_stdin(
+    engine: str, head: list[str], tmp_path: Path
+) -> None:
     d = defn(engine=engine, prompt_file="p.md", args=["--model", "x"])
-    assert command_for(d, Path("/r"), "PROMPT") == expected
+    cmd = ENGINES[engine].command(d, output_dir=tmp_path, prompt="PROMPT")
+    assert cmd.argv[: len(head)] == head
+    assert cmd.argv[cmd.argv.index("--model") + 1] == "x" and "PROMPT" not in cmd.argv
+    assert cmd.stdin == b"PROMPT"
+    with pytest.raises(ValueError, match="engines"):
+        command_for(d, Path("/r"), "PROMPT")
 
 
-def test_a_prompt_starting_with_a_dash_is_not_read_as_an_option() -> None:
-    argv = command_for(defn(engine="claude", prompt_file="p"), Path("/r"), "---\ntitle: x\n")
-    assert argv[2] == "\n---\ntitle: x\n"
+def test_a_prompt_starting_with_a_dash_reaches_the_agent_as_written(tmp_path: Path) -> None:
+    d = defn(engine="claude", prompt_file="p")
+    cmd = ENGINES["claude"].command(d, output_dir=tmp_path, prompt="---\ntitle: x\n")
+    assert cmd.stdin == b"---\ntitle: x\n"  # on stdin it cannot be read as an option
 
 
-def test_a_prompt_too_large_for_one_argument_is_refused() -> None:
-    with pytest.raises(LatticeError) as err:
-        command_for(defn(engine="codex", prompt_file="p"), Path("/r"), "x" * 200_000)
-    assert err.value.code == Code.INVALID_WORKER
+def test_a_prompt_too_large_for_one_argument_goes_through_stdin(tmp_path: Path) -> None:
+    d = defn(engine="codex", prompt_file="p")
+    cmd = ENGINES["codex"].command(d, output_dir=tmp_path, prompt="x" * 200_000)
+    assert cmd.stdin == b"x" * 200_000 and max(len(a) for a in cmd.argv) < 1000
 
 
 def test_script_argv_for_a_string_and_a_list() -> None:

@@ -28,12 +28,19 @@ from tests.e2e.conftest import Project, processes_with_root
 ENGINES = ("claude", "codex", "gemini")
 
 STANDIN = r"""#!/bin/bash
-# A stand-in for an AI engine: claude -p PROMPT ARGS, codex exec PROMPT ARGS, gemini -p PROMPT ARGS.
+# A stand-in for an AI engine: claude -p PROMPT ARGS, codex exec PROMPT ARGS, gemini -p PROMPT ARGS
+# (CodeReviewHeavy's reviewers), or claude -p --output-format stream-json ... with the
+# prompt on stdin (the claude adapter, for CodeReviewLite).
 set -euo pipefail
 engine=$(basename "$0")
-mode=$1; prompt=$2; shift 2
+mode=$1; shift
 want=-p; [ "$engine" = codex ] && want=exec
 [ "$mode" = "$want" ] || { echo "$engine: expected $want, got $mode" >&2; exit 64; }
+if [ "$engine" = claude ] && [ "${1:-}" = --output-format ]; then
+  prompt=$(cat; echo x); prompt=${prompt%x}
+else
+  prompt=$1; shift
+fi
 record=$(mktemp "$STANDIN_DIR/$engine.XXXXXX")
 { printf 'pgid %s\n' "$(cut -d' ' -f5 /proc/$$/stat)"
   printf 'parent_pgid %s\n' "$(cut -d' ' -f5 /proc/$PPID/stat)"
@@ -78,6 +85,20 @@ case "$prompt" in
   esac
   echo "review $pass" >> "$record"
   [ "${STANDIN_HANG:-}" = 1 ] && exec sleep 600
+  [ "${STANDIN_HANG_ENGINE:-}" = "$engine" ] && exec sleep 600
+  if [ "${STANDIN_OFFLINE_ENGINE:-}" = "$engine" ]; then
+    # As codex with no network: retries on stderr, without end.
+    while :; do
+      printf 'ERROR: Reconnecting... 2/5 (failed to lookup address information)\n' >&2
+      sleep 0.2
+    done
+  fi
+  if [ "${STANDIN_FAIL:-}" = 1 ]; then
+    # claude prints its errors on stdout; gemini colours them on stderr.
+    [ "$engine" = claude ] && { echo "Not logged in · Please run /login"; exit 1; }
+    printf '\033[31mPlease set an Auth method (%s)\033[0m\n' "$engine" >&2; exit 41
+  fi
+  [ "${STANDIN_NO_VERDICT:-}" = 1 ] && { echo "I looked and have opinions."; exit 0; }
   stat=$(eval "$(line '^git diff --stat ')" | tail -n 1)
   verdict=approve_with_nits; [ "$pass" = critical ] && verdict=request_changes
   printf 'Verdict: %s\n\n## Summary\n' "$verdict"
@@ -210,7 +231,8 @@ def test_code_review_lite_follows_its_prompt_end_to_end(project: Project, tmp_pa
     assert run["exit"] == 0 and run["state"] == "completed", run
     (call,) = records(tmp_path / "calls")
     assert call["engine"] == "claude" and call["roles"] == ["lite"]
-    assert call["args"] == "--output-format text --allowedTools Bash,Read,Grep,Glob,Write"
+    assert call["args"].startswith("--output-format stream-json --verbose --add-dir ")
+    assert call["args"].endswith(" --allowedTools Bash,Read,Grep,Glob,Write")
     assert call["cwd"] == run["worktree_path"]
     assert call["prompt"] == (project.root / "prompts/workers/code-review-lite.md").read_text()
     assert "main.." not in call["prompt"] and "diff main" not in call["prompt"]
@@ -261,7 +283,7 @@ def test_code_review_heavy_runs_six_reviewers_in_one_group_and_merges(
         assert "main.." not in call["prompt"]
     by_engine = {c["engine"]: c["args"] for c in calls}
     assert by_engine["codex"] == "--sandbox workspace-write"
-    assert by_engine["gemini"] == "--approval-mode yolo"
+    assert by_engine["gemini"] == "--approval-mode yolo --skip-trust"
 
     _, end = ends(project, task)
     out = end["data"]["output"]
@@ -327,6 +349,105 @@ def test_code_review_heavy_fails_clearly_when_no_engine_is_installed(
     assert "none of claude, codex, gemini is on the worker's PATH" in log
     assert attachments(project, task) == []
     assert list((tmp_path / "calls").iterdir()) == []
+
+
+def test_code_review_heavy_stops_a_reviewer_past_its_time_limit(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(
+        project, install_standins(tmp_path / "bin"), tmp_path / "calls",
+        STANDIN_HANG_ENGINE="codex", REVIEW_TIMEOUT_MINUTES="0.1",
+    )
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["state"] == "completed", run
+    _, end = ends(project, task)
+    out = end["data"]["output"]
+    assert {(r["engine"], r["ok"]) for r in out["reviewers"]} == {
+        ("claude", True), ("codex", False), ("gemini", True)
+    }
+    text = artifact_text(project, attachments(project, task)[0])
+    assert "codex (standard) failed (no review within its time limit of 6 s; stopped)" in text
+    log = project.cli("worker", "logs", run["run_id"]).stdout
+    # Each end is logged as it happens: the quick reviewers before the stopped ones.
+    ends_logged = re.findall(r"finished (\w+) \((?:standard|critical)\)", log)
+    assert ends_logged[-2:] == ["codex", "codex"] and len(ends_logged) == 6
+
+
+def test_code_review_heavy_stops_a_reviewer_that_only_retries_the_network(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(
+        project, install_standins(tmp_path / "bin"), tmp_path / "calls",
+        STANDIN_OFFLINE_ENGINE="codex", REVIEW_NETWORK_SECONDS="2",
+    )
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["state"] == "completed", run
+    _, end = ends(project, task)
+    assert end["data"]["duration_seconds"] < 60
+    text = artifact_text(project, attachments(project, task)[0])
+    assert "codex (standard) failed (only network retries: it could not reach its API" in text
+    assert "Reconnecting... 2/5" in text
+
+
+def test_code_review_heavy_with_no_usable_review_fails_in_the_reviewers_words(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(
+        project, install_standins(tmp_path / "bin"), tmp_path / "calls", STANDIN_FAIL="1"
+    )
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["exit"] == 8 and run["state"] == "failed"
+    _, end = ends(project, task)
+    assert end["data"]["exit_code"] == 1
+    assert attachments(project, task) == [], "no 'Verdict: unknown' review is attached"
+    error = end["data"]["output"]["error"]
+    assert error.startswith("no reviewer gave a usable review (nothing attached)")
+    assert "claude (standard) failed (exit code 1): Not logged in · Please run /login" in error
+    assert "gemini (critical) failed (exit code 41): Please set an Auth method (gemini)" in error
+    assert "\x1b" not in error
+    assert "Please set an Auth method (gemini)" in end["data"]["log_tail"]
+    log = project.cli("worker", "logs", run["run_id"]).stdout
+    assert "finished codex (critical): codex (critical) failed (exit code 41)" in log
+
+
+def test_code_review_heavy_does_not_attach_reviews_without_a_verdict(
+    project: Project, tmp_path: Path
+) -> None:
+    init_shipped(project)
+    calc_change(project)
+    task = project.create_task("Add calc.add")
+    env = worker_env(
+        project, install_standins(tmp_path / "bin", ("gemini",)), tmp_path / "calls",
+        STANDIN_NO_VERDICT="1",
+    )
+    start_supervisor(project, env)
+
+    run = run_wait(project, "CodeReviewHeavy", task)
+
+    assert run["state"] == "failed"
+    _, end = ends(project, task)
+    assert "failed (no verdict in its review): I looked and have opinions." in (
+        end["data"]["output"]["error"]
+    )
+    assert attachments(project, task) == []
 
 
 def test_cancelling_code_review_heavy_stops_every_reviewer(

@@ -630,6 +630,8 @@ async function exercise(root, [t1, t2, t3, t4]) {
       await c.request({ type: "run", worker: "Echo", task: t1, actor: "nobody" }), "INVALID_ACTOR");
     report.refused("a program not on PATH",
       await c.request({ type: "run", worker: "Ghost", task: t1 }), "ENGINE_NOT_FOUND");
+    report.refused("an agent once the daily budget is spent",
+      await c.request({ type: "run", worker: "Agent", task: t1 }), "BUDGET_EXCEEDED");
 
     report.lap("bad names");
     // -- reload, and a config it refuses

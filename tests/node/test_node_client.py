@@ -116,7 +116,15 @@ def test_a_node_client_written_from_the_page_runs_every_request_and_error(
     node: str, project: Project
 ) -> None:
     tasks = [project.create_task(f"task {i}") for i in range(1, 5)]
-    project.configure_workers(max_concurrent=2)
+    # A budget of 0 is spent before anything runs: an agent worker is refused.
+    project.configure_workers(max_concurrent=2, daily_budget_usd=0)
+    bin_dir = project.root.parent / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "claude").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "claude").chmod(0o755)
+    project.env = {**project.env, "PATH": f"{bin_dir}{os.pathsep}{project.env['PATH']}"}
+    (project.root / "agent.md").write_text("Say hi.\n")
+    project.write_worker("Agent", engine="claude", prompt_file="agent.md")
     result = 'echo \'{"tests": 3}\' > "$LATTICE_RESULT_FILE"'
     project.write_worker(
         "Echo", command=f"echo hello from echo; echo second line; {result}", worktree=False

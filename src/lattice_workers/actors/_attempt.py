@@ -24,6 +24,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
@@ -31,6 +32,8 @@ from typing import Any, Protocol, TypeVar, cast
 import msgspec
 import trio
 
+from lattice_workers.actors._agent_outputs import attach_outputs, make_output_dir
+from lattice_workers.actors._agent_tap import AgentTap
 from lattice_workers.actors._context import RunContext
 from lattice_workers.actors._definitions import WorkerDefinition, command_for
 from lattice_workers.actors._environment import lattice_variables, worker_environment
@@ -41,6 +44,8 @@ from lattice_workers.actors._log_tail import read_log_tail
 from lattice_workers.actors._patch import attach_diff
 from lattice_workers.actors._record import AttemptFacts, Ending, Outcome, RunRecord
 from lattice_workers.actors._state import Reason, RunState
+from lattice_workers.engines import engine_for, with_run_limits
+from lattice_workers.engines.claude import carry_session
 from lattice_workers.errors import LatticeError
 from lattice_workers.store import new_id
 from lattice_workers.store._run_events import (
@@ -127,6 +132,14 @@ class Attempt:
         #: The log, opened for a worker that starts once its workspace is ready.
         self._log_fd: int | None = None
         self._ended = False
+        #: An agent engine's adapter (None for a script), and for its attempt: the
+        #: tap that reads its stream, its output folder, why its reader stopped it,
+        #: and the ``agent`` object of its terminal event.
+        self._engine = engine_for(self.definition)
+        self._tap: AgentTap | None = None
+        self._output_dir: Path | None = None
+        self._agent_stop: tuple[Reason, str] | None = None
+        self._agent: dict[str, Any] | None = None
 
     @property
     def execution(self) -> Execution | None:
@@ -178,6 +191,8 @@ class Attempt:
         timeout_min = run.request.timeout_minutes or self.definition.timeout_minutes
         async with trio.open_nursery() as copying:
             copying.start_soon(execution.run_output)  # the output flows while it lives
+            if self._tap is not None:
+                copying.start_soon(self._tap.watch)  # a quiet agent's reader is asked too
             with trio.CancelScope(deadline=self._started_mono + timeout_min * 60) as scope:
                 run.wait_scope = scope
                 if run.cancel_reason is not None:
@@ -187,6 +202,8 @@ class Attempt:
             if execution.returncode is None:
                 if run.cancel_reason is not None:
                     reason, sentence = run.cancel_reason, run.cancel_sentence()
+                elif self._agent_stop is not None:
+                    reason, sentence = self._agent_stop
                 else:
                     reason = Reason.TIMEOUT
                     sentence = f"the worker ran past its deadline of {timeout_min:g} minutes"
@@ -315,15 +332,18 @@ class Attempt:
         try:
             if run.requeued and facts.number == 1:
                 os.write(log_fd, REQUEUED_NOTE)
-            launch = Launch(
-                argv=command_for(defn, board.root, prompt_text),
-                env=worker_environment(run.base_env, defn, lattice_vars),
-                workspace=workspace,
-                log_fd=log_fd,
-                log_limit=self._log_limit(),
-                run_id=record.run_id,
-                attempt=facts.number,
-            )
+            if self._engine is not None:
+                launch = self._agent_launch(prompt_text, lattice_vars, log_fd)
+            else:
+                launch = Launch(
+                    argv=command_for(defn, board.root, prompt_text),
+                    env=worker_environment(run.base_env, defn, lattice_vars),
+                    workspace=workspace,
+                    log_fd=log_fd,
+                    log_limit=self._log_limit(),
+                    run_id=record.run_id,
+                    attempt=facts.number,
+                )
             execution = self.executor.start(launch)
         except Exception as exc:  # OSError, or ValueError for a NUL in argv or env
             raise NotStarted(
@@ -331,6 +351,108 @@ class Attempt:
             ) from exc
         self._execution = execution
         facts.pid = execution.pid
+
+    def _agent_launch(
+        self, prompt_text: str, lattice_vars: dict[str, str], log_fd: int
+    ) -> Launch:
+        """An agent engine's launch (blocking): its adapter's argv, the prompt on stdin,
+        an output folder it may write whatever its sandbox (``LATTICE_OUTPUT_DIR``,
+        the result file inside it), and a tap that reads its stream into the log."""
+        assert self._engine is not None
+        run = self.run
+        request = run.request
+        defn = with_run_limits(
+            self.definition, max_cost_usd=request.max_cost_usd, max_turns=request.max_turns
+        )
+        self._output_dir = make_output_dir(
+            self.ctx.results_dir.parent, run.run_id, self.facts.number
+        )
+        lattice_vars["LATTICE_OUTPUT_DIR"] = str(self._output_dir)
+        lattice_vars["LATTICE_RESULT_FILE"] = str(self._result_path())
+        env = worker_environment(run.base_env, defn, lattice_vars)
+        session = request.resume_session
+        if session is not None and self._engine.name == "claude" and request.resume_cwd:
+            # Claude finds a session only under the folder it ran in: carry it over.
+            here = self._workspace.location if self._workspace else str(self.ctx.board.root)
+            problem = carry_session(
+                session, old_cwd=Path(request.resume_cwd), new_cwd=Path(here), env=env
+            )
+            if problem is not None:
+                raise ValueError(problem)
+        command = self._engine.command(
+            defn,
+            output_dir=self._output_dir,
+            resume_session=session,
+            message=request.message,
+            prompt=prompt_text,
+        )
+        env = {**env, **command.env}
+        log_path = Path(self.facts.log_path or "")
+        self._tap = AgentTap(
+            self._engine.reader(defn, clock=time.monotonic),
+            log_path.with_suffix(".jsonl") if self.facts.log_path else None,
+            self._log_limit(),
+            self._stop_agent,
+            time.monotonic,
+        )
+        return Launch(
+            argv=command.argv,
+            env=env,
+            workspace=self._workspace,
+            log_fd=log_fd,
+            log_limit=self._log_limit(),
+            run_id=run.run_id,
+            attempt=self.facts.number,
+            stdin=command.stdin,
+            tap=self._tap,
+        )
+
+    def _stop_agent(self, reason: str, sentence: str) -> None:
+        """The agent's reader asks for a stop (network retries only, a budget spent):
+        end the wait as a cancel would, with the reader's reason and sentence."""
+        if self._agent_stop is not None:
+            return
+        self._agent_stop = (Reason(reason), sentence)
+        scope = self.run.wait_scope
+        if scope is not None:
+            scope.cancel()
+
+    def _agent_report(self, outcome: Outcome) -> dict[str, Any] | None:
+        """The terminal event's ``agent`` object, once the output is all read."""
+        tap = self._tap
+        if tap is None:
+            return None
+        tap.close()
+        reader = tap.reader
+        if self._agent_stop is None or outcome.error != self._agent_stop[1]:
+            reader.stopped = None  # it asked too late: the attempt ended otherwise
+        exit_code = outcome.exit_code if reader.stopped is None else None
+        return reader.report(exit_code)
+
+    async def _attach_outputs(self, agent: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Attach what the agent left in its output folder (or its final answer)."""
+        folder = self._output_dir
+        if folder is None:
+            return None
+        record = self.run.record
+        done = await trio.to_thread.run_sync(
+            partial(
+                attach_outputs,
+                self.ctx.board,
+                record.task_id,
+                folder,
+                role=self.definition.artifact_role,
+                actor=record.actor,
+                # A failed agent's last words are its error, not an answer to keep.
+                final_message=None
+                if agent is None or agent.get("error_kind")
+                else agent.get("final_message"),
+                skip=(self._result_path().name,),
+            )
+        )
+        if not done.artifacts and not done.problems:
+            return None
+        return {"artifacts": done.artifacts, "problems": done.problems}
 
     def _log_limit(self) -> int:
         mib = self.definition.log_max_mib
@@ -341,6 +463,10 @@ class Attempt:
         return self.ctx.board.root / prompt_file if prompt_file else None
 
     def _result_path(self) -> Path:
+        if self._output_dir is not None:
+            # An agent's sandbox may not reach the board's folder: the result file is
+            # in the output folder it may write.
+            return self._output_dir / "result.json"
         return self.ctx.results_dir / f"{self.run.run_id}.json"
 
     def _open_files(self) -> tuple[int, str]:
@@ -411,6 +537,17 @@ class Attempt:
             reason = run.cancel_reason or Reason.SUPERVISOR_SHUTDOWN
             self.outcome = Outcome(reason, run.cancel_sentence(reason))
         outcome = self.outcome
+        self._agent = self._agent_report(outcome)
+        if self._agent is not None and self._agent.get("error") and outcome.reason in (
+            Reason.EXIT_NONZERO,
+        ):
+            # "exited with code 1" says nothing; the agent's own failure says what to do.
+            outcome = Outcome(
+                outcome.reason, str(self._agent["error"]), outcome.exit_code, outcome.signal
+            )
+        outputs = await self._attach_outputs(self._agent)
+        if outputs is not None and self._agent is not None:
+            self._agent["outputs"] = outputs
         # Its work is kept before its workspace goes, and said in its terminal event.
         changes = await self._keep()
         # The workspace goes while the terminal event is written: the worker is gone,
@@ -420,6 +557,8 @@ class Attempt:
             if self._workspace is not None:
                 nursery.start_soon(self.executor.release, self._workspace)
             self.journaled = await self._write_terminal(outcome, changes)
+        if self._output_dir is not None:
+            await trio.to_thread.run_sync(_remove_if_empty, self._output_dir)
 
     async def _keep(self) -> dict[str, Any] | None:
         """The ``changes`` of the terminal event, or None without a workspace."""
@@ -546,6 +685,8 @@ class Attempt:
             ended["log_truncated"] = True
         if changes is not None:
             ended["changes"] = changes
+        if self._agent is not None:
+            ended["agent"] = ending.agent = self._agent
         data: ProcessCompleted | ProcessFailed
         if outcome.reason is None:
             data = ProcessCompleted(**ended, result="success", exit_code=0)
@@ -638,7 +779,10 @@ class Attempt:
                 event_type,
                 data,
                 actor=record.actor,
-                agent_meta={"model": None, "session": record.run_id},
+                agent_meta={
+                    "model": (self._agent or {}).get("model"),
+                    "session": record.run_id,
+                },
                 provenance={"triggered_by": record.requested_by} if record.requested_by else None,
                 hooks=False,
                 event_id=event_id,
@@ -693,6 +837,16 @@ class Attempt:
             pid_start_time=execution.start_time if execution is not None else None,
         )
         self.ctx.journal.write(record, durable=durable)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """An agent's output folder, then its run's, once all was attached (what could not
+    be stays, and so do the folders that hold it)."""
+    for path in (folder, folder.parent):
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 def _signal_of(returncode: int | None) -> int | None:

@@ -35,11 +35,18 @@ class Child:
 
     @classmethod
     def spawn(
-        cls, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], output_fd: int
+        cls,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        output_fd: int,
+        stdin_fd: int | None = None,
     ) -> Child:
         """Start ``argv`` as the leader of a new session (blocking: call it in a thread).
 
-        stdin is ``/dev/null``; stdout and stderr go to ``output_fd``. Raises
+        stdin is ``stdin_fd`` (an agent's prompt), else ``/dev/null``; stdout and stderr
+        go to ``output_fd``. Raises
         ``OSError`` when the program cannot start or the kernel has no ``pidfd_open``
         (the process, if it started, is killed and reaped first).
         """
@@ -47,7 +54,7 @@ class Child:
             argv,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_fd is None else stdin_fd,
             stdout=output_fd,
             stderr=output_fd,
             start_new_session=True,

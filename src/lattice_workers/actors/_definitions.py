@@ -36,8 +36,6 @@ ENV_PATTERN_PATTERN = r"^[A-Za-z_*?][A-Za-z0-9_*?]*$"
 AGENT_ENGINES = ("claude", "codex", "gemini")
 ENGINES = (*AGENT_ENGINES, "script")
 WORKERS_DIR = "workers"
-#: Linux refuses a single argv string of 128 KiB or more (MAX_ARG_STRLEN) with E2BIG.
-MAX_PROMPT_BYTES = 128 * 1024 - 1
 #: The variables the supervisor sets for every run (SPEC section 2); ``env`` may not set them.
 RESERVED_ENV = frozenset(
     {
@@ -58,6 +56,7 @@ RESERVED_ENV = frozenset(
         "LATTICE_ARTIFACT_ROLE",
         "LATTICE_REPORT_DIR",
         "LATTICE_REPORT_PREFIX",
+        "LATTICE_OUTPUT_DIR",
     }
 )
 
@@ -92,6 +91,9 @@ class WorkerDefinition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     report_prefix: str | None = None
     report_dir: str | None = None
     log_max_mib: Annotated[float, Meta(gt=0)] | None = None
+    max_cost_usd: Annotated[float, Meta(gt=0)] | None = None
+    max_turns: Annotated[int, Meta(ge=1)] | None = None
+    network_timeout_seconds: Annotated[float, Meta(gt=0)] = 120
 
 
 #: What each field must be, in words, for the message when its value does not convert.
@@ -118,6 +120,9 @@ _REQUIREMENT = {
     "report_prefix": "a string",
     "report_dir": "a path",
     "log_max_mib": "a number of MiB greater than 0 (the run's log keeps at most that much)",
+    "max_cost_usd": "a number of US dollars greater than 0, or null",
+    "max_turns": "a whole number of at least 1, or null",
+    "network_timeout_seconds": "a number of seconds greater than 0",
 }
 _FIELDS = {f.name: f for f in msgspec.structs.fields(WorkerDefinition)}
 
@@ -272,48 +277,31 @@ def load_workers(root: Path) -> WorkerSet:
 
 
 def command_for(defn: WorkerDefinition, root: Path, prompt_text: str) -> list[str]:
-    """The argv a run executes.
+    """The argv a script run executes (an agent engine's comes from its adapter in
+    :mod:`lattice_workers.engines`, with the prompt on stdin).
 
-    - ``script``: ``["bash", "-c", command]`` for a string, else the list plus ``args``.
-      A first word that is a relative path (``./workers/x.sh``) is made absolute against
-      ``root``: definitions and their scripts come from the project root, as ``worker
-      check`` validated them, while the run's cwd is usually a worktree at another commit
-      (where a new, uncommitted script would not exist).
-    - ``claude -p PROMPT *args`` (``-p``/``--print``: print the answer and exit),
-      ``codex exec PROMPT *args`` (codex's non-interactive mode), ``gemini -p PROMPT
-      *args`` (``-p``/``--prompt``: headless mode). Each CLI documents these as its way to
-      run one prompt without a terminal. A prompt that starts with ``-`` (Markdown front
-      matter ``---``) gets a leading newline so that it is not read as an option.
+    ``["bash", "-c", command]`` for a string, else the list plus ``args``. A first word
+    that is a relative path (``./workers/x.sh``) is made absolute against ``root``:
+    definitions and their scripts come from the project root, as ``worker check``
+    validated them, while the run's cwd is usually a worktree at another commit (where
+    a new, uncommitted script would not exist).
     """
-    if defn.engine == "script":
-        command = defn.command
-        if isinstance(command, str):
-            return ["bash", "-c", _absolute_script(command, root)]
-        if command is None:
-            raise LatticeError(
-                Code.INVALID_WORKER, f"worker {defn.name!r} has engine script but no command"
-            )
-        first = command[0]
-        if _is_relative_path(first):
-            first = str(root / first)
-        return [first, *command[1:], *defn.args]
-    if len(prompt_text.encode()) > MAX_PROMPT_BYTES:
-        raise LatticeError(
-            Code.INVALID_WORKER,
-            f"worker {defn.name!r} cannot start: its prompt is {len(prompt_text.encode())} "
-            "bytes, more than the 128 KiB one argument may hold; shorten the prompt file",
+    if defn.engine != "script":
+        raise ValueError(
+            f"worker {defn.name!r}: the argv of engine {defn.engine!r} comes from "
+            "lattice_workers.engines (engine_for), not command_for"
         )
-    if prompt_text.startswith("-"):
-        prompt_text = "\n" + prompt_text
-    if defn.engine == "claude":
-        return ["claude", "-p", prompt_text, *defn.args]
-    if defn.engine == "codex":
-        return ["codex", "exec", prompt_text, *defn.args]
-    if defn.engine == "gemini":
-        return ["gemini", "-p", prompt_text, *defn.args]
-    raise LatticeError(
-        Code.INVALID_WORKER, f"worker {defn.name!r} has unknown engine {defn.engine!r}"
-    )
+    command = defn.command
+    if isinstance(command, str):
+        return ["bash", "-c", _absolute_script(command, root)]
+    if command is None:
+        raise LatticeError(
+            Code.INVALID_WORKER, f"worker {defn.name!r} has engine script but no command"
+        )
+    first = command[0]
+    if _is_relative_path(first):
+        first = str(root / first)
+    return [first, *command[1:], *defn.args]
 
 
 def preflight(defn: WorkerDefinition, root: Path, path_env: str) -> str | None:
@@ -417,12 +405,22 @@ def _check_fields(
                 f'{shown}: "command" only applies to engine "script" (for {engine} the '
                 'command line is built from "prompt_file"); put extra arguments in "args".'
             )
+        if isinstance(v.get("args"), list):
+            from lattice_workers.engines import ENGINES as ADAPTERS
+
+            problems.extend(f"{shown}: {p}." for p in ADAPTERS[engine].args_problems(v["args"]))
         if "prompt_file" not in v and "prompt_file" not in failed:
             problems.append(
                 f'{shown}: engine "{engine}" needs a "prompt_file" (a path relative to the '
                 "project root); add one."
             )
     if engine == "script":
+        for key in ("max_cost_usd", "max_turns"):
+            if v.get(key) is not None:
+                problems.append(
+                    f'{shown}: "{key}" only applies to the agent engines (a script reports no '
+                    "cost or turns); remove it."
+                )
         if command is None and "command" not in failed:
             problems.append(
                 f'{shown}: engine "script" needs a "command" (a string run with bash -c, '

@@ -17,11 +17,13 @@ where the system allows one, and the sweep for what left the group.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import re
 import signal
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -33,7 +35,7 @@ import trio
 from lattice_workers.actors._cgroup import RunCgroups
 from lattice_workers.actors._child import Child
 from lattice_workers.actors._keep import KeepError, keep_work
-from lattice_workers.actors._logsink import LogSink
+from lattice_workers.actors._logsink import LogSink, Tap
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._worktree import Worktrees
 
@@ -65,6 +67,10 @@ class Launch:
     log_limit: int
     run_id: str
     attempt: int
+    #: What the worker reads on stdin (an agent's prompt); None: ``/dev/null``.
+    stdin: bytes | None = None
+    #: Between the output pipe and the log (an agent's stream reader), or None.
+    tap: Tap | None = None
 
 
 class Execution(Protocol):
@@ -170,22 +176,35 @@ class LocalExecutor:
             _check_program(argv[0], env.get("PATH"), cwd)
             wrapped = cgroups.entering(*key, argv)
             entered, argv = wrapped is not argv, wrapped
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        try:
-            child = Child.spawn(argv, cwd=cwd, env=env, output_fd=write_fd)
-        except BaseException:
-            os.close(read_fd)
-            if cgroups is not None:
-                cgroups.release({key})  # claimed by entering(), and empty
-            raise
-        finally:
-            os.close(write_fd)  # the worker has its own copies (stdout, stderr)
+        with contextlib.ExitStack() as stack:
+            stdin_fd: int | None = None
+            if launch.stdin is not None:
+                # A file, not a pipe: a prompt larger than a pipe holds must not block
+                # this thread until the worker reads it (or forever, if it never does).
+                stdin = stack.enter_context(tempfile.TemporaryFile())
+                stdin.write(launch.stdin)
+                stdin.seek(0)
+                stdin_fd = stdin.fileno()
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            try:
+                child = Child.spawn(
+                    argv, cwd=cwd, env=env, output_fd=write_fd, stdin_fd=stdin_fd
+                )
+            except BaseException:
+                os.close(read_fd)
+                if cgroups is not None:
+                    cgroups.release({key})  # claimed by entering(), and empty
+                raise
+            finally:
+                os.close(write_fd)  # the worker has its own copies (stdout, stderr)
         # Owned from here: whatever fails later, the attempt's end stops and reaps it.
         execution = LocalExecution(self, child, launch)
         if cgroups is not None and not entered:
             cgroups.join(*key, child.pid)
         try:
-            execution.sink = LogSink(read_fd, os.dup(launch.log_fd), launch.log_limit)
+            execution.sink = LogSink(
+                read_fd, os.dup(launch.log_fd), launch.log_limit, tap=launch.tap
+            )
         except OSError:  # out of descriptors: the output is lost, the run goes on
             log.exception("run %s: cannot copy its output into its log", launch.run_id)
             os.close(read_fd)

@@ -67,6 +67,14 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     timeout_minutes: float | None = None
     idempotency_key: str | None = None
     requested_by: str | None = None
+    max_cost_usd: float | None = None
+    max_turns: int | None = None
+    continue_run: str | None = None
+    message: str | None = None
+    #: Resolved by the registry from ``continue_run``: the agent's session, and the
+    #: folder it ran in (claude keeps sessions per working folder).
+    resume_session: str | None = None
+    resume_cwd: str | None = None
 
     @classmethod
     def from_wire(cls, req: Run) -> RunRequest:
@@ -80,6 +88,10 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
             timeout_minutes=req.timeout_minutes,
             idempotency_key=req.idempotency_key,
             requested_by=req.requested_by,
+            max_cost_usd=req.max_cost_usd,
+            max_turns=req.max_turns,
+            continue_run=req.continue_run,
+            message=req.message,
         )
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -45,10 +47,21 @@ def marker(dropped: int) -> bytes:
     return _MARKER.format(dropped=dropped).encode()
 
 
+class Tap(Protocol):
+    """What an agent run puts between its pipe and its log (``actors/_agent_tap.py``):
+    raw bytes in, the bytes to log out; ``finish`` flushes a last partial line."""
+
+    def __call__(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
 class LogSink:
     """Copies a pipe into a log file; owns both descriptors from construction."""
 
-    def __init__(self, read_fd: int, log_fd: int, limit: int) -> None:
+    def __init__(self, read_fd: int, log_fd: int, limit: int, tap: Tap | None = None) -> None:
+        self._tap: Callable[[bytes], bytes] | None = tap
+        self._tap_finish: Callable[[], bytes] | None = tap.finish if tap is not None else None
         os.set_blocking(read_fd, False)
         self._read_fd: int | None = read_fd
         self._log_fd: int | None = log_fd
@@ -80,6 +93,8 @@ class LogSink:
         try:
             if self._read_fd is not None:
                 await self._copy_available()
+            if self._tap_finish is not None and self._log_fd is not None:
+                await self._write(self._tap_finish())
         finally:
             self.close()
 
@@ -105,6 +120,8 @@ class LogSink:
                 raise
             if not data:
                 return False
+            if self._tap is not None:
+                data = self._tap(data)
             await self._write(data)
         return False
 

@@ -42,6 +42,8 @@ class Ending:
     log_tail: str | None = None
     #: What the attempt changed in its workspace, kept (see actors/_keep.py).
     changes: dict[str, Any] | None = None
+    #: An agent attempt's ``agent`` object (engines: model, tokens, cost, error kind).
+    agent: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -111,6 +113,7 @@ class RunRecord:
             idempotency_key=self.idempotency_key,
             log_tail=end.log_tail if end else None,
             changes=end.changes if end else None,
+            agent=end.agent if end else None,
         )
 
     @classmethod
@@ -128,6 +131,7 @@ class RunRecord:
                 result=info.result,
                 log_tail=info.log_tail,
                 changes=info.changes,
+                agent=info.agent,
             )
         state = RunState(info.state)
         return cls(

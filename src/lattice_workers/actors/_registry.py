@@ -22,7 +22,13 @@ import msgspec
 import trio
 from trio_util import AsyncValue
 
-from lattice_workers.actors._definitions import LoadedWorker, WorkerSet, load_workers, preflight
+from lattice_workers.actors._definitions import (
+    AGENT_ENGINES,
+    LoadedWorker,
+    WorkerSet,
+    load_workers,
+    preflight,
+)
 from lattice_workers.actors._environment import client_base, worker_variable
 from lattice_workers.actors._journal import JournalRecord, RunRequest
 from lattice_workers.actors._record import RunRecord
@@ -31,6 +37,8 @@ from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol._messages import Run, RunInfo, WorkerInfo
 from lattice_workers.store import new_id, validate_actor
+from lattice_workers.store._run_events import PROCESS_END_TYPES, ended_data, started_data
+from lattice_workers.store._spend import DailySpend
 
 log = logging.getLogger("lattice_workers.supervisor.registry")
 
@@ -67,6 +75,9 @@ class Registry:
         self._workers: WorkerSet | None = None
         self._nursery: trio.Nursery | None = None
         self._compacting = False
+        #: Today's spend of the board's agents, for ``workers.daily_budget_usd`` (made
+        #: at the first question: most boards set no budget).
+        self.spend: DailySpend | None = None
 
     # ------------------------------------------------------------------ nursery
 
@@ -136,6 +147,11 @@ class Registry:
             raise LatticeError(Code.SHUTTING_DOWN, "the supervisor is shutting down; no new runs")
         if req.idempotency_key and (seen := self._lookup_idempotent(req.idempotency_key)):
             return seen, False
+        resume: tuple[str, str | None] | None = None
+        if req.continue_run is not None:
+            commit_sha, session, cwd = await trio.to_thread.run_sync(self._continuation, req)
+            req = msgspec.structs.replace(req, revision=commit_sha)
+            resume = (session, cwd)
         worker, task_id, short_id, actor, commit, base, merge_base = await self._validate(
             req, client_env
         )
@@ -168,6 +184,10 @@ class Registry:
             idempotency_key=req.idempotency_key,
         )
         request = RunRequest.from_wire(req)
+        if resume is not None:
+            request = msgspec.structs.replace(
+                request, resume_session=resume[0], resume_cwd=resume[1]
+            )
         run = self.actor_class(
             self.ctx,
             record,
@@ -348,7 +368,17 @@ class Registry:
                 details={"problems": worker.problems},
             )
         defn = worker.definition
+        if defn.engine not in AGENT_ENGINES and (
+            req.max_cost_usd is not None or req.max_turns is not None
+        ):
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                f"worker '{worker.name}' is a script: --max-cost and --max-turns only apply "
+                "to agent workers (claude, codex, gemini)",
+            )
         task_id = board.resolve_task(req.task)
+        if defn.engine in AGENT_ENGINES:
+            self._check_budget()
         short_id = board.read_snapshot(task_id).get("short_id")
         actor = validate_actor(req.actor or worker.actor)
         # The engine is looked for on the PATH the worker will have: the client's.
@@ -364,6 +394,93 @@ class Registry:
         if problem:
             raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
         return worker, task_id, short_id, actor
+
+    def _continuation(self, req: Run) -> tuple[str, str, str | None]:
+        """``--continue RUN``: (the commit to start at, the agent's session, the folder
+        RUN ran in), or a clear error (blocking: reads the task's events).
+
+        The commit is RUN's kept work (its last attempt's snapshot) when it changed
+        files, else the commit it ran at."""
+        run_id = str(req.continue_run)
+        if req.revision is not None:
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                "--continue starts at the kept work of the run it continues; leave out --commit",
+            )
+        defn = self._current_workers().get(req.worker).definition
+        if defn is None or defn.engine not in AGENT_ENGINES:
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                f"worker '{req.worker}' is not an agent: only claude, codex and gemini "
+                "sessions can be continued",
+            )
+        if run_id in self.by_id:
+            raise LatticeError(
+                Code.CONFLICT,
+                f"run {run_id} is still live; wait for it (`lattice worker wait {run_id}`) "
+                "before continuing it",
+            )
+        board = self.ctx.board
+        task_id = board.resolve_task(req.task)
+        events = board.read_events(task_id).events
+        ended = [
+            e for e in events
+            if e.get("type") in PROCESS_END_TYPES and ended_data(e).get("run_id") == run_id
+        ]
+        if not ended:
+            raise LatticeError(
+                Code.NOT_FOUND,
+                f"no finished run {run_id} on task {req.task}; `lattice show {req.task}` "
+                "lists its runs",
+            )
+        last = ended_data(ended[-1])
+        if str(last.get("process_type") or "").lower() != defn.name.lower():
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                f"run {run_id} is a run of {last.get('process_type')}, not of {defn.name}; "
+                "continue it with its own worker",
+            )
+        agent = last.get("agent")
+        session = agent.get("session_id") if isinstance(agent, dict) else None
+        if not isinstance(session, str) or not session:
+            raise LatticeError(
+                Code.INVALID_REQUEST,
+                f"run {run_id} recorded no agent session (its agent never started one); "
+                "start a new run instead",
+            )
+        started = next(
+            (e for e in events if e.get("id") == last.get("started_event_id")), None
+        )
+        started_data_ = started_data(started) if started is not None else None
+        changes = last.get("changes")
+        commit = None
+        if isinstance(changes, dict) and changes.get("ref"):
+            commit = changes.get("snapshot_sha")
+        commit = commit or last.get("commit_sha") or "HEAD"
+        cwd = started_data_.get("worktree_path") if started_data_ is not None else None
+        return str(commit), session, str(cwd) if cwd else str(board.root)
+
+    def _check_budget(self) -> None:
+        """``BUDGET_EXCEEDED`` when ``workers.daily_budget_usd`` is spent today (UTC).
+
+        Only agent runs are refused: a script reports no cost. Blocking (reads the
+        events appended since the last question); runs in the validation thread.
+        """
+        section = self.ctx.board.config.get("workers")
+        budget = section.get("daily_budget_usd") if isinstance(section, dict) else None
+        if not isinstance(budget, int | float) or isinstance(budget, bool):
+            return
+        if self.spend is None:
+            self.spend = DailySpend(self.ctx.board.dir)
+        spent = self.spend.spent()
+        if spent >= budget:
+            raise LatticeError(
+                Code.BUDGET_EXCEEDED,
+                f"the board's daily budget is spent: ${spent:.2f} of ${budget:.2f} today "
+                "(UTC); raise workers.daily_budget_usd in .lattice/config.json (then "
+                "`lattice supervisor reload`), or wait until midnight UTC",
+                details={"spent_usd": spent, "daily_budget_usd": budget},
+            )
 
     def _default_bases(self) -> list[str]:
         configured = self.ctx.board.config.get("workers", {})

@@ -30,3 +30,5 @@ class Reason(enum.StrEnum):
     SPAWN_ERROR = "spawn_error"
     SUPERVISOR_SHUTDOWN = "supervisor_shutdown"
     ORPHANED = "orphaned"
+    #: An agent went past its cost or turn limit and was stopped (SPEC section 9).
+    BUDGET_EXCEEDED = "budget_exceeded"

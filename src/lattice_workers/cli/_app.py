@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lattice_workers.errors import Code, LatticeError, exit_code_for
+from lattice_workers.errors import Code, LatticeError, exit_code_for, io_error
 
 if TYPE_CHECKING:
     from lattice_workers.store import Board
@@ -240,6 +240,12 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         # `lattice list | head`: the reader left; that is not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # A file the command needed could not be read or written (a read-only sandbox,
+        # a full disk): a sentence and an exit code, never a traceback.
+        failure = io_error(exc, f"run `{prog} {' '.join(argv[:1])}`")
+        _report(ctx, failure)
+        return exit_code_for(failure.code)
 
 
 def _report(ctx: Context, err: LatticeError) -> None:

@@ -202,6 +202,7 @@ def _show(ctx: Context, args: argparse.Namespace) -> int:
 
 def _render_show(data: dict[str, Any]) -> str:
     from lattice_workers.store import actor_display
+    from lattice_workers.store._runs import agent_summary
 
     snap = data["task"]
     head = f"{snap['short_id']} ({snap['id']})" if snap.get("short_id") else str(snap.get("id"))
@@ -241,6 +242,11 @@ def _render_show(data: dict[str, Any]) -> str:
         )
         if run.get("error"):
             out.append(f"    error: {run['error']}")
+        if run.get("agent"):
+            out.append(f"    agent: {agent_summary(run['agent'])}")
+            agent_error = run["agent"].get("error")
+            if agent_error and agent_error != run.get("error"):
+                out.append(f"    agent error: {agent_error}")
         if run.get("log_tail"):
             out.append("    log tail:")
             out += [f"      {line}" for line in str(run["log_tail"]).splitlines()]

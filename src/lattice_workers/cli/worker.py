@@ -33,6 +33,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--actor", help="actor written on the run's events")
     p.add_argument("--timeout", type=float, metavar="MIN", help="deadline in minutes")
     p.add_argument("--idempotency-key", metavar="KEY", help="retries with it get the same run")
+    p.add_argument(
+        "--max-cost", type=_positive(float), metavar="USD", help="agent workers: spend at most USD"
+    )
+    p.add_argument(
+        "--max-turns", type=_positive(int), metavar="N", help="agent workers: at most N turns"
+    )
+    p.add_argument(
+        "--continue", dest="continue_run", metavar="RUN",
+        help="agent workers: resume RUN's session, at RUN's kept work",
+    )
+    p.add_argument("--message", metavar="TEXT", help="with --continue: what to tell the agent")
     p.add_argument("--wait", action="store_true", help="wait for the run to end")
     p.add_argument("--follow", action="store_true", help="stream the log until the run ends")
 
@@ -99,7 +110,7 @@ def _line(info: RunInfo) -> str:
 
 #: ``worker show`` fields that are Unix times, and durations in seconds.
 _TIMES = ("created_at", "started_at", "ended_at")
-_BLOCKS = ("result", "log_tail", "changes")
+_BLOCKS = ("result", "log_tail", "changes", "agent")
 
 
 def _iso(seconds: float) -> str:
@@ -143,6 +154,11 @@ def _detail(info: RunInfo, refs: set[str] | None = None) -> str:
     if info.result is not None:
         text = json.dumps(info.result, indent=2, sort_keys=True, ensure_ascii=False)
         out += ["result", *(f"  {line}" for line in text.splitlines())]
+    if info.agent:
+        from lattice_workers.store._runs import agent_summary
+
+        out += ["agent", f"  {agent_summary(info.agent)}"]
+        out += [f"  {k}: {info.agent[k]}" for k in ("session_id", "error") if info.agent.get(k)]
     if info.log_tail:
         out += ["log_tail", *(f"  {line}" for line in info.log_tail.splitlines())]
     if info.changes is not None:
@@ -185,6 +201,22 @@ def _follow(client: Client, run_id: str, tail: int | None = None) -> None:
         out.flush()
 
 
+def _positive(kind: type[float] | type[int]) -> Any:
+    """An argparse type: a number of ``kind`` greater than 0, else a clear usage error."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {what} greater than 0, not {text!r}")
+        return value
+
+    return parse
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -202,7 +234,13 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         timeout_minutes=args.timeout,
         idempotency_key=args.idempotency_key,
         requested_by=_requested_by(ctx),
+        max_cost_usd=args.max_cost,
+        max_turns=args.max_turns,
+        continue_run=args.continue_run,
+        message=args.message,
     )
+    if args.message is not None and args.continue_run is None:
+        raise LatticeError(Code.INVALID_ARGUMENT, "--message goes with --continue RUN")
     with _client(ctx) as client:
         if client.private:
             # The worker gets this shell's environment (a credential exported after the
@@ -248,8 +286,35 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
             return 0
     return ctx.ok(
         [_as_dict(r) for r in reply.runs],
-        lambda: _table(reply.runs, _refs_now(ctx, reply.runs)) or empty,
+        lambda: "\n".join(
+            filter(
+                None,
+                [_table(reply.runs, _refs_now(ctx, reply.runs)) or empty, _spent_line(ctx)],
+            )
+        ),
     )
+
+
+def _spent_line(ctx: Context) -> str:
+    """What the board's agents spent today, against ``workers.daily_budget_usd`` if set
+    ("" when nothing was spent and no budget is set)."""
+    import json
+
+    from lattice_workers.store._spend import DailySpend
+
+    try:
+        # Read without the board's store: ps is a client of the supervisor, and loads
+        # nothing it does not need (tests/cli/test_cli_lazy_parser.py).
+        board_dir = ctx.where()[1]
+        spent = DailySpend(board_dir).spent()
+        config = json.loads((board_dir / "config.json").read_bytes())
+    except (LatticeError, OSError, ValueError):
+        return ""
+    section = config.get("workers") if isinstance(config, dict) else None
+    budget = section.get("daily_budget_usd") if isinstance(section, dict) else None
+    if isinstance(budget, int | float) and not isinstance(budget, bool):
+        return f"agents spent ${spent:.2f} of the ${budget:.2f} daily budget today (UTC)"
+    return f"agents spent ${spent:.2f} today (UTC)" if spent else ""
 
 
 def _refs_now(ctx: Context, runs: list[RunInfo]) -> set[str] | None:
@@ -310,6 +375,10 @@ def _row(info: RunInfo, refs: set[str] | None = None) -> tuple[str, ...]:
 
         assert info.changes is not None
         note = f"{note}; {changes_summary(info.changes)}" if note else changes_summary(info.changes)
+    if info.agent:
+        from lattice_workers.store._runs import agent_summary
+
+        note = f"[{agent_summary(info.agent)}] {note}".rstrip()
     return (
         info.run_id,
         info.worker,

@@ -79,6 +79,15 @@ class Run(Request, tag="run"):
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     requested_by: str | None = None
     env: dict[str, str] | None = None
+    #: Per-run budgets for an agent worker, in place of the definition's
+    #: ``max_cost_usd`` / ``max_turns``: passed to the CLI where it has a flag, else
+    #: enforced from its stream. Refused (``INVALID_REQUEST``) for a script worker.
+    max_cost_usd: Annotated[float, Meta(gt=0)] | None = None
+    max_turns: Annotated[int, Meta(ge=1)] | None = None
+    #: Resume the agent session of this finished run of the same worker and task, in
+    #: a workspace at its kept work, telling it ``message`` (default: go on).
+    continue_run: NonEmpty | None = None
+    message: Annotated[str, Meta(min_length=1, max_length=128 * 1024)] | None = None
 
 
 class Cancel(Request, tag="cancel"):
@@ -205,6 +214,9 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: ``files_changed``, ``insertions``, ``deletions``, ``left_out``; or
     #: ``{"files_changed": 0}``); None for a run without a workspace.
     changes: dict[str, Any] | None = None
+    #: An agent run's ``agent`` object from its terminal event (SPEC section 9):
+    #: engine, model, session, turns, tokens, cost, final message, error kind.
+    agent: dict[str, Any] | None = None
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True, omit_defaults=True):

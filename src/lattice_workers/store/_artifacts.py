@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lattice_workers.errors import Code, LatticeError
+from lattice_workers.errors import Code, LatticeError, io_error
 from lattice_workers.store._ids import new_id, utc_now, validate_actor, validate_task_id
 from lattice_workers.store._jsonio import atomic_write_json, fsync_dir
 from lattice_workers.store._workflow import configured_roles
@@ -84,10 +84,16 @@ def attach_file(
     suffix = path.suffix if _SAFE_SUFFIX.fullmatch(path.suffix) else ""
     payload = board.dir / "artifacts" / "payload" / f"{art_id}{suffix}"
     meta_path = board.dir / "artifacts" / "meta" / f"{art_id}.json"
-    payload.parent.mkdir(parents=True, exist_ok=True)
-    meta_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        size = _copy_durably(path, payload)
+        payload.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise io_error(err, f"attach {path}") from err
+    try:
+        try:
+            size = _copy_durably(path, payload)
+        except OSError as err:
+            raise io_error(err, f"attach {path}") from err
         atomic_write_json(
             meta_path,
             {

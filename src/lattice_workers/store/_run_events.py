@@ -64,6 +64,8 @@ class ProcessEnded(TypedDict):
     output_error: NotRequired[str]
     #: True when the log reached ``log_max_mib`` and its middle was dropped.
     log_truncated: NotRequired[bool]
+    #: An agent run's figures and failure class (SPEC section 9; engines/_common.py).
+    agent: NotRequired[dict[str, Any]]
     #: What the attempt changed in its worktree, kept under ``ref`` (SPEC section 9),
     #: or ``{"files_changed": 0}``; only for a run with a worktree.
     changes: NotRequired[dict[str, Any]]

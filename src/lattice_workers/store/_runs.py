@@ -39,6 +39,30 @@ def default_log_path(started_event_id: str) -> str:
     return f".lattice/logs/workers/{started_event_id}.log"
 
 
+def agent_summary(agent: dict[str, Any] | None) -> str:
+    """An agent run's figures on one line: model, turns, tokens, cost ("" for none).
+
+    Read from an event written by any tool, so every value is checked."""
+    if not isinstance(agent, dict):
+        return ""
+    parts = [str(agent.get("model") or agent.get("engine") or "agent")]
+    turns = agent.get("turns")
+    if isinstance(turns, int):
+        parts.append(f"{turns} turn{'s' if turns != 1 else ''}")
+    tokens_in, tokens_out = agent.get("input_tokens"), agent.get("output_tokens")
+    if isinstance(tokens_in, int) or isinstance(tokens_out, int):
+        parts.append(f"{tokens_in or 0} in / {tokens_out or 0} out tokens")
+    cached = agent.get("cache_read_tokens")
+    if isinstance(cached, int) and cached:
+        parts.append(f"{cached} cached")
+    cost = agent.get("cost_usd")
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        parts.append(f"${cost:.4f}")
+    if agent.get("error_kind"):
+        parts.append(f"error_kind {agent['error_kind']}")
+    return ", ".join(parts)
+
+
 def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs of one task in the order they started (unpaired ends last).
 
@@ -46,8 +70,9 @@ def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     completed, failed), ``commit``, ``started``, ``ended``, ``duration`` (seconds),
     ``result`` (``success`` or the failure reason), ``error``, ``exit_code``,
     ``started_event_id``, ``ended_event_id``, ``log_path``, ``actor``, ``attempt``,
-    ``log_tail`` when the end carries one (a failure's last log lines), and
-    ``changes`` when it carries one (what the attempt changed: see actors/_keep.py).
+    ``log_tail`` when the end carries one (a failure's last log lines), ``changes``
+    when it carries one (what the attempt changed: see actors/_keep.py), and ``agent``
+    when the run was an agent's (model, turns, tokens, cost, ``error_kind``).
     """
     runs: dict[str, dict[str, Any]] = {}
     orphans: list[dict[str, Any]] = []
@@ -105,6 +130,8 @@ def process_runs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 run["log_tail"] = failure["log_tail"]
             if isinstance(ended.get("changes"), dict):
                 run["changes"] = ended.get("changes")
+            if isinstance(ended.get("agent"), dict):
+                run["agent"] = ended["agent"]
             duration = ended.get("duration_seconds")
             if not isinstance(duration, int | float):
                 start, end = _epoch(run.get("started")), _epoch(run["ended"])

@@ -31,6 +31,9 @@ class Settings:
         self.keep_finished_seconds = _number(section, "keep_finished_days", 7, minimum=0) * 86400
         self.shutdown_drain_seconds = _number(section, "shutdown_drain_seconds", 60, minimum=0)
         self.log_max_mib = _number(section, "log_max_mib", DEFAULT_MAX_MIB, minimum=0.001)
+        self.daily_budget_usd: float | None = None
+        if section.get("daily_budget_usd") is not None:
+            self.daily_budget_usd = _number(section, "daily_budget_usd", 0, minimum=0)
         worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
         self.worktree_dir = Path(worktree_dir) if worktree_dir else None
 

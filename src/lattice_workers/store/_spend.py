@@ -1,0 +1,98 @@
+"""What the agents spent today: the sum of ``agent.cost_usd`` in terminal events.
+
+The board-wide daily budget (``workers.daily_budget_usd``) is checked on every Run
+request, so the sum must be cheap to ask again: event files are append-only, and
+:class:`DailySpend` remembers how far it read each one and what it found there, so a
+second question costs one ``stat`` per file and reads only what was appended. A new
+UTC day starts from zero. Lines that are not JSON (a torn last line, a corrupt one)
+count nothing: the board's own readers deal with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+TERMINAL = (b'"process_completed"', b'"process_failed"')
+
+
+@dataclass
+class _FileState:
+    offset: int
+    cost: float
+
+
+class DailySpend:
+    """The day's spend of one board, read incrementally (thread-safe, blocking I/O)."""
+
+    def __init__(self, board_dir: Path) -> None:
+        self.folders = (board_dir / "events", board_dir / "archive" / "events")
+        self._day = ""
+        self._files: dict[Path, _FileState] = {}
+        self._lock = threading.Lock()
+
+    def spent(self, day: str | None = None) -> float:
+        """US dollars spent on ``day`` (``YYYY-MM-DD``, UTC; default today)."""
+        day = day or datetime.now(UTC).strftime("%Y-%m-%d")
+        with self._lock:
+            if day != self._day:
+                self._day, self._files = day, {}
+            total = 0.0
+            for folder in self.folders:
+                try:
+                    entries = list(os.scandir(folder))
+                except OSError:
+                    continue
+                for entry in entries:
+                    if entry.name.endswith(".jsonl"):
+                        total += self._read(Path(entry.path), day)
+            return round(total, 6)
+
+    def _read(self, path: Path, day: str) -> float:
+        state = self._files.get(path)
+        if state is None:
+            state = self._files[path] = _FileState(0, 0.0)
+        try:
+            size = path.stat().st_size
+            if size < state.offset:  # rewritten (rebuild): read it again
+                state.offset, state.cost = 0, 0.0
+            if size == state.offset:
+                return state.cost
+            with open(path, "rb") as f:
+                f.seek(state.offset)
+                data = f.read(size - state.offset)
+        except OSError:
+            return state.cost
+        end = data.rfind(b"\n") + 1  # a torn last line is read again next time
+        state.offset += end
+        state.cost += _cost_of(data[:end], day)
+        return state.cost
+
+
+def _cost_of(data: bytes, day: str) -> float:
+    total = 0.0
+    stamp = f'"{day}T'.encode()
+    for line in data.splitlines():
+        if b"cost_usd" not in line or stamp not in line or not any(t in line for t in TERMINAL):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict) or event.get("type") not in (
+            "process_completed",
+            "process_failed",
+        ):
+            continue
+        if not str(event.get("ts", "")).startswith(day):
+            continue
+        data_field = event.get("data")
+        agent = data_field.get("agent") if isinstance(data_field, dict) else None
+        cost = agent.get("cost_usd") if isinstance(agent, dict) else None
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
+            total += float(cost)
+    return total
