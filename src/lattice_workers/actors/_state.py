@@ -30,3 +30,5 @@ class Reason(enum.StrEnum):
     SPAWN_ERROR = "spawn_error"
     SUPERVISOR_SHUTDOWN = "supervisor_shutdown"
     ORPHANED = "orphaned"
+    #: The cluster node that ran it died or stopped answering (a Ray executor).
+    NODE_LOST = "node_lost"
