@@ -123,6 +123,8 @@ class RayExecutor:
         self.config = config
         self.namespace = namespace or board_namespace(root)
         self._remotes: dict[str, _Remote] = {}
+        #: Size of each bundle sent to a node (the bench and the tests read it).
+        self.bundle_bytes: list[int] = []
 
     # ------------------------------------------------------------------ the cluster
 
@@ -130,6 +132,14 @@ class RayExecutor:
         """Join the cluster (once per process); a clear ``CLUSTER_UNAVAILABLE`` when it
         cannot be reached, so that a request is refused before anything is written."""
         await trio.to_thread.run_sync(self._connect_blocking)
+
+    async def check(self) -> None:
+        """Whether the cluster answers now: at request time, before anything is
+        written, so that a run on a cluster that is down is refused, not failed."""
+        address = self.config.address
+        if address and address != "auto":
+            await trio.to_thread.run_sync(_check_reachable, address)
+        await self.connect()
 
     def _connect_blocking(self) -> None:
         ray = _ray()
@@ -204,6 +214,7 @@ class RayExecutor:
                 bundle = await trio.to_thread.run_sync(
                     partial(make_bundle, self.root, commit, answer["missing"])
                 )
+                self.bundle_bytes.append(len(bundle))
                 answer = await self._call(
                     handle.prepare, run_id, commit, bundle, bound=GIT_SECONDS
                 )
