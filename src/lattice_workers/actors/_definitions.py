@@ -21,7 +21,7 @@ import shlex
 import shutil
 import stat
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -92,6 +92,9 @@ class WorkerDefinition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     report_prefix: str | None = None
     report_dir: str | None = None
     log_max_mib: Annotated[float, Meta(gt=0)] | None = None
+    #: Where its runs go: "local", or "ray" (the cluster of ``workers.executor``);
+    #: None: the board's ``workers.executor``.
+    executor: Literal["local", "ray"] | None = None
 
 
 #: What each field must be, in words, for the message when its value does not convert.
@@ -118,6 +121,7 @@ _REQUIREMENT = {
     "report_prefix": "a string",
     "report_dir": "a path",
     "log_max_mib": "a number of MiB greater than 0 (the run's log keeps at most that much)",
+    "executor": '"local" or "ray" (where its runs go; omit it for the board\'s workers.executor)',
 }
 _FIELDS = {f.name: f for f in msgspec.structs.fields(WorkerDefinition)}
 
@@ -470,6 +474,11 @@ def _check_fields(
                 f'{shown}: "{key}" contains a NUL character, which no process can receive; '
                 "remove it."
             )
+    if v.get("executor") == "ray" and v.get("worktree") is False:
+        problems.append(
+            f'{shown}: "executor": "ray" runs the worker in a worktree on a cluster node; '
+            'remove "worktree": false, or run it locally ("executor": "local").'
+        )
     report_dir = v.get("report_dir")
     if (
         isinstance(report_dir, str)

@@ -13,6 +13,7 @@ from typing import Any
 from lattice_workers.actors._logsink import DEFAULT_MAX_MIB
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import Code, LatticeError
+from lattice_workers.executors.ray._config import parse_executor
 from lattice_workers.store import Board
 
 
@@ -31,6 +32,8 @@ class Settings:
         self.keep_finished_seconds = _number(section, "keep_finished_days", 7, minimum=0) * 86400
         self.shutdown_drain_seconds = _number(section, "shutdown_drain_seconds", 60, minimum=0)
         self.log_max_mib = _number(section, "log_max_mib", DEFAULT_MAX_MIB, minimum=0.001)
+        #: ``workers.executor``: where runs go unless their definition says otherwise.
+        self.executor = parse_executor(section)
         worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
         self.worktree_dir = Path(worktree_dir) if worktree_dir else None
 
