@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' for tests/ray")
 
@@ -337,3 +338,34 @@ async def test_a_node_that_dies_mid_run_ends_the_attempt_as_node_lost(
         await until(lambda: nothing_left(attempt.run_id), 20)
     finally:
         ray_cluster.start_node("b")
+
+
+async def test_waiting_for_a_node_holds_no_thread(
+    ray_cluster: LocalCluster, repo: Path, tmp_path: Path
+) -> None:
+    """Each live run has a long poll in flight; were each a thread, Trio's 40 would cap
+    the runs a supervisor can follow. With every thread taken, a run still ends."""
+    attempt = Attempt(executor(ray_cluster, repo), repo, tmp_path, "sleep 1; echo done")
+    execution = await attempt.start()
+    limiter = trio.to_thread.current_default_thread_limiter()
+    held = limiter.total_tokens
+    release = trio.Event()
+
+    async def hold_one() -> None:
+        async with limiter:
+            await release.wait()
+
+    try:
+        async with trio.open_nursery() as holders:
+            for _ in range(held):
+                holders.start_soon(hold_one)
+            await trio.testing.wait_all_tasks_blocked()
+            assert limiter.available_tokens == 0
+            with trio.fail_after(60):
+                assert await execution.wait() == 0
+                await execution.run_output()
+            release.set()
+    finally:
+        release.set()
+    await attempt.end()
+    assert "done" in attempt.log.read_text()

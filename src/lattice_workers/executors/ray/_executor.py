@@ -7,9 +7,12 @@ inside a named, detached actor (:mod:`._node`, :mod:`._remote`), one per attempt
 the board's namespace (:func:`~._config.board_namespace`), so that a restarted
 supervisor finds them (:meth:`RayExecutor.settle_orphans`).
 
-Ray's calls block; every one runs in ``trio.to_thread`` with a bound, never on the
-loop. Waits are long polls (the node answers as soon as something happens, or after
-:data:`POLL_SECONDS`), so nothing is polled at a fixed rate while a run is quiet.
+Nothing blocks the loop: a call to an actor is submitted, and its answer's future
+wakes the waiting task (no thread per pending call); what blocks in Ray (joining the
+cluster, creating or killing an actor, a large argument) runs in ``trio.to_thread``,
+every wait bounded. Waits are long polls (the node answers as soon as something
+happens, or after :data:`POLL_SECONDS`), so nothing is polled at a fixed rate while a
+run is quiet.
 
 Node loss: an actor whose node dies fails its pending calls with ``RayActorError``
 once Ray knows (a raylet killed: about a second; a machine gone silent: Ray's health
@@ -22,6 +25,7 @@ node still lives) kills the worker's group when its actor is gone.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -165,22 +169,41 @@ class RayExecutor:
                 ) from None
 
     async def _call(self, method: Any, *args: Any, bound: float, **kwargs: Any) -> Any:
-        """``method.remote(...)`` and its answer, in a thread, bounded; ``NodeLost``
-        when the actor died or did not answer in ``bound`` seconds."""
+        """``method.remote(...)``'s answer, bounded; ``NodeLost`` when the actor died or
+        did not answer within ``bound`` seconds.
+
+        No thread waits: the answer's future wakes this task (``ObjectRef.future()``
+        calls back from Ray's own thread). A thread per pending call would not do: each
+        live run has a long poll in flight, and Trio's threads are 40 by default.
+        """
         ray = _ray()
-
-        def call() -> Any:
+        if any(isinstance(arg, bytes) and len(arg) > 64 * 1024 for arg in args):
+            # Serializing a bundle into the object store takes a while: not on the loop.
+            ref = await trio.to_thread.run_sync(lambda: method.remote(*args, **kwargs))
+        else:
             ref = method.remote(*args, **kwargs)
-            try:
-                return ray.get(ref, timeout=bound)
-            except ray.exceptions.GetTimeoutError:
-                ray.cancel(ref, force=False)
-                raise NodeLost(f"the Ray node did not answer in {bound:g} s") from None
-            except _dead_errors() as err:
-                gone = f"the Ray node running the worker is gone ({_first_line(err)})"
-                raise NodeLost(gone) from None
+        future = ref.future()
+        answered = trio.Event()
+        token = trio.lowlevel.current_trio_token()
 
-        return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+        def wake(_: object) -> None:
+            try:
+                token.run_sync_soon(answered.set)
+            except trio.RunFinishedError:
+                pass  # the supervisor's loop is gone; nobody waits for this answer
+
+        future.add_done_callback(wake)
+        with trio.move_on_after(bound):
+            await answered.wait()
+        if not future.done():
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+            raise NodeLost(f"the Ray node did not answer in {bound:g} s")
+        try:
+            return future.result()
+        except _dead_errors() as err:
+            gone = f"the Ray node running the worker is gone ({_first_line(err)})"
+            raise NodeLost(gone) from None
 
     # ------------------------------------------------------------------ the seam
 
