@@ -51,6 +51,8 @@ class AttemptFacts:
     log_path: str | None = None
     worktree_path: str | None = None
     pid: int | None = None
+    #: The cluster node that runs the attempt (a Ray executor's), else None.
+    node: str | None = None
     started_at: float | None = None
     #: Set once the attempt's terminal event is written (or it ended without one).
     ended: Ending | None = None
@@ -108,6 +110,7 @@ class RunRecord:
             result=end.result if end else None,
             idempotency_key=self.idempotency_key,
             log_tail=end.log_tail if end else None,
+            node=attempt.node,
         )
 
     @classmethod

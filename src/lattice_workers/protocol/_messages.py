@@ -196,6 +196,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     idempotency_key: str | None = None
     #: A failed run's last meaningful log lines (ANSI stripped, at most ~500 bytes).
     log_tail: str | None = None
+    #: The cluster node that runs (ran) its current attempt; None on this machine.
+    node: str | None = None
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -132,6 +132,8 @@ class Supervisor:
                 cgroups=self.cgroups,
                 sweep_leftovers=self.sweeper.attempt_ended,
             ),
+            default_executor=self.settings.executor.kind,
+            ray=_ray_executor(board, self.settings),
         )
         self.registry = Registry(
             self.ctx,
@@ -188,6 +190,8 @@ class Supervisor:
                     await nursery.start(self.ctx.worktrees.serve)
                     await nursery.start(self.sweeper.serve)
                     await nursery.start(self.registry.serve)
+                    if self.ctx.ray is not None:
+                        await _settle_cluster(self.ctx.ray)
                     await recover(
                         self.board,
                         self.journal,
@@ -389,3 +393,42 @@ def run_supervisor(
         for handler in listener.handlers:
             handler.close()  # the summaries of repeated warnings still counting
         lock.release()
+
+
+def _ray_executor(board: Board, settings: Settings) -> Any:
+    """The Ray cluster's executor when ``workers.executor`` names one, else None.
+
+    Made without joining the cluster: the first run that goes there joins (and a
+    cluster that does not answer refuses that run, not the supervisor's start). Read
+    at start only: a changed ``workers.executor`` needs a restart (live runs are on
+    the cluster it named).
+    """
+    if settings.executor.kind != "ray":
+        return None
+    from lattice_workers.executors.ray._executor import RayExecutor
+
+    return RayExecutor(board.root, settings.executor)
+
+
+#: How long the start waits at most for the cluster's orphans to be settled.
+SETTLE_CLUSTER_SECONDS = 120.0
+
+
+async def _settle_cluster(ray: Any) -> None:
+    """End what a previous supervisor of this board left on the cluster (after its
+    ``kill -9``): every attempt actor in the board's namespace, its work kept as
+    ``refs/lattice/runs/<run>/<attempt>`` when its node answers. Recovery then closes
+    those runs on the board as ``orphaned``. Bounded; a cluster that does not answer
+    is logged and settled by a later start."""
+    try:
+        with trio.fail_after(SETTLE_CLUSTER_SECONDS):
+            settled = await ray.settle_orphans()
+    except (LatticeError, trio.TooSlowError) as err:
+        log.warning("recovery: could not settle this board's runs on the Ray cluster: %s", err)
+        return
+    for entry in settled:
+        log.info(
+            "recovery: ended %s on Ray node %s (%s)", entry["run_id"], entry.get("node", "?"),
+            "work kept" if (entry.get("changes") or {}).get("ref") else
+            entry.get("error") or "nothing to keep",
+        )

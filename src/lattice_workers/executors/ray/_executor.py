@@ -40,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from lattice_workers.actors._executor import WorkerLost, Workspace
 from lattice_workers.actors._keep import KeepError, run_ref
 from lattice_workers.actors._logsink import LogSink
 from lattice_workers.errors import Code, LatticeError
@@ -64,15 +65,8 @@ LOCATION_PREFIX = "ray://"
 T = TypeVar("T")
 
 
-class NodeLost(Exception):
+class NodeLost(WorkerLost):
     """The node that ran the attempt is gone (or unreachable past the bound)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Workspace:
-    """The folder a worker sees, named as its executor names it (the seam's type)."""
-
-    location: str
 
 
 class LaunchLike(Protocol):
@@ -95,7 +89,8 @@ class _Remote:
     handle: Any
     node: str
     worktree: str
-    stopped: bool = field(default=False)
+    #: Its node is gone: the calls that remain (stop, close, keep, release) are skipped.
+    lost: bool = field(default=False)
 
 
 def _ray() -> Any:
@@ -302,6 +297,8 @@ class RayExecutor:
         remote = self._remotes.get(workspace.location)
         if remote is None:
             return None
+        if remote.lost:
+            return {"files_changed": 0, "error": "the work could not be kept: its node is gone"}
         try:
             kept = await self._call(remote.handle.keep, actor=actor, task=task, bound=GIT_SECONDS)
         except NodeLost as err:
@@ -325,6 +322,9 @@ class RayExecutor:
         """Remove the node's worktree and end the actor; a failure is logged."""
         remote = self._remotes.pop(workspace.location, None)
         if remote is None:
+            return
+        if remote.lost:  # nothing to remove on a node that is gone; the actor is dead
+            await trio.to_thread.run_sync(partial(_ray().kill, remote.handle, no_restart=True))
             return
         await self._end(remote.handle, remote.name)
 
@@ -442,9 +442,14 @@ class RayExecution:
     async def wait(self) -> int:
         """Its exit status; ``NodeLost`` when its node died or stopped answering."""
         while self._returncode is None:
-            code = await self._executor._call(
-                self._remote.handle.wait, POLL_SECONDS, bound=POLL_SECONDS + UNREACHABLE_SECONDS
-            )
+            try:
+                code = await self._executor._call(
+                    self._remote.handle.wait, POLL_SECONDS,
+                    bound=POLL_SECONDS + UNREACHABLE_SECONDS,
+                )
+            except NodeLost:
+                self._remote.lost = True
+                raise
             self._returncode = code
         return self._returncode
 
@@ -458,6 +463,8 @@ class RayExecution:
     async def stop(self, grace_seconds: float) -> None:
         """TERM to its group on the node, the grace, KILL (done on the node, so a slow
         link does not stretch the grace); returns once it exited or its node is gone."""
+        if self._remote.lost:
+            return
         with trio.CancelScope(shield=True):
             try:
                 code = await self._executor._call(
@@ -465,6 +472,7 @@ class RayExecution:
                     bound=grace_seconds + UNREACHABLE_SECONDS,
                 )
             except NodeLost:
+                self._remote.lost = True
                 return
             if code is not None:
                 self._returncode = code
@@ -472,6 +480,9 @@ class RayExecution:
     async def close(self, *, stopped: bool) -> None:
         """Kill what is left of its group, copy the rest of its output (bounded), bring
         its result file and outputs into the supervisor's paths."""
+        if self._remote.lost:
+            await self.sink.finish()
+            return
         try:
             with trio.move_on_after(UNREACHABLE_SECONDS):
                 files = await self._executor._call(self._remote.handle.files, bound=GIT_SECONDS)
