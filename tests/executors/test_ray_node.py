@@ -228,3 +228,15 @@ def test_nothing_changed_is_no_bundle(repo: Path, tmp_path: Path) -> None:
     assert node.keep(actor="agent:w", task="T-1") == {"changes": {"files_changed": 0},
                                                       "bundle": None}
     node.release()
+
+
+def test_a_node_sweeps_what_attempts_whose_actors_are_gone_left(
+    repo: Path, tmp_path: Path
+) -> None:
+    dead = prepared(repo, tmp_path, "run_dead.1")  # its actor died with its node
+    alive_one = prepared(repo, tmp_path, "run_alive.1")
+    me = NodeAttempt("ns", "run_new.1", "node-1", base=str(tmp_path / "node"))
+    assert me.sweep({"run_alive.1", "run_new.1"}) == ["run_dead.1"]
+    assert not dead.dir.exists() and alive_one.worktree.is_dir()
+    assert str(dead.worktree) not in git(dead.cache, "worktree", "list")
+    alive_one.release()

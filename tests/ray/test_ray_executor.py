@@ -104,8 +104,9 @@ class Attempt:
         return code, await self.end()
 
 
-def node_worktrees(cluster: LocalCluster) -> list[Path]:
-    return sorted(cluster.node_dir.glob("*/runs/*"))
+def node_worktrees(cluster: LocalCluster, run_id: str) -> list[Path]:
+    """The run's folders on the nodes (they share this machine's disk here)."""
+    return sorted(cluster.node_dir.glob(f"*/runs/{run_id}.*"))
 
 
 def git(repo: Path, *args: str) -> str:
@@ -167,7 +168,7 @@ async def test_a_run_on_a_node_streams_its_log_and_brings_back_result_and_work(
     # Kept work is in the project, and applies there.
     apply_to_branch(repo, attempt.run_id, "from-ray")
     assert git(repo, "show", "from-ray:more.txt") == "untracked\n"
-    assert node_worktrees(ray_cluster) == []  # the worktree and its folder are gone
+    assert node_worktrees(ray_cluster, attempt.run_id) == []  # worktree and folder gone
     assert nothing_left(attempt.run_id)
 
 
@@ -257,7 +258,7 @@ async def test_a_program_missing_on_the_node_is_a_spawn_error_naming_the_node(
     with pytest.raises(FileNotFoundError, match="not installed on Ray node"):
         await trio.to_thread.run_sync(ex.start, launch)
     await ex.release(attempt.workspace)
-    assert node_worktrees(ray_cluster) == []
+    assert node_worktrees(ray_cluster, attempt.run_id) == []
 
 
 async def test_an_unreachable_cluster_is_a_clear_error(repo: Path) -> None:
@@ -314,7 +315,7 @@ async def test_after_a_supervisor_kill_9_the_next_one_settles_its_actors(
     changes = ours[0]["changes"]
     assert isinstance(changes, dict) and changes["ref"] == run_ref(run_id, 1)
     assert nothing_left(run_id)
-    assert node_worktrees(ray_cluster) == []
+    assert node_worktrees(ray_cluster, run_id) == []
     assert await ex.settle_orphans() == []  # nothing of the board's is left on the cluster
 
 
@@ -338,6 +339,12 @@ async def test_a_node_that_dies_mid_run_ends_the_attempt_as_node_lost(
         await until(lambda: nothing_left(attempt.run_id), 20)
     finally:
         ray_cluster.start_node("b")
+    # The node came back with the lost attempt's worktree on its disk: the next attempt
+    # there sweeps it.
+    assert node_worktrees(ray_cluster, attempt.run_id)
+    again = Attempt(executor(ray_cluster, repo, lw_b=1), repo, tmp_path, "true")
+    assert (await again.run())[0] == 0
+    assert node_worktrees(ray_cluster, attempt.run_id) == []
 
 
 async def test_waiting_for_a_node_holds_no_thread(

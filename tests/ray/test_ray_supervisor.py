@@ -74,6 +74,10 @@ def test_a_run_on_the_cluster_has_the_records_and_commands_of_a_local_one(
     assert "out.txt" in board.cli("worker", "diff", run["run_id"]).stdout
     table = board.cli("worker", "ps", "-a").stdout
     assert "NODE" in table.splitlines()[0] and node[:12] in table
+    # The log streams while it runs: --follow prints it as locally, until the end.
+    followed = board.cli("worker", "run", "Build", board.create_task("again"), "--follow",
+                         timeout=180)
+    assert "built on " in followed.stdout
     # A definition that says "local" still runs here, beside the cluster's.
     here = board.json("worker", "run", "Here", task, "--wait", timeout=60)["data"][0]
     assert here["state"] == "completed" and "node" not in here
@@ -158,7 +162,7 @@ def test_a_supervisor_killed_9_is_settled_by_the_next_start(
     assert nothing_left(run_id)
     # Its work came back from the node before the actor went.
     assert board.git("show", f"refs/lattice/runs/{run_id}/1:kept.txt") == "kept"
-    assert not list(ray_cluster.node_dir.glob("*/runs/*"))
+    assert not list(ray_cluster.node_dir.glob(f"*/runs/{run_id}.*"))  # nor its worktree
 
 
 def test_a_node_killed_mid_run_ends_it_as_node_lost(

@@ -179,6 +179,27 @@ class NodeAttempt:
             git(self.cache, "worktree", "add", "-q", "--detach", str(self.worktree), commit)
         return {"location": str(self.worktree), "node": self.node_id}
 
+    def sweep(self, live: set[str]) -> list[str]:
+        """Remove the folders (and worktrees) of attempts whose actor is gone: a node
+        that died mid-run, then came back, still has them on its disk. ``live``: the
+        names of the namespace's actors now. The names removed."""
+        runs = self.home / "runs"
+        if not runs.is_dir():
+            return []
+        removed = []
+        with _locked(self.home / "cache.lock"):
+            for folder in sorted(runs.iterdir()):
+                if folder.name in live or folder.name == _safe(self.name):
+                    continue
+                work = folder / "work"
+                if work.exists():
+                    git(self.cache, "worktree", "remove", "--force", str(work), check=False)
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+            if removed:
+                git(self.cache, "worktree", "prune", check=False)
+        return removed
+
     # ------------------------------------------------------------------ process
 
     def start(

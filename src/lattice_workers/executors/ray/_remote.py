@@ -26,6 +26,19 @@ class RayNodeAttempt(NodeAttempt):
         ray: Any = importlib.import_module("ray")
         super().__init__(namespace, name, ray.get_runtime_context().get_node_id(), base)
 
+    def prepare(self, run_id: str, commit: str, bundle: bytes | None = None) -> dict[str, Any]:
+        """:meth:`NodeAttempt.prepare`, after removing what attempts whose actors are
+        gone left on this node (it died with them, and came back)."""
+        if bundle is None:  # once per attempt: its first prepare
+            ray: Any = importlib.import_module("ray")
+            live = {
+                actor["name"]
+                for actor in ray.util.list_named_actors(all_namespaces=True)
+                if actor.get("namespace") == self.namespace
+            }
+            self.sweep(live)
+        return super().prepare(run_id, commit, bundle)
+
 
 @functools.cache
 def remote_class() -> Any:
