@@ -105,3 +105,25 @@ def test_a_definition_chooses_its_executor(tmp_path: Path) -> None:
     ctx.default_executor = "ray"
     assert ctx.executor_for(any_) is cluster and ctx.executor_for(near) is ctx.executor
     ctx.journal.close()
+
+
+def test_an_orphan_kept_on_another_machine_has_its_changes_in_its_end(tmp_path: Path) -> None:
+    """Recovery closes a run whose workspace was on a cluster node with the ``changes``
+    its executor brought back, and never treats ``ray://...`` as a local folder."""
+    from lattice_workers.actors._settle import settle_unowned
+
+    board = Board.init(tmp_path, project_code="LAT", default_actor=ACTOR)
+    task_id = str(board.create_task("t", actor=ACTOR)["id"])
+    board.append(task_id, "process_started", {
+        "process_type": "W", "run_id": "run_x", "attempt": 2, "commit_sha": "0" * 40,
+        "worktree_path": "ray://node/somewhere/work",
+    }, actor="agent:w")
+    changes = {"ref": "refs/lattice/runs/run_x/2", "files_changed": 1}
+    removed: list[list[Path]] = []
+    closed = settle_unowned(
+        board, board.open_runs(), kill=False, remove_worktrees=removed.append,
+        kept_elsewhere={("run_x", 2): changes},
+    )
+    assert len(closed) == 1 and removed == [[]]
+    end = json.loads(board.events_path(task_id).read_text().splitlines()[-1])
+    assert end["data"]["reason"] == "orphaned" and end["data"]["changes"] == changes

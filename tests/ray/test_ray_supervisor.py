@@ -160,8 +160,9 @@ def test_a_supervisor_killed_9_is_settled_by_the_next_start(
     ended = board.process_events(task)[-1]
     assert ended["type"] == "process_failed" and ended["data"]["reason"] == "orphaned"
     assert nothing_left(run_id)
-    # Its work came back from the node before the actor went.
+    # Its work came back from the node before the actor went, named by its end.
     assert board.git("show", f"refs/lattice/runs/{run_id}/1:kept.txt") == "kept"
+    assert ended["data"]["changes"]["ref"] == f"refs/lattice/runs/{run_id}/1"
     assert not list(ray_cluster.node_dir.glob(f"*/runs/{run_id}.*"))  # nor its worktree
 
 
