@@ -129,12 +129,13 @@ def test_the_worker_runs_in_the_worktree_with_node_paths_and_its_output_is_read(
     node = prepared(repo, tmp_path)
     local = str(repo)
     script = (
-        'echo "node=$LATTICE_NODE wt=$LATTICE_WORKTREE root=$LATTICE_ROOT arg=$1"; '
+        'echo "node=$LATTICE_NODE wt=$LATTICE_WORKTREE root=$LATTICE_ROOT arg=$1 pwd=$PWD"; '
         'cat "$LATTICE_PROMPT_FILE"; echo "{\\"n\\": 1}" > "$LATTICE_RESULT_FILE"; '
         'echo out > "$LATTICE_OUTPUT_DIR/report.md"; exit 4'
     )
     env = {
         "PATH": os.environ["PATH"],
+        "PWD": "/where/the/client/was",
         "LATTICE_RUN_ID": "run_x",
         "LATTICE_ROOT": local,
         "LATTICE_RESULT_FILE": "/supervisor/results/run_x.json",
@@ -147,7 +148,7 @@ def test_the_worker_runs_in_the_worktree_with_node_paths_and_its_output_is_read(
     )
     output = read_all(node).decode()
     wt = node.worktree
-    assert f"node=node-1 wt={wt} root={wt} arg={wt}/sub/file" in output
+    assert f"node=node-1 wt={wt} root={wt} arg={wt}/sub/file pwd={wt}" in output
     assert "the prompt" in output
     assert node.wait(10) == 4
     files = node.files()

@@ -260,6 +260,7 @@ class NodeAttempt:
         out = {k: _remap(v, roots, wt) for k, v in env.items()}
         out["LATTICE_WORKTREE"] = wt
         out["LATTICE_ROOT"] = wt
+        out["PWD"] = wt  # the folder it runs in, as a local worker's PWD says
         out["LATTICE_NODE"] = self.node_id
         out["LATTICE_LOG"] = str(self.dir / "output.log")
         out[RESULT_VAR] = str(self.dir / "result.json")
