@@ -41,6 +41,8 @@ class LocalCluster:
     env: dict[str, str]
     temp: Path
     groups: dict[str, int] = field(default_factory=dict)
+    #: Ids of nodes killed by :meth:`kill_node` (Ray marks them dead a while later).
+    killed: set[str] = field(default_factory=set)
 
     @classmethod
     def start(cls, base: Path, nodes: tuple[str, ...] = ("a", "b"), cpus: int = 4) -> LocalCluster:
@@ -77,10 +79,20 @@ class LocalCluster:
             self.env,
         )
         deadline = time.monotonic() + START_SECONDS
-        while self.node_id(name) is None:  # ray start returns before the node shows
+        # ray start returns before the node shows; a node of that name killed before
+        # must be known dead too, or an actor for it could still be sent there.
+        while not self._only_new(name):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node {name} did not join the cluster")
             time.sleep(0.2)
+
+    def _only_new(self, name: str) -> bool:
+        alive = [
+            str(node["NodeID"])
+            for node in _ray().nodes()
+            if node["Alive"] and f"lw_{name}" in node["Resources"]
+        ]
+        return bool(alive) and not self.killed.intersection(alive)
 
     def node_id(self, name: str) -> str | None:
         for node in _ray().nodes():
@@ -97,6 +109,9 @@ class LocalCluster:
     def kill_node(self, name: str) -> None:
         """SIGKILL to every process of the node (its raylet, its workers, the attempt
         actors on it): the node dies as a machine would."""
+        node = self.node_id(name)
+        if node is not None:
+            self.killed.add(node)
         _kill_group(self.groups.pop(name))
 
     def stop(self) -> None:
