@@ -347,6 +347,9 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path, default=HERE / "results.json")
     ap.add_argument("--dir", type=Path, default=None, help="parent of the scratch folder")
     ap.add_argument(
+        "--ray", action="store_true", help="also bench_ray.py: a local Ray cluster (ray extra)"
+    )
+    ap.add_argument(
         "--skip-others",
         action="store_true",
         help="do not run bench_board.py, bench_protocol.py and bench_workspace.py",
@@ -365,7 +368,7 @@ def main() -> None:
         result["runs"] = bench_runs.measure(mode, scratch / "runs")
         result.update(bench_ps.measure(mode, scratch / "ps"))
         others: dict[str, Any] = {}
-        for script in OTHERS:
+        for script in (*OTHERS, "bench_ray.py") if args.ray else OTHERS:
             if mode == "smoke" or args.skip_others:
                 why = "--smoke" if mode == "smoke" else "--skip-others"
                 others[Path(script).stem] = {"skipped": f"not run with {why}"}

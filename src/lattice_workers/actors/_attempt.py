@@ -37,7 +37,7 @@ from lattice_workers.actors._agent_tap import AgentTap
 from lattice_workers.actors._context import RunContext
 from lattice_workers.actors._definitions import WorkerDefinition, command_for
 from lattice_workers.actors._environment import lattice_variables, worker_environment
-from lattice_workers.actors._executor import Execution, Launch, Workspace
+from lattice_workers.actors._executor import Execution, Launch, WorkerLost, Workspace
 from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._journal import JournalRecord, RunRequest
 from lattice_workers.actors._log_tail import read_log_tail
@@ -116,7 +116,7 @@ class Attempt:
         self.run = run
         self.ctx = run.ctx
         self.definition = run.definition
-        self.executor = run.ctx.executor
+        self.executor = run.ctx.executor_for(self.definition)
         #: What the run's record shows of this attempt; its ``ended`` is set by :meth:`end`.
         self.facts = AttemptFacts(number=number)
         run.record.attempt = self.facts
@@ -197,9 +197,14 @@ class Attempt:
                 run.wait_scope = scope
                 if run.cancel_reason is not None:
                     scope.cancel()
-                await execution.wait()
+                try:
+                    await execution.wait()
+                except WorkerLost as lost:
+                    self.outcome = Outcome(Reason.NODE_LOST, str(lost))
             run.wait_scope = None
-            if execution.returncode is None:
+            if self.outcome is not None:
+                pass  # its node is gone: nothing of it to stop or wait for
+            elif execution.returncode is None:
                 if run.cancel_reason is not None:
                     reason, sentence = run.cancel_reason, run.cancel_sentence()
                 elif self._agent_stop is not None:
@@ -351,6 +356,7 @@ class Attempt:
             ) from exc
         self._execution = execution
         facts.pid = execution.pid
+        facts.node = getattr(execution, "node", None)
 
     def _agent_launch(
         self, prompt_text: str, lattice_vars: dict[str, str], log_fd: int

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from lattice_workers.actors._definitions import WorkerDefinition
 from lattice_workers.actors._executor import Executor, LocalExecutor
 from lattice_workers.actors._journal import Journal
 from lattice_workers.actors._logsink import DEFAULT_MAX_MIB
@@ -37,7 +38,26 @@ class RunContext:
     log_max_mib: float = DEFAULT_MAX_MIB
     #: Where workers run; by default on this machine, in worktrees of :attr:`worktrees`.
     executor: Executor = field(default=None)  # type: ignore[assignment]
+    #: ``workers.executor``: "local" or "ray", for a definition that names none.
+    default_executor: str = "local"
+    #: The Ray cluster's executor, when ``workers.executor`` names one.
+    ray: Any = None
 
     def __post_init__(self) -> None:
         if self.executor is None:
             self.executor = LocalExecutor(self.board.root, self.worktrees)
+
+    def executor_kind(self, definition: WorkerDefinition) -> str:
+        """Where a run of ``definition`` goes: its own ``executor``, else the board's.
+        ``INVALID_WORKER`` when that is Ray and the board names no cluster."""
+        from lattice_workers.executors.ray._config import ExecutorConfig, executor_for
+
+        board = ExecutorConfig(kind="ray" if self.ray is not None else "local")
+        chosen = definition.executor or self.default_executor
+        return executor_for(board, chosen, definition.name)
+
+    def executor_for(self, definition: WorkerDefinition) -> Executor:
+        """The executor a run of ``definition`` uses (see :meth:`executor_kind`)."""
+        if self.executor_kind(definition) == "ray":
+            return cast(Executor, self.ray)
+        return self.executor

@@ -21,7 +21,7 @@ import shlex
 import shutil
 import stat
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -94,6 +94,9 @@ class WorkerDefinition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     max_cost_usd: Annotated[float, Meta(gt=0)] | None = None
     max_turns: Annotated[int, Meta(ge=1)] | None = None
     network_timeout_seconds: Annotated[float, Meta(gt=0)] = 120
+    #: Where its runs go: "local", or "ray" (the cluster of ``workers.executor``);
+    #: None: the board's ``workers.executor``.
+    executor: Literal["local", "ray"] | None = None
 
 
 #: What each field must be, in words, for the message when its value does not convert.
@@ -123,6 +126,7 @@ _REQUIREMENT = {
     "max_cost_usd": "a number of US dollars greater than 0, or null",
     "max_turns": "a whole number of at least 1, or null",
     "network_timeout_seconds": "a number of seconds greater than 0",
+    "executor": '"local" or "ray" (where its runs go; omit it for the board\'s workers.executor)',
 }
 _FIELDS = {f.name: f for f in msgspec.structs.fields(WorkerDefinition)}
 
@@ -468,6 +472,11 @@ def _check_fields(
                 f'{shown}: "{key}" contains a NUL character, which no process can receive; '
                 "remove it."
             )
+    if v.get("executor") == "ray" and v.get("worktree") is False:
+        problems.append(
+            f'{shown}: "executor": "ray" runs the worker in a worktree on a cluster node; '
+            'remove "worktree": false, or run it locally ("executor": "local").'
+        )
     report_dir = v.get("report_dir")
     if (
         isinstance(report_dir, str)

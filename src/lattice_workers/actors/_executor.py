@@ -46,6 +46,12 @@ log = logging.getLogger("lattice_workers.supervisor.run")
 SWEEP_WAIT_SECONDS = 15.0
 
 
+class WorkerLost(Exception):
+    """The machine that ran the worker is gone (a cluster node died or stopped
+    answering): :meth:`Execution.wait` raises it, and the attempt ends as
+    ``process_failed`` with reason ``node_lost``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Workspace:
     """The folder a worker sees, named as its executor names it."""

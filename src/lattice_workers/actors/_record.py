@@ -55,6 +55,8 @@ class AttemptFacts:
     log_path: str | None = None
     worktree_path: str | None = None
     pid: int | None = None
+    #: The cluster node that runs the attempt (a Ray executor's), else None.
+    node: str | None = None
     started_at: float | None = None
     #: Set once the attempt's terminal event is written (or it ended without one).
     ended: Ending | None = None
@@ -114,6 +116,7 @@ class RunRecord:
             log_tail=end.log_tail if end else None,
             changes=end.changes if end else None,
             agent=end.agent if end else None,
+            node=attempt.node,
         )
 
     @classmethod

@@ -294,6 +294,9 @@ class Registry:
         )
         defn = worker.definition
         assert defn is not None
+        if self.ctx.executor_kind(defn) == "ray":
+            # A cluster that does not answer is refused now, before anything is written.
+            await self.ctx.ray.check()
         root = self.ctx.board.root
         worktrees = self.ctx.worktrees
         revision = req.revision
@@ -390,9 +393,11 @@ class Registry:
         path_env = worker_variable(base, defn, "PATH")
         if path_env is None:  # an empty PATH finds nothing, here as in the worker's exec
             path_env = os.defpath
-        problem = preflight(defn, board.root, path_env)
-        if problem:
-            raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
+        # On a cluster, the node looks for the engine where it runs (and says so).
+        if self.ctx.executor_kind(defn) == "local":
+            problem = preflight(defn, board.root, path_env)
+            if problem:
+                raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
         return worker, task_id, short_id, actor
 
     def _continuation(self, req: Run) -> tuple[str, str, str | None]:

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ def settle_unowned(
     journal_runs: Iterable[JournalRecord] = (),
     kill: bool = True,
     remove_worktrees: Callable[[list[Path]], object] | None = None,
+    kept_elsewhere: Mapping[tuple[str, int], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Settle runs that no supervisor owns; the open runs it closed on the board.
 
@@ -52,6 +53,9 @@ def settle_unowned(
     that its ``ps`` did not show yet). ``remove_worktrees``: given the worktrees the
     journal names, removes those and every other of ours left over (only while no
     supervisor runs either; see :func:`~lattice_workers.actors._worktree.remove_leftovers`).
+    ``kept_elsewhere``: the ``changes`` of attempts whose workspace was on another
+    machine, kept there already (``(run_id, attempt)`` -> changes: a Ray executor's
+    orphan settling); their terminal events say so, as a local worktree's would.
 
     The steps go in this order so that nothing of a run is alive once its end is on
     the board: the group of each started run whose leader is still the same process;
@@ -73,7 +77,9 @@ def settle_unowned(
         records = {r.run.started_event_id: r for r in journal_runs if r.run.started_event_id}
         for run in open_runs:
             started = str(run["started_event_id"])
-            change = _keep_orphans_work(board, run, records.get(started))
+            change = (kept_elsewhere or {}).get(
+                (str(run.get("run_id")), int(run.get("attempt") or 1))
+            ) or _keep_orphans_work(board, run, records.get(started))
             if change is not None:
                 kept[started] = change
     closed = [
@@ -84,7 +90,11 @@ def settle_unowned(
         )
     ]
     if remove_worktrees is not None:
-        known = [Path(r.run.worktree_path) for r in journal_runs if r.run.worktree_path]
+        known = [
+            Path(r.run.worktree_path)
+            for r in journal_runs
+            if r.run.worktree_path and "://" not in r.run.worktree_path  # not on this machine
+        ]
         remove_worktrees(known)
     return closed
 
@@ -237,8 +247,8 @@ def _keep_orphans_work(
     path = (info.worktree_path if info else None) or board_run.get("worktree_path")
     base = (info.commit_sha if info else None) or board_run.get("run_commit")
     run_id = (info.run_id if info else None) or board_run.get("run_id")
-    if not (path and base and run_id and os.path.isdir(path)):
-        return None
+    if not (path and base and run_id) or "://" in str(path) or not os.path.isdir(path):
+        return None  # none, gone, or on another machine (kept there: kept_elsewhere)
     from lattice_workers.actors._patch import attach_diff_blocking
 
     attempt = int((info.attempt if info else None) or board_run.get("attempt") or 1)

@@ -32,3 +32,5 @@ class Reason(enum.StrEnum):
     ORPHANED = "orphaned"
     #: An agent went past its cost or turn limit and was stopped (SPEC section 9).
     BUDGET_EXCEEDED = "budget_exceeded"
+    #: The cluster node that ran it died or stopped answering (a Ray executor).
+    NODE_LOST = "node_lost"

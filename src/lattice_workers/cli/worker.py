@@ -97,6 +97,8 @@ def _line(info: RunInfo) -> str:
         parts.append(f"#{info.queue_position} in queue")
     if info.pid:
         parts.append(f"pid {info.pid}")
+    if info.node:
+        parts.append(f"node {_node(info.node)}")
     if info.commit_sha:
         parts.append(info.commit_sha[:10])
     if info.duration_seconds is not None:
@@ -357,6 +359,14 @@ def _watch(ctx: Context, lister: Client, ps: Any, runs: list[RunInfo], empty: st
 
 
 _HEADER = ("RUN", "WORKER", "TASK", "STATE", "PID", "COMMIT", "TIME", "NOTE")
+#: Where the NODE column goes, shown only when a run is on a cluster node.
+_NODE_AT = _HEADER.index("PID") + 1
+#: Characters of a node id shown (Ray's are 56 hex digits; 12 tell nodes apart).
+NODE_CHARS = 12
+
+
+def _node(node: str) -> str:
+    return node[:NODE_CHARS]
 
 
 def _row(info: RunInfo, refs: set[str] | None = None) -> tuple[str, ...]:
@@ -397,7 +407,13 @@ def _table(runs: list[RunInfo], refs: set[str] | None = None) -> str:
     if not runs:
         return ""
     rows = [_HEADER, *(_row(r, refs) for r in runs)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER) - 1)]
+    if any(r.node for r in runs):  # runs on a cluster: which node each one is on
+        nodes = ["NODE", *(_node(r.node) if r.node else "-" for r in runs)]
+        rows = [
+            (*row[:_NODE_AT], node, *row[_NODE_AT:])
+            for row, node in zip(rows, nodes, strict=True)
+        ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
         "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
         .rstrip()

@@ -217,6 +217,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: An agent run's ``agent`` object from its terminal event (SPEC section 9):
     #: engine, model, session, turns, tokens, cost, final message, error kind.
     agent: dict[str, Any] | None = None
+    #: The cluster node that runs (ran) its current attempt; None on this machine.
+    node: str | None = None
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -132,6 +132,8 @@ class Supervisor:
                 cgroups=self.cgroups,
                 sweep_leftovers=self.sweeper.attempt_ended,
             ),
+            default_executor=self.settings.executor.kind,
+            ray=_ray_executor(board, self.settings),
         )
         self.registry = Registry(
             self.ctx,
@@ -188,6 +190,9 @@ class Supervisor:
                     await nursery.start(self.ctx.worktrees.serve)
                     await nursery.start(self.sweeper.serve)
                     await nursery.start(self.registry.serve)
+                    kept_on_cluster = (
+                        await _settle_cluster(self.ctx.ray) if self.ctx.ray is not None else {}
+                    )
                     await recover(
                         self.board,
                         self.journal,
@@ -195,6 +200,7 @@ class Supervisor:
                         worktree_base=self.ctx.worktrees.base_dir,
                         keep_finished=self.settings.keep_finished,
                         keep_finished_seconds=self.settings.keep_finished_seconds,
+                        kept_elsewhere=kept_on_cluster,
                     )
                     handler = Handlers(
                         self.registry,
@@ -389,3 +395,47 @@ def run_supervisor(
         for handler in listener.handlers:
             handler.close()  # the summaries of repeated warnings still counting
         lock.release()
+
+
+def _ray_executor(board: Board, settings: Settings) -> Any:
+    """The Ray cluster's executor when ``workers.executor`` names one, else None.
+
+    Made without joining the cluster: the first run that goes there joins (and a
+    cluster that does not answer refuses that run, not the supervisor's start). Read
+    at start only: a changed ``workers.executor`` needs a restart (live runs are on
+    the cluster it named).
+    """
+    if settings.executor.kind != "ray":
+        return None
+    from lattice_workers.executors.ray._executor import RayExecutor
+
+    return RayExecutor(board.root, settings.executor)
+
+
+#: How long the start waits at most for the cluster's orphans to be settled.
+SETTLE_CLUSTER_SECONDS = 120.0
+
+
+async def _settle_cluster(ray: Any) -> dict[tuple[str, int], dict[str, Any]]:
+    """End what a previous supervisor of this board left on the cluster (after its
+    ``kill -9``): every attempt actor in the board's namespace, its work kept as
+    ``refs/lattice/runs/<run>/<attempt>`` when its node answers. Recovery then closes
+    those runs on the board as ``orphaned``, their terminal events naming the work
+    kept (the ``changes`` returned, by run id and attempt). Bounded; a cluster that
+    does not answer is logged and settled by a later start."""
+    try:
+        with trio.fail_after(SETTLE_CLUSTER_SECONDS):
+            settled = await ray.settle_orphans()
+    except (LatticeError, trio.TooSlowError) as err:
+        log.warning("recovery: could not settle this board's runs on the Ray cluster: %s", err)
+        return {}
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    for entry in settled:
+        if entry.get("changes") and entry.get("attempt"):
+            kept[(entry["run_id"], int(entry["attempt"]))] = entry["changes"]
+        log.info(
+            "recovery: ended %s on Ray node %s (%s)", entry["run_id"], entry.get("node", "?"),
+            "work kept" if (entry.get("changes") or {}).get("ref") else
+            entry.get("error") or "nothing to keep",
+        )
+    return kept

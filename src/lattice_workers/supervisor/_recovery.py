@@ -22,8 +22,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import trio
@@ -69,12 +71,14 @@ async def recover(
     worktree_base: Path,
     keep_finished: int,
     keep_finished_seconds: float,
+    kept_elsewhere: Mapping[tuple[str, int], dict[str, Any]] | None = None,
 ) -> None:
     """Settle what a previous supervisor left open, then requeue unstarted runs.
 
     Takes what it uses, not the supervisor: the board, the journal, the registry that
     gets the finished and requeued runs, where the worktrees are, and the retention
-    limits the journal is compacted to.
+    limits the journal is compacted to. ``kept_elsewhere``: the work of attempts that
+    ran on another machine, kept there (see :func:`settle_unowned`).
     """
     records = await trio.to_thread.run_sync(journal.load)
     open_on_board = await trio.to_thread.run_sync(board.open_runs)
@@ -107,6 +111,7 @@ async def recover(
             remove_worktrees=partial(
                 remove_leftovers, worktree_base, board.root, owner=board.dir
             ),
+            kept_elsewhere=kept_elsewhere,
         )
     )
     for index, record in enumerate(started):

@@ -13,6 +13,7 @@ from typing import Any
 from lattice_workers.actors._logsink import DEFAULT_MAX_MIB
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import Code, LatticeError
+from lattice_workers.executors.ray._config import parse_executor
 from lattice_workers.store import Board
 
 
@@ -34,6 +35,8 @@ class Settings:
         self.daily_budget_usd: float | None = None
         if section.get("daily_budget_usd") is not None:
             self.daily_budget_usd = _number(section, "daily_budget_usd", 0, minimum=0)
+        #: ``workers.executor``: where runs go unless their definition says otherwise.
+        self.executor = parse_executor(section)
         worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
         self.worktree_dir = Path(worktree_dir) if worktree_dir else None
 

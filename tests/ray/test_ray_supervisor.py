@@ -1,0 +1,195 @@
+"""Runs on a Ray cluster through the real supervisor and the real command: a board
+whose ``workers.executor`` names the local test cluster, definitions with
+``"executor": "ray"``. Same records, same commands as locally."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' for tests/ray")
+
+from lattice_workers.executors.ray._local import LocalCluster
+from tests.e2e.conftest import Project, alive, make_project, stop_everything
+from tests.ray.conftest import nothing_left
+
+pytestmark = pytest.mark.ray
+
+
+def until(condition: Callable[[], Any], bound: float = 60.0) -> Any:
+    deadline = time.monotonic() + bound
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not within {bound} s"
+        time.sleep(0.1)
+    return value
+
+
+@pytest.fixture
+def board(ray_cluster: LocalCluster, tmp_path: Path) -> Iterator[Project]:
+    project = make_project(tmp_path)
+    project.configure_workers(executor={"kind": "ray", "address": ray_cluster.address})
+    project.write_worker(
+        "Build",
+        executor="ray",
+        kill_grace_seconds=1,
+        command='echo "built on $LATTICE_NODE"; echo built > out.txt; '
+        'echo \'{"ok": true}\' > "$LATTICE_RESULT_FILE"; sleep "${PAUSE:-0}"',
+    )
+    project.write_worker("Sleeper", executor="ray", kill_grace_seconds=1,
+                         command="echo kept > kept.txt; echo up; sleep 600")
+    project.write_worker("Here", executor="local", command="echo local")
+    project.git("add", "workers")
+    project.git("commit", "-qm", "workers")
+    project.cli("supervisor", "start")
+    try:
+        yield project
+    finally:
+        stop_everything(project)
+
+
+def test_a_run_on_the_cluster_has_the_records_and_commands_of_a_local_one(
+    board: Project, ray_cluster: LocalCluster
+) -> None:
+    task = board.create_task()
+    run = board.json("worker", "run", "Build", task, "--wait", timeout=180)["data"][0]
+    assert run["state"] == "completed", run
+    node = run["node"]
+    assert ray_cluster.node_name(node) in {"a", "b"}
+    assert run["worktree_path"].startswith("ray://")
+    assert run["result"] == {"ok": True}
+    logs = board.cli("worker", "logs", run["run_id"]).stdout
+    assert f"built on {node}" in logs
+    started, ended = board.process_events(task)
+    assert started["type"] == "process_started" and ended["type"] == "process_completed"
+    changes = ended["data"]["changes"]
+    assert changes["ref"] == f"refs/lattice/runs/{run['run_id']}/1"
+    assert "out.txt" in board.cli("worker", "diff", run["run_id"]).stdout
+    table = board.cli("worker", "ps", "-a").stdout
+    assert "NODE" in table.splitlines()[0] and node[:12] in table
+    # The log streams while it runs: --follow prints it as locally, until the end.
+    followed = board.cli("worker", "run", "Build", board.create_task("again"), "--follow",
+                         timeout=180)
+    assert "built on " in followed.stdout
+    # A definition that says "local" still runs here, beside the cluster's.
+    here = board.json("worker", "run", "Here", task, "--wait", timeout=60)["data"][0]
+    assert here["state"] == "completed" and "node" not in here
+
+
+def test_runs_spread_over_both_nodes_and_a_duplicate_storm_starts_one(
+    board: Project, ray_cluster: LocalCluster
+) -> None:
+    tasks = [board.create_task(f"t{i}") for i in range(4)]
+    env = {**board.env, "PAUSE": "0"}
+    # Eight requests for one key at once: exactly one run.
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(
+            lambda _: json.loads(board.cli("worker", "run", "Build", tasks[0], "--json",
+                                           check=False, env=env).stdout),
+            range(8),
+        ))
+    created = [r["data"] for r in replies if r["ok"] and r["data"].get("created")]
+    assert len(created) == 1, replies
+    winner = created[0]["run_id"]
+    for reply in replies:
+        if not reply["ok"]:
+            assert reply["error"]["code"] == "ALREADY_RUNNING", reply
+            assert winner in reply["error"]["message"]
+        else:
+            assert reply["data"]["run_id"] == winner
+    started = {winner}
+    runs = [board.json("worker", "run", "Build", t)["data"]["run_id"] for t in tasks[1:]]
+    board.cli("worker", "wait", *started, *runs, "--timeout", "240", timeout=300)
+    starts = [e for e in board.process_events(tasks[0]) if e["type"] == "process_started"]
+    assert len(starts) == 1
+    finished = board.json("worker", "ps", "-a")["data"]
+    nodes = {ray_cluster.node_name(r["node"]) for r in finished if r.get("node")}
+    assert nodes == {"a", "b"}
+    assert len([r for r in finished if r["worker"] == "Build"]) == 4
+
+
+def test_cancel_kills_the_remote_group_and_an_unreachable_cluster_is_refused(
+    board: Project, tmp_path: Path
+) -> None:
+    task = board.create_task()
+    run = board.json("worker", "run", "Sleeper", task)["data"]
+    until(lambda: "up" in board.cli("worker", "logs", run["run_id"]).stdout, 120)
+    board.cli("worker", "cancel", run["run_id"])
+    done = board.json("worker", "wait", run["run_id"], "--timeout", "120", check=False,
+                      timeout=150)["data"]
+    ended = done[0]
+    assert ended["reason"] == "cancelled", ended
+    assert nothing_left(run["run_id"])
+    # A second board, its cluster down: refused before anything is written.
+    (tmp_path / "other").mkdir()
+    other = make_project(tmp_path / "other")
+    try:
+        other.configure_workers(executor={"kind": "ray", "address": "127.0.0.1:1"})
+        other.write_worker("Build", executor="ray", command="true")
+        other.cli("supervisor", "start")
+        task = other.create_task()
+        proc = other.cli("worker", "run", "Build", task, "--json", check=False)
+        reply = json.loads(proc.stdout)
+        assert reply["error"]["code"] == "CLUSTER_UNAVAILABLE", reply
+        assert proc.returncode == 6
+        assert other.process_events(task) == []
+    finally:
+        stop_everything(other)
+
+
+def test_a_supervisor_killed_9_is_settled_by_the_next_start(
+    board: Project, ray_cluster: LocalCluster
+) -> None:
+    task = board.create_task()
+    run = board.json("worker", "run", "Sleeper", task)["data"]
+    run_id = run["run_id"]
+    until(lambda: "up" in board.cli("worker", "logs", run_id).stdout, 120)
+    pid = board.supervisor_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    until(lambda: not alive(pid), 30)
+    assert not nothing_left(run_id)  # its worker still runs on its node
+    board.cli("supervisor", "start", timeout=240)
+    ended = board.process_events(task)[-1]
+    assert ended["type"] == "process_failed" and ended["data"]["reason"] == "orphaned"
+    assert nothing_left(run_id)
+    # Its work came back from the node before the actor went, named by its end.
+    assert board.git("show", f"refs/lattice/runs/{run_id}/1:kept.txt") == "kept"
+    assert ended["data"]["changes"]["ref"] == f"refs/lattice/runs/{run_id}/1"
+    assert not list(ray_cluster.node_dir.glob(f"*/runs/{run_id}.*"))  # nor its worktree
+
+
+def test_a_node_killed_mid_run_ends_it_as_node_lost(
+    board: Project, ray_cluster: LocalCluster
+) -> None:
+    board.write_worker("OnB", executor="ray", kill_grace_seconds=1,
+                       command="echo up; sleep 600")
+    board.configure_workers(
+        executor={"kind": "ray", "address": ray_cluster.address, "resources": {"lw_b": 1}}
+    )
+    board.cli("supervisor", "stop", timeout=120)
+    board.cli("supervisor", "start")
+    task = board.create_task()
+    run = board.json("worker", "run", "OnB", task)["data"]
+    until(lambda: "up" in board.cli("worker", "logs", run["run_id"]).stdout, 120)
+    try:
+        ray_cluster.kill_node("b")
+        started = time.monotonic()
+        done = board.json("worker", "wait", run["run_id"], "--timeout", "90", check=False,
+                          timeout=120)["data"]
+        ended = done[0]
+        assert ended["reason"] == "node_lost", ended
+        assert time.monotonic() - started < 45
+        until(lambda: nothing_left(run["run_id"]), 20)
+        events = board.process_events(task)
+        assert events[-1]["data"]["reason"] == "node_lost"
+    finally:
+        ray_cluster.start_node("b")
+
