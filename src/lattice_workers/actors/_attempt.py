@@ -255,7 +255,7 @@ class Attempt:
             nonlocal prepared
             try:
                 self._workspace = await self.executor.prepare(
-                    run.run_id, run.record.commit_sha or "HEAD"
+                    run.run_id, run.record.commit_sha or "HEAD", pool=self._pool()
                 )
             except LatticeError as exc:
                 prepared = exc
@@ -294,6 +294,12 @@ class Attempt:
         fd, self._log_fd = self._log_fd, None
         if fd is not None:
             os.close(fd)
+
+    def _pool(self) -> str:
+        """Which reused workspaces may serve this run: the shared ones, or (with
+        ``"worktree_reuse": "keep-ignored"``) its worker's own."""
+        defn = self.definition
+        return defn.name if defn.worktree_reuse == "keep-ignored" else ""
 
     def _cancelled(self) -> Outcome:
         run = self.run
@@ -620,7 +626,8 @@ class Attempt:
             requested_by=record.requested_by,
         )
         if defn.worktree:
-            data["worktree_path"] = self.executor.location_for(record.run_id)
+            # The folder the workspace gets (a reused one's): decided here, for good.
+            data["worktree_path"] = self.executor.location_for(record.run_id, pool=self._pool())
 
         def files_then_worker() -> tuple[int, str] | None:
             facts.started_event_id = event_id  # on the board: from now on it has an end

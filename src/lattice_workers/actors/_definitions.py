@@ -79,6 +79,9 @@ class WorkerDefinition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     args: list[str] = []
     actor: str | None = None
     worktree: bool = True
+    #: "clean": a reused workspace is cleaned of everything; "keep-ignored": its
+    #: git-ignored files (a .venv, a build folder) stay for this worker's next run.
+    worktree_reuse: Literal["clean", "keep-ignored"] = "clean"
     timeout_minutes: Minutes = 10
     kill_grace_seconds: Seconds = 10
     max_concurrent: Annotated[int, Meta(ge=1)] | None = None
@@ -110,6 +113,8 @@ _REQUIREMENT = {
     "args": "a list of strings",
     "actor": "an actor such as agent:reviewer",
     "worktree": "true or false",
+    "worktree_reuse": '"clean" (the default: a reused worktree keeps nothing) or '
+    '"keep-ignored" (git-ignored files stay between runs of this worker)',
     "timeout_minutes": "a number of minutes greater than 0",
     "kill_grace_seconds": "a number of seconds, 0 or more",
     "max_concurrent": "a whole number of at least 1, or null",

@@ -9,7 +9,8 @@ assumes a local pid or a local path: a workspace is named by a string
 
 :class:`LocalExecutor` is the first implementation: a workspace on this machine, a
 repository of its own that borrows the project's objects
-(:class:`~lattice_workers.actors._worktree.Worktrees`), a child process in a new
+(:class:`~lattice_workers.actors._worktree.Worktrees`), reused from a pool
+(:class:`~lattice_workers.actors._pool.WorkspacePool`), a child process in a new
 session (:class:`~lattice_workers.actors._child.Child`), its output through a pipe
 into the log (:class:`~lattice_workers.actors._logsink.LogSink`), a cgroup per attempt
 where the system allows one, and the sweep for what left the group.
@@ -36,6 +37,7 @@ from lattice_workers.actors._cgroup import RunCgroups
 from lattice_workers.actors._child import Child
 from lattice_workers.actors._keep import KeepError, keep_work
 from lattice_workers.actors._logsink import LogSink, Tap
+from lattice_workers.actors._pool import WorkspacePool
 from lattice_workers.actors._process_group import kill_group, process_start_time
 from lattice_workers.actors._worktree import Worktrees
 
@@ -119,12 +121,15 @@ class Execution(Protocol):
 class Executor(Protocol):
     """Where workers run (see the module docstring)."""
 
-    def location_for(self, run_id: str) -> str:
+    def location_for(self, run_id: str, *, pool: str = "") -> str:
         """Where the workspace of ``run_id`` will be (named in ``process_started``
-        before it exists)."""
+        before it exists); decided for good by the first call, which :meth:`prepare`
+        then honours. ``pool``: which reused workspaces may serve ("" the shared
+        ones; a worker's name, its own: see ``worktree_reuse``)."""
 
-    async def prepare(self, run_id: str, commit: str) -> Workspace:
-        """A workspace at ``commit``; raises ``LatticeError`` when it cannot be made."""
+    async def prepare(self, run_id: str, commit: str, *, pool: str = "") -> Workspace:
+        """A workspace at ``commit``, where :meth:`location_for` said; raises
+        ``LatticeError`` when it cannot be made."""
 
     def start(self, launch: Launch) -> Execution:
         """Start the worker (blocking: called in a thread hop the attempt shares with
@@ -143,11 +148,15 @@ class Executor(Protocol):
         """Keep what the attempt changed (the ``changes`` of its terminal event)."""
 
     async def release(self, workspace: Workspace) -> None:
-        """Give the workspace back (remove it); a failure is logged, not raised."""
+        """Give the workspace back (to its pool, or removed); a failure is logged, not
+        raised. Only after :meth:`keep`: what it changed is gone after this."""
 
 
 class LocalExecutor:
-    """Workers on this machine, each in a workspace of its own (see :mod:`._worktree`)."""
+    """Workers on this machine, each in a workspace of the project's (see
+    :mod:`~lattice_workers.actors._worktree`), reused through a
+    :class:`~lattice_workers.actors._pool.WorkspacePool` of ``pool_size`` idle ones
+    (``workers.worktree_pool``; 0: each run's is made and removed)."""
 
     def __init__(
         self,
@@ -156,17 +165,23 @@ class LocalExecutor:
         *,
         cgroups: RunCgroups | None = None,
         sweep_leftovers: Callable[[str, int], trio.Event | None] = lambda run_id, n: None,
+        pool_size: int = 0,
     ) -> None:
         self.root = root
         self.worktrees = worktrees
         self.cgroups = cgroups
         self.sweep_leftovers = sweep_leftovers
+        self.pool = WorkspacePool(worktrees, root, pool_size)
 
-    def location_for(self, run_id: str) -> str:
-        return str(self.worktrees.base_dir / run_id)
+    def location_for(self, run_id: str, *, pool: str = "") -> str:
+        return self.pool.location_for(run_id, pool)
 
-    async def prepare(self, run_id: str, commit: str) -> Workspace:
-        return Workspace(str(await self.worktrees.create(self.root, run_id, commit)))
+    async def prepare(self, run_id: str, commit: str, *, pool: str = "") -> Workspace:
+        return Workspace(str(await self.pool.prepare(run_id, commit, pool)))
+
+    async def close(self) -> None:
+        """Remove the idle pooled workspaces (the supervisor stops)."""
+        await self.pool.close()
 
     def start(self, launch: Launch) -> LocalExecution:
         cwd = launch.workspace.location if launch.workspace else str(self.root)
@@ -252,9 +267,9 @@ class LocalExecutor:
 
     async def release(self, workspace: Workspace) -> None:
         try:
-            await self.worktrees.remove(self.root, Path(workspace.location))
+            await self.pool.release(Path(workspace.location))
         except Exception:
-            log.exception("could not remove the worktree %s", workspace.location)
+            log.exception("could not give back the worktree %s", workspace.location)
 
 
 class LocalExecution:

@@ -116,6 +116,13 @@ class Supervisor:
         self.sweeper = LeftoverSweeper(cgroups=self.cgroups)
         self.feed = RunFeed()
         worktrees = Worktrees(base, owner=board.dir)
+        self.executor = LocalExecutor(
+            board.root,
+            worktrees,
+            cgroups=self.cgroups,
+            sweep_leftovers=self.sweeper.attempt_ended,
+            pool_size=self.settings.worktree_pool,
+        )
         self.ctx = RunContext(
             board=board,
             worktrees=worktrees,
@@ -126,12 +133,7 @@ class Supervisor:
             on_state=lambda info, kind: self.feed.publish(info, kind),
             path_extras=(str(Path(sys.executable).parent), str(self.run_dir / SHIM_FOLDER)),
             log_max_mib=self.settings.log_max_mib,
-            executor=LocalExecutor(
-                board.root,
-                worktrees,
-                cgroups=self.cgroups,
-                sweep_leftovers=self.sweeper.attempt_ended,
-            ),
+            executor=self.executor,
             default_executor=self.settings.executor.kind,
             ray=_ray_executor(board, self.settings),
         )
@@ -171,6 +173,7 @@ class Supervisor:
             keep_finished_seconds=self.settings.keep_finished_seconds,
         )
         await self.registry.reload()
+        await self.executor.pool.resize(self.settings.worktree_pool)
         if self.curve is not None:
             await trio.to_thread.run_sync(self.curve.clients.load)
 
@@ -238,6 +241,8 @@ class Supervisor:
                     await self.registry.close(
                         drain=self._drain, deadline_seconds=self.settings.shutdown_drain_seconds
                     )
+                    with trio.CancelScope(shield=True):
+                        await self.executor.close()  # the pool goes with its supervisor
                     self._hooks_nursery = None
                     with trio.move_on_after(FEED_CLOSE_SECONDS):
                         await self.feed.close()  # every subscriber hears End

@@ -37,6 +37,11 @@ class Settings:
             self.daily_budget_usd = _number(section, "daily_budget_usd", 0, minimum=0)
         #: ``workers.executor``: where runs go unless their definition says otherwise.
         self.executor = parse_executor(section)
+        # Idle workspaces kept for reuse (actors/_pool.py): as many as can run at once,
+        # so that a steady load never makes one; 0 turns the pool off.
+        self.worktree_pool = int(
+            _number(section, "worktree_pool", self.max_concurrent, minimum=0, whole=True)
+        )
         worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
         self.worktree_dir = Path(worktree_dir) if worktree_dir else None
 

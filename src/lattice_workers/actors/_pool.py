@@ -1,0 +1,364 @@
+"""Reused workspaces: a bounded pool per repository, re-pointed instead of re-made.
+
+Why: on a big repository, making a workspace is most of the time from "run" to the
+worker's first instruction (``read-tree -u`` writes every file: seconds on 50,000
+files), while moving a clean workspace from one commit to another writes only the
+files that differ between the two. So a workspace whose run ended (its work already
+kept, :meth:`~lattice_workers.actors._attempt.Attempt.end` guarantees that order) is
+cleaned and kept here, and the next run takes it.
+
+Never a stale byte: a run in a reused workspace sees what a fresh one gives. Its
+``.git`` is written anew exactly as :func:`~._worktree.write_git_dir` writes a fresh
+one (HEAD, config, refs copied from the project now, no packed-refs, stash, reflogs,
+hooks or ``info/`` of the last run, no object the last run wrote: those were fetched
+into the project as its kept work). Only the index is carried over, as a cache of the
+files' stat data, so that git rewrites only the files that differ: on release ``git
+read-tree -u --reset <commit>`` puts back every tracked file the run changed (git
+compares each file's stat data with the index) and ``git clean -ffdx`` removes
+untracked and ignored files; then the index must have no entry marked
+assume-unchanged or skip-worktree (a run could hide a changed file behind those), and
+``git status`` must show nothing. On take, ``git read-tree -m -u <old> <new>``
+writes the difference between the two commits. Whatever fails, at any step: the
+workspace is removed, never reused (and the run gets a fresh one in the folder its
+``process_started`` already named).
+
+Names: a workspace starts in the folder named after its first run (what every run got
+before the pool); returned to the pool it is renamed ``pool-<hex>``, which no run id
+(``run_<ULID>``) can be. A run that takes it runs in that folder, and the folder is
+decided synchronously by :meth:`WorkspacePool.location_for`, the moment the attempt
+writes ``process_started`` (which names it), before the workspace is prepared.
+
+Bounds: at most ``size`` idle workspaces (config ``workers.worktree_pool``), least
+recently used out first; 0 turns the pool off. A workspace is in at most one run at
+a time: taking it removes it from the idle ones, with no checkpoint in between.
+``"worktree_reuse": "keep-ignored"`` in a definition keeps git-ignored files (a
+``.venv``, a build folder) between runs of that worker: its workspaces go back to a
+pool of that worker's alone.
+
+Known limit: git trusts a file whose stat data (size, mtime, ctime, inode) matches its
+index entry, as every ``git status`` does; a run that rewrote the index by hand to
+match a changed file could hide that file. Runs are agents that make mistakes, not
+adversaries of the supervisor.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from lattice_workers.actors._git import one_line, run_git
+from lattice_workers.actors._worktree import (
+    CLEANUP_SECONDS,
+    Worktrees,
+    _checked,
+    _mark,
+    _Repo,
+    _rmtree,
+    write_git_dir,
+)
+from lattice_workers.errors import LatticeError
+
+log = logging.getLogger("lattice_workers.supervisor.run")
+
+#: The first part of a pooled workspace's folder name (a run id starts with ``run_``).
+POOL_PREFIX = "pool-"
+#: The pool of the workers that clean everything (the default ``worktree_reuse``).
+SHARED = ""
+#: git settings for every command in a pooled workspace: nothing of the worker's may
+#: run (its config is rewritten before any git command, these cover the user's).
+_SAFE = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "gc.auto=0",
+    "-c", "maintenance.auto=false",
+)  # fmt: skip
+
+
+class PoolError(Exception):
+    """Why a workspace cannot be reused (it is removed instead)."""
+
+
+@dataclass(slots=True)
+class _Taken:
+    """A run's workspace, from :meth:`WorkspacePool.location_for` to its release."""
+
+    name: str
+    key: str
+    #: The commit the workspace is at: where a pooled one was left, then the run's.
+    commit: str | None = None
+    #: Whether the folder is a pooled one (re-pointed), not one made for this run.
+    reused: bool = False
+
+
+@dataclass(slots=True)
+class _Idle:
+    key: str
+    commit: str
+
+
+class WorkspacePool:
+    """The workspaces of one repository's runs, reused (see the module docstring).
+
+    ``size`` 0: every run gets a fresh workspace, removed at its end (as before the
+    pool). One instance per executor, on the Trio loop.
+    """
+
+    def __init__(self, worktrees: Worktrees, root: Path, size: int = 0) -> None:
+        self.worktrees = worktrees
+        self.root = root
+        self.size = size
+        self._idle: collections.OrderedDict[str, _Idle] = collections.OrderedDict()
+        self._taken: dict[str, _Taken] = {}  # run id -> its workspace
+        self._closed = False
+        #: The format version of a fresh workspace's index (git's config decides it).
+        self._index_version: int | None = None
+        #: How many runs got a reused workspace, and how many reuses failed (doctor,
+        #: tests, the bench).
+        self.reused = 0
+        self.discarded = 0
+
+    # -- which folder ------------------------------------------------------------------
+
+    def location_for(self, run_id: str, key: str = SHARED) -> str:
+        """The folder of ``run_id``'s workspace, decided now for good: an idle pooled
+        one of ``key`` (the most recently used: its files are the likeliest to be in
+        the page cache), else one named after the run. No checkpoint: two runs can
+        never take the same one."""
+        taken = self._taken.get(run_id)
+        if taken is None:
+            taken = _Taken(run_id, key)
+            if not self._closed:
+                for name in reversed(self._idle):
+                    idle = self._idle[name]
+                    if idle.key == key:
+                        del self._idle[name]
+                        taken = _Taken(name, key, idle.commit, reused=True)
+                        break
+            self._taken[run_id] = taken
+        return str(self.worktrees.base_dir / taken.name)
+
+    def idle(self) -> list[Path]:
+        """The idle pooled workspaces, least recently used first."""
+        return [self.worktrees.base_dir / name for name in self._idle]
+
+    # -- prepare, release ----------------------------------------------------------------
+
+    async def prepare(self, run_id: str, commit: str, key: str = SHARED) -> Path:
+        """``run_id``'s workspace at ``commit``, in the folder :meth:`location_for`
+        named: a pooled one re-pointed, else (none idle, or its re-pointing failed)
+        a fresh one. Nothing is left taken on failure or cancel."""
+        self.location_for(run_id, key)
+        taken = self._taken[run_id]
+        path = self.worktrees.base_dir / taken.name
+        try:
+            if taken.reused:
+                assert taken.commit is not None
+                try:
+                    await self._repoint(path, taken.commit, commit)
+                except (PoolError, LatticeError, OSError) as err:
+                    log.warning("run %s: cannot reuse the workspace %s (%s); making a new one",
+                                run_id, path, err)
+                    self.discarded += 1
+                    await self._remove(path)
+                    taken.reused = False
+                else:
+                    taken.commit = commit
+                    self.reused += 1
+                    return path
+            made = await self.worktrees.create(self.root, taken.name, commit)
+            taken.commit = commit
+            if self._index_version is None and self.size > 0:
+                self._index_version = await trio.to_thread.run_sync(index_version, made)
+            return made
+        except BaseException:
+            del self._taken[run_id]
+            if taken.reused:  # interrupted while re-pointing: its state is unknown
+                await self._remove(path)
+            raise
+
+    async def release(self, path: Path) -> None:
+        """Clean ``path`` and keep it idle, or remove it (pool off or full of more
+        recent ones, the supervisor stopping, or any step of cleaning failed)."""
+        run_id = next((r for r, t in self._taken.items() if t.name == path.name), None)
+        taken = self._taken.pop(run_id) if run_id is not None else None
+        if taken is None or taken.commit is None or self._closed or self.size <= 0:
+            await self._remove(path)
+            return
+        try:
+            await self._clean(path, taken.commit, keep_ignored=taken.key != SHARED)
+            name = taken.name
+            if not name.startswith(POOL_PREFIX):
+                name = await trio.to_thread.run_sync(self._rename, path)
+        except (PoolError, LatticeError, OSError) as err:
+            log.warning("cannot return the workspace %s to the pool (%s); removing it", path, err)
+            self.discarded += 1
+            await self._remove(path)
+            return
+        if self._closed:  # the supervisor began stopping meanwhile
+            await self._remove(self.worktrees.base_dir / name)
+            return
+        self._idle[name] = _Idle(taken.key, taken.commit)
+        await self._trim(self.size)
+
+    async def resize(self, size: int) -> None:
+        """A new bound (``workers.worktree_pool`` reloaded); the excess goes now."""
+        self.size = size
+        await self._trim(size)
+
+    async def close(self) -> None:
+        """Remove every idle workspace; those of runs still live are removed at their
+        release (``supervisor stop``)."""
+        self._closed = True
+        await self._trim(0)
+
+    async def _trim(self, size: int) -> None:
+        while len(self._idle) > max(size, 0):
+            name, _ = self._idle.popitem(last=False)
+            await self._remove(self.worktrees.base_dir / name)
+
+    # -- the work --------------------------------------------------------------------------
+
+    async def _remove(self, path: Path) -> None:
+        """Remove a workspace (bounded, shielded: a half-cleaned one must never stay)."""
+        with trio.move_on_after(CLEANUP_SECONDS) as scope:
+            scope.shield = True
+            try:
+                await self.worktrees.remove(self.root, path)
+            except Exception:
+                log.exception("could not remove the worktree %s", path)
+
+    async def _git(self, path: Path, *args: str) -> bytes:
+        done = await run_git(path, *_SAFE, *args)
+        if done.returncode != 0:
+            raise PoolError(f"git {args[0]} failed: {one_line(done.stderr or done.stdout)}")
+        return done.stdout
+
+    async def _reset(self, path: Path, commit: str) -> None:
+        repo = await self.worktrees._repo(self.root)
+        await trio.to_thread.run_sync(reset_git_dir, path, repo, commit)
+
+    async def _clean(self, path: Path, commit: str, *, keep_ignored: bool) -> None:
+        """``path`` back to exactly a fresh workspace at ``commit`` (module docstring)."""
+        await self._reset(path, commit)
+        await self._git(path, "read-tree", "-u", "--reset", commit)
+        fresh = self._index_version
+        if fresh is not None and await trio.to_thread.run_sync(index_version, path) != fresh:
+            await self._git(path, "update-index", "--index-version", str(fresh))
+        if await trio.to_thread.run_sync(index_version, path) != fresh:
+            raise PoolError(f"its index is not in a fresh one's format (version {fresh})")
+        await self._git(path, "clean", "-ffdq" if keep_ignored else "-ffdxq")
+        flags = await self._git(path, "ls-files", "-v", "-z")
+        hidden = [e for e in flags.split(b"\0") if e and not e.startswith(b"H ")]
+        if hidden:
+            raise PoolError(
+                f"{len(hidden)} index entries are marked assume-unchanged or skip-worktree"
+            )
+        # git keeps no folder's mode and of a file's only its x bit: the rest, as a
+        # fresh checkout makes them (a run's chmod 700 on a folder would stay).
+        await trio.to_thread.run_sync(fix_modes, path)
+        status = ["status", "--porcelain", "-z", "-uall"]
+        left = await self._git(path, *status, "--ignored=no" if keep_ignored else "--ignored")
+        if left:
+            shown = one_line(left.replace(b"\0", b" "))
+            raise PoolError(f"files are left after cleaning: {shown}")
+
+    async def _repoint(self, path: Path, old: str, new: str) -> None:
+        """A clean workspace at ``old`` moved to ``new``, its ``.git`` fresh."""
+        await self._reset(path, new)
+        if old != new:
+            await self._git(path, "read-tree", "-m", "-u", old, new)
+
+    def _rename(self, path: Path) -> str:
+        """Move a run's workspace to a pooled name (its mark first, as at creation:
+        a recovery that lists the folder meanwhile still sees whose it is). Blocking."""
+        base = _checked(self.worktrees.base_dir, path).parent
+        while True:
+            name = f"{POOL_PREFIX}{secrets.token_hex(6)}"
+            if not os.path.lexists(base / name):
+                break
+        old_mark = _mark(base, path.name)
+        new_mark = _mark(base, name)
+        new_mark.write_bytes(old_mark.read_bytes())
+        try:
+            os.rename(path, base / name)
+        except BaseException:
+            new_mark.unlink(missing_ok=True)
+            raise
+        old_mark.unlink(missing_ok=True)
+        return name
+
+
+def reset_git_dir(path: Path, repo: _Repo, commit: str) -> None:
+    """Write ``path/.git`` anew as a fresh workspace's at ``commit``, keeping only its
+    index (a stat cache: see the module docstring). Blocking. Raises
+    :class:`PoolError` when ``.git`` or its index is not what a workspace has (a
+    link, a file: the run replaced it)."""
+    git_dir = path / ".git"
+    index = git_dir / "index"
+    for item, kind in ((path, stat.S_ISDIR), (git_dir, stat.S_ISDIR), (index, stat.S_ISREG)):
+        try:
+            mode = os.lstat(item).st_mode
+        except FileNotFoundError:
+            raise PoolError(f"{item} is gone") from None
+        if not kind(mode):
+            raise PoolError(f"{item} is not what a workspace has")
+    for entry in os.listdir(git_dir):
+        if entry != "index":
+            _rmtree(git_dir / entry)
+    write_git_dir(path, repo.common, commit, repo.object_format, repo.identity)
+
+
+def index_version(path: Path) -> int | None:
+    """The format version in ``path/.git/index``'s header, None if unreadable. Blocking."""
+    try:
+        with open(path / ".git" / "index", "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return int.from_bytes(head[4:8], "big") if head[:4] == b"DIRC" and len(head) == 8 else None
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, for every
+    thread at once); git's checkout applies it to the modes it creates."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def fix_modes(path: Path) -> None:
+    """Give every folder and regular file under ``path`` (but ``.git``) the mode a
+    fresh checkout gives: ``0777``/``0666`` (x bits kept for files) less the umask.
+    Blocking; one ``lstat`` per entry, a ``chmod`` only where a run changed one."""
+    mask = _umask()
+    want_dir = 0o777 & ~mask
+    stack = [os.fspath(path)]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    continue
+                if entry.is_dir():
+                    if folder == os.fspath(path) and entry.name == ".git":
+                        continue
+                    if stat.S_IMODE(entry.stat().st_mode) != want_dir:
+                        os.chmod(entry.path, want_dir)
+                    stack.append(entry.path)
+                elif entry.is_file():
+                    mode = stat.S_IMODE(entry.stat().st_mode)
+                    want = (0o777 if mode & stat.S_IXUSR else 0o666) & ~mask
+                    if mode != want:
+                        os.chmod(entry.path, want)

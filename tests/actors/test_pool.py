@@ -1,0 +1,281 @@
+"""Reused workspaces on real git repositories (see :mod:`lattice_workers.actors._pool`).
+
+The core check, :func:`test_a_reused_workspace_is_a_fresh_one_byte_for_byte`: a run
+leaves every kind of leftover git and the file system keep, and the next run's reused
+workspace equals a fresh one, file by file and in all of git's state."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lattice_workers.actors._pool import POOL_PREFIX, WorkspacePool, index_version
+from lattice_workers.actors._worktree import Worktrees
+from tests.actors.conftest import git
+
+
+@pytest.fixture
+def big_repo(repo: Path) -> Path:
+    """The actor tests' repository, with ignore rules, a script and a second commit
+    that changes, adds and deletes files (the re-point writes that difference)."""
+    (repo / ".gitignore").write_text("*.log\nbuild/\n.venv/\n")
+    (repo / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(repo / "run.sh", 0o755)
+    for n in range(30):
+        (repo / "src" / f"f{n}.txt").write_text(f"file {n}\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "more files")
+    (repo / "src" / "f1.txt").write_text("changed\n")
+    (repo / "src" / "new.txt").write_text("new\n")
+    git(repo, "rm", "-q", "src/f2.txt")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "second")
+    git(repo, "tag", "v1")
+    return repo
+
+
+def pool_of(tmp_path: Path, repo: Path, size: int = 4) -> WorkspacePool:
+    return WorkspacePool(Worktrees(tmp_path / "worktrees"), repo, size)
+
+
+def sh(path: Path, script: str) -> None:
+    """What a worker does, as a worker does it: a shell in its workspace."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "w",
+        "GIT_AUTHOR_EMAIL": "w@example.com",
+        "GIT_COMMITTER_NAME": "w",
+        "GIT_COMMITTER_EMAIL": "w@example.com",
+    }
+    done = subprocess.run(["bash", "-ec", script], cwd=path, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+#: Every kind of leftover of the issue: untracked and ignored files (and folders, a
+#: nested repository, a link), tracked files edited, deleted, made executable, a
+#: commit, branches, a tag, a stash, the workspace's config (a filter, a hooks path,
+#: an identity), a hook, info/ files, reflogs, a packed ref, the index's version.
+LEFTOVERS = r"""
+echo junk > untracked.txt
+mkdir -p deep/er && echo x > deep/er/file.txt
+echo log > debug.log
+mkdir -p build/out && echo o > build/out/a.o
+mkdir -p .venv/bin && echo py > .venv/bin/python
+ln -s /etc/hostname link-out
+mkdir nested && git -C nested init -q && echo n > nested/n.txt
+echo edited >> a.txt
+rm src/b.txt
+chmod +x src/f3.txt
+echo stash-me >> src/f4.txt && git stash -q
+git switch -q -c feature
+echo committed > committed.txt && git add committed.txt && git commit -q -m work
+git tag -a mytag -m tag
+git branch other
+git pack-refs --all
+git config core.hooksPath .myhooks
+git config user.name worker
+git config filter.evil.clean 'touch /tmp/never'
+git config alias.x status
+mkdir -p .git/hooks && echo '#!/bin/sh' > .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit
+echo '*.txt' >> .git/info/exclude
+echo 'src/' > .git/info/sparse-checkout
+git update-index --index-version 4
+echo staged > staged.txt && git add -f staged.txt
+echo after-commit >> src/f5.txt
+chmod 700 src && chmod 600 src/f6.txt && chmod 4755 src/f7.txt
+"""
+
+
+def state(path: Path) -> dict[str, Any]:
+    """What a run sees of its workspace: every file outside ``.git`` (bytes, mode,
+    link target), every file of ``.git`` but the index (bytes), and the index as git
+    reads it (entries with their flags, its version)."""
+    files: dict[str, Any] = {}
+    for folder, dirs, names in os.walk(path):
+        for name in sorted(dirs + names):
+            full = Path(folder, name)
+            rel = str(full.relative_to(path))
+            if rel == ".git/index":
+                continue
+            info = os.lstat(full)
+            mode = stat.S_IMODE(info.st_mode)
+            if stat.S_ISLNK(info.st_mode):
+                files[rel] = ("link", os.readlink(full))
+            elif stat.S_ISDIR(info.st_mode):
+                files[rel] = ("dir", mode)
+            else:
+                files[rel] = ("file", mode, full.read_bytes())
+    return {
+        "files": files,
+        "index": git(path, "ls-files", "-s", "-v"),
+        "index_version": index_version(path),
+        "status": git(path, "status", "--porcelain", "--ignored", "-uall"),
+        "head": git(path, "rev-parse", "HEAD"),
+        "refs": git(path, "for-each-ref"),
+        "stash": git(path, "stash", "list"),
+        "config": git(path, "config", "--local", "--list"),
+        "reflog": git(path, "reflog", "--all"),
+    }
+
+
+async def test_a_reused_workspace_is_a_fresh_one_byte_for_byte(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    old = git(big_repo, "rev-parse", "HEAD~1")
+    new = git(big_repo, "rev-parse", "HEAD")
+    first = await pool.prepare("run_A", old)
+    assert first == pool.worktrees.base_dir / "run_A"
+    sh(first, LEFTOVERS)
+    project_refs = git(big_repo, "for-each-ref")
+    await pool.release(first)
+    [idle] = pool.idle()
+    assert idle.name.startswith(POOL_PREFIX) and not first.exists()
+
+    # The next run takes it: the name is decided before the workspace is prepared.
+    location = pool.location_for("run_B")
+    assert location == str(idle)
+    reused = await pool.prepare("run_B", new)
+    assert reused == idle and pool.reused == 1 and pool.discarded == 0
+    fresh = await Worktrees(tmp_path / "fresh").create(big_repo, "run_C", new)
+    assert state(reused) == state(fresh)
+    assert (reused / "src" / "new.txt").read_text() == "new\n"
+    assert not (reused / "src" / "f2.txt").exists()
+    # Nothing of it reached the project.
+    assert git(big_repo, "for-each-ref") == project_refs
+    assert git(big_repo, "status", "--porcelain") == ""
+
+
+async def test_keep_ignored_keeps_ignored_files_for_its_worker_only(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    path = await pool.prepare("run_A", head, "builder")
+    sh(path, "mkdir -p .venv/bin build && echo py > .venv/bin/python && echo o > build/a.o"
+       " && echo junk > untracked.txt && echo edit >> a.txt")
+    await pool.release(path)
+    # Another worker, or the shared pool, never gets it.
+    assert pool.location_for("run_B") == str(pool.worktrees.base_dir / "run_B")
+    again = await pool.prepare("run_C", head, "builder")
+    assert again.name.startswith(POOL_PREFIX)
+    assert (again / ".venv" / "bin" / "python").read_text() == "py\n"
+    assert (again / "build" / "a.o").read_text() == "o\n"
+    assert not (again / "untracked.txt").exists()
+    assert (again / "a.txt").read_text() == "one"
+    assert git(again, "status", "--porcelain", "-uall") == ""
+
+
+async def test_two_runs_never_share_a_workspace(tmp_path: Path, big_repo: Path) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    await pool.release(await pool.prepare("run_A", head))
+    [idle] = pool.idle()
+    assert pool.location_for("run_B") == str(idle)
+    assert pool.location_for("run_C") == str(pool.worktrees.base_dir / "run_C")
+    assert pool.location_for("run_B") == str(idle)  # decided for good
+    async with trio.open_nursery() as nursery:
+        for run in ("run_B", "run_C"):
+            nursery.start_soon(pool.prepare, run, head)
+    assert sorted(p.name for p in pool.worktrees.base_dir.iterdir() if p.name[0] != ".") == [
+        idle.name,
+        "run_C",
+    ]
+
+
+async def test_the_pool_is_bounded_least_recently_used_out_first(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    pool = pool_of(tmp_path, big_repo, size=2)
+    head = git(big_repo, "rev-parse", "HEAD")
+    paths = [await pool.prepare(f"run_{n}", head) for n in range(3)]
+    for path in paths:
+        await pool.release(path)
+    idle = pool.idle()
+    assert len(idle) == 2
+    on_disk = sorted(p for p in pool.worktrees.base_dir.iterdir() if p.name[0] != ".")
+    assert on_disk == sorted(idle)
+    # The most recently returned serves first; the oldest went.
+    assert pool.location_for("run_x") == str(idle[-1])
+    await pool.resize(0)
+    assert pool.idle() == []
+    await pool.release(await pool.prepare("run_x", head))
+    assert [p.name for p in pool.worktrees.base_dir.iterdir()] == []
+
+
+async def test_size_zero_removes_each_workspace(tmp_path: Path, big_repo: Path) -> None:
+    pool = pool_of(tmp_path, big_repo, size=0)
+    path = await pool.prepare("run_A", git(big_repo, "rev-parse", "HEAD"))
+    await pool.release(path)
+    assert list(pool.worktrees.base_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "hide",
+    [
+        "echo x >> a.txt && git update-index --assume-unchanged a.txt",
+        "git update-index --skip-worktree a.txt && rm a.txt",
+        "rm -rf .git",
+        "rm .git/index && ln -s /dev/null .git/index",
+    ],
+)
+async def test_what_cannot_be_cleaned_is_removed_never_reused(
+    tmp_path: Path, big_repo: Path, hide: str
+) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    path = await pool.prepare("run_A", head)
+    sh(path, hide)
+    await pool.release(path)
+    assert pool.idle() == [] and pool.discarded == 1
+    assert list(pool.worktrees.base_dir.iterdir()) == []
+
+
+async def test_a_failed_repoint_gives_a_fresh_workspace_in_the_named_folder(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    await pool.release(await pool.prepare("run_A", head))
+    [idle] = pool.idle()
+    (idle / "src" / "new.txt").write_text("changed while idle\n")  # read-tree -m refuses
+    location = pool.location_for("run_B")
+    path = await pool.prepare("run_B", git(big_repo, "rev-parse", "HEAD~1"))
+    assert str(path) == location and pool.discarded == 1 and pool.reused == 0
+    at = git(path, "rev-parse", "HEAD")
+    fresh = await Worktrees(tmp_path / "fresh").create(big_repo, "x", at)
+    assert state(path) == state(fresh)
+
+
+async def test_a_cancelled_prepare_leaves_nothing_taken(tmp_path: Path, big_repo: Path) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    await pool.release(await pool.prepare("run_A", head))
+    [idle] = pool.idle()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await pool.prepare("run_B", head)
+    assert pool.idle() == [] and not idle.exists()  # state unknown: removed
+    assert list(pool.worktrees.base_dir.iterdir()) == []
+    path = await pool.prepare("run_B", head)  # the run may try again
+    assert path.name == "run_B"
+
+
+async def test_close_removes_the_idle_and_then_each_released_one(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    live = await pool.prepare("run_A", head)
+    await pool.release(await pool.prepare("run_B", head))
+    await pool.close()
+    assert [p.name for p in pool.worktrees.base_dir.iterdir() if p.name[0] != "."] == ["run_A"]
+    await pool.release(live)
+    assert list(pool.worktrees.base_dir.iterdir()) == []
+    assert pool.location_for("run_C").endswith("run_C")
