@@ -250,6 +250,8 @@ def test_args_with_a_string_command_are_refused(root: Path) -> None:
         ("retries", True),
         ("retry_backoff_seconds", -1),
         ("worktree", "yes"),
+        ("worktree_reuse", "keep-all"),
+        ("worktree_reuse", True),
         ("args", "--model x"),
         ("env", {"1BAD": "x"}),
         ("env", {"OK": 1}),
@@ -270,6 +272,11 @@ def test_field_values_of_the_wrong_type_or_range_are_refused(
     assert len(problems) == 1, problems
     assert problems[0].startswith(f'workers/w.json: "{field}" must be ')
     assert f"$.{field}" in problems[0]
+
+
+def test_worktree_reuse_is_clean_unless_a_worker_keeps_its_ignored_files(root: Path) -> None:
+    assert problems_of(root, agent(worktree_reuse="keep-ignored")) == []
+    assert problems_of(root, agent(worktree_reuse="clean")) == []
 
 
 def test_fractional_timeouts_and_zero_grace_are_accepted(root: Path) -> None:

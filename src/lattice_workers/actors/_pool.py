@@ -59,7 +59,9 @@ from lattice_workers.actors._worktree import (
     Worktrees,
     _checked,
     _mark,
+    _ours_under,
     _Repo,
+    _repo_blocking,
     _rmtree,
     write_git_dir,
 )
@@ -362,3 +364,16 @@ def fix_modes(path: Path) -> None:
                     want = (0o777 if mode & stat.S_IXUSR else 0o666) & ~mask
                     if mode != want:
                         os.chmod(entry.path, want)
+
+
+def pooled_under(base_dir: Path, root: Path, owner: Path | None = None) -> list[Path]:
+    """The pooled workspaces of the repository ``root`` is in under ``base_dir`` (of
+    the board ``owner``), for ``doctor``: idle, or taken by a live run. Blocking; file
+    reads and one git process. With no supervisor running, they are left over from a
+    crash: its next start (or ``doctor --fix``) removes them."""
+    try:
+        repo = _repo_blocking(root)
+    except LatticeError:
+        return []
+    owned = os.path.realpath(owner) if owner is not None else None
+    return [p for p in _ours_under(base_dir, repo.common, owned) if p.name.startswith(POOL_PREFIX)]

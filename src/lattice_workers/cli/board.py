@@ -367,7 +367,7 @@ def _size(n: int) -> str:
 
 def _doctor(ctx: Context, args: argparse.Namespace) -> int:
     from lattice_workers.actors._keep import kept_summary
-    from lattice_workers.supervisor.doctor import unowned_problems
+    from lattice_workers.supervisor.doctor import pooled_workspaces, unowned_problems
 
     board = ctx.board()
     problems = unowned_problems(board, fix=args.fix)
@@ -380,13 +380,22 @@ def _doctor(ctx: Context, args: argparse.Namespace) -> int:
             "they stay until `lattice worker apply`, `merge` or `discard` "
             "(keep_finished_days never deletes them)"
         )
+    pool = pooled_workspaces(board)
+    listed = (
+        [f"Worktree pool ({len(pool)}, reused by the next runs):", *(f"  {p}" for p in pool)]
+        if pool
+        else []
+    )
     if not problems:
+        # "kept_work" and "pool" only when there are: a plain board's reply stays as it was.
         data: dict[str, object] = {"problems": []}
         if kept is not None:
             data["kept_work"] = kept
-        return ctx.ok(data, "No problems found." + said)
+        if pool:
+            data["pool"] = pool
+        return ctx.ok(data, "\n".join(["No problems found.", *listed]) + said)
     if not ctx.json:
-        ctx.ok(None, "\n".join(f"{p.kind}: {p.message}" for p in problems) + said)
+        ctx.ok(None, "\n".join([f"{p.kind}: {p.message}" for p in problems] + listed) + said)
     count = len(problems)
     raise LatticeError(
         Code.DOCTOR_PROBLEMS,

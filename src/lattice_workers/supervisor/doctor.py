@@ -43,6 +43,15 @@ def unowned_problems(board: Board, *, fix: bool = False) -> list[Problem]:
     ]
 
 
+def pooled_workspaces(board: Board) -> list[str]:
+    """The board's pooled workspaces (see :mod:`lattice_workers.actors._pool`), for the
+    report: they hold disk space, and outlive runs by design."""
+    from lattice_workers.actors._pool import pooled_under
+    from lattice_workers.supervisor._settings import worktree_base
+
+    return [str(p) for p in pooled_under(worktree_base(board), board.root, board.dir)]
+
+
 def _heal(board: Board) -> None:
     """Move unreadable log lines aside and rewrite each snapshot that disagrees with
     its log from the log (a full disk can refuse a snapshot after its log line)."""
