@@ -179,13 +179,17 @@ def test_worktree_runs_cancelled_retried_and_shut_down_leave_nothing(project: Pr
             info = final[run["run_id"]]
             assert info["state"] == "failed" and info["reason"] == "exit_nonzero", info
             assert info["attempt"] == 2, info
-        # Only the Slow run still running holds a worktree; the supervisor holds no log
-        # but that run's own (it copies the run's output into it: see _logsink).
-        assert [p.name for p in project.workspaces()] == [slow[2]["run_id"]]
-        assert len(project.worktree_list()) == 1  # a workspace is no git worktree
+        # Only the Slow run still running holds a worktree, the others are idle in the
+        # pool (at most its size, the cap); the supervisor holds no log but that run's
+        # own (it copies the run's output into it: see _logsink).
         live = client.request(Ps())
         assert isinstance(live, PsReply)
         assert [r.run_id for r in live.runs] == [slow[2]["run_id"]]
+        held = live.runs[0].worktree_path
+        others = [p.name for p in project.workspaces() if str(p) != held]
+        assert len(others) == len(project.workspaces()) - 1, (held, others)
+        assert all(name.startswith("pool-") for name in others) and len(others) <= 12, others
+        assert len(project.worktree_list()) == 1  # a workspace is no git worktree
         assert open_files_under(pid, _worker_logs(project)) == [live.runs[0].log_path]
 
         # 3. Another burst, some cancelled at once, and SIGTERM to the supervisor while
@@ -231,6 +235,7 @@ def test_sigkill_while_worktree_runs_are_prepared_then_restart_leaves_nothing(
         burst.append(_run(client, "Flaky", tasks[0])["run_id"])
     os.kill(pid, signal.SIGKILL)
     wait_gone(pid)
+    left_by_crash = {p.name for p in project.workspaces() if p.name.startswith("pool-")}
 
     # Any worker command starts a supervisor, whose recovery settles the old runs and
     # queues again those that were accepted but never started.
@@ -250,6 +255,12 @@ def test_sigkill_while_worktree_runs_are_prepared_then_restart_leaves_nothing(
         events = by_run.get(run_id, [])
         assert events, f"run {run_id} was accepted, so it must have run (again) after recovery"
     assert open_files_under(new_pid, _worker_logs(project)) == []
+    # The new supervisor's runs left their workspaces idle in its pool; none of the
+    # killed one's pool is among them (its recovery removed them).
+    idle = [p.name for p in project.workspaces()]
+    assert all(name.startswith("pool-") for name in idle) and len(idle) <= 6, idle
+    assert not left_by_crash & set(idle), (left_by_crash, idle)
+    project.cli("supervisor", "stop", timeout=120)
     _assert_no_worktree_left(project)
     _assert_nothing_went_wrong_inside(project)
 
