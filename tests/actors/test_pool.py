@@ -209,6 +209,15 @@ async def test_the_pool_is_bounded_least_recently_used_out_first(
     assert [p.name for p in pool.worktrees.base_dir.iterdir()] == []
 
 
+async def test_a_named_commit_is_pooled_at_its_sha(tmp_path: Path, big_repo: Path) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    await pool.release(await pool.prepare("run_A", "HEAD"))
+    again = await pool.prepare("run_B", "HEAD~1")
+    assert pool.reused == 1
+    assert git(again, "rev-parse", "HEAD") == git(big_repo, "rev-parse", "HEAD~1")
+    assert git(again, "status", "--porcelain") == ""
+
+
 async def test_size_zero_removes_each_workspace(tmp_path: Path, big_repo: Path) -> None:
     pool = pool_of(tmp_path, big_repo, size=0)
     path = await pool.prepare("run_A", git(big_repo, "rev-parse", "HEAD"))

@@ -55,6 +55,7 @@ import trio
 
 from lattice_workers.actors._git import one_line, run_git
 from lattice_workers.actors._worktree import (
+    _SHA,
     CLEANUP_SECONDS,
     Worktrees,
     _checked,
@@ -160,6 +161,8 @@ class WorkspacePool:
         taken = self._taken[run_id]
         path = self.worktrees.base_dir / taken.name
         try:
+            if not _SHA.fullmatch(commit):  # a name ("HEAD"): the pool keeps shas
+                commit = await self.worktrees.resolve_commit(self.root, commit)
             if taken.reused:
                 assert taken.commit is not None
                 try:
