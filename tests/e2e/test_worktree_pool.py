@@ -79,6 +79,16 @@ def test_the_pool_can_be_turned_off(project: Project) -> None:
     assert project.workspaces() == []
 
 
+def test_a_reload_that_shrinks_the_pool_removes_the_excess(project: Project) -> None:
+    project.write_worker("Quick", command="true")
+    task = project.create_task()
+    project.json("worker", "run", "Quick", task, "--wait")
+    assert [p.name[:5] for p in project.workspaces()] == ["pool-"]
+    project.configure_workers(worktree_pool=0)
+    project.cli("supervisor", "reload")
+    assert project.workspaces() == []
+
+
 def test_bad_pool_size_is_refused_with_a_clear_error(project: Project) -> None:
     project.configure_workers(worktree_pool=-1)
     proc = project.cli("supervisor", "start", check=False)
