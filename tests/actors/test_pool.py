@@ -276,6 +276,17 @@ async def test_a_cancelled_prepare_leaves_nothing_taken(tmp_path: Path, big_repo
     assert path.name == "run_B"
 
 
+async def test_a_release_cancelled_while_cleaning_removes_the_workspace(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    pool = pool_of(tmp_path, big_repo)
+    path = await pool.prepare("run_A", git(big_repo, "rev-parse", "HEAD"))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await pool.release(path)
+    assert pool.idle() == [] and list(pool.worktrees.base_dir.iterdir()) == []
+
+
 async def test_close_removes_the_idle_and_then_each_released_one(
     tmp_path: Path, big_repo: Path
 ) -> None:

@@ -196,16 +196,19 @@ class WorkspacePool:
         if taken is None or taken.commit is None or self._closed or self.size <= 0:
             await self._remove(path)
             return
+        name = taken.name
         try:
             await self._clean(path, taken.commit, keep_ignored=taken.key != SHARED)
-            name = taken.name
             if not name.startswith(POOL_PREFIX):
                 name = await trio.to_thread.run_sync(self._rename, path)
         except (PoolError, LatticeError, OSError) as err:
             log.warning("cannot return the workspace %s to the pool (%s); removing it", path, err)
             self.discarded += 1
-            await self._remove(path)
+            await self._remove(self.worktrees.base_dir / name)
             return
+        except BaseException:  # cancelled half-way: neither idle nor anybody's, so gone
+            await self._remove(self.worktrees.base_dir / name)
+            raise
         if self._closed:  # the supervisor began stopping meanwhile
             await self._remove(self.worktrees.base_dir / name)
             return
