@@ -46,7 +46,9 @@ def test_the_second_run_reuses_the_first_workspace_clean(project: Project, tmp_p
     assert [str(p) for p in project.workspaces()] == [second]
     assert project.git("branch", "--list", "left-branch") == ""
     report = project.json("doctor")["data"]
-    assert report == {"problems": [], "pool": [second]}
+    # Its three runs' work is kept too (issue 19): doctor says both.
+    assert report["problems"] == [] and report["pool"] == [second]
+    assert report["kept_work"]["refs"] == 3
     assert second in project.cli("doctor").stdout
     project.cli("supervisor", "stop", timeout=120)
     assert project.workspaces() == []  # the pool goes with its supervisor
