@@ -26,7 +26,7 @@ Engine command lines: ``claude -p PROMPT ARGS``, ``codex exec PROMPT ARGS``,
 defaults below, which let a reviewer read the code and run the project's checks.
 
 Each reviewer has ``REVIEW_TIMEOUT_MINUTES`` (default 15) to finish, and one that
-prints nothing but network retries for ``REVIEW_NETWORK_SECONDS`` (default 120; codex
+prints nothing but network retries for ``REVIEW_NETWORK_SECONDS`` (default 60; codex
 retries without end) is stopped then; one that takes longer is stopped (SIGTERM, then SIGKILL after 10 s, with its own children) and counts
 as failed, so one hung engine cannot hold the run to its deadline. Each reviewer's end
 is written to the log as it happens, a failure with the reviewer's own last words
@@ -398,7 +398,7 @@ def main(scratch: Path) -> int:
     except ValueError:
         limit = 15 * 60.0
     try:
-        network_limit = float(os.environ.get("REVIEW_NETWORK_SECONDS") or 120)
+        network_limit = float(os.environ.get("REVIEW_NETWORK_SECONDS") or 60)
     except ValueError:
         network_limit = 120.0
     for r in reviewers:
