@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import trio
 
 mcp = pytest.importorskip("mcp")
 from mcp import ClientSession, StdioServerParameters  # noqa: E402
@@ -150,3 +151,26 @@ async def test_run_diff_shows_the_work_a_run_kept(project: Project) -> None:
         nothing = await error_of(client, "run_diff", run_id=looked["run"]["run_id"])
         assert nothing.startswith("NOT_FOUND:") and "no kept work" in nothing
         assert (await error_of(client, "run_diff", run_id="../x")).startswith("INVALID_ID:")
+
+
+async def test_a_follow_up_run_starts_at_the_work_a_run_kept(project: Project) -> None:
+    """``from_run``: the new run's workspace holds what the first run left."""
+    project.write_worker("Edit", command="echo kept line > new.txt")
+    project.write_worker("Read", command='cat new.txt > "$LATTICE_LOG.seen"')
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "workers")
+    task = project.create_task("one")
+    async with session(project) as client:
+        edited = await call(client, "run_worker", worker="Edit", task=task, wait=True)
+        first = edited["run"]["run_id"]
+        follow = await call(
+            client, "run_worker", worker="Read", task=task, from_run=first, wait=True
+        )
+        assert follow["run"]["state"] == "completed", follow
+        assert follow["run"]["commit_sha"] == edited["run"]["changes"]["snapshot_sha"]
+        seen = trio.Path(follow["run"]["log_path"] + ".seen")
+        assert await seen.read_bytes() == b"kept line\n"
+        refused = await error_of(
+            client, "run_worker", worker="Read", task=task, from_run=first, commit="HEAD"
+        )
+        assert refused.startswith("INVALID_ARGUMENT:"), refused

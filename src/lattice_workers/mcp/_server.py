@@ -145,6 +145,10 @@ def build_server(root: Path) -> FastMCP:
             str | None, Field(description="commit to work on; default: the project's HEAD")
         ] = None,
         base: Annotated[str | None, Field(description="ref to diff against")] = None,
+        from_run: Annotated[
+            str | None,
+            Field(description="start at the work this run kept (a follow-up); not with commit"),
+        ] = None,
         timeout_minutes: Annotated[
             float | None, Field(gt=0, description="the run's deadline; default: the worker's")
         ] = None,
@@ -164,6 +168,7 @@ def build_server(root: Path) -> FastMCP:
             worker=worker,
             task=task,
             revision=commit,
+            from_run=from_run,
             base=base,
             timeout_minutes=timeout_minutes,
             idempotency_key=idempotency_key,
