@@ -32,15 +32,15 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from lattice_workers.actors._executor import WorkerLost, Workspace
+from lattice_workers.actors._executor import Executor, Launch, WorkerLost, Workspace
 from lattice_workers.actors._keep import KeepError, run_ref
 from lattice_workers.actors._logsink import LogSink
 from lattice_workers.errors import Code, LatticeError
@@ -67,20 +67,6 @@ T = TypeVar("T")
 
 class NodeLost(WorkerLost):
     """The node that ran the attempt is gone (or unreachable past the bound)."""
-
-
-class LaunchLike(Protocol):
-    """What :meth:`RayExecutor.start` reads of the seam's ``Launch``."""
-
-    argv: Sequence[str]
-    env: Mapping[str, str]
-    workspace: Workspace | None
-    log_fd: int
-    log_limit: int
-    run_id: str
-    attempt: int
-    stdin: bytes | None
-    tap: object | None
 
 
 @dataclass
@@ -204,10 +190,11 @@ class RayExecutor:
 
     # ------------------------------------------------------------------ the seam
 
-    def location_for(self, run_id: str) -> str:
+    def location_for(self, run_id: str, *, pool: str = "") -> str:
+        # ``pool``: the local executor's reuse of workspaces; a node's are fresh.
         return f"{LOCATION_PREFIX}{self.namespace}/{run_id}"
 
-    async def prepare(self, run_id: str, commit: str) -> Workspace:
+    async def prepare(self, run_id: str, commit: str, *, pool: str = "") -> Workspace:
         """An actor for the attempt on a node with room, and a worktree there at
         ``commit`` (the commit shipped as an incremental bundle when the node's cache
         lacks it). ``LatticeError`` when it cannot be made; nothing is left behind."""
@@ -255,7 +242,7 @@ class RayExecutor:
         self._remotes[location] = _Remote(name, handle, answer["node"], answer["location"])
         return Workspace(location)
 
-    def start(self, launch: LaunchLike, grace_seconds: float = 10.0) -> RayExecution:
+    def start(self, launch: Launch, grace_seconds: float = 10.0) -> RayExecution:
         """Start the worker on the workspace's node (blocking: the seam calls it in a
         thread). Raises ``OSError`` (the program is not on the node) like a local spawn."""
         ray = _ray()
@@ -397,7 +384,7 @@ class RayExecution:
     pid: int | None = None
     start_time: int | None = None
 
-    def __init__(self, executor: RayExecutor, remote: _Remote, launch: LaunchLike) -> None:
+    def __init__(self, executor: RayExecutor, remote: _Remote, launch: Launch) -> None:
         self._executor = executor
         self._remote = remote
         self.node = remote.node
@@ -534,3 +521,9 @@ def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
 
+
+
+def _fits_the_seam(executor: RayExecutor) -> Executor:
+    """Never called: mypy checks here that RayExecutor is an Executor (the supervisor
+    holds it as ``Any``, so that Ray is imported only where it is used)."""
+    return executor
