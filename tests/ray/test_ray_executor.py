@@ -11,8 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import trio.testing
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' for tests/ray")
 
+from lattice_workers.actors._executor import Launch
 from lattice_workers.actors._keep import apply_to_branch, run_ref
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.executors.ray._config import ExecutorConfig
@@ -34,17 +34,6 @@ from lattice_workers.store import new_id
 from tests.ray.conftest import LocalCluster, nothing_left
 
 pytestmark = pytest.mark.ray
-
-
-@dataclass
-class Launch:
-    argv: Sequence[str]
-    env: Mapping[str, str]
-    workspace: Workspace | None
-    log_fd: int
-    log_limit: int
-    run_id: str
-    attempt: int
 
 
 def head(repo: Path) -> str:
