@@ -35,7 +35,7 @@ import trio
 
 from lattice_workers.actors._cgroup import RunCgroups
 from lattice_workers.actors._child import Child
-from lattice_workers.actors._keep import KeepError, keep_work
+from lattice_workers.actors._keep import KeepError, keep_work, not_kept
 from lattice_workers.actors._logsink import LogSink, Tap
 from lattice_workers.actors._pool import WorkspacePool
 from lattice_workers.actors._process_group import kill_group, process_start_time
@@ -255,14 +255,13 @@ class LocalExecutor:
                     task=task,
                 )
             )
-        except KeepError as err:
-            if not await trio.to_thread.run_sync(os.path.isdir, path):
+        except (KeepError, OSError) as err:
+            if isinstance(err, KeepError) and not await trio.to_thread.run_sync(
+                os.path.isdir, path
+            ):
                 return None  # never made (the attempt failed before its worktree)
             log.warning("run %s: its work could not be kept: %s", run_id, err)
-            return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
-        except OSError as err:
-            log.warning("run %s: its work could not be kept: %s", run_id, err)
-            return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+            return not_kept(err)
         return kept.to_event()
 
     async def release(self, workspace: Workspace) -> None:

@@ -56,6 +56,11 @@ class KeepError(Exception):
     """Why an attempt's work could not be kept (said in its terminal event)."""
 
 
+def not_kept(why: object) -> dict[str, Any]:
+    """The ``changes`` of a terminal event whose work could not be kept, and why."""
+    return {"files_changed": 0, "error": f"the work could not be kept: {why}"}
+
+
 def run_ref(run_id: str, attempt: int) -> str:
     return f"{REF_PREFIX}/{run_id}/{attempt}"
 

@@ -241,7 +241,7 @@ def _keep_orphans_work(
     it had no worktree (or it is gone). The journal knows the run best; its
     ``process_started`` on the board names the worktree too (the journal may have lost
     the record that did: a supervisor killed right after the spawn)."""
-    from lattice_workers.actors._keep import KeepError, keep_work
+    from lattice_workers.actors._keep import KeepError, keep_work, not_kept
 
     info = record.run if record is not None else None
     path = (info.worktree_path if info else None) or board_run.get("worktree_path")
@@ -265,7 +265,7 @@ def _keep_orphans_work(
         ).to_event()
     except (KeepError, OSError) as err:
         log.warning("run %s: its work could not be kept: %s", run_id, err)
-        return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+        return not_kept(err)
     run = RunInfo(
         run_id=str(run_id),
         task_id=str(board_run["task_id"]),

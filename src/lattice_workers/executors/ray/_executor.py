@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import trio
 
 from lattice_workers.actors._executor import Executor, Launch, WorkerLost, Workspace
-from lattice_workers.actors._keep import KeepError, run_ref
+from lattice_workers.actors._keep import KeepError, not_kept, run_ref
 from lattice_workers.actors._logsink import LogSink
 from lattice_workers.errors import Code, LatticeError
 from lattice_workers.executors.ray._bundle import make_bundle, receive_bundle
@@ -293,11 +293,11 @@ class RayExecutor:
         if remote is None:
             return None
         if remote.lost:
-            return {"files_changed": 0, "error": "the work could not be kept: its node is gone"}
+            return not_kept("its node is gone")
         try:
             kept = await self._call(remote.handle.keep, actor=actor, task=task, bound=GIT_SECONDS)
         except NodeLost as err:
-            return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+            return not_kept(err)
         return await self._bring_back(kept, run_id, attempt)
 
     async def _bring_back(self, kept: dict[str, Any] | None, run_id: str, attempt: int) -> Any:
@@ -310,7 +310,7 @@ class RayExecutor:
                     partial(receive_bundle, self.root, kept["bundle"], run_ref(run_id, attempt))
                 )
             except KeepError as err:
-                return {"files_changed": 0, "error": f"the work could not be kept: {err}"}
+                return not_kept(err)
         return changes
 
     async def release(self, workspace: Workspace) -> None:

@@ -39,6 +39,7 @@ from lattice_workers.actors._keep import (
     KeepError,
     git,
     keep_work,
+    not_kept,
 )
 from lattice_workers.actors._process_group import kill_group
 from lattice_workers.executors.ray._bundle import has_commit, make_bundle, receive_bundle
@@ -388,7 +389,7 @@ class NodeAttempt:
                 max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes,
             )
         except (KeepError, OSError) as err:
-            return {"changes": {"files_changed": 0, "error": f"the work could not be kept: {err}"}}
+            return {"changes": not_kept(err)}
         bundle = None
         if changes.ref and changes.snapshot_sha:
             bundle = make_bundle(self.cache, changes.snapshot_sha, [self.commit])
