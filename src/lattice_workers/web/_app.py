@@ -241,12 +241,17 @@ class WebView:
             raise LatticeError(Code.INVALID_ARGUMENT, "offset must be a number") from None
 
         async def stream() -> AsyncIterator[str]:
-            async with AsyncClient(self.endpoint, timeout=30) as client:
-                logs = Logs(run_id=run_id, offset=offset, follow=True)
-                async for reply in client.stream(logs, timeout=None):
-                    if isinstance(reply, LogChunk):
-                        text = reply.data.decode("utf-8", "replace")
-                        yield f"data: {json.dumps(text)}\n\n"
+            try:
+                async with AsyncClient(self.endpoint, timeout=30) as client:
+                    logs = Logs(run_id=run_id, offset=offset, follow=True)
+                    async for reply in client.stream(logs, timeout=None):
+                        if isinstance(reply, LogChunk):
+                            text = reply.data.decode("utf-8", "replace")
+                            yield f"data: {json.dumps(text)}\n\n"
+            except LatticeError:
+                pass  # a run the supervisor no longer knows has no more log to give
+            # "end" (not a dropped stream, which the browser would reopen every few
+            # seconds): the page stops following and draws the record once more.
             yield "event: end\ndata: \n\n"
 
         return _sse(stream())

@@ -129,16 +129,26 @@ def _card(task: dict[str, Any], runs: list[RunInfo], workers: list[str], token: 
     )
 
 
-BOARD_SCRIPT = """
-const token = new URLSearchParams(location.search).get('token') || '';
-let pending = null;
-function refresh() {
-  pending = pending || setTimeout(async () => {
-    pending = null;
-    const r = await fetch('/fragments/board?token=' + encodeURIComponent(token));
-    if (r.ok) document.getElementById('board').outerHTML = await r.text();
-  }, 150);
+#: One redraw at a time, and one more after it when a change came meanwhile: two
+#: fetches in flight can answer out of order, and the older answer, drawn last, would
+#: leave a stale page that no later event corrects.
+LATEST_SCRIPT = """
+function latest(draw) {
+  let busy = false, again = false;
+  return async () => {
+    if (busy) { again = true; return; }
+    busy = true;
+    try { do { again = false; await draw(); } while (again); } finally { busy = false; }
+  };
 }
+"""
+
+BOARD_SCRIPT = LATEST_SCRIPT + """
+const token = new URLSearchParams(location.search).get('token') || '';
+const refresh = latest(async () => {
+  const r = await fetch('/fragments/board?token=' + encodeURIComponent(token));
+  if (r.ok) document.getElementById('board').outerHTML = await r.text();
+});
 // Redraw on each change, and once when the stream opens (a change between drawing the
 // page and subscribing is seen then); "current" events repeat what is already drawn.
 const board = new EventSource('/events?token=' + encodeURIComponent(token));
@@ -196,19 +206,21 @@ def artifacts_list(artifacts: list[dict[str, Any]], token: str) -> str:
     return f"<h3>Artifacts of the task</h3><ul>{items}</ul>"
 
 
-RUN_SCRIPT = """
+RUN_SCRIPT = LATEST_SCRIPT + """
 const token = new URLSearchParams(location.search).get('token') || '';
 const runId = document.body.querySelector('[data-run-id]').dataset.runId;
 const log = document.getElementById('log');
 const q = (extra) => '?token=' + encodeURIComponent(token) + extra;
-const stream = new EventSource('/runs/' + runId + '/log' + q('&offset=' + log.dataset.offset));
-stream.onmessage = (m) => { log.textContent += JSON.parse(m.data); log.scrollTop = 1e9; };
-stream.addEventListener('end', () => stream.close());
-const changes = new EventSource('/events' + q('&run=' + runId));
-const redraw = async () => {
+const redraw = latest(async () => {
   const r = await fetch('/fragments/runs/' + runId + q(''));
   if (r.ok) document.getElementById('record').outerHTML = await r.text();
-};
+});
+const stream = new EventSource('/runs/' + runId + '/log' + q('&offset=' + log.dataset.offset));
+stream.onmessage = (m) => { log.textContent += JSON.parse(m.data); log.scrollTop = 1e9; };
+// The log stream ends only once the run has ended (the supervisor's follow says so,
+// with no window between a subscription and a change): the last redraw is certain.
+stream.addEventListener('end', () => { stream.close(); redraw(); });
+const changes = new EventSource('/events' + q('&run=' + runId));
 changes.onopen = redraw;  // a change between drawing the page and subscribing
 changes.onmessage = (m) => { if (JSON.parse(m.data).kind !== 'current') redraw(); };
 """
