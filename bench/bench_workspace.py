@@ -10,6 +10,9 @@ machine's noise hits both alike:
 - **workspace**: :meth:`Worktrees.create` and :meth:`Worktrees.remove` as the supervisor
   calls them (a ``.git`` of its own written by hand, the same ``read-tree -u``; removal
   is file deletion).
+- **one git status (floor)**: a bare ``git status --porcelain`` in that untouched
+  workspace: the issue's yardstick for a keep that finds nothing (goal: under 5 ms, about
+  one such check).
 - **keep, nothing changed**: :func:`keep_work` on a workspace the run did not touch
   (what every run pays at its end).
 - **keep, 100 files changed**: the same after editing 100 tracked files (the snapshot
@@ -101,6 +104,7 @@ def measure(scratch: Path, files: int, tries: int) -> dict[str, dict[str, float]
     found: dict[str, list[float]] = {
         "worktree": [],
         "workspace": [],
+        "status_floor": [],
         "keep_nothing": [],
         "keep_100": [],
     }
@@ -121,6 +125,7 @@ def measure(scratch: Path, files: int, tries: int) -> dict[str, dict[str, float]
         found["worktree"].append(timed(lambda: worktree_pair(repo, scratch / f"wt-{n}", head)))  # noqa: B023
         found["workspace"].append(timed(lambda: workspace_pair(workspaces, repo, f"run_{n}", head)))  # noqa: B023
         path = trio.run(workspaces.create, repo, f"keep_{n}", head)
+        found["status_floor"].append(timed(lambda: git(path, "status", "--porcelain")))  # noqa: B023
         found["keep_nothing"].append(timed(lambda: keep(path)))  # noqa: B023
         for file in changed:
             target = path / file.relative_to(repo)
@@ -149,6 +154,7 @@ def main() -> None:
     rows = [
         ("worktree add + checkout + remove (before issue 19)", "worktree"),
         ("workspace create + remove (now)", "workspace"),
+        ("one `git status` in the workspace (floor)", "status_floor"),
         ("keep, nothing changed", "keep_nothing"),
         ("keep, 100 files changed", "keep_100"),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -133,6 +134,47 @@ def test_a_filter_or_fsmonitor_the_worker_configured_never_runs(
     event = keep(repo, workspace).to_event()
     assert event["files_changed"] == 2
     assert git(repo, "show", f"{event['snapshot_sha']}:app.py") == "changed"
+    assert not marker.exists()
+
+
+def _define_evil_filter(workspace: Path, tmp_path: Path, route: str, command: str) -> None:
+    """Define filter ``evil`` for the workspace by one of the routes git reads config
+    through (each a way around a check of the workspace's own config file)."""
+    git_dir = workspace / ".git"
+    section = f'[filter "evil"]\n\tclean = {command}\n'
+    if route == "plain":
+        git(workspace, "config", "filter.evil.clean", command)
+    elif route == "upper case section":
+        with open(git_dir / "config", "a") as config:
+            config.write(section.replace("[filter", "[FiLtEr"))
+    elif route == "include":
+        (tmp_path / "included").write_text(section)
+        git(workspace, "config", "include.path", str(tmp_path / "included"))
+    elif route == "config.worktree":
+        git(workspace, "config", "extensions.worktreeConfig", "true")
+        (git_dir / "config.worktree").write_text(section)
+    elif route == "commondir":
+        other = tmp_path / "other-common"  # a whole repository, so that git reads on
+        shutil.copytree(git_dir, other)
+        with open(other / "config", "a") as config:
+            config.write(section)
+        (git_dir / "commondir").write_text(str(other) + "\n")
+
+
+@pytest.mark.parametrize(
+    "route", ["plain", "upper case section", "include", "config.worktree", "commondir"]
+)
+def test_a_filter_defined_by_any_config_route_never_runs(
+    repo: Path, workspace: Path, tmp_path: Path, route: str
+) -> None:
+    marker = tmp_path / "ran"
+    _define_evil_filter(workspace, tmp_path, route, f"touch {marker}; cat")
+    (workspace / ".gitattributes").write_text("* filter=evil\n")
+    # The same size with a new mtime: git must read the file through its clean filter
+    # to know whether it changed.
+    original = (workspace / "app.py").read_bytes()
+    (workspace / "app.py").write_bytes(original.replace(b"a - b", b"a + b"))
+    assert keep(repo, workspace).to_event()["files_changed"] >= 1
     assert not marker.exists()
 
 

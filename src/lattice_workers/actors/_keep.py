@@ -50,6 +50,8 @@ SAFE_CONFIG = (
     "maintenance.auto=false",
 )
 ZERO = "0" * 40
+#: A workspace config longer than this is not read as a file: git reads it instead.
+CONFIG_READ_LIMIT = 64 * 1024
 
 
 class KeepError(Exception):
@@ -138,7 +140,15 @@ def no_filters(workspace: Path) -> list[str]:
     a worker can both write ``.gitattributes`` and define the filter in the config its
     workspace shares: that would run the worker's program in the supervisor. Reading
     the config runs nothing; an empty command is no filter.
+
+    The common case costs no git process (a third of a keep that found nothing):
+    when the workspace's own config cannot define a filter (see
+    :func:`_config_defines_no_filter`), there is nothing of the worker's to empty. A
+    filter of the user's global config is then left as it is: it is the user's own
+    program, which their ``git status`` in that folder would run too.
     """
+    if _config_defines_no_filter(workspace / ".git"):
+        return []
     out = git(workspace, "config", "-z", "--get-regexp", r"^filter\.", check=False).stdout
     names = set()
     for entry in out.split(b"\0"):
@@ -147,6 +157,31 @@ def no_filters(workspace: Path) -> list[str]:
         if driver:
             names.add(driver)
     return [f"filter.{n}.{part}=" for n in sorted(names) for part in ("clean", "smudge", "process")]
+
+
+def _config_defines_no_filter(git_dir: Path) -> bool:
+    """Whether ``git_dir`` (a workspace's ``.git``) is a plain folder whose config can
+    define no filter driver, read as files. A section name has no escapes, so a
+    ``[filter ...]`` or an ``[include...]`` section always spells its name; and git
+    reads local config from nowhere else once ``commondir`` (another folder's config),
+    ``config.worktree`` and a ``.git`` file or link (another folder altogether) are
+    ruled out. Anything else, or anything unreadable, says False: ask git."""
+    try:
+        if not stat.S_ISDIR(os.lstat(git_dir).st_mode):
+            return False
+        if os.path.lexists(git_dir / "commondir") or os.path.lexists(
+            git_dir / "config.worktree"
+        ):
+            return False
+        fd = os.open(git_dir / "config", os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            text = os.read(fd, CONFIG_READ_LIMIT + 1)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    lowered = text.lower()
+    return len(text) <= CONFIG_READ_LIMIT and b"filter" not in lowered and b"include" not in lowered
 
 
 def _head_and_changes(workspace: Path, config: Sequence[str]) -> tuple[str, list[tuple[str, bool]]]:
