@@ -6,6 +6,8 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from tests.e2e.conftest import Project
 
 IMPLEMENT = (
@@ -95,6 +97,69 @@ def test_a_cancelled_run_keeps_what_it_had_done(project: Project) -> None:
     assert ended["data"]["changes"]["files_changed"] == 1
     assert "+draft" in project.cli("worker", "diff", run["run_id"]).stdout
     assert json.loads(project.cli("worker", "discard", run["run_id"], "--json").stdout)["ok"]
+
+
+@pytest.mark.parametrize(
+    ("ending", "fields", "reason"),
+    [
+        ("exit", {"command": "echo draft > draft.txt; exit 3"}, "exit_nonzero"),
+        ("timeout", {"timeout_minutes": 0.02}, "timeout"),
+        ("shutdown", {}, "supervisor_shutdown"),
+    ],
+)
+def test_every_ending_keeps_what_the_run_had_done(
+    project: Project, ending: str, fields: dict[str, object], reason: str
+) -> None:
+    definition: dict[str, object] = {
+        "command": "echo draft > draft.txt; sleep 300", "kill_grace_seconds": 1, **fields
+    }
+    project.write_worker("Halfway", **definition)
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "worker")
+    task = project.create_task()
+    if ending == "exit":
+        run = project.json("worker", "run", "Halfway", task, "--wait", check=False)["data"][0]
+    else:
+        run = started_halfway(project, task)
+    if ending == "shutdown":
+        project.cli("supervisor", "stop")
+    else:
+        project.cli("worker", "wait", str(run["run_id"]), check=False)
+    ended = project.process_events(task)[-1]
+    assert ended["type"] == "process_failed", ended
+    assert ended["data"]["reason"] == reason, ended
+    assert ended["data"]["changes"]["ref"] == f"refs/lattice/runs/{run['run_id']}/1"
+    assert "+draft" in project.cli("worker", "diff", str(run["run_id"])).stdout
+    if ending == "shutdown":  # else the workspace went back to the pool, cleaned
+        assert project.workspaces() == []
+
+
+def test_work_of_a_run_orphaned_then_settled_by_doctor_fix_is_kept(project: Project) -> None:
+    import os
+    import signal
+
+    project.write_worker("Halfway", command="echo draft > draft.txt; sleep 300")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "worker")
+    task = project.create_task()
+    run = started_halfway(project, task)
+    pid = project.supervisor_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    env = dict(project.env, LATTICE_NO_AUTOSTART="1")
+    fixed = project.cli("doctor", "--fix", env=env, check=False)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    ended = project.process_events(task)[-1]
+    assert ended["type"] == "process_failed" and ended["data"]["reason"] == "orphaned"
+    assert ended["data"]["changes"]["ref"] == f"refs/lattice/runs/{run['run_id']}/1"
+    assert "+draft" in project.cli("worker", "diff", str(run["run_id"]), env=env).stdout
+    assert project.workspaces() == []
 
 
 def test_work_of_a_run_orphaned_by_a_killed_supervisor_is_kept_by_the_next_start(
