@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,17 @@ class Project:
         except OSError:
             return None
         return int(text) if text.isdigit() else None
+
+    def kill_supervisor(self) -> None:
+        """SIGKILL the project's supervisor, as a crash or the OOM killer would, and
+        return once it is gone (its runs' processes live on, orphaned)."""
+        pid = self.supervisor_pid()
+        assert pid is not None, "no supervisor to kill"
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(pid), f"the supervisor (pid {pid}) outlived SIGKILL"
 
 
 def make_project(tmp_path: Path) -> Project:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Project, alive, processes_with_root
-from tests.e2e.test_supervisor_process import wait_gone
 
 
 def _wait_running(project: Project, count: int, timeout: float = 60) -> list[dict]:
@@ -29,10 +26,7 @@ def _wait_running(project: Project, count: int, timeout: float = 60) -> list[dic
 
 def _kill_supervisor(project: Project) -> None:
     """SIGKILL the project's supervisor, as a crash or the OOM killer would."""
-    supervisor = project.supervisor_pid()
-    assert supervisor is not None
-    os.kill(supervisor, signal.SIGKILL)
-    wait_gone(supervisor)
+    project.kill_supervisor()
 
 
 def _drop_journal_records(project: Project, run_ids: set[str]) -> None:

@@ -135,23 +135,12 @@ def test_every_ending_keeps_what_the_run_had_done(
 
 
 def test_work_of_a_run_orphaned_then_settled_by_doctor_fix_is_kept(project: Project) -> None:
-    import os
-    import signal
-
     project.write_worker("Halfway", command="echo draft > draft.txt; sleep 300")
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "worker")
     task = project.create_task()
     run = started_halfway(project, task)
-    pid = project.supervisor_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
+    project.kill_supervisor()
     env = dict(project.env, LATTICE_NO_AUTOSTART="1")
     fixed = project.cli("doctor", "--fix", env=env, check=False)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
@@ -165,24 +154,13 @@ def test_work_of_a_run_orphaned_then_settled_by_doctor_fix_is_kept(project: Proj
 def test_work_of_a_run_orphaned_by_a_killed_supervisor_is_kept_by_the_next_start(
     project: Project,
 ) -> None:
-    import os
-    import signal
-
     project.write_worker("Halfway", command="echo draft > draft.txt; sleep 300")
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "worker")
     task = project.create_task()
     run = started_halfway(project, task)
     worktree = project.worktrees / run["run_id"]
-    pid = project.supervisor_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
+    project.kill_supervisor()
     project.cli("supervisor", "start")  # its recovery settles the run
     ended = project.process_events(task)[-1]
     assert ended["type"] == "process_failed" and ended["data"]["reason"] == "orphaned"
