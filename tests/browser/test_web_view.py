@@ -134,8 +134,13 @@ def test_start_watch_live_log_and_cancel_from_the_page(
 ) -> None:
     project, url = served
     browser.get(url)
-    card = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "[data-task='T-1']"))
-    assert "Fix the login redirect" in card.text
+    # The card is read inside the wait: the board redraws itself when its live stream
+    # opens, which replaces the element found a moment before.
+    wait_for(
+        browser,
+        lambda d: "Fix the login redirect"
+        in d.find_element(By.CSS_SELECTOR, "[data-task='T-1']").text,
+    )
     start_from_board(browser, "T-1", "Slow")
 
     # The run's page: its log grows without a reload.
@@ -160,8 +165,12 @@ def test_start_watch_live_log_and_cancel_from_the_page(
     browser.get(url.replace("/?", f"/runs/{run_id}?"))
     wait_for(browser, lambda d: d.find_element(By.ID, "cancel")).click()
     browser.execute_script("window.notReloaded = true;")
-    wait_for(browser, lambda d: "failed" in d.find_element(By.ID, "record").text)
-    assert "cancelled" in browser.find_element(By.ID, "record").text
+
+    def ended_record(d: webdriver.Chrome) -> str | None:
+        text: str = d.find_element(By.ID, "record").text
+        return text if "failed" in text else None
+
+    assert "cancelled" in wait_for(browser, ended_record)
     assert [e["type"] for e in project.process_events("T-1")] == [
         "process_started", "process_failed"
     ]
