@@ -52,6 +52,9 @@ def browser() -> Iterator[webdriver.Chrome]:
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    # Far above a page's load here (well under a second); a page that waits for a
+    # connection its predecessors still hold (six per host) waited a minute.
+    driver.set_page_load_timeout(20)
     try:
         yield driver
     finally:
@@ -161,9 +164,26 @@ def test_start_watch_live_log_and_cancel_from_the_page(
     refusal = wait_for(browser, lambda d: d.find_element(By.CLASS_NAME, "error"))
     assert "ALREADY_RUNNING" in refusal.text
 
+    # Back and forth between pages: each page's stream is let go when it is left (a
+    # browser keeps left pages for its back button, and opens six connections to a
+    # host at most), so that no page waits for a connection.
+    run_page = url.replace("/?", f"/runs/{run_id}?")
+    for _ in range(4):
+        browser.get(url)
+        browser.get(run_page)
+        wait_for(browser, lambda d: "running" in d.find_element(By.ID, "record").text)
+    browser.back()
+    browser.forward()
+    wait_for(browser, lambda d: "line" in d.find_element(By.ID, "log").text)
+
     # Cancel it from its page; the end arrives live.
-    browser.get(url.replace("/?", f"/runs/{run_id}?"))
-    wait_for(browser, lambda d: d.find_element(By.ID, "cancel")).click()
+    browser.get(run_page)
+
+    def cancel(d: webdriver.Chrome) -> bool:
+        d.find_element(By.ID, "cancel").click()  # found afresh: the record redraws live
+        return True
+
+    wait_for(browser, cancel)
     browser.execute_script("window.notReloaded = true;")
 
     def ended_record(d: webdriver.Chrome) -> str | None:

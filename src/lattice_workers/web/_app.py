@@ -220,41 +220,51 @@ class WebView:
 
     # ------------------------------------------------------------ live streams
     async def events(self, request: HttpRequest) -> Response:
-        only = request.query_params.get("run")
+        """The board's live stream: every run change, as the Watch subscription says."""
 
         async def stream() -> AsyncIterator[str]:
             async with AsyncClient(self.endpoint, timeout=30) as client:
                 async for reply in client.stream(Watch(), timeout=None):
-                    if isinstance(reply, RunEvent) and (only is None or reply.run.run_id == only):
-                        payload = msgspec.json.encode(
-                            {"kind": reply.kind, "run": reply.run, "lost": reply.lost}
-                        ).decode()
-                        yield f"data: {payload}\n\n"
+                    if isinstance(reply, RunEvent):
+                        yield _change(reply)
 
         return _sse(stream())
 
-    async def log_stream(self, request: HttpRequest) -> Response:
+    async def run_live(self, request: HttpRequest) -> Response:
+        """A run page's one live stream: its log from ``offset`` (``log`` events), its
+        record's changes (``change`` events), and ``end`` once the run has ended and its
+        log is read to the end (the supervisor's follow says so, with no window between
+        a subscription and a change: the page's last redraw is certain).
+
+        One connection per page, not one per feed: a browser opens at most six to one
+        host over HTTP/1.1, and every open tab of this view holds its stream."""
         run_id = request.path_params["run_id"]
         try:
             offset = max(0, int(request.query_params.get("offset", "0")))
         except ValueError:
             raise LatticeError(Code.INVALID_ARGUMENT, "offset must be a number") from None
 
-        async def stream() -> AsyncIterator[str]:
+        async def log(emit: Emit) -> None:
             try:
                 async with AsyncClient(self.endpoint, timeout=30) as client:
                     logs = Logs(run_id=run_id, offset=offset, follow=True)
                     async for reply in client.stream(logs, timeout=None):
                         if isinstance(reply, LogChunk):
                             text = reply.data.decode("utf-8", "replace")
-                            yield f"data: {json.dumps(text)}\n\n"
+                            await emit(f"event: log\ndata: {json.dumps(text)}\n\n")
             except LatticeError:
                 pass  # a run the supervisor no longer knows has no more log to give
             # "end" (not a dropped stream, which the browser would reopen every few
             # seconds): the page stops following and draws the record once more.
-            yield "event: end\ndata: \n\n"
+            await emit("event: end\ndata: \n\n")
 
-        return _sse(stream())
+        async def changes(emit: Emit) -> None:
+            async with AsyncClient(self.endpoint, timeout=30) as client:
+                async for reply in client.stream(Watch(), timeout=None):
+                    if isinstance(reply, RunEvent) and reply.run.run_id == run_id:
+                        await emit("event: change\n" + _change(reply))
+
+        return _LiveEvents(log, changes)
 
     # ------------------------------------------------------------ actions
     async def start(self, request: HttpRequest) -> Response:
@@ -284,7 +294,7 @@ class WebView:
                 Route("/fragments/board", g(self.board_part)),
                 Route("/runs/{run_id}", g(self.run_page)),
                 Route("/fragments/runs/{run_id}", g(self.run_part)),
-                Route("/runs/{run_id}/log", g(self.log_stream)),
+                Route("/runs/{run_id}/live", g(self.run_live)),
                 Route("/events", g(self.events)),
                 Route("/artifacts/{artifact_id}", g(self.artifact)),
                 Route("/runs", g(self.start, post=True), methods=["POST"]),
@@ -293,12 +303,51 @@ class WebView:
         )
 
 
+#: Server-sent events need no caching and no proxy buffering.
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+#: Sends one server-sent event (its text, blank line included) to the browser.
+Emit = Callable[[str], Awaitable[None]]
+#: A live feed: sends its events through the ``Emit`` it is given.
+Feed = Callable[[Emit], Awaitable[None]]
+
+
 def _sse(events: AsyncIterator[str]) -> Response:
-    return _Streaming(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return _Streaming(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _change(event: RunEvent) -> str:
+    payload = msgspec.json.encode({"kind": event.kind, "run": event.run, "lost": event.lost})
+    return f"data: {payload.decode()}\n\n"
+
+
+class _LiveEvents(_Streaming):
+    """Server-sent events from several feeds on one connection, each feed a task in a
+    nursery (not an async generator, which must not yield inside one). The response
+    ends when ``main`` returns; Starlette cancels it all when the browser goes."""
+
+    def __init__(self, main: Feed, *others: Feed) -> None:
+        super().__init__(_no_body(), media_type="text/event-stream", headers=SSE_HEADERS)
+        self.main, self.others = main, others
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        lock = trio.Lock()  # one event at a time on the wire
+
+        async def emit(text: str) -> None:
+            async with lock:
+                await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
+        async with trio.open_nursery() as nursery:
+            for other in self.others:
+                nursery.start_soon(other, emit)
+            await self.main(emit)
+            nursery.cancel_scope.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _no_body() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
 
 
 def _actor(root: Path) -> str:

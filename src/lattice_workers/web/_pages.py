@@ -129,10 +129,13 @@ def _card(task: dict[str, Any], runs: list[RunInfo], workers: list[str], token: 
     )
 
 
-#: One redraw at a time, and one more after it when a change came meanwhile: two
-#: fetches in flight can answer out of order, and the older answer, drawn last, would
-#: leave a stale page that no later event corrects.
-LATEST_SCRIPT = """
+#: ``latest``: one redraw at a time, and one more after it when a change came meanwhile:
+#: two fetches in flight can answer out of order, and the older answer, drawn last,
+#: would leave a stale page that no later event corrects. ``follow``: a page's one live
+#: stream, closed when the page is hidden (a browser keeps a page for its back button,
+#: streams open, and opens at most six connections to one host), the page reloaded
+#: when it is shown again from there.
+LIVE_SCRIPT = """
 function latest(draw) {
   let busy = false, again = false;
   return async () => {
@@ -141,9 +144,15 @@ function latest(draw) {
     try { do { again = false; await draw(); } while (again); } finally { busy = false; }
   };
 }
+function follow(url) {
+  const source = new EventSource(url);
+  addEventListener('pagehide', () => source.close());
+  addEventListener('pageshow', (e) => { if (e.persisted) location.reload(); });
+  return source;
+}
 """
 
-BOARD_SCRIPT = LATEST_SCRIPT + """
+BOARD_SCRIPT = LIVE_SCRIPT + """
 const token = new URLSearchParams(location.search).get('token') || '';
 const refresh = latest(async () => {
   const r = await fetch('/fragments/board?token=' + encodeURIComponent(token));
@@ -151,7 +160,7 @@ const refresh = latest(async () => {
 });
 // Redraw on each change, and once when the stream opens (a change between drawing the
 // page and subscribing is seen then); "current" events repeat what is already drawn.
-const board = new EventSource('/events?token=' + encodeURIComponent(token));
+const board = follow('/events?token=' + encodeURIComponent(token));
 board.onopen = refresh;
 board.onmessage = (m) => { if (JSON.parse(m.data).kind !== 'current') refresh(); };
 """
@@ -206,7 +215,7 @@ def artifacts_list(artifacts: list[dict[str, Any]], token: str) -> str:
     return f"<h3>Artifacts of the task</h3><ul>{items}</ul>"
 
 
-RUN_SCRIPT = LATEST_SCRIPT + """
+RUN_SCRIPT = LIVE_SCRIPT + """
 const token = new URLSearchParams(location.search).get('token') || '';
 const runId = document.body.querySelector('[data-run-id]').dataset.runId;
 const log = document.getElementById('log');
@@ -215,14 +224,15 @@ const redraw = latest(async () => {
   const r = await fetch('/fragments/runs/' + runId + q(''));
   if (r.ok) document.getElementById('record').outerHTML = await r.text();
 });
-const stream = new EventSource('/runs/' + runId + '/log' + q('&offset=' + log.dataset.offset));
-stream.onmessage = (m) => { log.textContent += JSON.parse(m.data); log.scrollTop = 1e9; };
-// The log stream ends only once the run has ended (the supervisor's follow says so,
-// with no window between a subscription and a change): the last redraw is certain.
-stream.addEventListener('end', () => { stream.close(); redraw(); });
-const changes = new EventSource('/events' + q('&run=' + runId));
-changes.onopen = redraw;  // a change between drawing the page and subscribing
-changes.onmessage = (m) => { if (JSON.parse(m.data).kind !== 'current') redraw(); };
+const live = follow('/runs/' + runId + '/live' + q('&offset=' + log.dataset.offset));
+live.onopen = redraw;  // a change between drawing the page and subscribing
+live.addEventListener('log', (m) => {
+  log.textContent += JSON.parse(m.data);
+  log.scrollTop = 1e9;
+});
+live.addEventListener('change', (m) => { if (JSON.parse(m.data).kind !== 'current') redraw(); });
+// Sent once the run has ended and its log is read to the end: the last redraw.
+live.addEventListener('end', () => { live.close(); redraw(); });
 """
 
 
