@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Project
 from tests.e2e.test_agent_budgets import install_standins
 
@@ -227,6 +229,52 @@ def test_continue_resumes_the_session_at_the_kept_work_with_a_message(
     assert call["cwd"] != first["worktree_path"]  # a new worktree...
     kept = project.git("show", f"{second['commit_sha']}:notes.txt")
     assert kept.startswith("written by claude"), "...at the first run's kept work"
+
+
+@pytest.mark.parametrize("engine", ["claude", "codex", "gemini"])
+def test_continue_resumes_each_engines_session_from_a_new_worktree(
+    project: Project, tmp_path: Path, engine: str
+) -> None:
+    # Each CLI keeps its sessions where the *worker's* environment says: claude under
+    # CLAUDE_CONFIG_DIR per working folder, codex under CODEX_HOME, gemini under
+    # GEMINI_CLI_HOME per working folder; here the definition sets them, away from
+    # the supervisor's HOME, and every attempt has a new worktree.
+    homes = {
+        "claude": {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude")},
+        "codex": {"CODEX_HOME": str(tmp_path / "codex")},
+        "gemini": {"GEMINI_CLI_HOME": str(tmp_path / "gemini")},
+    }
+    task, calls = setup(project, tmp_path, engine, env=homes[engine])
+    first = run_agent(project, task, STANDIN_SESSIONS="1")
+    assert first["state"] == "completed", first
+    session = terminal(project, task)["data"]["agent"]["session_id"]
+    assert session
+
+    second = run_agent(
+        project, task, "--continue", first["run_id"], "--message", "Go on.",
+        STANDIN_SESSIONS="1",
+    )
+
+    assert second["state"] == "completed", project.cli(
+        "worker", "logs", second["run_id"]
+    ).stdout
+    made = [json.loads(p.read_text()) for p in calls.iterdir()]
+    resumed = [c for c in made if c["stdin"] == "Go on."]
+    [started] = [c for c in made if c["stdin"] != "Go on."]
+    assert len(resumed) == 1 and resumed[0]["cwd"] != started["cwd"], made
+    argv = resumed[0]["argv"]
+    if engine == "claude":
+        assert argv[argv.index("--resume") + 1] == session
+    elif engine == "codex":
+        assert argv[:3] == ["exec", "resume", session]
+    else:
+        named = Path(argv[argv.index("--session-file") + 1])
+        assert named.is_relative_to(tmp_path / "gemini" / ".gemini"), named
+    # The stand-in refused any session it could not find: the agent object is the
+    # second run's own, and it ended well.
+    events = project.process_events(task)
+    assert events[-1]["type"] == "process_completed"
+    assert events[-1]["data"]["agent"]["error_kind"] is None
 
 
 def test_continue_refuses_what_it_cannot_continue(project: Project, tmp_path: Path) -> None:

@@ -397,6 +397,7 @@ class Attempt:
             resume_session=session,
             message=request.message,
             prompt=prompt_text,
+            env=env,  # where the worker's CLI keeps its sessions, not the supervisor's
         )
         env = {**env, **command.env}
         log_path = Path(self.facts.log_path or "")
