@@ -560,3 +560,32 @@ def test_worker_check_flags_owned_flags_and_budgets_on_a_script(tmp_path: Path) 
     assert "--output-format" in a_problem and "remove it" in a_problem
     [s_problem] = workers.get("S").problems
     assert '"max_turns" only applies to the agent engines' in s_problem
+
+
+def test_a_scripts_agent_object_is_checked_before_it_goes_on_the_record() -> None:
+    from lattice_workers.engines._common import agent_of_script
+
+    assert agent_of_script(None) is None
+    assert agent_of_script({"agent": "claude"}) is None
+    got = agent_of_script(
+        {
+            "agent": {
+                "engine": "claude,codex",
+                "turns": 3,
+                "input_tokens": -1,  # not a count
+                "output_tokens": "9",  # not a number
+                "cost_usd": 0.5,
+                "error_kind": "auth",
+                "error": "x" * 5000,
+                "reviewers": [1, 2],  # not a field of the record
+            }
+        }
+    )
+    assert got is not None
+    assert got["engine"] == "claude,codex" and got["turns"] == 3 and got["cost_usd"] == 0.5
+    assert got["input_tokens"] is None and got["output_tokens"] is None
+    assert got["error_kind"] == "auth" and len(got["error"]) == 4000
+    assert "reviewers" not in got
+    bad = agent_of_script({"agent": {"error_kind": "oops", "cost_usd": -2, "engine": 7}})
+    assert bad is not None
+    assert bad["error_kind"] is None and bad["cost_usd"] is None and bad["engine"] == "script"
