@@ -11,11 +11,12 @@ the others on stderr, as the real CLIs print them, ``$STANDIN_DELAY`` seconds ap
 and exits ``$STANDIN_EXIT`` (default 0). With ``$STANDIN_REPORT`` set it writes that
 text to ``$LATTICE_OUTPUT_DIR/report.md`` first, as an agent following its prompt
 would; with ``$STANDIN_TOUCH`` it writes that file in its working folder (work to
-keep). With ``$CLAUDE_CONFIG_DIR`` the claude stand-in keeps its session per working
-folder and refuses a ``--resume`` it cannot find there, as claude does; with
-``$STANDIN_SESSIONS`` the codex and gemini stand-ins keep theirs as those CLIs do
-(see :func:`sessions`). With
-``$STANDIN_HANG_AFTER`` it then sleeps instead of exiting. ``--version``
+keep); with ``$STANDIN_COMMIT`` it writes ``$STANDIN_EDIT`` (``file=text``) and commits
+everything with that message, with real git. With ``$CLAUDE_CONFIG_DIR`` the claude
+stand-in keeps its session per working folder and refuses a ``--resume`` it cannot
+find there, as claude does; with ``$STANDIN_SESSIONS`` the codex and gemini stand-ins
+keep theirs as those CLIs do (see :func:`sessions`). With ``$STANDIN_HANG_AFTER`` it
+then sleeps instead of exiting. ``--version``
 prints ``$STANDIN_VERSION`` or the minimum version.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,6 +76,15 @@ def main() -> int:
     touch = os.environ.get("STANDIN_TOUCH")
     if touch:
         Path(touch).write_text(f"written by {engine} {os.getpid()}\n")
+    commit = os.environ.get("STANDIN_COMMIT")
+    if commit:
+        # As an implementing agent: its change (STANDIN_EDIT: "file=text"), committed
+        # with real git in its working folder.
+        name, _, text = os.environ.get("STANDIN_EDIT", "").partition("=")
+        if name:
+            Path(name).write_text(text.replace("\\n", "\n"))
+        subprocess.run(["git", "add", "-A"], check=True)
+        subprocess.run(["git", "commit", "-q", "-m", commit], check=True)
     report = os.environ.get("STANDIN_REPORT")
     if report and os.environ.get("LATTICE_OUTPUT_DIR"):
         Path(os.environ["LATTICE_OUTPUT_DIR"], "report.md").write_text(report)
