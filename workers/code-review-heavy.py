@@ -131,6 +131,10 @@ class Agent:
             str(KILL_GRACE),
             "--label",
             self.label,
+            "--network-knob",
+            'REVIEW_NETWORK_SECONDS in the definition\'s "env"',
+            "--timeout-knob",
+            'REVIEW_TIMEOUT_MINUTES in the definition\'s "env"',
         ]
         with open(self.prompt_file, "rb") as stdin, open(self.summary_file, "wb") as out:
             # Its transcript (stderr) goes straight to the run's log, line by line.

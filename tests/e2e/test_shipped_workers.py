@@ -449,7 +449,7 @@ def test_code_review_heavy_stops_a_reviewer_past_its_time_limit(
     text = artifact_text(project, attachments(project, task)[0])
     assert (
         "codex (standard) failed (agent_error): codex gave no answer within its time limit "
-        "of 6 s and was stopped"
+        "of 6 s and was stopped; raise REVIEW_TIMEOUT_MINUTES in the definition's \"env\""
     ) in text
     log = project.cli("worker", "logs", run["run_id"]).stdout
     # Each end is logged as it happens: the quick reviewers before the stopped ones.
@@ -479,6 +479,7 @@ def test_code_review_heavy_stops_a_reviewer_that_only_retries_the_network(
         "codex (standard) failed (network): codex could not reach its API: it did nothing "
         "but retry the network for 2 s"
     ) in text
+    assert "or raise REVIEW_NETWORK_SECONDS in the definition's \"env\"" in text
     assert "Reconnecting... 2/5" in text
 
 

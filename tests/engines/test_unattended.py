@@ -93,6 +93,7 @@ def test_network_retries_only_are_stopped_at_the_bound(tmp_path: Path) -> None:
     assert summary["stopped"] == "network" and summary["exit_code"] is None
     assert summary["agent"]["error_kind"] == "network"
     assert "could not reach its API" in summary["agent"]["error"]
+    assert summary["agent"]["error"].endswith("or raise --network-seconds")
     assert "Reconnecting" in stderr
     [call] = calls(tmp_path)
     assert not Path(f"/proc/{call['pid']}").exists() or _zombie(call["pid"])

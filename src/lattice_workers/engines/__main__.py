@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL")
     run.add_argument("--label", default=None, help="the transcript's line prefix")
     run.add_argument("--raw", default=None, help="keep the raw stream in this file")
+    run.add_argument(
+        "--network-knob", default="--network-seconds",
+        help="what a network failure's sentence tells the user to raise",
+    )
+    run.add_argument(
+        "--timeout-knob", default="--timeout",
+        help="what a timeout's sentence tells the user to raise",
+    )
     return parser
 
 
@@ -85,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             kill_grace=args.kill_grace,
             transcript=prefixed(args.label or engine.name, lambda b: os.write(err_fd, b)),
             raw=raw,
+            network_knob=args.network_knob,
+            timeout_knob=args.timeout_knob,
         )
     except ValueError as err:
         print(f"{engine.name}: {err}", file=sys.stderr)

@@ -52,6 +52,8 @@ def run_unattended(
     kill_grace: float = DEFAULT_KILL_GRACE,
     transcript: Callable[[str], None] | None = None,
     raw: IO[bytes] | None = None,
+    network_knob: str = "--network-seconds",
+    timeout_knob: str = "--timeout",
 ) -> dict[str, Any]:
     """Run ``engine`` on ``prompt`` until it ends, is stopped by its reader (network
     retries only for ``network_seconds``), or passes ``timeout_seconds``.
@@ -60,7 +62,8 @@ def run_unattended(
     ``seconds``, ``stopped`` (``network``, ``timeout`` or None), ``agent`` (the
     terminal event's ``agent`` object, with ``error_kind`` and ``error``) and
     ``answer`` (the agent's whole final answer, "" for none). Raises ValueError for
-    ``args`` the adapter sets itself.
+    ``args`` the adapter sets itself. The sentences name ``network_knob`` and
+    ``timeout_knob`` as what to raise (the caller's names for the two bounds).
     """
     from lattice_workers.actors._definitions import WorkerDefinition
 
@@ -139,14 +142,17 @@ def run_unattended(
         selector.close()
         proc.stdout.close()
     exit_code = proc.returncode if stopped is None else None
-    if stopped == "timeout":
-        reader.stopped = None
     report = reader.report(exit_code)
+    if isinstance(report["error"], str):
+        # The reader speaks of a worker definition; here the bound is the caller's.
+        report["error"] = report["error"].replace(
+            'the definition\'s "network_timeout_seconds"', network_knob
+        )
     if stopped == "timeout" and report["error_kind"] is None:
         report["error_kind"] = "agent_error"
         report["error"] = (
             f"{engine.name} gave no answer within its time limit of {timeout_seconds:g} s "
-            "and was stopped; raise the time limit, or narrow the prompt"
+            f"and was stopped; raise {timeout_knob}, or narrow the prompt"
         )
     answer = reader.final_message or ""
     if report["error_kind"] is None and exit_code == 0 and not answer.strip():
