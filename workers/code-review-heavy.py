@@ -7,38 +7,46 @@ The worker of ``workers/code-review-heavy.json``. For every engine in
 once, in the run's worktree. An engine that is not installed is skipped, with a note
 in the report; when none is, the run fails with a message that says so.
 
+Each reviewer runs through the engine's adapter, as an agent worker of that engine
+does: ``$LATTICE_PYTHON -m lattice_workers.engines run ENGINE`` (the supervisor's
+Python, which has this package) gives the CLI its unattended argv (streamed output,
+trust and sandbox flags), the prompt on standard input (never in argv, where ``ps``
+shows it), reads its stream, and prints one JSON summary: the ``agent`` object
+(model, turns, tokens, cost, ``error_kind`` and a sentence saying what to fix) and the
+final answer, which is the review. Each reviewer's readable transcript goes to the
+run's log as it happens, its lines prefixed with the reviewer (``[claude (critical)]``).
+
 Each reviewer gets the common part of ``$LATTICE_PROMPT_FILE`` plus its pass's part
-(the file is split at ``<!-- pass: NAME -->`` and ``<!-- merge -->`` lines) and prints
-its review on stdout. The reviews are then merged by one engine
-(``REVIEW_MERGE_ENGINE``, default: the first available engine; ``none`` turns merging
-off) that gets the file's merge part as its prompt and the reviews on stdin. When no
-engine can merge, or the merge fails, the reviews are concatenated under one heading
-per reviewer. The report goes to ``$LATTICE_REPORT_DIR``, is attached with
-``lattice attach`` (role ``$LATTICE_ARTIFACT_ROLE``) and summarised in
-``$LATTICE_RESULT_FILE``.
+(the file is split at ``<!-- pass: NAME -->`` and ``<!-- merge -->`` lines). The
+reviews are then merged by one engine (``REVIEW_MERGE_ENGINE``, default: the first
+available engine; ``none`` turns merging off), given the file's merge part followed
+by the reviews. When no engine can merge, or the merge fails, the reviews are
+concatenated under one heading per reviewer. The report goes to
+``$LATTICE_REPORT_DIR``, is attached with ``lattice attach`` (role
+``$LATTICE_ARTIFACT_ROLE``) and summarised in ``$LATTICE_RESULT_FILE``, whose
+``agent`` object (the reviewers' figures summed; ``error_kind`` and ``error`` when no
+review was usable) the supervisor puts on the run's terminal event.
 
-The reviewers are plain children of this process, in the run's process group (no
-``setsid``, no ``nohup``): a cancel or the run's deadline stops every one of them.
-
-Engine command lines: ``claude -p PROMPT ARGS``, ``codex exec PROMPT ARGS``,
-``gemini -p PROMPT ARGS``; ARGS come from ``REVIEW_CLAUDE_ARGS``,
-``REVIEW_CODEX_ARGS``, ``REVIEW_GEMINI_ARGS`` (split like a shell would) with the
-defaults below, which let a reviewer read the code and run the project's checks.
+``REVIEW_CLAUDE_ARGS``, ``REVIEW_CODEX_ARGS``, ``REVIEW_GEMINI_ARGS`` (split like a
+shell would) are appended to each CLI's argv, with the defaults below, which let a
+reviewer read the code and run the project's checks.
 
 Each reviewer has ``REVIEW_TIMEOUT_MINUTES`` (default 15) to finish, and one that
 prints nothing but network retries for ``REVIEW_NETWORK_SECONDS`` (default 60; codex
-retries without end) is stopped then; one that takes longer is stopped (SIGTERM, then SIGKILL after 10 s, with its own children) and counts
-as failed, so one hung engine cannot hold the run to its deadline. Each reviewer's end
-is written to the log as it happens, a failure with the reviewer's own last words
-(stdout and stderr, ANSI codes stripped: claude prints its errors on stdout).
+retries without end) is stopped then, with what it started (SIGTERM, then SIGKILL
+after 10 s), and counts as failed, so one hung engine cannot hold the run to its
+deadline. The reviewers are plain children of this process, in the run's process
+group (no ``setsid``, no ``nohup``): a cancel or the run's deadline stops every one.
+Each reviewer's end is written to the log as it happens, a failure with its
+``error_kind`` and the sentence its engine's reader wrote from the CLI's own words.
 
-A review is usable when its reviewer exited 0 and it names a verdict. With no usable
-review nothing is attached: the run fails, and its last log line says why each
-reviewer failed.
+A review is usable when its reviewer ended without an ``error_kind`` and it names a
+verdict. With no usable review nothing is attached: the run fails, its error says
+why each engine's reviewers failed, and its ``error_kind`` is theirs (the commonest).
 
 Exit codes: 0 the report is attached, 1 no reviewer gave a usable review or the report
 could not be attached, 2 no reviewer engine is installed (nothing is attached).
-Python 3.8+, standard library only.
+Python 3.8+, standard library only (the engines run under ``$LATTICE_PYTHON``).
 """
 
 from __future__ import annotations
@@ -46,7 +54,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -54,133 +61,162 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ENGINES = ("claude", "codex", "gemini")
+#: Appended to the adapter's argv (which already streams, takes the prompt on stdin,
+#: trusts the worktree and lets the agent write it: docs/workers.md).
 DEFAULT_ARGS = {
-    "claude": "--output-format text --allowedTools Bash,Read,Grep,Glob",
-    "codex": "--sandbox workspace-write",
-    # --skip-trust: gemini refuses an untrusted folder in headless mode (exit 55), and
-    # each run's worktree is a new folder.
-    "gemini": "--approval-mode yolo --skip-trust",
+    "claude": "--allowedTools Bash,Read,Grep,Glob",
+    "codex": "",
+    "gemini": "--approval-mode yolo",
 }
-MODE_FLAG = {"claude": ["-p"], "codex": ["exec"], "gemini": ["-p"]}
 VERDICTS = ("approve", "approve_with_nits", "request_changes")
+#: The order in which a run's ``error_kind`` is chosen among equally common ones.
+ERROR_KINDS = ("auth", "network", "rate_limit", "budget", "max_turns", "agent_error")
 MARKER = re.compile(r"^<!--\s*(pass:\s*([A-Za-z0-9_-]+)|merge)\s*-->\s*$")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-#: Seconds between SIGTERM and SIGKILL for a reviewer past its time limit.
+#: Seconds between SIGTERM and SIGKILL for a reviewer that must be stopped.
 KILL_GRACE = 10.0
-#: What an engine prints while it cannot reach its API (codex: "Reconnecting... 2/5",
-#: gemini: "Retrying with backoff... fetch failed", and their stack frames).
-NETWORK = re.compile(
-    r"reconnecting|retrying with backoff|fetch failed|failed to connect|error sending "
-    r"request|name does not resolve|ENOTFOUND|EAI_AGAIN|^\s+at |^Attempt \d+ failed",
-    re.I,
-)
+#: How much longer than its time limit a reviewer's runner may take to stop it and
+#: report, before this script stops the runner itself.
+RUNNER_SLACK = KILL_GRACE + 30.0
 _LOG_LOCK = threading.Lock()
 
 
-class Reviewer:
-    """One engine running one pass, its output in files under the scratch folder."""
+class Agent:
+    """One engine on one prompt, through ``python -m lattice_workers.engines run``."""
 
-    def __init__(self, engine: str, pass_name: str, scratch: Path) -> None:
+    def __init__(self, engine: str, label: str, scratch: Path) -> None:
         self.engine = engine
-        self.pass_name = pass_name
-        self.out = scratch / f"{engine}-{pass_name}.md"
-        self.err = scratch / f"{engine}-{pass_name}.err"
+        self.label = label
+        name = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")
+        self.prompt_file = scratch / f"{name}.prompt"
+        self.summary_file = scratch / f"{name}.json"
+        self.output_dir = scratch / f"{name}-out"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.seconds = 0.0
-        self.exit_code: int | None = None
-        self.text = ""
-        self.timed_out = False
-        self.offline = False
-        self._seen = 0  # bytes of stderr read so far
-        self._retrying_since: float | None = None
+        self.summary: dict[str, object] | None = None
+        self.runner_exit: int | None = None
 
     @property
-    def label(self) -> str:
-        return f"{self.engine} ({self.pass_name})"
+    def agent(self) -> dict[str, object]:
+        found = (self.summary or {}).get("agent")
+        return found if isinstance(found, dict) else {}
+
+    @property
+    def answer(self) -> str:
+        return str((self.summary or {}).get("answer") or "").strip()
+
+    def start(self, prompt: str, limit: float, network_limit: float) -> None:
+        self.prompt_file.write_text(prompt, encoding="utf-8")
+        argv = [
+            os.environ.get("LATTICE_PYTHON") or sys.executable,
+            "-m",
+            "lattice_workers.engines",
+            "run",
+            self.engine,
+            "--args",
+            os.environ.get(f"REVIEW_{self.engine.upper()}_ARGS", DEFAULT_ARGS[self.engine]),
+            "--output-dir",
+            str(self.output_dir),
+            "--timeout",
+            str(limit),
+            "--network-seconds",
+            str(network_limit),
+            "--kill-grace",
+            str(KILL_GRACE),
+            "--label",
+            self.label,
+            "--network-knob",
+            'REVIEW_NETWORK_SECONDS in the definition\'s "env"',
+            "--timeout-knob",
+            'REVIEW_TIMEOUT_MINUTES in the definition\'s "env"',
+        ]
+        with open(self.prompt_file, "rb") as stdin, open(self.summary_file, "wb") as out:
+            # Its transcript (stderr) goes straight to the run's log, line by line.
+            self.proc = subprocess.Popen(argv, stdin=stdin, stdout=out)
+        self.started = time.monotonic()
+
+    def wait(self, limit: float) -> None:
+        assert self.proc is not None
+        try:
+            self.runner_exit = self.proc.wait(timeout=limit + RUNNER_SLACK)
+        except subprocess.TimeoutExpired:
+            stop(self.proc)
+            self.runner_exit = self.proc.returncode
+        self.seconds = time.monotonic() - self.started
+        try:
+            lines = self.summary_file.read_text(encoding="utf-8").strip().splitlines()
+            found = json.loads(lines[-1]) if lines else None
+        except (OSError, ValueError):
+            found = None
+        self.summary = found if isinstance(found, dict) else None
+
+    def failure(self) -> tuple[str, str] | None:
+        """(error_kind, sentence) when it gave nothing usable, else None."""
+        if self.summary is None:
+            return "agent_error", (
+                f"the engine runner (`$LATTICE_PYTHON -m lattice_workers.engines run "
+                f"{self.engine}`) gave no summary (exit code {self.runner_exit}); see the "
+                "run's log. Run this worker with `lattice worker run`, which sets "
+                "LATTICE_PYTHON to a Python that has lattice-workers"
+            )
+        kind = self.agent.get("error_kind")
+        if kind:
+            return str(kind), str(self.agent.get("error") or f"{self.engine} failed")
+        return None
+
+    def figures(self) -> dict[str, object]:
+        return self.agent
+
+
+class Reviewer(Agent):
+    """One engine running one pass."""
+
+    def __init__(self, engine: str, pass_name: str, scratch: Path) -> None:
+        super().__init__(engine, f"{engine} ({pass_name})", scratch)
+        self.pass_name = pass_name
+
+    @property
+    def text(self) -> str:
+        return self.answer
 
     @property
     def ok(self) -> bool:
-        """A usable review: exit 0, some text, and a verdict in it."""
-        return self.exit_code == 0 and bool(self.text.strip()) and verdict_of(self.text) is not None
+        """A usable review: no error_kind, and a verdict in its answer."""
+        return self.failure() is None and verdict_of(self.text) is not None
 
-    def start(self, prompt: str) -> None:
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                engine_argv(self.engine, prompt), stdin=subprocess.DEVNULL, stdout=out, stderr=err
-            )
-        self.started = time.monotonic()
+    def start_review(self, prompt: str, limit: float, network_limit: float) -> None:
+        self.start(prompt, limit, network_limit)
+        assert self.proc is not None
         log(f"started {self.label} (pid {self.proc.pid})")
 
-    def wait(self, limit: float, network_limit: float) -> Reviewer:
-        """Wait at most ``limit`` seconds, or ``network_limit`` of nothing but network
-        retries (codex retries without end), then stop it; log its end either way."""
-        assert self.proc is not None
-        deadline = self.started + limit
-        while True:
-            try:
-                left = deadline - time.monotonic()
-                self.exit_code = self.proc.wait(timeout=max(0.0, min(1.0, left)))
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if self._only_retrying(now) and now - (self._retrying_since or now) >= network_limit:
-                self.offline = True
-            elif now < deadline:
-                continue
-            else:
-                self.timed_out = True
-            stop(self.proc)
-            self.exit_code = self.proc.returncode
-            break
-        self.seconds = time.monotonic() - self.started
-        self.text = self.out.read_text(encoding="utf-8", errors="replace").strip()
+    def wait_review(self, limit: float) -> Reviewer:
+        self.wait(limit)
         if self.ok:
             log(f"finished {self.label}: ok in {self.seconds:.1f} s")
         else:
-            log(f"finished {self.label}: {self.failure()}")
+            log(f"finished {self.label}: {self.said()}")
         return self
 
-    def _only_retrying(self, now: float) -> bool:
-        """Whether all it printed on stderr since it last made progress is network
-        retries (and since when, in ``_retrying_since``)."""
-        try:
-            with open(self.err, "rb") as f:
-                f.seek(self._seen)
-                new = f.read()
-        except OSError:
-            return False
-        end = new.rfind(b"\n") + 1
-        self._seen += end
-        text = new[:end].decode("utf-8", "replace")
-        lines = [ANSI.sub("", x).strip() for x in text.splitlines()]
-        lines = [x for x in lines if x]
-        if lines and all(NETWORK.search(x) for x in lines):
-            if self._retrying_since is None:
-                self._retrying_since = now
-        elif lines:
-            self._retrying_since = None  # something else: it is working
-        return self._retrying_since is not None
+    def kind(self) -> str:
+        found = self.failure()
+        return found[0] if found else "agent_error"
 
-    def failure(self) -> str:
-        """Why this reviewer gave no usable review, in its own last words."""
-        if self.offline:
-            why = f"only network retries: it could not reach its API; stopped at {self.seconds:.0f} s"
-        elif self.timed_out:
-            why = f"no review within its time limit of {self.seconds:.0f} s; stopped"
-        elif self.exit_code:
-            why = f"exit code {self.exit_code}"
-        elif not self.text:
-            why = "no output"
-        else:
-            why = "no verdict in its review"
-        said = last_words(self.out, self.err)
-        return f"{self.label} failed ({why})" + (": " + said if said else "")
+    def why(self) -> str:
+        found = self.failure()
+        if found is not None:
+            return found[1]
+        said = last_words(self.text)
+        return "no verdict in its review" + (": " + said if said else "")
+
+    def said(self) -> str:
+        """Why this reviewer gave no usable review, with its kind."""
+        return f"{self.label} failed ({self.kind()}): {self.why()}"
 
 
 def log(message: str) -> None:
@@ -188,15 +224,9 @@ def log(message: str) -> None:
         print(f"code-review-heavy: {message}", flush=True)
 
 
-def last_words(*paths: Path, lines: int = 5, limit: int = 400) -> str:
-    """The last non-empty lines of the files, ANSI codes stripped, joined with " / "."""
-    said: list[str] = []
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        said += [ANSI.sub("", line).strip() for line in text.splitlines()]
+def last_words(text: str, lines: int = 5, limit: int = 400) -> str:
+    """The last non-empty lines of ``text``, ANSI codes stripped, joined with " / "."""
+    said = [ANSI.sub("", line).strip() for line in text.splitlines()]
     joined = " / ".join([line for line in said if line][-lines:])
     return joined if len(joined) <= limit else "..." + joined[-(limit - 3) :]
 
@@ -223,7 +253,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to a reviewer and what it started, then SIGKILL after KILL_GRACE.
+    """SIGTERM to a runner and what it started, then SIGKILL after KILL_GRACE.
 
     They stay in the run's process group (no setsid: a cancel must reach them), so
     they are found through /proc instead of signalled as a group."""
@@ -245,11 +275,54 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def engine_argv(engine: str, prompt: str) -> list[str]:
-    args = os.environ.get(f"REVIEW_{engine.upper()}_ARGS", DEFAULT_ARGS[engine])
-    if prompt.startswith("-"):
-        prompt = "\n" + prompt
-    return [engine, *MODE_FLAG[engine], prompt, *shlex.split(args)]
+def summed(agents: list[Agent]) -> dict[str, object]:
+    """One ``agent`` object for the run: the engines and models that ran, the turns,
+    tokens and cost they reported, summed (None where none reported any)."""
+    figures = [a.figures() for a in agents]
+
+    def total(key: str) -> object:
+        values = [f.get(key) for f in figures]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not numbers:
+            return None
+        return round(sum(numbers), 6) if key == "cost_usd" else int(sum(numbers))
+
+    def distinct(key: str) -> str | None:
+        seen = [str(f[key]) for f in figures if f.get(key)]
+        return ",".join(dict.fromkeys(seen)) or None
+
+    return {
+        "engine": ",".join(dict.fromkeys(a.engine for a in agents)) or None,
+        "model": distinct("model"),
+        "session_id": None,
+        "turns": total("turns"),
+        "input_tokens": total("input_tokens"),
+        "output_tokens": total("output_tokens"),
+        "cache_read_tokens": total("cache_read_tokens"),
+        "cost_usd": total("cost_usd"),
+        "final_message": None,
+        "error_kind": None,
+        "error": None,
+    }
+
+
+def none_usable(reviewers: list[Reviewer]) -> tuple[str, str]:
+    """(error_kind, sentence) of a run whose reviewers all failed: each engine's
+    reviewers with their kind and their engine's own sentence, once per engine and
+    kind."""
+    groups: dict[tuple[str, str], list[Reviewer]] = {}
+    for r in reviewers:
+        groups.setdefault((r.engine, r.kind()), []).append(r)
+    parts = []
+    for (engine, kind), members in groups.items():
+        passes = ", ".join(r.pass_name for r in members)
+        parts.append(f"{engine} ({passes}) failed ({kind}): {members[0].why()}")
+    counts = Counter(r.kind() for r in reviewers)
+    kind = max(
+        counts,
+        key=lambda k: (counts[k], -ERROR_KINDS.index(k) if k in ERROR_KINDS else -99),
+    )
+    return kind, "no reviewer gave a usable review (nothing attached): " + " | ".join(parts)
 
 
 def split_prompt(text: str) -> tuple[str, dict[str, str], str]:
@@ -295,30 +368,25 @@ def task_title() -> str:
 
 
 def merge_reviews(
-    engine: str, instructions: str, done: list[Reviewer], scratch: Path, limit: float
-) -> tuple[str | None, str]:
-    """(merged text or None, why not)."""
-    bundle = scratch / "reviews.md"
-    bundle.write_text(
-        "\n\n".join(f"=== REVIEW: {r.label} ===\n\n{r.text}" for r in done) + "\n",
-        encoding="utf-8",
-    )
+    engine: str,
+    instructions: str,
+    done: list[Reviewer],
+    scratch: Path,
+    limit: float,
+    network_limit: float,
+) -> tuple[Agent, str | None, str]:
+    """(the merging agent, merged text or None, why not)."""
+    reviews = "\n\n".join(f"=== REVIEW: {r.label} ===\n\n{r.text}" for r in done)
+    merger = Agent(engine, f"{engine} (merge)", scratch)
     log(f"merging {len(done)} reviews with {engine}")
-    try:
-        with open(bundle, "rb") as stdin:
-            proc = subprocess.run(
-                engine_argv(engine, instructions), stdin=stdin, capture_output=True, timeout=limit
-            )
-    except subprocess.TimeoutExpired:
-        return None, f"the merge by {engine} took longer than {limit:.0f} s and was stopped"
-    text = proc.stdout.decode("utf-8", "replace").strip()
-    if proc.returncode != 0 or not text:
-        said = [ANSI.sub("", line).strip() for line in proc.stderr.decode("utf-8", "replace")
-                .splitlines()]
-        err = [line for line in said if line][-3:]
-        why = f"exit code {proc.returncode}" if proc.returncode else "no output"
-        return None, f"the merge by {engine} failed ({why}{': ' + ' / '.join(err) if err else ''})"
-    return text, ""
+    merger.start(instructions + "\n\n" + reviews + "\n", limit, network_limit)
+    merger.wait(limit)
+    failed = merger.failure()
+    if failed is not None:
+        return merger, None, f"the merge by {engine} failed ({failed[0]}): {failed[1]}"
+    if not merger.answer:
+        return merger, None, f"the merge by {engine} failed (agent_error): no answer"
+    return merger, merger.answer, ""
 
 
 def attach(path: Path, role: str) -> tuple[str | None, str]:
@@ -341,6 +409,25 @@ def attach(path: Path, role: str) -> tuple[str | None, str]:
         return str(json.loads(proc.stdout)["data"]["artifact_id"]), ""
     except (ValueError, KeyError, TypeError):
         return None, (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
+
+
+def reviewer_summary(r: Reviewer) -> dict[str, object]:
+    """One reviewer in the result file: how it ended and what its engine reported."""
+    figures = r.figures()
+    return {
+        "engine": r.engine,
+        "pass": r.pass_name,
+        "ok": r.ok,
+        "error_kind": None if r.ok else r.kind(),
+        "error": None if r.ok else r.why()[:1000],
+        "exit_code": (r.summary or {}).get("exit_code"),
+        "seconds": round(r.seconds, 1),
+        **{
+            key: figures.get(key)
+            for key in ("model", "session_id", "turns", "input_tokens", "output_tokens",
+                        "cost_usd")
+        },
+    }
 
 
 def write_result(summary: dict[str, object]) -> None:
@@ -379,7 +466,10 @@ def main(scratch: Path) -> int:
             f'PATH ({path_shown}); install one of them, or set PATH in the definition\'s "env"'
         )
         print(f"code-review-heavy: {message}", file=sys.stderr, flush=True)
-        write_result({"outcome": "error", "error": message, "skipped": skipped})
+        agent = summed([])
+        agent["engine"] = ",".join(wanted)
+        agent["error"] = message  # the run's error (no agent ran: no error_kind)
+        write_result({"outcome": "error", "error": message, "agent": agent, "skipped": skipped})
         return 2
 
     common, passes, merge_part = split_prompt(
@@ -400,28 +490,28 @@ def main(scratch: Path) -> int:
     try:
         network_limit = float(os.environ.get("REVIEW_NETWORK_SECONDS") or 60)
     except ValueError:
-        network_limit = 120.0
+        network_limit = 60.0
     for r in reviewers:
-        r.start(common + "\n\n" + passes.get(r.pass_name, ""))
+        r.start_review(common + "\n\n" + passes.get(r.pass_name, ""), limit, network_limit)
     # One waiter per reviewer: each end is logged as it happens, not in start order.
     with ThreadPoolExecutor(max_workers=len(reviewers)) as pool:
-        for _ in as_completed([pool.submit(r.wait, limit, network_limit) for r in reviewers]):
+        for _ in as_completed([pool.submit(r.wait_review, limit) for r in reviewers]):
             pass
     done = [r for r in reviewers if r.ok]
-    notes += [r.failure() + "." for r in reviewers if not r.ok]
+    notes += [r.said() + "." for r in reviewers if not r.ok]
+    agents: list[Agent] = list(reviewers)
     if not done:
-        message = "no reviewer gave a usable review (nothing attached): " + " | ".join(
-            r.failure() for r in reviewers
-        )
+        kind, message = none_usable(reviewers)
+        agent = summed(agents)
+        agent["error_kind"] = kind
+        agent["error"] = message[:4000]
         write_result(
             {
                 "outcome": "failed",
                 "error": message[:4000],
-                "reviewers": [
-                    {"engine": r.engine, "pass": r.pass_name, "ok": False,
-                     "exit_code": r.exit_code, "seconds": round(r.seconds, 1)}
-                    for r in reviewers
-                ],
+                "error_kind": kind,
+                "agent": agent,
+                "reviewers": [reviewer_summary(r) for r in reviewers],
                 "skipped": skipped,
             }
         )
@@ -439,7 +529,10 @@ def main(scratch: Path) -> int:
                 "the prompt file has no `<!-- merge -->` section; reviews are concatenated."
             )
         else:
-            merged, why = merge_reviews(choice, merge_part, done, scratch, limit)
+            merger, merged, why = merge_reviews(
+                choice, merge_part, done, scratch, limit, network_limit
+            )
+            agents.append(merger)
             if merged is None:
                 notes.append(why + "; reviews are concatenated.")
             else:
@@ -485,19 +578,13 @@ def main(scratch: Path) -> int:
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     role = os.environ.get("LATTICE_ARTIFACT_ROLE") or "review"
     artifact, error = attach(report, role)
+    agent = summed(agents)
+    agent["final_message"] = f"Verdict: {verdict or 'unknown'}"
     summary: dict[str, object] = {
         "outcome": "reviewed",
         "verdict": verdict,
-        "reviewers": [
-            {
-                "engine": r.engine,
-                "pass": r.pass_name,
-                "ok": r.ok,
-                "exit_code": r.exit_code,
-                "seconds": round(r.seconds, 1),
-            }
-            for r in reviewers
-        ],
+        "agent": agent,
+        "reviewers": [reviewer_summary(r) for r in reviewers],
         "skipped": skipped,
         "merged_by": merged_by,
         "report": str(report),

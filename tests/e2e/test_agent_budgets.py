@@ -71,6 +71,23 @@ def test_a_spent_daily_budget_refuses_agent_runs_before_anything_is_written(
     project.cli("worker", "run", "Script", task, "--wait")
     ps = project.cli("worker", "ps", "-a").stdout
     assert "agents spent $1.25 of the $1.00 daily budget today (UTC)" in ps
+    # `show` says it too, where a person decides on another run of this task.
+    show = project.cli("show", task).stdout
+    assert "(agents spent $1.25 of the $1.00 daily budget today (UTC))" in show
+    detail = project.json("show", task)["data"]
+    assert detail["spend_today"] == {"spent_usd": 1.25, "daily_budget_usd": 1.0}
+
+
+def test_show_and_ps_say_what_was_spent_without_a_budget(project: Project) -> None:
+    task = project.create_task()
+    assert "agents spent" not in project.cli("show", task).stdout  # nothing yet, no budget
+    assert project.json("show", task)["data"]["spend_today"] == {
+        "spent_usd": 0.0, "daily_budget_usd": None
+    }
+    spent(project, task, 0.125)
+    assert "(agents spent $0.12 today (UTC))" in project.cli("show", task).stdout
+    project.cli("supervisor", "start")
+    assert "agents spent $0.12 today (UTC)" in project.cli("worker", "ps").stdout
 
 
 def test_max_cost_and_max_turns_are_for_agent_workers_only(project: Project) -> None:

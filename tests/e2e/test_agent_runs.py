@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Project
 from tests.e2e.test_agent_budgets import install_standins
 
@@ -229,6 +231,52 @@ def test_continue_resumes_the_session_at_the_kept_work_with_a_message(
     assert kept.startswith("written by claude"), "...at the first run's kept work"
 
 
+@pytest.mark.parametrize("engine", ["claude", "codex", "gemini"])
+def test_continue_resumes_each_engines_session_from_a_new_worktree(
+    project: Project, tmp_path: Path, engine: str
+) -> None:
+    # Each CLI keeps its sessions where the *worker's* environment says: claude under
+    # CLAUDE_CONFIG_DIR per working folder, codex under CODEX_HOME, gemini under
+    # GEMINI_CLI_HOME per working folder; here the definition sets them, away from
+    # the supervisor's HOME, and every attempt has a new worktree.
+    homes = {
+        "claude": {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude")},
+        "codex": {"CODEX_HOME": str(tmp_path / "codex")},
+        "gemini": {"GEMINI_CLI_HOME": str(tmp_path / "gemini")},
+    }
+    task, calls = setup(project, tmp_path, engine, env=homes[engine])
+    first = run_agent(project, task, STANDIN_SESSIONS="1")
+    assert first["state"] == "completed", first
+    session = terminal(project, task)["data"]["agent"]["session_id"]
+    assert session
+
+    second = run_agent(
+        project, task, "--continue", first["run_id"], "--message", "Go on.",
+        STANDIN_SESSIONS="1",
+    )
+
+    assert second["state"] == "completed", project.cli(
+        "worker", "logs", second["run_id"]
+    ).stdout
+    made = [json.loads(p.read_text()) for p in calls.iterdir()]
+    resumed = [c for c in made if c["stdin"] == "Go on."]
+    [started] = [c for c in made if c["stdin"] != "Go on."]
+    assert len(resumed) == 1 and resumed[0]["cwd"] != started["cwd"], made
+    argv = resumed[0]["argv"]
+    if engine == "claude":
+        assert argv[argv.index("--resume") + 1] == session
+    elif engine == "codex":
+        assert argv[:3] == ["exec", "resume", session]
+    else:
+        named = Path(argv[argv.index("--session-file") + 1])
+        assert named.is_relative_to(tmp_path / "gemini" / ".gemini"), named
+    # The stand-in refused any session it could not find: the agent object is the
+    # second run's own, and it ended well.
+    events = project.process_events(task)
+    assert events[-1]["type"] == "process_completed"
+    assert events[-1]["data"]["agent"]["error_kind"] is None
+
+
 def test_continue_refuses_what_it_cannot_continue(project: Project, tmp_path: Path) -> None:
     task, _ = setup(project, tmp_path)
     unknown = project.cli("worker", "run", "Agent", task, "--continue", "run_nope", check=False)
@@ -240,3 +288,69 @@ def test_continue_refuses_what_it_cannot_continue(project: Project, tmp_path: Pa
     alone = project.cli("worker", "run", "Agent", task, "--message", "hi", check=False)
     assert alone.returncode == 2 and "--message goes with --continue" in alone.stderr
     assert not project.process_events(task)
+
+
+def test_the_shipped_implement_worker_commits_and_its_work_is_kept(
+    project: Project, tmp_path: Path
+) -> None:
+    # The shipped Implement definition and prompt (worker init), a stand-in claude
+    # that replays an implementing session in claude's stream-json and really commits
+    # in its worktree, as the prompt asks.
+    project.cli("worker", "init")
+    (project.root / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "calc, and the shipped workers")
+    task = project.create_task("Fix add")
+    bin_dir = install_standins(tmp_path / "bin")
+    calls = tmp_path / "calls"
+    project.env = {
+        **project.env,
+        "PATH": f"{bin_dir}{os.pathsep}{project.env['PATH']}",
+        "STANDIN_RECORD": str(calls),
+        "STANDIN_STREAM": str(STREAMS / "claude-implement.jsonl"),
+        "STANDIN_EDIT": "calc.py=def add(a, b):\\n    return a + b\\n",
+        "STANDIN_COMMIT": "T-1: add adds",
+    }
+
+    run = project.json("worker", "run", "Implement", task, "--wait")["data"][0]
+
+    assert run["state"] == "completed", project.cli("worker", "logs", run["run_id"]).stdout
+    [call] = [json.loads(p.read_text()) for p in calls.iterdir()]
+    assert call["argv"][:4] == ["-p", "--output-format", "stream-json", "--verbose"]
+    assert call["argv"][-2:] == ["--allowedTools", "Bash,Read,Grep,Glob,Write,Edit,MultiEdit"]
+    assert call["stdin"] == (project.root / "prompts/workers/implement.md").read_text()
+    assert call["cwd"] == run["worktree_path"]
+    # Its commit is kept under refs/lattice/runs/<run>/1, on top of the run's commit.
+    end = terminal(project, task)
+    changes = end["data"]["changes"]
+    ref = f"refs/lattice/runs/{run['run_id']}/1"
+    assert changes["ref"] == ref and changes["base_sha"] == run["commit_sha"]
+    assert changes["commits"] == 1 and changes["files_changed"] == 1
+    # The ref is the snapshot (the run's marks) on top of the agent's own commit.
+    head = changes["head_sha"]
+    assert project.git("rev-parse", f"{ref}^") == head != run["commit_sha"]
+    assert project.git("log", "-1", "--format=%s", head) == "T-1: add adds"
+    assert project.git("rev-parse", f"{head}^") == run["commit_sha"]
+    assert project.git("show", f"{ref}:calc.py") == "def add(a, b):\n    return a + b"
+    assert "return a - b" in (project.root / "calc.py").read_text()  # the user's tree
+    # What the agent did, on the record; its answer attached (it wrote no report).
+    agent = end["data"]["agent"]
+    assert {k: agent[k] for k in ("engine", "model", "turns", "cost_usd", "error_kind")} == {
+        "engine": "claude",
+        "model": "claude-sonnet-4-5-20250929",
+        "turns": 4,
+        "cost_usd": 0.0687,
+        "error_kind": None,
+    }
+    assert agent["session_id"] == "8a2d4f60-1c3b-4e5a-9f7e-2b6c0d1e3f45"
+    assert (agent["input_tokens"], agent["output_tokens"]) == (9800, 260)
+    answer = 'Fixed `add` in calc.py (it subtracted) and committed it as "T-1: add adds".'
+    assert agent["final_message"] == answer
+    roles = attached(project, task)
+    assert ("answer", answer + "\n") in roles, roles
+    assert [role for role, _ in roles].count("diff") == 1  # the kept work's patch
+    log = project.cli("worker", "logs", run["run_id"]).stdout
+    assert "-> Edit: /work/wt/calc.py" in log
+    assert '-> Bash: git add -A && git commit -m "T-1: add adds"' in log
+    diff = project.cli("worker", "diff", run["run_id"]).stdout
+    assert "+    return a + b" in diff

@@ -28,36 +28,37 @@ from tests.e2e.conftest import Project, processes_with_root
 ENGINES = ("claude", "codex", "gemini")
 
 STANDIN = r"""#!/bin/bash
-# A stand-in for an AI engine: claude -p PROMPT ARGS, codex exec PROMPT ARGS, gemini -p PROMPT ARGS
-# (CodeReviewHeavy's reviewers), or claude -p --output-format stream-json ... with the
-# prompt on stdin (the claude adapter, for CodeReviewLite).
+# A stand-in for an AI engine, called as each engine adapter calls its CLI (the prompt
+# on stdin): claude -p --output-format stream-json ..., codex exec --json ... -,
+# gemini --output-format stream-json ... -p "". It answers in the CLI's stream format.
 set -euo pipefail
 engine=$(basename "$0")
-mode=$1; shift
-want=-p; [ "$engine" = codex ] && want=exec
-[ "$mode" = "$want" ] || { echo "$engine: expected $want, got $mode" >&2; exit 64; }
-if [ "$engine" = claude ] && [ "${1:-}" = --output-format ]; then
-  prompt=$(cat; echo x); prompt=${prompt%x}
-else
-  prompt=$1; shift
-fi
+case "$engine" in
+  claude) [ "$1" = -p ] || { echo "claude: expected -p, got $1" >&2; exit 64; }; shift;;
+  codex) [ "$1" = exec ] || { echo "codex: expected exec, got $1" >&2; exit 64; }; shift;;
+  gemini) [ "${*: -2:1}" = -p ] && [ -z "${*: -1}" ] || { echo "gemini: no -p ''" >&2; exit 64; };;
+esac
+prompt=$(cat; echo x); prompt=${prompt%x}
 record=$(mktemp "$STANDIN_DIR/$engine.XXXXXX")
 { printf 'pgid %s\n' "$(cut -d' ' -f5 /proc/$$/stat)"
-  printf 'parent_pgid %s\n' "$(cut -d' ' -f5 /proc/$PPID/stat)"
+  printf 'runner_pgid %s\n' "$(cut -d' ' -f5 /proc/$PPID/stat)"
   printf 'args %s\n' "$*"
   printf 'cwd %s\n' "$PWD"; } > "$record"
 printf '%s' "$prompt" > "$record.prompt"
 # The first line of the prompt that matches $1, to be run as the prompt says.
 line() { grep -m1 -E -- "$1" <<<"$prompt" || { echo "no line ~ $1 in prompt" >&2; exit 65; }; }
+# Print stdin as this engine's final answer, in its stream format.
+say() { "$STANDIN_PY" "$STANDIN_SAY" "$engine"; }
 
 case "$prompt" in
 *"Merge several code reviews"*)
   echo merge >> "$record"
-  [ "${STANDIN_MERGE_FAILS:-}" = 1 ] && { echo "merge refused by stand-in" >&2; exit 3; }
-  reviews=$(cat)
-  n=$(printf '%s\n' "$reviews" | grep -c '^=== REVIEW: ' || true)
-  printf 'Verdict: request_changes\n\n## Summary\nStand-in %s merged %s reviews.\n' "$engine" "$n"
-  printf '\n## Findings\n### important\n- calc.py:2: merged finding (claude/critical)\n'
+  if [ "${STANDIN_MERGE_FAILS:-}" = 1 ]; then
+    echo "merge refused by stand-in" | STANDIN_ERROR=1 say; exit 3
+  fi
+  n=$(printf '%s\n' "$prompt" | grep -c '^=== REVIEW: ' || true)
+  { printf 'Verdict: request_changes\n\n## Summary\nStand-in %s merged %s reviews.\n' "$engine" "$n"
+    printf '\n## Findings\n### important\n- calc.py:2: merged finding (claude/critical)\n'; } | say
   ;;
 *"Code review (lite)"*)
   echo lite >> "$record"
@@ -87,25 +88,71 @@ case "$prompt" in
   [ "${STANDIN_HANG:-}" = 1 ] && exec sleep 600
   [ "${STANDIN_HANG_ENGINE:-}" = "$engine" ] && exec sleep 600
   if [ "${STANDIN_OFFLINE_ENGINE:-}" = "$engine" ]; then
-    # As codex with no network: retries on stderr, without end.
+    # As codex with no network: retries, without end.
     while :; do
-      printf 'ERROR: Reconnecting... 2/5 (failed to lookup address information)\n' >&2
+      printf '{"type":"error","message":"Reconnecting... 2/5 (stream disconnected %s"}\n' \
+        'before completion: error sending request for url (https://api.openai.com/v1/responses))'
       sleep 0.2
     done
   fi
   if [ "${STANDIN_FAIL:-}" = 1 ]; then
-    # claude prints its errors on stdout; gemini colours them on stderr.
-    [ "$engine" = claude ] && { echo "Not logged in · Please run /login"; exit 1; }
-    printf '\033[31mPlease set an Auth method (%s)\033[0m\n' "$engine" >&2; exit 41
+    # As each CLI without credentials: claude's stream says authentication_failed and
+    # exits 1, codex's says 401, gemini prints a coloured line on stderr and exits 41.
+    case "$engine" in
+      claude) echo "Not logged in · Please run /login" | STANDIN_ERROR=auth say; exit 1;;
+      codex) echo "unexpected status 401 Unauthorized: Missing bearer authentication" \
+               | STANDIN_ERROR=1 say; exit 1;;
+      gemini) printf '\033[31mPlease set an Auth method in your settings.json (%s)\033[0m\n' \
+                "$engine" >&2; exit 41;;
+    esac
   fi
-  [ "${STANDIN_NO_VERDICT:-}" = 1 ] && { echo "I looked and have opinions."; exit 0; }
+  [ "${STANDIN_NO_VERDICT:-}" = 1 ] && { echo "I looked and have opinions." | say; exit 0; }
   stat=$(eval "$(line '^git diff --stat ')" | tail -n 1)
   verdict=approve_with_nits; [ "$pass" = critical ] && verdict=request_changes
-  printf 'Verdict: %s\n\n## Summary\n' "$verdict"
-  printf 'Stand-in %s (%s pass) read:%s\n' "$engine" "$pass" "$stat"
-  printf '\n## Findings\n- [important] calc.py:2: found by %s/%s\n' "$engine" "$pass"
+  { printf 'Verdict: %s\n\n## Summary\n' "$verdict"
+    printf 'Stand-in %s (%s pass) read:%s\n' "$engine" "$pass" "$stat"
+    printf '\n## Findings\n- [important] calc.py:2: found by %s/%s\n' "$engine" "$pass"; } | say
   ;;
 esac
+"""
+
+#: What ``say`` runs: the answer on stdin printed as ``argv[1]``'s stream (the shapes
+#: of tests/engines/streams/*-success.jsonl), a failure with STANDIN_ERROR set.
+SAY = r"""
+import json, os, sys
+engine, text, error = sys.argv[1], sys.stdin.read(), os.environ.get("STANDIN_ERROR")
+def out(obj): print(json.dumps(obj), flush=True)
+if engine == "claude":
+    out({"type": "system", "subtype": "init", "session_id": "s-1", "model": "claude-standin"})
+    message = {"model": "claude-standin", "content": [{"type": "text", "text": text}]}
+    if error == "auth":
+        out({"type": "assistant", "session_id": "s-1", "message": message,
+             "error": "authentication_failed"})
+    else:
+        out({"type": "assistant", "session_id": "s-1", "message": message})
+    out({"type": "result", "subtype": "error_during_execution" if error else "success",
+         "is_error": bool(error), "num_turns": 1, "result": text, "session_id": "s-1",
+         "total_cost_usd": 0.0 if error else 0.01,
+         "usage": {"input_tokens": 100, "output_tokens": 10}})
+elif engine == "codex":
+    out({"type": "thread.started", "thread_id": "t-1"})
+    if error:
+        out({"type": "error", "message": text.strip()})
+        out({"type": "turn.failed", "error": {"message": text.strip()}})
+    else:
+        out({"type": "item.completed",
+             "item": {"id": "i", "type": "agent_message", "text": text}})
+        out({"type": "turn.completed", "usage": {"input_tokens": 200, "output_tokens": 20,
+                                                 "cached_input_tokens": 0}})
+else:
+    out({"type": "init", "session_id": "g-1", "model": "gemini-standin"})
+    if error:
+        out({"type": "result", "status": "error", "error": {"type": "Error",
+                                                          "message": text.strip()}})
+    else:
+        out({"type": "message", "role": "assistant", "content": text, "delta": True})
+        out({"type": "result", "status": "success",
+             "stats": {"input_tokens": 300, "output_tokens": 30}})
 """
 
 
@@ -115,6 +162,7 @@ esac
 def install_standins(folder: Path, engines: tuple[str, ...] = ENGINES) -> Path:
     """A bin folder with the given stand-in engines; returns it."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "say.py").write_text(SAY)
     for engine in engines:
         path = folder / engine
         path.write_text(STANDIN)
@@ -135,7 +183,14 @@ def worker_env(project: Project, bin_dir: Path, record_dir: Path, **extra: str) 
         if real:
             pytest.skip(f"a real {real[0]} is installed in {d}, beside tools these tests need")
     record_dir.mkdir(parents=True, exist_ok=True)
-    return {**project.env, "PATH": os.pathsep.join(dirs), "STANDIN_DIR": str(record_dir), **extra}
+    return {
+        **project.env,
+        "PATH": os.pathsep.join(dirs),
+        "STANDIN_DIR": str(record_dir),
+        "STANDIN_PY": sys.executable,
+        "STANDIN_SAY": str(bin_dir / "say.py"),
+        **extra,
+    }
 
 
 def start_supervisor(project: Project, env: dict[str, str]) -> None:
@@ -173,7 +228,7 @@ def records(folder: Path) -> list[dict[str, Any]]:
         fields: dict[str, Any] = {"engine": path.name.split(".")[0], "roles": []}
         for line in path.read_text().splitlines():
             key, _, value = line.partition(" ")
-            if key in ("pgid", "parent_pgid", "args", "cwd"):
+            if key in ("pgid", "runner_pgid", "args", "cwd"):
                 fields[key] = value
             else:
                 fields["roles"].append(line)
@@ -277,13 +332,20 @@ def test_code_review_heavy_runs_six_reviewers_in_one_group_and_merges(
     ]
     (merge,) = [c for c in calls if c["roles"] == ["merge"]]
     assert merge["engine"] == "claude"  # the first available engine merges
+    assert len({c["pgid"] for c in calls}) == 1, "a reviewer left the run's process group"
     for call in calls:
-        assert call["pgid"] == call["parent_pgid"], "a reviewer left the run's process group"
+        assert call["pgid"] == call["runner_pgid"]
         assert call["cwd"] == run["worktree_path"]
         assert "main.." not in call["prompt"]
+        assert "Your pass" not in call["args"] and "Merge" not in call["args"]  # stdin
+    # Each CLI as its engine adapter runs it, then the definition's REVIEW_*_ARGS.
     by_engine = {c["engine"]: c["args"] for c in calls}
-    assert by_engine["codex"] == "--sandbox workspace-write"
-    assert by_engine["gemini"] == "--approval-mode yolo --skip-trust"
+    assert by_engine["claude"].startswith("--output-format stream-json --verbose --add-dir ")
+    assert by_engine["claude"].endswith(" --allowedTools Bash,Read,Grep,Glob")
+    assert by_engine["codex"].startswith("--json --sandbox workspace-write --add-dir ")
+    assert by_engine["codex"].endswith(" --skip-git-repo-check -")
+    assert by_engine["gemini"].startswith("--output-format stream-json --skip-trust ")
+    assert by_engine["gemini"].endswith(" --approval-mode yolo -p ")
 
     _, end = ends(project, task)
     out = end["data"]["output"]
@@ -291,6 +353,16 @@ def test_code_review_heavy_runs_six_reviewers_in_one_group_and_merges(
     assert out["merged_by"] == "claude" and out["skipped"] == []
     assert out["verdict"] == "request_changes"
     assert [r["ok"] for r in out["reviewers"]] == [True] * 6
+    # The reviewers' figures, summed on the run's agent object (cost: claude's three
+    # calls, the merge included; codex and gemini report none).
+    agent = end["data"]["agent"]
+    assert agent["engine"] == "claude,codex,gemini" and agent["error_kind"] is None
+    assert agent["cost_usd"] == 0.03
+    assert agent["input_tokens"] == 3 * 100 + 2 * 200 + 2 * 300
+    assert agent["model"] == "claude-standin,gemini-standin"
+    log = project.cli("worker", "logs", run["run_id"]).stdout
+    assert "[codex (critical)] Verdict: request_changes" in log  # the live transcript
+    assert "[gemini (standard)] [gemini] done: 1 turns, 300 in / 30 out tokens" in log
     (attached,) = attachments(project, task)
     assert attached["data"]["role"] == "review"
     text = artifact_text(project, attached)
@@ -324,7 +396,8 @@ def test_code_review_heavy_skips_absent_engines_and_concatenates_when_merge_fail
     (attached,) = attachments(project, task)
     text = artifact_text(project, attached)
     assert "claude was skipped: `claude` is not on the worker's PATH." in text
-    assert "the merge by codex failed (exit code 3: merge refused by stand-in)" in text
+    assert "the merge by codex failed (agent_error): codex failed (exit code 3)" in text
+    assert 'codex said: "merge refused by stand-in"' in text
     assert "## Reviews" in text and "## Merged review" not in text
     for heading in ("codex (standard)", "codex (critical)", "gemini (standard)"):
         assert f"### {heading}" in text
@@ -345,6 +418,8 @@ def test_code_review_heavy_fails_clearly_when_no_engine_is_installed(
     assert end["type"] == "process_failed"
     assert end["data"]["reason"] == "exit_nonzero" and end["data"]["exit_code"] == 2
     assert "no reviewer engine is installed" in end["data"]["output"]["error"]
+    assert end["data"]["error"] == end["data"]["output"]["error"]  # not "exited with code 2"
+    assert end["data"]["agent"]["error_kind"] is None
     log = project.cli("worker", "logs", run["run_id"]).stdout
     assert "none of claude, codex, gemini is on the worker's PATH" in log
     assert attachments(project, task) == []
@@ -372,7 +447,10 @@ def test_code_review_heavy_stops_a_reviewer_past_its_time_limit(
         ("claude", True), ("codex", False), ("gemini", True)
     }
     text = artifact_text(project, attachments(project, task)[0])
-    assert "codex (standard) failed (no review within its time limit of 6 s; stopped)" in text
+    assert (
+        "codex (standard) failed (agent_error): codex gave no answer within its time limit "
+        "of 6 s and was stopped; raise REVIEW_TIMEOUT_MINUTES in the definition's \"env\""
+    ) in text
     log = project.cli("worker", "logs", run["run_id"]).stdout
     # Each end is logged as it happens: the quick reviewers before the stopped ones.
     ends_logged = re.findall(r"finished (\w+) \((?:standard|critical)\)", log)
@@ -397,7 +475,11 @@ def test_code_review_heavy_stops_a_reviewer_that_only_retries_the_network(
     _, end = ends(project, task)
     assert end["data"]["duration_seconds"] < 60
     text = artifact_text(project, attachments(project, task)[0])
-    assert "codex (standard) failed (only network retries: it could not reach its API" in text
+    assert (
+        "codex (standard) failed (network): codex could not reach its API: it did nothing "
+        "but retry the network for 2 s"
+    ) in text
+    assert "or raise REVIEW_NETWORK_SECONDS in the definition's \"env\"" in text
     assert "Reconnecting... 2/5" in text
 
 
@@ -418,14 +500,23 @@ def test_code_review_heavy_with_no_usable_review_fails_in_the_reviewers_words(
     _, end = ends(project, task)
     assert end["data"]["exit_code"] == 1
     assert attachments(project, task) == [], "no 'Verdict: unknown' review is attached"
-    error = end["data"]["output"]["error"]
-    assert error.startswith("no reviewer gave a usable review (nothing attached)")
-    assert "claude (standard) failed (exit code 1): Not logged in · Please run /login" in error
-    assert "gemini (critical) failed (exit code 41): Please set an Auth method (gemini)" in error
+    # The run's end says what to fix, for each engine once, with its error_kind.
+    error = end["data"]["error"]
+    assert error == end["data"]["output"]["error"] == run["error"]
+    assert error.startswith("no reviewer gave a usable review (nothing attached): ")
+    assert (
+        'claude (standard, critical) failed (auth): claude is not logged in (claude said: '
+        '"Not logged in · Please run /login"): set ANTHROPIC_API_KEY or run `claude login`'
+    ) in error
+    assert "codex (standard, critical) failed (auth): codex is not logged in" in error
+    assert "OPENAI_API_KEY" in error
+    assert "gemini (standard, critical) failed (auth): gemini is not logged in" in error
+    assert "Please set an Auth method in your settings.json (gemini)" in error
     assert "\x1b" not in error
-    assert "Please set an Auth method (gemini)" in end["data"]["log_tail"]
+    assert end["data"]["agent"]["error_kind"] == "auth"
+    assert [r["error_kind"] for r in end["data"]["output"]["reviewers"]] == ["auth"] * 6
     log = project.cli("worker", "logs", run["run_id"]).stdout
-    assert "finished codex (critical): codex (critical) failed (exit code 41)" in log
+    assert "finished codex (critical): codex (critical) failed (auth): " in log
 
 
 def test_code_review_heavy_does_not_attach_reviews_without_a_verdict(
@@ -444,9 +535,11 @@ def test_code_review_heavy_does_not_attach_reviews_without_a_verdict(
 
     assert run["state"] == "failed"
     _, end = ends(project, task)
-    assert "failed (no verdict in its review): I looked and have opinions." in (
-        end["data"]["output"]["error"]
-    )
+    assert (
+        "gemini (standard, critical) failed (agent_error): no verdict in its review: "
+        "I looked and have opinions."
+    ) in end["data"]["error"]
+    assert end["data"]["agent"]["error_kind"] == "agent_error"
     assert attachments(project, task) == []
 
 

@@ -148,10 +148,37 @@ def test_resume_sends_the_message_and_names_the_session(tmp_path: Path) -> None:
     assert codex.argv[:5] == ["codex", "exec", "resume", "t-1", "--json"]
     assert codex.stdin and b"Continue" in codex.stdin
     assert any("writable_roots" in a and str(tmp_path.resolve()) in a for a in codex.argv)
+    home = tmp_path / "gemini-home"
+    chats = home / ".gemini" / "tmp" / "some-project" / "chats"
+    chats.mkdir(parents=True)
+    (chats / "session-2026-12-02T07-12-s-1.jsonl").write_text('{"sessionId":"s-1"}\n')
     gemini = ENGINES["gemini"].command(
-        definition("gemini"), output_dir=tmp_path, resume_session="s-1", message="go"
+        definition("gemini"), output_dir=tmp_path, resume_session="s-1", message="go",
+        env={"HOME": str(tmp_path / "elsewhere"), "GEMINI_CLI_HOME": str(home)},
     )
-    assert "--resume" in gemini.argv or "--session-file" in gemini.argv
+    assert gemini.argv[gemini.argv.index("--session-file") + 1] == str(
+        chats / "session-2026-12-02T07-12-s-1.jsonl"
+    )
+    assert "--resume" not in gemini.argv and gemini.stdin == b"go"
+
+
+def test_gemini_looks_for_a_session_in_the_workers_home_not_the_supervisors(
+    tmp_path: Path,
+) -> None:
+    sid = "d3cb74a3-7dd7-4597-a896-3ed846f526a5"
+    chats = tmp_path / "worker-home" / ".gemini" / "tmp" / "p" / "chats"
+    chats.mkdir(parents=True)
+    (chats / f"session-x-{sid[:8]}.jsonl").write_text(json.dumps({"sessionId": sid}) + "\n")
+    found = ENGINES["gemini"].command(
+        definition("gemini"), output_dir=tmp_path, resume_session=sid, message="go",
+        env={"HOME": str(tmp_path / "worker-home")},
+    )
+    assert "--session-file" in found.argv
+    with pytest.raises(ValueError, match=r"is not under .*supervisor-home.*cannot be resumed"):
+        ENGINES["gemini"].command(
+            definition("gemini"), output_dir=tmp_path, resume_session=sid, message="go",
+            env={"HOME": str(tmp_path / "supervisor-home")},
+        )
 
 
 def test_a_new_session_without_a_prompt_is_refused(tmp_path: Path) -> None:
@@ -487,8 +514,9 @@ def test_gemini_session_file_is_found_under_any_project(tmp_path: Path) -> None:
     sid = "d3cb74a3-7dd7-4597-a896-3ed846f526a5"
     path = chats / f"session-2026-12-02T07-12-{sid[:8]}.json"
     path.write_text(json.dumps({"sessionId": sid, "messages": []}))
-    assert find_session_file(sid, home=tmp_path) == path
-    assert find_session_file("ffffffff-0000", home=tmp_path) is None
+    assert find_session_file(sid, tmp_path) == path
+    assert find_session_file("ffffffff-0000", tmp_path) is None
+    assert find_session_file("*", tmp_path) is None  # never a glob pattern
 
 
 def test_definition_fields_for_budgets_validate() -> None:
@@ -532,3 +560,32 @@ def test_worker_check_flags_owned_flags_and_budgets_on_a_script(tmp_path: Path) 
     assert "--output-format" in a_problem and "remove it" in a_problem
     [s_problem] = workers.get("S").problems
     assert '"max_turns" only applies to the agent engines' in s_problem
+
+
+def test_a_scripts_agent_object_is_checked_before_it_goes_on_the_record() -> None:
+    from lattice_workers.engines._common import agent_of_script
+
+    assert agent_of_script(None) is None
+    assert agent_of_script({"agent": "claude"}) is None
+    got = agent_of_script(
+        {
+            "agent": {
+                "engine": "claude,codex",
+                "turns": 3,
+                "input_tokens": -1,  # not a count
+                "output_tokens": "9",  # not a number
+                "cost_usd": 0.5,
+                "error_kind": "auth",
+                "error": "x" * 5000,
+                "reviewers": [1, 2],  # not a field of the record
+            }
+        }
+    )
+    assert got is not None
+    assert got["engine"] == "claude,codex" and got["turns"] == 3 and got["cost_usd"] == 0.5
+    assert got["input_tokens"] is None and got["output_tokens"] is None
+    assert got["error_kind"] == "auth" and len(got["error"]) == 4000
+    assert "reviewers" not in got
+    bad = agent_of_script({"agent": {"error_kind": "oops", "cost_usd": -2, "engine": 7}})
+    assert bad is not None
+    assert bad["error_kind"] is None and bad["cost_usd"] is None and bad["engine"] == "script"

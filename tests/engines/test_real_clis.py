@@ -9,6 +9,7 @@ API host; each run is bounded (seconds) and killed at its bound.
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import subprocess
@@ -199,3 +200,39 @@ def test_an_offline_run_through_the_supervisor_ends_classified(
     assert words in end["data"]["error"], end
     assert "trusted directory" not in (end["data"].get("log_tail") or "")
     assert took < 60, took
+
+
+def test_code_review_heavy_offline_ends_within_two_minutes_saying_what_to_fix(
+    project: Project, tmp_path: Path
+) -> None:
+    # The shipped definition as it is (REVIEW_NETWORK_SECONDS 60), no credentials at
+    # all: claude and gemini say `auth` in seconds, codex retries until the bound.
+    project.cli("worker", "init")
+    (project.root / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    project.git("add", "calc.py")
+    project.git("commit", "-q", "-m", "add calc.add")
+    task = project.create_task("Add calc.add")
+    env = {**project.env, **offline_env(tmp_path)}
+    started = time.monotonic()
+    proc = project.cli("worker", "run", "CodeReviewHeavy", task, "--wait", "--json",
+                       check=False, timeout=240, env=env)
+    took = time.monotonic() - started
+    print(f"CodeReviewHeavy offline: {took:.1f} s")
+    print(project.cli("worker", "logs", json.loads(proc.stdout)["data"][0]["run_id"],
+                      env=env).stdout[-6000:])
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    end = project.process_events(task)[-1]
+    data = end["data"]
+    assert data["reason"] == "exit_nonzero", end
+    assert data["agent"]["error_kind"] == "auth", end
+    error = data["error"]
+    assert error.startswith("no reviewer gave a usable review (nothing attached): "), error
+    assert "claude (standard, critical) failed (auth): claude is not logged in" in error
+    assert "set ANTHROPIC_API_KEY or run `claude login`" in error
+    assert "gemini (standard, critical) failed (auth): gemini is not logged in" in error
+    assert "codex (standard, critical) failed (network): codex could not reach its API" in error
+    assert "trusted directory" not in error
+    for reviewer in data["output"]["reviewers"]:
+        print(f"  {reviewer['engine']} ({reviewer['pass']}): {reviewer['error_kind']} "
+              f"in {reviewer['seconds']} s")
+    assert took < 120, took

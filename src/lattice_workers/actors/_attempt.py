@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -45,6 +46,7 @@ from lattice_workers.actors._patch import attach_diff
 from lattice_workers.actors._record import AttemptFacts, Ending, Outcome, RunRecord
 from lattice_workers.actors._state import Reason, RunState
 from lattice_workers.engines import engine_for, with_run_limits
+from lattice_workers.engines._common import agent_of_script
 from lattice_workers.engines.claude import carry_session
 from lattice_workers.errors import LatticeError
 from lattice_workers.store import new_id
@@ -340,6 +342,9 @@ class Attempt:
             report_prefix=defn.report_prefix,
         )
         lattice_vars["LATTICE_ATTEMPT"] = str(facts.number)
+        # A Python with this package, for scripts that run agents through the engine
+        # adapters (python -m lattice_workers.engines): the python3 on PATH may not be.
+        lattice_vars["LATTICE_PYTHON"] = sys.executable
         try:
             if run.requeued and facts.number == 1:
                 os.write(log_fd, REQUEUED_NOTE)
@@ -397,6 +402,7 @@ class Attempt:
             resume_session=session,
             message=request.message,
             prompt=prompt_text,
+            env=env,  # where the worker's CLI keeps its sessions, not the supervisor's
         )
         env = {**env, **command.env}
         log_path = Path(self.facts.log_path or "")
@@ -781,6 +787,8 @@ class Attempt:
                     ending.result = terminal["output"] = result
                 if result_error:
                     terminal["output_error"] = result_error
+                if self._engine is None:
+                    self._lift_script_agent(result, event_type, data, ending)
                 if event_type == PROCESS_FAILED and self.facts.log_path:
                     # Why it failed, in the worker's own last words (a new field: the
                     # fields above keep their bytes).
@@ -816,6 +824,30 @@ class Attempt:
         if refused is not None:
             raise refused
         return value
+
+    def _lift_script_agent(
+        self,
+        result: dict[str, Any] | None,
+        event_type: str,
+        data: ProcessStarted | ProcessCompleted | ProcessFailed,
+        ending: Ending,
+    ) -> None:
+        """A script that runs agents itself (CodeReviewHeavy) reports them as an agent
+        run does: its result's ``agent`` becomes the terminal event's (so its cost
+        counts against the daily budget), and when it exited non-zero, the sentence
+        in ``agent.error`` replaces "the worker exited with code N"."""
+        agent = agent_of_script(result)
+        if agent is None:
+            return
+        self._agent = agent
+        cast(ProcessEnded, data)["agent"] = ending.agent = agent
+        failed = cast(ProcessFailed, data)
+        if (
+            event_type == PROCESS_FAILED
+            and agent["error"]
+            and failed.get("reason") == str(Reason.EXIT_NONZERO)
+        ):
+            failed["error"] = ending.error = agent["error"]
 
     def _journal_quietly(
         self, *, event_id: str | None = None, durable: bool = False, final: RunState | None = None

@@ -203,6 +203,7 @@ def _show(ctx: Context, args: argparse.Namespace) -> int:
 def _render_show(data: dict[str, Any]) -> str:
     from lattice_workers.store import actor_display
     from lattice_workers.store._runs import agent_summary
+    from lattice_workers.store._spend import spend_sentence
 
     snap = data["task"]
     head = f"{snap['short_id']} ({snap['id']})" if snap.get("short_id") else str(snap.get("id"))
@@ -231,6 +232,9 @@ def _render_show(data: dict[str, Any]) -> str:
     out += ["", "Worker runs:"]
     if not data["runs"]:
         out.append("  (none)")
+    spend = spend_sentence(data.get("spend_today") or {})
+    if spend:
+        out.append(f"  ({spend})")
     for run in data["runs"]:
         duration = run.get("duration")
         took = f"{duration:.0f}s" if isinstance(duration, int | float) else "-"

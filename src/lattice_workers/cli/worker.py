@@ -300,23 +300,14 @@ def cmd_ps(ctx: Context, args: argparse.Namespace) -> int:
 def _spent_line(ctx: Context) -> str:
     """What the board's agents spent today, against ``workers.daily_budget_usd`` if set
     ("" when nothing was spent and no budget is set)."""
-    import json
-
-    from lattice_workers.store._spend import DailySpend
+    from lattice_workers.store._spend import spend_sentence, spend_today
 
     try:
         # Read without the board's store: ps is a client of the supervisor, and loads
         # nothing it does not need (tests/cli/test_cli_lazy_parser.py).
-        board_dir = ctx.where()[1]
-        spent = DailySpend(board_dir).spent()
-        config = json.loads((board_dir / "config.json").read_bytes())
-    except (LatticeError, OSError, ValueError):
+        return spend_sentence(spend_today(ctx.where()[1]))
+    except (LatticeError, OSError):
         return ""
-    section = config.get("workers") if isinstance(config, dict) else None
-    budget = section.get("daily_budget_usd") if isinstance(section, dict) else None
-    if isinstance(budget, int | float) and not isinstance(budget, bool):
-        return f"agents spent ${spent:.2f} of the ${budget:.2f} daily budget today (UTC)"
-    return f"agents spent ${spent:.2f} today (UTC)" if spent else ""
 
 
 def _refs_now(ctx: Context, runs: list[RunInfo]) -> set[str] | None:

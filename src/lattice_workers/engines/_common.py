@@ -69,6 +69,49 @@ class Limits:
         )
 
 
+#: A script's ``agent.error`` is cut to this many characters.
+SCRIPT_ERROR_MAX_CHARS = 4000
+
+
+def agent_of_script(result: object) -> dict[str, Any] | None:
+    """The ``agent`` object a script worker that runs agents itself (CodeReviewHeavy)
+    put in its result file, checked and cut to the terminal event's shape; None when
+    there is none or it is not an object.
+
+    Only the known fields are kept, each of the right type (a wrong one becomes None):
+    the board's readers, the daily budget among them, trust what is on the record.
+    """
+    if not isinstance(result, dict):
+        return None
+    agent = result.get("agent")
+    if not isinstance(agent, dict):
+        return None
+
+    def text(key: str, limit: int) -> str | None:
+        value = agent.get(key)
+        return cut_utf8(value, limit) if isinstance(value, str) and value else None
+
+    def count(key: str) -> int | None:
+        value = as_int(agent.get(key))
+        return value if value is not None and value >= 0 else None
+
+    cost = as_float(agent.get("cost_usd"))
+    kind = agent.get("error_kind")
+    return {
+        "engine": text("engine", 200) or "script",
+        "model": text("model", 200),
+        "session_id": text("session_id", 200),
+        "turns": count("turns"),
+        "input_tokens": count("input_tokens"),
+        "output_tokens": count("output_tokens"),
+        "cache_read_tokens": count("cache_read_tokens"),
+        "cost_usd": cost if cost is not None and cost >= 0 else None,
+        "final_message": text("final_message", FINAL_MESSAGE_MAX_BYTES),
+        "error_kind": kind if kind in ERROR_KINDS else None,
+        "error": text("error", SCRIPT_ERROR_MAX_CHARS),
+    }
+
+
 def strip_ansi(text: str) -> str:
     """``text`` without terminal escape sequences (colours, cursor moves, titles)."""
     return _ANSI.sub("", text)

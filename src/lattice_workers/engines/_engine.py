@@ -7,9 +7,10 @@ to every user through ``ps`` and one argument is capped at 128 KiB on Linux.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -43,13 +44,17 @@ class Engine:
         resume_session: str | None = None,
         message: str | None = None,
         prompt: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> EngineCommand:
         """The command for one attempt.
 
         ``prompt`` is the text of the definition's prompt file (the lifecycle has read
         it); on a resumed session ``message`` is sent instead (the agent already has the
         prompt), defaulting to a short "go on". ``output_dir`` is where the agent must be
-        able to write whatever its sandbox.
+        able to write whatever its sandbox. ``env`` is the worker's environment (default:
+        this process's): where the CLI keeps its sessions depends on it (``HOME``,
+        ``GEMINI_CLI_HOME``), not on the supervisor's. Raises ValueError, with what to
+        do, for a session it cannot resume.
         """
         if resume_session is not None:
             text = message if message is not None else CONTINUE_MESSAGE
@@ -57,7 +62,12 @@ class Engine:
             text = prompt if message is None else prompt + "\n\n" + message
         else:
             raise ValueError(f"{self.name}: a new session needs the prompt text")
-        argv = self.argv(definition, output_dir=output_dir.resolve(), resume_session=resume_session)
+        argv = self.argv(
+            definition,
+            output_dir=output_dir.resolve(),
+            resume_session=resume_session,
+            env=os.environ if env is None else env,
+        )
         return EngineCommand(argv=argv, stdin=text.encode("utf-8"), env=self.env(output_dir))
 
     def reader(
@@ -105,7 +115,12 @@ class Engine:
     # -- for the subclasses --------------------------------------------------------
 
     def argv(
-        self, definition: WorkerDefinition, *, output_dir: Path, resume_session: str | None
+        self,
+        definition: WorkerDefinition,
+        *,
+        output_dir: Path,
+        resume_session: str | None,
+        env: Mapping[str, str],
     ) -> list[str]:
         raise NotImplementedError
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +178,12 @@ class Claude(Engine):
     reader_class = ClaudeReader
 
     def argv(
-        self, definition: WorkerDefinition, *, output_dir: Path, resume_session: str | None
+        self,
+        definition: WorkerDefinition,
+        *,
+        output_dir: Path,
+        resume_session: str | None,
+        env: Mapping[str, str],
     ) -> list[str]:
         # -p: print mode (one prompt, no terminal); the prompt comes on stdin.
         # --add-dir: the output folder is outside the worktree; let the tools write there.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,7 +135,12 @@ class Codex(Engine):
     reader_class = CodexReader
 
     def argv(
-        self, definition: WorkerDefinition, *, output_dir: Path, resume_session: str | None
+        self,
+        definition: WorkerDefinition,
+        *,
+        output_dir: Path,
+        resume_session: str | None,
+        env: Mapping[str, str],
     ) -> list[str]:
         # --skip-git-repo-check: a worker without a worktree may run outside git.
         # The final "-": read the prompt from stdin.

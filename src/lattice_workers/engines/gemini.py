@@ -14,14 +14,20 @@ Without credentials it exits 41 before printing any JSON ("Please set an Auth me
 ..." on stderr); with no network it retries on stderr ("Attempt N failed. Retrying with
 backoff... fetch failed"), both recorded under ``tests/engines/streams/``.
 
-Gemini keeps sessions under ``~/.gemini/tmp/<project>/chats/``, one project per working
-folder, and ``--resume`` only searches the current one; a resumed attempt therefore
-passes the session's file with ``--session-file`` (found by :func:`find_session_file`).
+Gemini keeps sessions under ``<home>/.gemini/tmp/<project>/chats/``, one project per
+working folder, where ``<home>`` is ``GEMINI_CLI_HOME`` or else ``HOME`` *of the
+worker's environment* (a definition's ``env`` may set either; the supervisor's own home
+is not where to look). ``--resume`` only searches the current folder's project, and
+every attempt has a new worktree, so a resumed attempt passes the session's file with
+``--session-file`` (found by :func:`find_session_file`); a session that is not there
+refuses the attempt with a sentence saying where it looked.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,25 +155,48 @@ class Gemini(Engine):
     reader_class = GeminiReader
 
     def argv(
-        self, definition: WorkerDefinition, *, output_dir: Path, resume_session: str | None
+        self,
+        definition: WorkerDefinition,
+        *,
+        output_dir: Path,
+        resume_session: str | None,
+        env: Mapping[str, str],
     ) -> list[str]:
         argv = ["gemini", "--output-format", "stream-json", "--skip-trust"]
         argv += ["--include-directories", str(output_dir)]
         if resume_session is not None:
-            found = find_session_file(resume_session)
-            argv += ["--session-file", str(found)] if found else ["--resume", resume_session]
+            home = gemini_home(env)
+            found = find_session_file(resume_session, home)
+            if found is None:
+                raise ValueError(
+                    f"gemini's session {resume_session} is not under {home / '.gemini' / 'tmp'}"
+                    " (gemini keeps sessions under GEMINI_CLI_HOME, else HOME, of the "
+                    "worker's environment); it cannot be resumed: run the worker anew"
+                )
+            argv += ["--session-file", str(found)]
         return [*argv, *definition.args, "-p", ""]
 
 
-def find_session_file(session_id: str, home: Path | None = None) -> Path | None:
-    """The file gemini saved session ``session_id`` in, under any project, or None.
+def gemini_home(env: Mapping[str, str]) -> Path:
+    """The folder holding gemini's ``.gemini`` in the environment ``env``: as gemini's
+    own ``homedir()``, ``GEMINI_CLI_HOME``, else ``HOME``."""
+    home = env.get("GEMINI_CLI_HOME") or env.get("HOME")
+    return Path(home) if home else Path(os.path.expanduser("~"))
 
-    Gemini names the file ``session-<time>-<first 8 characters of the id>.json``.
+
+def find_session_file(session_id: str, home: Path) -> Path | None:
+    """The file gemini saved session ``session_id`` in, under any project of ``home``
+    (see :func:`gemini_home`), or None.
+
+    Gemini names the file ``session-<time>-<first 8 characters of the id>.json``
+    (``.jsonl`` in newer versions).
     """
-    base = (home or Path(os.path.expanduser("~"))) / ".gemini" / "tmp"
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", session_id):
+        return None  # not an id gemini makes; and never a pattern for the glob below
+    base = home / ".gemini" / "tmp"
     short_id = session_id[:8]
     try:
-        candidates = sorted(base.glob(f"*/chats/session-*{short_id}*.json"))
+        candidates = sorted(base.glob(f"*/chats/session-*{short_id}*.json*"))
     except OSError:
         return None
     for path in candidates:

@@ -1,6 +1,7 @@
-"""One task as ``show`` presents it: snapshot, events, worker runs, artifacts and the
-statuses it may move to. One function, for every front door that shows a task (the
-command line's ``show``, the MCP server's ``show_task``)."""
+"""One task as ``show`` presents it: snapshot, events, worker runs, artifacts, the
+statuses it may move to, and what the board's agents spent today. One function, for
+every front door that shows a task (the command line's ``show``, the MCP server's
+``show_task``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from lattice_workers.errors import LatticeError
 from lattice_workers.store._board import Board
 from lattice_workers.store._runs import process_runs
+from lattice_workers.store._spend import spend_today
 
 
 def task_detail(board: Board, task: str) -> dict[str, Any]:
@@ -40,4 +42,7 @@ def task_detail(board: Board, task: str) -> dict[str, Any]:
         "artifacts": artifacts,
         "transitions": transitions,
         "problems": log.problems,
+        # The board's, not the task's: a person deciding to start another agent run
+        # here sees what is left of the daily budget (workers.daily_budget_usd).
+        "spend_today": spend_today(board.dir),
     }

@@ -26,6 +26,32 @@ class _FileState:
     cost: float
 
 
+def spend_today(board_dir: Path) -> dict[str, object]:
+    """Today's spend of the board's agents and its ``workers.daily_budget_usd`` (None
+    when unset or unreadable): what ``worker ps`` and ``show`` print (blocking)."""
+    spent = DailySpend(board_dir).spent()
+    budget: float | None = None
+    try:
+        config = json.loads((board_dir / "config.json").read_bytes())
+    except (OSError, ValueError):
+        config = None
+    section = config.get("workers") if isinstance(config, dict) else None
+    value = section.get("daily_budget_usd") if isinstance(section, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        budget = float(value)
+    return {"spent_usd": spent, "daily_budget_usd": budget}
+
+
+def spend_sentence(spend: dict[str, object]) -> str:
+    """One line for people ("" when nothing was spent and no budget is set)."""
+    spent, budget = spend.get("spent_usd"), spend.get("daily_budget_usd")
+    if not isinstance(spent, int | float):
+        return ""
+    if isinstance(budget, int | float):
+        return f"agents spent ${spent:.2f} of the ${budget:.2f} daily budget today (UTC)"
+    return f"agents spent ${spent:.2f} today (UTC)" if spent else ""
+
+
 class DailySpend:
     """The day's spend of one board, read incrementally (thread-safe, blocking I/O)."""
 

@@ -11,9 +11,12 @@ the others on stderr, as the real CLIs print them, ``$STANDIN_DELAY`` seconds ap
 and exits ``$STANDIN_EXIT`` (default 0). With ``$STANDIN_REPORT`` set it writes that
 text to ``$LATTICE_OUTPUT_DIR/report.md`` first, as an agent following its prompt
 would; with ``$STANDIN_TOUCH`` it writes that file in its working folder (work to
-keep). With ``$CLAUDE_CONFIG_DIR`` the claude stand-in keeps its session per working
-folder and refuses a ``--resume`` it cannot find there, as claude does. With
-``$STANDIN_HANG_AFTER`` it then sleeps instead of exiting. ``--version``
+keep); with ``$STANDIN_COMMIT`` it writes ``$STANDIN_EDIT`` (``file=text``) and commits
+everything with that message, with real git. With ``$CLAUDE_CONFIG_DIR`` the claude
+stand-in keeps its session per working folder and refuses a ``--resume`` it cannot
+find there, as claude does; with ``$STANDIN_SESSIONS`` the codex and gemini stand-ins
+keep theirs as those CLIs do (see :func:`sessions`). With ``$STANDIN_HANG_AFTER`` it
+then sleeps instead of exiting. ``--version``
 prints ``$STANDIN_VERSION`` or the minimum version.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,9 +68,23 @@ def main() -> int:
             first = json.loads(stream.read_text().splitlines()[0])
             here.mkdir(parents=True, exist_ok=True)
             (here / f"{first['session_id']}.jsonl").write_text(json.dumps(first) + "\n")
+    if os.environ.get("STANDIN_SESSIONS") and engine in ("codex", "gemini"):
+        problem = sessions(engine, stream)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
     touch = os.environ.get("STANDIN_TOUCH")
     if touch:
         Path(touch).write_text(f"written by {engine} {os.getpid()}\n")
+    commit = os.environ.get("STANDIN_COMMIT")
+    if commit:
+        # As an implementing agent: its change (STANDIN_EDIT: "file=text"), committed
+        # with real git in its working folder.
+        name, _, text = os.environ.get("STANDIN_EDIT", "").partition("=")
+        if name:
+            Path(name).write_text(text.replace("\\n", "\n"))
+        subprocess.run(["git", "add", "-A"], check=True)
+        subprocess.run(["git", "commit", "-q", "-m", commit], check=True)
     report = os.environ.get("STANDIN_REPORT")
     if report and os.environ.get("LATTICE_OUTPUT_DIR"):
         Path(os.environ["LATTICE_OUTPUT_DIR"], "report.md").write_text(report)
@@ -80,6 +98,45 @@ def main() -> int:
     if os.environ.get("STANDIN_HANG_AFTER"):
         time.sleep(600)  # as a CLI that keeps retrying without printing more
     return int(os.environ.get("STANDIN_EXIT") or 0)
+
+
+def sessions(engine: str, stream: Path) -> str | None:
+    """As codex and gemini keep sessions: codex under ``$CODEX_HOME/sessions`` (default
+    ``~/.codex``), any folder resuming any session; gemini under ``<GEMINI_CLI_HOME or
+    HOME>/.gemini/tmp/<project of the working folder>/chats``, ``--resume`` looking only
+    in the current folder's project and ``--session-file`` reading the file it names.
+    Returns the CLI's complaint when the session to resume is not there."""
+    first = json.loads(stream.read_text().splitlines()[0])
+    argv = sys.argv[1:]
+    if engine == "codex":
+        home = Path(os.environ.get("CODEX_HOME") or Path(os.environ["HOME"], ".codex"))
+        folder = home / "sessions"
+        if argv[:2] == ["exec", "resume"]:
+            wanted = argv[2]
+            if not (folder / f"rollout-{wanted}.jsonl").exists():
+                return f"Error: thread/resume failed: no rollout found for thread id {wanted}"
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"rollout-{first['thread_id']}.jsonl").write_text(json.dumps(first) + "\n")
+        return None
+    home = Path(os.environ.get("GEMINI_CLI_HOME") or os.environ["HOME"])
+    chats = home / ".gemini" / "tmp" / re.sub(r"[^A-Za-z0-9]", "-", os.getcwd()) / "chats"
+    if "--session-file" in argv:
+        named = Path(argv[argv.index("--session-file") + 1])
+        if not named.is_file():
+            return f"Error loading session file {named}: not found"
+        return None
+    if "--resume" in argv:
+        wanted = argv[argv.index("--resume") + 1]
+        if not list(chats.glob(f"session-*-{wanted[:8]}.jsonl")):
+            return f'Error resuming session: Invalid session identifier "{wanted}".'
+        return None
+    chats.mkdir(parents=True, exist_ok=True)
+    sid = first["session_id"]
+    (chats / f"session-2026-12-02T07-12-{sid[:8]}.jsonl").write_text(
+        json.dumps({"sessionId": sid}) + "\n"
+    )
+    return None
 
 
 if __name__ == "__main__":
