@@ -236,3 +236,23 @@ def test_code_review_heavy_offline_ends_within_two_minutes_saying_what_to_fix(
         print(f"  {reviewer['engine']} ({reviewer['pass']}): {reviewer['error_kind']} "
               f"in {reviewer['seconds']} s")
     assert took < 120, took
+
+
+@pytest.mark.parametrize("worker", ["CodeReviewLite", "Implement"])
+def test_each_shipped_claude_worker_offline_ends_auth_saying_what_to_fix(
+    project: Project, tmp_path: Path, worker: str
+) -> None:
+    # The shipped definitions as `worker init` writes them, no credentials at all.
+    project.cli("worker", "init")
+    task = project.create_task("Add calc.add")
+    env = {**project.env, **offline_env(tmp_path)}
+    started = time.monotonic()
+    proc = project.cli("worker", "run", worker, task, "--wait", "--json", check=False,
+                       timeout=150, env=env)
+    took = time.monotonic() - started
+    print(f"{worker} offline: {took:.1f} s")
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    data = project.process_events(task)[-1]["data"]
+    assert data["agent"]["engine"] == "claude" and data["agent"]["error_kind"] == "auth", data
+    assert "set ANTHROPIC_API_KEY or run `claude login`" in data["error"], data
+    assert took < 120, took
