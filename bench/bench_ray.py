@@ -9,9 +9,13 @@ shares this machine's cores. Rows:
   an incremental ``git bundle`` through Ray (what the executor does) beside a
   ``git fetch`` into the same empty cache from a path every node reaches (the other
   choice, in its cheapest form: no network);
-- Run -> running: ``prepare`` (actor scheduled, worktree) plus ``start``, per run;
+- Run -> running: ``prepare`` (room reserved, worktree) plus ``start``, per run;
 - runs/s at C=1 and C=16: the whole attempt (prepare, start, wait, close, keep,
   release) of ``true``, C at once.
+
+Each of the last two in both shapes, in the same run: one host actor per node (what
+the executor does) and a fresh actor per attempt (``host_per_attempt``, what it did
+before: the baseline).
 """
 
 from __future__ import annotations
@@ -33,25 +37,15 @@ import trio
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
+from lattice_workers.actors._executor import Launch  # noqa: E402
 from lattice_workers.executors.ray._bundle import make_bundle  # noqa: E402
 from lattice_workers.executors.ray._config import ExecutorConfig  # noqa: E402
-from lattice_workers.executors.ray._executor import RayExecutor, Workspace  # noqa: E402
+from lattice_workers.executors.ray._executor import RayExecutor  # noqa: E402
 from lattice_workers.executors.ray._local import LocalCluster  # noqa: E402
 from lattice_workers.store import new_id  # noqa: E402
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "B", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "B",
            "GIT_COMMITTER_EMAIL": "b@x"}
-
-
-class Launch:
-    def __init__(self, ws: Workspace, run_id: str, log_fd: int) -> None:
-        self.argv = ["true"]
-        self.env = {"PATH": os.environ["PATH"], "LATTICE_RUN_ID": run_id}
-        self.workspace = ws
-        self.log_fd = log_fd
-        self.log_limit = 10**7
-        self.run_id = run_id
-        self.attempt = 1
 
 
 def git(repo: Path, *args: str) -> str:
@@ -66,7 +60,9 @@ async def one_run(ex: RayExecutor, commit: str, logs: Path) -> tuple[float, floa
     ws = await ex.prepare(run_id, commit)
     fd = os.open(logs / run_id, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        execution = await trio.to_thread.run_sync(ex.start, Launch(ws, run_id, fd))
+        env = {"PATH": os.environ["PATH"], "LATTICE_RUN_ID": run_id}
+        launch = Launch(["true"], env, ws, fd, 10**7, run_id, 1)
+        execution = await trio.to_thread.run_sync(ex.start, launch)
     finally:
         os.close(fd)
     running = time.monotonic() - t0
@@ -147,18 +143,24 @@ async def measure(quick: bool, scratch: Path) -> dict[str, Any]:
     try:
         repo = scratch / "source"
         commit = git(repo, "rev-parse", "HEAD").strip()
-        ex = RayExecutor(repo, ExecutorConfig(kind="ray", address=cluster.address))
         logs = scratch / "logs"
         logs.mkdir()
-        first, _ = await one_run(ex, commit, logs)  # the node caches fill here
-        second, _ = await one_run(ex, commit, logs)
-        result["first_two_runs_to_running_ms"] = [first * 1000, second * 1000]
-        result["bundles_sent_bytes"] = list(ex.bundle_bytes)
         n1, n16 = (10, 32) if quick else (30, 96)
-        result["throughput"] = [
-            await throughput(ex, commit, logs, 1, n1),
-            await throughput(ex, commit, logs, 16, n16),
-        ]
+        result["shapes"] = {}
+        for shape, per_attempt in (("host per node", False), ("actor per attempt", True)):
+            ex = RayExecutor(repo, ExecutorConfig(kind="ray", address=cluster.address),
+                             host_per_attempt=per_attempt)
+            first, _ = await one_run(ex, commit, logs)  # a node's cache (and host) here
+            second, _ = await one_run(ex, commit, logs)
+            result["shapes"][shape] = {
+                "first_two_runs_to_running_ms": [first * 1000, second * 1000],
+                "bundles_sent_bytes": list(ex.bundle_bytes),
+                "throughput": [
+                    await throughput(ex, commit, logs, 1, n1),
+                    await throughput(ex, commit, logs, 16, n16),
+                ],
+            }
+            await ex.close()
     finally:
         await trio.to_thread.run_sync(cluster.stop)
     return result
@@ -175,17 +177,20 @@ def table(r: dict[str, Any]) -> str:
         f"| one new commit: bundle, next run | {c['bundle_next']['bytes']} bytes, "
         f"{c['bundle_next']['ms']:.0f} ms |",
         f"| same, git fetch from a path, next run | {c['fetch_next']['ms']:.0f} ms |",
-        f"| Run -> running, first run / next (node cache warm) | "
-        f"{r['first_two_runs_to_running_ms'][0]:.0f} / "
-        f"{r['first_two_runs_to_running_ms'][1]:.0f} ms |",
     ]
-    for row in r["throughput"]:
+    for shape, m in r["shapes"].items():
         lines.append(
-            f"| runs/s, C={row['clients']} ({row['runs']} runs of `true`) | "
-            f"{row['runs_per_s']:.1f} (Run -> running p50 "
-            f"{row['run_to_running_ms']['median']:.0f} ms, "
-            f"p90 {row['run_to_running_ms']['p90']:.0f} ms) |"
+            f"| {shape}: Run -> running, first run / next (node cache warm) | "
+            f"{m['first_two_runs_to_running_ms'][0]:.0f} / "
+            f"{m['first_two_runs_to_running_ms'][1]:.0f} ms |"
         )
+        for row in m["throughput"]:
+            lines.append(
+                f"| {shape}: runs/s, C={row['clients']} ({row['runs']} runs of `true`) | "
+                f"{row['runs_per_s']:.1f} (Run -> running p50 "
+                f"{row['run_to_running_ms']['median']:.0f} ms, "
+                f"p90 {row['run_to_running_ms']['p90']:.0f} ms) |"
+            )
     lines.append(f"| cluster start (head + 2 nodes) | {r['cluster_start_s']:.1f} s |")
     return "\n".join(lines)
 

@@ -28,10 +28,10 @@ def test_a_ray_executor_with_address_and_resources(monkeypatch: pytest.MonkeyPat
                       "resources": {"CPU": 2, "GPU": 1, "memory": 1e9, "builder": 1}}}
     )
     assert config.kind == "ray" and config.address == "10.0.0.5:6379"
-    assert config.actor_options() == {
-        "num_cpus": 2.0, "num_gpus": 1.0, "memory": 1e9, "resources": {"builder": 1.0}
-    }
-    assert parse_executor({"executor": {"kind": "ray"}}).actor_options() == {"num_cpus": 1}
+    assert config.reservation() == {"CPU": 2.0, "GPU": 1.0, "memory": 1e9, "builder": 1.0}
+    assert parse_executor({"executor": {"kind": "ray"}}).reservation() == {"CPU": 1.0}
+    no_cpu = {"executor": {"kind": "ray", "resources": {"CPU": 0, "builder": 1}}}
+    assert parse_executor(no_cpu).reservation() == {"builder": 1.0}
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     assert parse_executor({"executor": {"kind": "ray"}}).address == "ray://head:10001"
 

@@ -14,7 +14,7 @@ import pytest
 
 from lattice_workers.actors._keep import KeepError, run_ref
 from lattice_workers.executors.ray._bundle import has_commit, make_bundle, receive_bundle
-from lattice_workers.executors.ray._node import MAX_BUFFERED, NodeAttempt
+from lattice_workers.executors.ray._node import MAX_BUFFERED, NodeAttempt, NodeHost
 from tests.e2e.conftest import GIT_ENV, processes_with_variable
 
 
@@ -231,13 +231,58 @@ def test_nothing_changed_is_no_bundle(repo: Path, tmp_path: Path) -> None:
     node.release()
 
 
-def test_a_node_sweeps_what_attempts_whose_actors_are_gone_left(
+def host_prepared(host: NodeHost, repo: Path, name: str) -> dict[str, object]:
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    answer = host.prepare(name, name.split(".")[0], commit)
+    if "missing" in answer:
+        answer = host.prepare(name, name.split(".")[0], commit,
+                              make_bundle(repo, commit, answer["missing"]))
+    return answer
+
+
+def test_a_host_runs_attempts_by_name_and_releases_them(repo: Path, tmp_path: Path) -> None:
+    host = NodeHost("ns", "node-1", base=str(tmp_path / "node"))
+    host_prepared(host, repo, "run_a.1")
+    host_prepared(host, repo, "run_b.1")
+    env = {"PATH": os.environ["PATH"], "LATTICE_RUN_ID": "run_a"}
+    host.call("run_a.1", "start", ["bash", "-c", "echo a-here"], env, attempt=1,
+              grace_seconds=1)
+    assert host.call("run_a.1", "wait", 10) == 0
+    assert host.call("run_a.1", "read_output", 0, 5)[1] == b"a-here\n"
+    assert [a["run_id"] for a in host.attempts()] == ["run_a", "run_b"]
+    with pytest.raises(ValueError, match="not a call"):
+        host.call("run_a.1", "release")  # only through host.release (it forgets it)
+    with pytest.raises(LookupError, match="no attempt run_c.1 on Ray node node-1"):
+        host.call("run_c.1", "wait", 0)
+    assert host.release("run_a.1") and not host.release("run_a.1")
+    assert [a["run_id"] for a in host.attempts()] == ["run_b"]
+    assert not (host.home / "runs" / "run_a.1").exists()
+    host.release("run_b.1")
+
+
+def test_one_host_per_node_and_board(tmp_path: Path) -> None:
+    NodeHost("ns", "node-1", base=str(tmp_path / "node"))
+    with pytest.raises(RuntimeError, match="another host"):
+        NodeHost("ns", "node-1", base=str(tmp_path / "node"))
+    NodeHost("other-board", "node-1", base=str(tmp_path / "node"))  # its own namespace
+
+
+def test_a_new_host_sweeps_what_dead_hosts_left_and_only_that(
     repo: Path, tmp_path: Path
 ) -> None:
-    dead = prepared(repo, tmp_path, "run_dead.1")  # its actor died with its node
-    alive_one = prepared(repo, tmp_path, "run_alive.1")
-    me = NodeAttempt("ns", "run_new.1", "node-1", base=str(tmp_path / "node"))
-    assert me.sweep({"run_alive.1", "run_new.1"}) == ["run_dead.1"]
-    assert not dead.dir.exists() and alive_one.worktree.is_dir()
-    assert str(dead.worktree) not in git(dead.cache, "worktree", "list")
-    alive_one.release()
+    base = str(tmp_path / "node")
+    dead = NodeHost("ns", "node-dead", base=base)  # its node dies mid-run, below
+    host_prepared(dead, repo, "run_dead.1")
+    alive = NodeHost("ns", "node-2", base=base)  # another node sharing the disk
+    host_prepared(alive, repo, "run_alive.1")
+    os.close(dead._held)  # what the kernel does to its lock when its process dies
+    me = NodeHost("ns", "node-3", base=base)
+    assert me.swept == ["run_dead.1"]
+    runs = Path(base) / "ns" / "runs"
+    assert not (runs / "run_dead.1").exists() and (runs / "run_alive.1" / "work").is_dir()
+    assert "run_dead.1" not in git(me.home / "cache.git", "worktree", "list")
+    # A host that comes back on the same node (its previous one killed) sweeps that
+    # one's folders: nothing else hosts them.
+    os.close(alive._held)
+    again = NodeHost("ns", "node-2", base=base)
+    assert again.swept == ["run_alive.1"]

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -40,10 +40,23 @@ def head(repo: Path) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
 
 
+#: The executors a test made: their hosts are ended after it, as a supervisor's stop does.
+MADE: list[RayExecutor] = []
+
+
 def executor(cluster: LocalCluster, repo: Path, **resources: float) -> RayExecutor:
-    return RayExecutor(
+    made = RayExecutor(
         repo, ExecutorConfig(kind="ray", address=cluster.address, resources=dict(resources))
     )
+    MADE.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+async def end_the_hosts() -> AsyncIterator[None]:
+    yield
+    while MADE:
+        await MADE.pop().close()
 
 
 class Attempt:
@@ -215,6 +228,11 @@ async def test_attempts_spread_over_both_worker_nodes(
             nursery.start_soon(attempt.run)
     nodes = {ray_cluster.node_name(a.execution.node) for a in attempts if a.execution}
     assert nodes == {"a", "b"}
+    # One host per node served them all; it stays for the next attempt there.
+    hosts = await trio.to_thread.run_sync(ex._actor_names)
+    assert hosts == sorted({f"host.{a.execution.node}" for a in attempts if a.execution})
+    await ex.close()
+    assert await trio.to_thread.run_sync(ex._actor_names) == []
 
 
 async def test_the_commit_goes_as_an_incremental_bundle_once_per_node(

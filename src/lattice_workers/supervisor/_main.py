@@ -243,6 +243,9 @@ class Supervisor:
                     )
                     with trio.CancelScope(shield=True):
                         await self.executor.close()  # the pool goes with its supervisor
+                        if self.ctx.ray is not None:  # and the board's hosts on the cluster
+                            with trio.move_on_after(SETTLE_CLUSTER_SECONDS):
+                                await self.ctx.ray.close()
                     self._hooks_nursery = None
                     with trio.move_on_after(FEED_CLOSE_SECONDS):
                         await self.feed.close()  # every subscriber hears End

@@ -15,31 +15,22 @@ from typing import Any
 from lattice_workers.errors import Code, LatticeError
 
 KINDS = ("local", "ray")
-#: Ray's own resource names, given to it as their own options.
-_BUILTIN = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
 
 
 @dataclass(frozen=True)
 class ExecutorConfig:
     """Where runs go by default: ``kind`` "local", or "ray" with the cluster's address
-    and what each attempt's actor reserves on a node (default one CPU)."""
+    and what each attempt reserves on a node (default one CPU)."""
 
     kind: str = "local"
     address: str | None = None
     resources: dict[str, float] = field(default_factory=dict)
 
-    def actor_options(self) -> dict[str, Any]:
-        """Ray ``.options()`` for an attempt's actor: one CPU unless said otherwise."""
-        options: dict[str, Any] = {"num_cpus": 1}
-        custom = {}
-        for name, amount in self.resources.items():
-            if name in _BUILTIN:
-                options[_BUILTIN[name]] = amount
-            else:
-                custom[name] = amount
-        if custom:
-            options["resources"] = custom
-        return options
+    def reservation(self) -> dict[str, float]:
+        """What an attempt reserves on a node (a placement group's one bundle, in Ray's
+        resource names): one CPU unless said otherwise; amounts of 0 are left out."""
+        wanted = {"CPU": 1.0, **self.resources}
+        return {name: amount for name, amount in wanted.items() if amount > 0}
 
 
 def _refuse(detail: str) -> LatticeError:

@@ -2,10 +2,16 @@
 
 It answers what the local executor answers (prepare a workspace at a commit, start the
 worker there, signal its group, wait, copy its output into the run's log, keep its
-work, give the workspace back), for an attempt whose process lives on a cluster node
-inside a named, detached actor (:mod:`._node`, :mod:`._remote`), one per attempt, in
-the board's namespace (:func:`~._config.board_namespace`), so that a restarted
-supervisor finds them (:meth:`RayExecutor.settle_orphans`).
+work, give the workspace back), for an attempt whose process lives on a cluster node,
+spawned by that node's host: a named, detached actor (:mod:`._node`, :mod:`._remote`),
+one per node in the board's namespace (:func:`~._config.board_namespace`), so that a
+restarted supervisor finds them and what they host (:meth:`RayExecutor.settle_orphans`).
+
+Where an attempt goes is Ray's scheduling: each attempt reserves what the config says
+(one CPU by default) as a placement group of one bundle, which Ray places on a node
+with room (a soft target, the node with the fewest of this board's attempts, spreads
+them); the attempt then runs under that node's host. A placement group costs a few
+milliseconds; an actor per attempt cost 1 to 3 s of process start (``docs/scale.md``).
 
 Nothing blocks the loop: a call to an actor is submitted, and its answer's future
 wakes the waiting task (no thread per pending call); what blocks in Ray (joining the
@@ -14,13 +20,13 @@ every wait bounded. Waits are long polls (the node answers as soon as something
 happens, or after :data:`POLL_SECONDS`), so nothing is polled at a fixed rate while a
 run is quiet.
 
-Node loss: an actor whose node dies fails its pending calls with ``RayActorError``
+Node loss: a host whose node dies fails its pending calls with ``RayActorError``
 once Ray knows (a raylet killed: about a second; a machine gone silent: Ray's health
 check, about 15 s by default); a call that neither answers nor fails for
 :data:`UNREACHABLE_SECONDS` counts as lost too. Either ends the attempt with
 :class:`NodeLost` (``process_failed`` reason ``node_lost``) within
 ``UNREACHABLE_SECONDS + POLL_SECONDS`` at most; the guard process on the node (if the
-node still lives) kills the worker's group when its actor is gone.
+node still lives) kills the worker's group when its host is gone.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import os
 import secrets
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -56,8 +64,11 @@ POLL_SECONDS = 5.0
 UNREACHABLE_SECONDS = 30.0
 #: Connecting to the cluster: the TCP check, then ``ray.init``.
 CONNECT_SECONDS = 30.0
-#: How long an attempt's actor may wait for a node with room before prepare gives up.
+#: How long an attempt may wait for a node with room (or a host's start) before
+#: prepare gives up.
 SCHEDULE_SECONDS = 300.0
+#: How long the list of the cluster's nodes is reused to choose a soft target.
+NODES_SECONDS = 5.0
 #: Bound of a call that does git work on the node (worktree, snapshot, removal).
 GIT_SECONDS = 120.0
 LOCATION_PREFIX = "ray://"
@@ -71,12 +82,16 @@ class NodeLost(WorkerLost):
 
 @dataclass
 class _Remote:
-    """One attempt's actor, as this supervisor knows it."""
+    """One attempt on a node, as this supervisor knows it."""
 
+    #: Its name on its host: ``<run>.<token>`` (a restarted supervisor reads the run).
     name: str
-    handle: Any
+    #: Its node's host actor.
+    host: Any
     node: str
     worktree: str
+    #: The placement group that holds what it reserves on its node (None: nothing).
+    group: Any = None
     #: Its node is gone: the calls that remain (stop, close, keep, release) are skipped.
     lost: bool = field(default=False)
 
@@ -105,11 +120,25 @@ class RayExecutor:
 
     _connect_lock = threading.Lock()
 
-    def __init__(self, root: Path, config: ExecutorConfig, *, namespace: str | None = None):
+    def __init__(
+        self, root: Path, config: ExecutorConfig, *, namespace: str | None = None,
+        host_per_attempt: bool = False,
+    ):
         self.root = root
         self.config = config
         self.namespace = namespace or board_namespace(root)
         self._remotes: dict[str, _Remote] = {}
+        #: Each node's host, once made or found (node id -> actor handle).
+        self._hosts: dict[str, Any] = {}
+        self._host_locks: dict[str, trio.Lock] = {}
+        #: This board's attempts per node now, and when each node last got one: the
+        #: soft target that spreads them.
+        self._per_node: Counter[str] = Counter()
+        self._last_used: dict[str, float] = {}
+        self._nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        #: The benchmark's baseline: a fresh host actor per attempt, killed at its end
+        #: (what one actor per attempt cost, measured in the same run).
+        self._host_per_attempt = host_per_attempt
         #: Size of each bundle sent to a node (the bench and the tests read it).
         self.bundle_bytes: list[int] = []
 
@@ -153,18 +182,22 @@ class RayExecutor:
 
     async def _call(self, method: Any, *args: Any, bound: float, **kwargs: Any) -> Any:
         """``method.remote(...)``'s answer, bounded; ``NodeLost`` when the actor died or
-        did not answer within ``bound`` seconds.
+        did not answer within ``bound`` seconds (see :meth:`_answer`)."""
+        if any(isinstance(arg, bytes) and len(arg) > 64 * 1024 for arg in args):
+            # Serializing a bundle into the object store takes a while: not on the loop.
+            ref = await trio.to_thread.run_sync(lambda: method.remote(*args, **kwargs))
+        else:
+            ref = method.remote(*args, **kwargs)
+        return await self._answer(ref, bound)
+
+    async def _answer(self, ref: Any, bound: float) -> Any:
+        """The value of ``ref``, bounded; ``NodeLost`` as :meth:`_call` says.
 
         No thread waits: the answer's future wakes this task (``ObjectRef.future()``
         calls back from Ray's own thread). A thread per pending call would not do: each
         live run has a long poll in flight, and Trio's threads are 40 by default.
         """
         ray = _ray()
-        if any(isinstance(arg, bytes) and len(arg) > 64 * 1024 for arg in args):
-            # Serializing a bundle into the object store takes a while: not on the loop.
-            ref = await trio.to_thread.run_sync(lambda: method.remote(*args, **kwargs))
-        else:
-            ref = method.remote(*args, **kwargs)
         future = ref.future()
         answered = trio.Event()
         token = trio.lowlevel.current_trio_token()
@@ -195,39 +228,31 @@ class RayExecutor:
         return f"{LOCATION_PREFIX}{self.namespace}/{run_id}"
 
     async def prepare(self, run_id: str, commit: str, *, pool: str = "") -> Workspace:
-        """An actor for the attempt on a node with room, and a worktree there at
-        ``commit`` (the commit shipped as an incremental bundle when the node's cache
-        lacks it). ``LatticeError`` when it cannot be made; nothing is left behind."""
+        """Room reserved on a node, and a worktree there at ``commit`` made by the node's
+        host (the commit shipped as an incremental bundle when the node's cache lacks
+        it). ``LatticeError`` when it cannot be made; nothing is left behind."""
         await self.connect()
         ray = _ray()
-        from lattice_workers.executors.ray._remote import remote_class
-
+        group, node = await self._place()  # counted on its node from here on
         name = f"{run_id}.{secrets.token_hex(4)}"
-        options = {
-            **self.config.actor_options(),
-            "name": name,
-            "namespace": self.namespace,
-            "lifetime": "detached",
-            "scheduling_strategy": "SPREAD",
-        }
-        handle = await trio.to_thread.run_sync(
-            lambda: remote_class().options(**options).remote(self.namespace, name)
-        )
+        host = None
         try:
-            answer = await self._call(
-                handle.prepare, run_id, commit, None, bound=SCHEDULE_SECONDS
-            )
+            host = await self._host(node, name)
+            answer = await self._call(host.prepare, name, run_id, commit, None, bound=GIT_SECONDS)
             if "missing" in answer:
                 bundle = await trio.to_thread.run_sync(
                     partial(make_bundle, self.root, commit, answer["missing"])
                 )
                 self.bundle_bytes.append(len(bundle))
                 answer = await self._call(
-                    handle.prepare, run_id, commit, bundle, bound=GIT_SECONDS
+                    host.prepare, name, run_id, commit, bundle, bound=GIT_SECONDS
                 )
         except BaseException as err:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(partial(ray.kill, handle, no_restart=True))
+                if host is not None:
+                    await self._let_go(host, node, name, lost=isinstance(err, NodeLost))
+                await self._unreserve(group)
+                self._per_node[node] -= 1
             if isinstance(err, NodeLost | KeepError):
                 raise LatticeError(
                     Code.INTERNAL, f"no workspace on the Ray cluster for {run_id}: {err}"
@@ -239,8 +264,151 @@ class RayExecutor:
                 ) from None
             raise
         location = f"{LOCATION_PREFIX}{answer['node']}{answer['location']}"
-        self._remotes[location] = _Remote(name, handle, answer["node"], answer["location"])
+        self._remotes[location] = _Remote(name, host, node, answer["location"], group)
         return Workspace(location)
+
+    async def _place(self) -> tuple[Any, str]:
+        """Reserve what an attempt needs (``resources``, one CPU by default) on a node
+        of Ray's choice: ``(placement group, node id)``, the group None when nothing is
+        reserved. Waits (bounded) while the cluster has no room, as an actor did."""
+        want = self.config.reservation()
+        target = self._target(await self._alive_nodes(), want)
+        if not want:
+            if target is None:
+                raise LatticeError(
+                    Code.CLUSTER_UNAVAILABLE,
+                    "the Ray cluster has no live node; start one (ray start --address ...)",
+                )
+            self._count(target)
+            return None, target
+        from ray.util.placement_group import placement_group
+
+        # Counted on the target at once: attempts prepared together spread too.
+        if target is not None:
+            self._count(target)
+        try:
+            group = await trio.to_thread.run_sync(
+                partial(
+                    placement_group, [want], strategy="STRICT_PACK", _soft_target_node_id=target
+                )
+            )
+        except BaseException:
+            if target is not None:
+                self._per_node[target] -= 1
+            raise
+        try:
+            try:
+                await self._answer(group.ready(), SCHEDULE_SECONDS)
+            except NodeLost:
+                raise LatticeError(
+                    Code.INTERNAL,
+                    f"no node of the Ray cluster had room for {want} in "
+                    f"{SCHEDULE_SECONDS:g} s; add nodes, or ask for less in "
+                    "workers.executor.resources",
+                ) from None
+            node = await trio.to_thread.run_sync(_group_node, group)
+        except BaseException:
+            if target is not None:
+                self._per_node[target] -= 1
+            with trio.CancelScope(shield=True):
+                await self._unreserve(group)
+            raise
+        if node != target:  # Ray placed it elsewhere: the target was full
+            if target is not None:
+                self._per_node[target] -= 1
+            self._count(node)
+        return group, node
+
+    def _count(self, node: str) -> None:
+        self._per_node[node] += 1
+        self._last_used[node] = time.monotonic()
+
+    async def _alive_nodes(self) -> list[dict[str, Any]]:
+        """The cluster's live nodes (reused for :data:`NODES_SECONDS`: only a hint)."""
+        at, nodes = self._nodes
+        if time.monotonic() - at > NODES_SECONDS:
+            found = await trio.to_thread.run_sync(_ray().nodes)
+            nodes = [node for node in found if node.get("Alive")]
+            self._nodes = (time.monotonic(), nodes)
+        return nodes
+
+    def _target(self, nodes: list[dict[str, Any]], want: dict[str, float]) -> str | None:
+        """The live node with room for ``want`` (in total) that has the fewest of this
+        board's attempts, the least recently used first: a spread, as Ray's SPREAD."""
+        fits = [
+            str(node["NodeID"]) for node in nodes
+            if all(node.get("Resources", {}).get(k, 0) >= v for k, v in want.items())
+        ]
+        if not fits:
+            return None
+        return min(fits, key=lambda n: (self._per_node[n], self._last_used.get(n, 0.0)))
+
+    async def _host(self, node: str, name: str) -> Any:
+        """The board's host on ``node``: found or started (once, whoever asks first),
+        and answering."""
+        ray = _ray()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from lattice_workers.executors.ray._remote import host_name, remote_class
+
+        options: dict[str, Any]
+        if self._host_per_attempt:
+            options = {"name": f"attempt.{name}", "namespace": self.namespace}
+            ident = name
+        else:
+            options = {"name": host_name(node), "namespace": self.namespace,
+                       "get_if_exists": True}
+            ident = ""
+        options.update(
+            lifetime="detached", num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        )
+        lock = self._host_locks.setdefault(node, trio.Lock())
+        async with lock:
+            host: Any = None if self._host_per_attempt else self._hosts.get(node)
+            if host is None:
+                host = await trio.to_thread.run_sync(
+                    lambda: remote_class().options(**options).remote(self.namespace, None, ident)
+                )
+                try:
+                    await self._call(host.ready, bound=SCHEDULE_SECONDS)
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(partial(ray.kill, host, no_restart=True))
+                    raise
+                if not self._host_per_attempt:
+                    self._hosts[node] = host
+        return host
+
+    def _forget(self, node: str, host: Any) -> None:
+        """Its node is gone, or its host did not answer: the next attempt there finds or
+        starts a host again."""
+        if self._hosts.get(node) is host:
+            del self._hosts[node]
+
+    async def _let_go(self, host: Any, node: str, name: str, *, lost: bool) -> None:
+        """End the attempt ``name`` on its host: waited for (bounded) while the host
+        answers; when it did not, asked without waiting (a host that still lives ends
+        it, and its group), and the host forgotten."""
+        if lost:
+            with contextlib.suppress(Exception):
+                host.release.remote(name)
+            self._forget(node, host)
+        else:
+            await self._end(host, name)
+        if self._host_per_attempt:
+            with contextlib.suppress(Exception):
+                await trio.to_thread.run_sync(partial(_ray().kill, host, no_restart=True))
+
+    async def _unreserve(self, group: Any) -> None:
+        if group is None:
+            return
+        from ray.util.placement_group import remove_placement_group
+
+        try:
+            await trio.to_thread.run_sync(remove_placement_group, group)
+        except Exception as err:  # the cluster is gone: it went with it
+            log.warning("could not remove a placement group: %s", _first_line(err))
 
     def start(self, launch: Launch, grace_seconds: float = 10.0) -> RayExecution:
         """Start the worker on the workspace's node (blocking: the seam calls it in a
@@ -264,8 +432,8 @@ class RayExecutor:
         roots = [str(self.root), self.location_for(launch.run_id)]
         try:
             ray.get(
-                remote.handle.start.remote(
-                    list(launch.argv), env, attempt=launch.attempt,
+                remote.host.call.remote(
+                    remote.name, "start", list(launch.argv), env, attempt=launch.attempt,
                     grace_seconds=grace_seconds, local_roots=roots, files=files,
                 ),
                 timeout=GIT_SECONDS,
@@ -295,7 +463,9 @@ class RayExecutor:
         if remote.lost:
             return not_kept("its node is gone")
         try:
-            kept = await self._call(remote.handle.keep, actor=actor, task=task, bound=GIT_SECONDS)
+            kept = await self._call(
+                remote.host.call, remote.name, "keep", actor=actor, task=task, bound=GIT_SECONDS
+            )
         except NodeLost as err:
             return not_kept(err)
         return await self._bring_back(kept, run_id, attempt)
@@ -314,24 +484,40 @@ class RayExecutor:
         return changes
 
     async def release(self, workspace: Workspace) -> None:
-        """Remove the node's worktree and end the actor; a failure is logged."""
+        """Remove the node's worktree, end the attempt on its host, give back what it
+        reserved; a failure is logged."""
         remote = self._remotes.pop(workspace.location, None)
         if remote is None:
             return
-        if remote.lost:  # nothing to remove on a node that is gone; the actor is dead
-            await trio.to_thread.run_sync(partial(_ray().kill, remote.handle, no_restart=True))
-            return
-        await self._end(remote.handle, remote.name)
-
-    async def _end(self, handle: Any, name: str) -> None:
-        ray = _ray()
+        self._per_node[remote.node] -= 1
         try:
-            await self._call(handle.release, bound=GIT_SECONDS)
+            await self._let_go(remote.host, remote.node, remote.name, lost=remote.lost)
+        finally:
+            await self._unreserve(remote.group)
+
+    async def _end(self, host: Any, name: str) -> None:
+        try:
+            await self._call(host.release, name, bound=GIT_SECONDS)
         except NodeLost:
             pass  # its node is gone, and its worktree with it
         except Exception:
             log.exception("could not remove the node's worktree of %s", name)
-        await trio.to_thread.run_sync(partial(ray.kill, handle, no_restart=True))
+
+    async def close(self) -> None:
+        """End this board's hosts that host nothing (a supervisor's clean stop): each is
+        a process on its node; the next run there starts one again. Bounded."""
+        hosts, self._hosts = self._hosts, {}
+        if not hosts:
+            return
+        ray = _ray()
+        for host in hosts.values():
+            try:
+                if await self._call(host.attempts, bound=10.0):
+                    continue  # not ours to end: a run of it is still there
+            except NodeLost:
+                continue
+            with contextlib.suppress(Exception):
+                await trio.to_thread.run_sync(partial(ray.kill, host, no_restart=True))
 
     # ------------------------------------------------------------------ recovery
 
@@ -339,43 +525,66 @@ class RayExecutor:
         self, *, live: Callable[[str], bool] = lambda run_id: False, grace_seconds: float = 10.0,
         actor: str = "agent:worker",
     ) -> list[dict[str, Any]]:
-        """End every attempt actor of this board that no live run owns (after a
-        supervisor's ``kill -9``): its group stopped, its work kept when its node still
-        answers, its worktree removed, the actor killed. One dict per attempt
-        (``run_id``, ``attempt``, ``node``, ``changes`` or ``error``) for the recovery
-        that closes them as ``orphaned``."""
+        """End every attempt of this board on the cluster that no live run owns (after a
+        supervisor's ``kill -9``), asking each of the board's hosts what it hosts: its
+        group stopped, its work kept when its node still answers, its worktree removed.
+        One dict per attempt (``run_id``, ``attempt``, ``node``, ``changes`` or
+        ``error``) for the recovery that closes them as ``orphaned``. A host that does
+        not answer is ended (its guards end its workers); the hosts that do stay."""
         await self.connect()
         ray = _ray()
-
-        def names() -> list[str]:
-            found = ray.util.list_named_actors(all_namespaces=True)
-            return sorted(a["name"] for a in found if a.get("namespace") == self.namespace)
+        from lattice_workers.executors.ray._remote import HOST_PREFIX
 
         settled = []
-        for name in await trio.to_thread.run_sync(names):
-            run_id = name.split(".", 1)[0]
-            if live(run_id):
-                continue
-            entry: dict[str, Any] = {"name": name, "run_id": run_id}
+        for name in await trio.to_thread.run_sync(self._actor_names):
             try:
-                handle = await trio.to_thread.run_sync(
+                host = await trio.to_thread.run_sync(
                     partial(ray.get_actor, name, namespace=self.namespace)
                 )
             except ValueError:
                 continue  # ended meanwhile
+            if not name.startswith(HOST_PREFIX):
+                # A host made for one attempt (the bench's), or an actor of an older
+                # version: what it runs ends with it (its guards).
+                await trio.to_thread.run_sync(partial(ray.kill, host, no_restart=True))
+                continue
             try:
-                info = await self._call(handle.describe, bound=UNREACHABLE_SECONDS)
-                entry.update(attempt=info["attempt"], node=info["node"])
-                await self._call(handle.stop, grace_seconds, bound=grace_seconds + 30)
-                kept = await self._call(
-                    handle.keep, actor=actor, task=run_id, bound=GIT_SECONDS
-                )
-                entry["changes"] = await self._bring_back(kept, run_id, info["attempt"] or 1)
+                hosted = await self._call(host.attempts, bound=UNREACHABLE_SECONDS)
             except NodeLost as err:
-                entry["error"] = str(err)
-            await self._end(handle, name)
-            settled.append(entry)
+                log.warning("recovery: the host %s does not answer (%s); ended", name, err)
+                await trio.to_thread.run_sync(partial(ray.kill, host, no_restart=True))
+                continue
+            self._hosts.setdefault(name.removeprefix(HOST_PREFIX), host)
+            for info in hosted:
+                run_id = info["run_id"] or info["name"].split(".", 1)[0]
+                if live(run_id):
+                    continue
+                settled.append(await self._settle_one(host, info, run_id, grace_seconds, actor))
         return settled
+
+    def _actor_names(self) -> list[str]:
+        """The names of this board's live actors on the cluster (blocking)."""
+        found = _ray().util.list_named_actors(all_namespaces=True)
+        return sorted(a["name"] for a in found if a.get("namespace") == self.namespace)
+
+    async def _settle_one(
+        self, host: Any, info: dict[str, Any], run_id: str, grace_seconds: float, actor: str
+    ) -> dict[str, Any]:
+        name = info["name"]
+        entry: dict[str, Any] = {
+            "name": name, "run_id": run_id, "attempt": info["attempt"], "node": info["node"]
+        }
+        try:
+            await self._call(host.call, name, "stop", grace_seconds, bound=grace_seconds + 30)
+            kept = await self._call(host.call, name, "keep", actor=actor, task=run_id,
+                                    bound=GIT_SECONDS)
+            entry["changes"] = await self._bring_back(kept, run_id, info["attempt"] or 1)
+        except NodeLost as err:
+            entry["error"] = str(err)
+        except _ray().exceptions.RayTaskError as err:
+            entry["error"] = _first_line(err)
+        await self._end(host, name)
+        return entry
 
 
 class RayExecution:
@@ -404,6 +613,11 @@ class RayExecution:
     def returncode(self) -> int | None:
         return self._returncode
 
+    async def _ask(self, method: str, *args: Any, bound: float) -> Any:
+        """The attempt's ``method`` on its node's host, bounded (``NodeLost``)."""
+        remote = self._remote
+        return await self._executor._call(remote.host.call, remote.name, method, *args, bound=bound)
+
     @property
     def log_truncated(self) -> bool:
         return self.sink.truncated
@@ -420,9 +634,8 @@ class RayExecution:
     async def _copy_once(self, wait: float) -> None:
         async with self._copy_lock:
             try:
-                offset, data, at_end = await self._executor._call(
-                    self._remote.handle.read_output, self._offset, wait,
-                    bound=wait + UNREACHABLE_SECONDS,
+                offset, data, at_end = await self._ask(
+                    "read_output", self._offset, wait, bound=wait + UNREACHABLE_SECONDS
                 )
             except NodeLost:
                 self._at_end = True
@@ -438,9 +651,8 @@ class RayExecution:
         """Its exit status; ``NodeLost`` when its node died or stopped answering."""
         while self._returncode is None:
             try:
-                code = await self._executor._call(
-                    self._remote.handle.wait, POLL_SECONDS,
-                    bound=POLL_SECONDS + UNREACHABLE_SECONDS,
+                code = await self._ask(
+                    "wait", POLL_SECONDS, bound=POLL_SECONDS + UNREACHABLE_SECONDS
                 )
             except NodeLost:
                 self._remote.lost = True
@@ -449,11 +661,7 @@ class RayExecution:
         return self._returncode
 
     async def signal(self, signum: int) -> bool:
-        return bool(
-            await self._executor._call(
-                self._remote.handle.signal_group, signum, bound=UNREACHABLE_SECONDS
-            )
-        )
+        return bool(await self._ask("signal_group", signum, bound=UNREACHABLE_SECONDS))
 
     async def stop(self, grace_seconds: float) -> None:
         """TERM to its group on the node, the grace, KILL (done on the node, so a slow
@@ -462,9 +670,8 @@ class RayExecution:
             return
         with trio.CancelScope(shield=True):
             try:
-                code = await self._executor._call(
-                    self._remote.handle.stop, grace_seconds,
-                    bound=grace_seconds + UNREACHABLE_SECONDS,
+                code = await self._ask(
+                    "stop", grace_seconds, bound=grace_seconds + UNREACHABLE_SECONDS
                 )
             except NodeLost:
                 self._remote.lost = True
@@ -480,7 +687,7 @@ class RayExecution:
             return
         try:
             with trio.move_on_after(UNREACHABLE_SECONDS):
-                files = await self._executor._call(self._remote.handle.files, bound=GIT_SECONDS)
+                files = await self._ask("files", bound=GIT_SECONDS)
                 await trio.to_thread.run_sync(self._write_files, files)
                 while not self._at_end:
                     await self._copy_once(0.5)
@@ -517,10 +724,15 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+def _group_node(group: Any) -> str:
+    """The node a ready placement group's one bundle is on (blocking: asks Ray's GCS)."""
+    table = _ray().util.placement_group_table(group)
+    return str(table["bundles_to_node_id"][0])
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
 
 
 def _fits_the_seam(executor: RayExecutor) -> Executor:

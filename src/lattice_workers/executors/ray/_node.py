@@ -1,9 +1,19 @@
-"""The node side of a run on a Ray cluster: one attempt's workspace, process and output.
+"""The node side of a run on a Ray cluster: one attempt's workspace, process and output
+(:class:`NodeAttempt`), and the host of a board's attempts on a node (:class:`NodeHost`).
 
-:class:`NodeAttempt` is plain Python (no Ray import), so that its logic is tested on
-its own; :mod:`._remote` wraps it as a named, detached, threaded Ray actor, one per
-attempt. Its methods are called concurrently (output, wait and stop at once), so
-shared state is under one condition variable.
+Both are plain Python (no Ray import), so that their logic is tested on its own;
+:mod:`._remote` wraps :class:`NodeHost` as a named, detached, threaded Ray actor, one
+per node per board. An attempt's methods are called concurrently (output, wait and stop
+at once), so its shared state is under one condition variable.
+
+Why one host per node and not an actor per attempt: Ray starts an actor as a new
+Python process that imports Ray and this module, 1 to 3 s of CPU on a node, which
+was 90% of Run -> running. A host is started once per node (per board) and spawns
+each attempt as a plain process group, so an attempt costs a few calls. What the actor
+per attempt gave is kept another way: the supervisor finds a dead supervisor's
+attempts by listing the namespace's hosts and asking each what it hosts; a node's
+death still fails every pending call to its host (``RayActorError``: ``node_lost``);
+and the resources an attempt reserves are a placement group, not an actor's.
 
 On the node, per board (a Ray namespace): a bare cache repository that receives the
 run's commit as an incremental bundle (:mod:`._bundle`) and holds one worktree per
@@ -11,11 +21,14 @@ attempt, and a folder per attempt for the files that live on the supervisor's si
 (result file, prompt, outputs). Everything git does here goes through
 :func:`lattice_workers.actors._keep.git` (no hooks, no filters of the worker's).
 
-What if the actor dies (node lost, ``ray.kill``, the supervisor's orphan settling): the
-worker runs in its own process group, watched by a guard process in a session of its
-own that holds a pipe from the actor. The pipe's end without the word ``done`` means
-the actor is gone: the guard sends TERM to the group, waits the grace, then KILL. So
-no worker outlives its actor, however the actor ends.
+What if the host dies (node lost, ``ray.kill``): each worker runs in its own process
+group, watched by a guard process in a session of its own that holds a pipe from the
+host. The pipe's end without the word ``done`` means the host is gone: the guard sends
+TERM to the group, waits the grace, then KILL. So no worker outlives its host, however
+the host ends. What a dead host left on the disk (worktrees, folders) is swept by the
+next host of the board that starts on a machine sharing that disk: each host holds a
+lock file for its life (``hosts/<node>.lock``), and each attempt's folder names its
+host, so a folder whose host's lock is free is a dead host's.
 """
 
 from __future__ import annotations
@@ -63,6 +76,12 @@ CACHE_TIPS = 32
 RESULT_VAR = "LATTICE_RESULT_FILE"
 OUTPUT_VAR = "LATTICE_OUTPUT_DIR"
 PROMPT_VAR = "LATTICE_PROMPT_FILE"
+#: In an attempt's folder: the id of the node whose host made it.
+HOST_FILE = "host"
+#: The methods of an attempt a supervisor calls through its host (:meth:`NodeHost.call`).
+ATTEMPT_CALLS = frozenset(
+    {"start", "read_output", "wait", "signal_group", "stop", "files", "keep", "describe"}
+)
 
 _GUARD = r"""
 import os, signal, sys, time
@@ -111,10 +130,16 @@ def _locked(path: Path) -> Iterator[None]:
 class NodeAttempt:
     """One attempt's part on a node: its worktree, its process, its output."""
 
-    def __init__(self, namespace: str, name: str, node_id: str = "", base: str | None = None):
+    def __init__(
+        self, namespace: str, name: str, node_id: str = "", base: str | None = None,
+        host: str = "",
+    ):
         self.namespace = namespace
         self.name = name
         self.node_id = node_id
+        #: The host that made it (its lock file's name): the node's id, unless a host
+        #: was made for this attempt alone (the benchmark's baseline).
+        self.host = host or node_id
         root = Path(base).expanduser() if base else node_dir()
         self.home = root / _safe(namespace)
         self.cache = self.home / "cache.git"
@@ -174,32 +199,13 @@ class NodeAttempt:
             elif git(self.cache, "show-ref", "--verify", "-q", f"refs/cache/{commit}",
                      check=False).returncode != 0:
                 git(self.cache, "update-ref", f"refs/cache/{commit}", commit)
-            if self.dir.exists():  # a previous actor of this name died half-way
+            if self.dir.exists():  # a previous attempt of this name died half-way
                 self._remove_worktree()
             self.dir.mkdir(parents=True)
+            # Under the lock: a sweeping host never sees this folder without its host.
+            (self.dir / HOST_FILE).write_text(self.host)
             git(self.cache, "worktree", "add", "-q", "--detach", str(self.worktree), commit)
         return {"location": str(self.worktree), "node": self.node_id}
-
-    def sweep(self, live: set[str]) -> list[str]:
-        """Remove the folders (and worktrees) of attempts whose actor is gone: a node
-        that died mid-run, then came back, still has them on its disk. ``live``: the
-        names of the namespace's actors now. The names removed."""
-        runs = self.home / "runs"
-        if not runs.is_dir():
-            return []
-        removed = []
-        with _locked(self.home / "cache.lock"):
-            for folder in sorted(runs.iterdir()):
-                if folder.name in live or folder.name == _safe(self.name):
-                    continue
-                work = folder / "work"
-                if work.exists():
-                    git(self.cache, "worktree", "remove", "--force", str(work), check=False)
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder.name)
-            if removed:
-                git(self.cache, "worktree", "prune", check=False)
-        return removed
 
     # ------------------------------------------------------------------ process
 
@@ -414,6 +420,129 @@ class NodeAttempt:
             git(self.cache, "worktree", "remove", "--force", str(self.worktree), check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
         git(self.cache, "worktree", "prune", check=False)
+
+
+class NodeHost:
+    """Every attempt of one board on one node: made, called and released by name.
+
+    Holds ``hosts/<node>.lock`` for its life (see the module's docstring); on start it
+    sweeps what dead hosts left. Thread-safe: Ray calls it from many threads at once.
+    """
+
+    def __init__(
+        self, namespace: str, node_id: str, base: str | None = None, ident: str = ""
+    ) -> None:
+        self.namespace = namespace
+        self.node_id = node_id
+        self.base = base
+        #: Names its lock file and its attempts' folders: the node's id, one host per
+        #: node; another name only for a host made for one attempt (the bench's baseline).
+        self.ident = ident or node_id
+        root = Path(base).expanduser() if base else node_dir()
+        self.home = root / _safe(namespace)
+        self._attempts: dict[str, NodeAttempt] = {}
+        self._lock = threading.Lock()
+        self._held = _hold(self.home / "hosts" / f"{_safe(self.ident)}.lock")
+        self.swept = sweep_gone(self.home, self.ident)
+
+    def ready(self) -> str:
+        """The node's id, once the host is up (the supervisor's first call)."""
+        return self.node_id
+
+    def prepare(
+        self, name: str, run_id: str, commit: str, bundle: bytes | None = None
+    ) -> dict[str, Any]:
+        """:meth:`NodeAttempt.prepare` of the attempt ``name`` (made on its first call)."""
+        with self._lock:
+            attempt = self._attempts.get(name)
+            if attempt is None:
+                attempt = NodeAttempt(
+                    self.namespace, name, self.node_id, self.base, host=self.ident
+                )
+                self._attempts[name] = attempt
+        return attempt.prepare(run_id, commit, bundle)
+
+    def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The attempt ``name``'s ``method`` (one of :data:`ATTEMPT_CALLS`)."""
+        if method not in ATTEMPT_CALLS:
+            raise ValueError(f"{method!r} is not a call an attempt answers")
+        with self._lock:
+            attempt = self._attempts.get(name)
+        if attempt is None:
+            raise LookupError(f"no attempt {name} on Ray node {self.node_id}")
+        return getattr(attempt, method)(*args, **kwargs)
+
+    def release(self, name: str) -> bool:
+        """End the attempt ``name``: its group killed if it still runs, its worktree
+        and folder removed. False when this host has no such attempt."""
+        with self._lock:
+            attempt = self._attempts.pop(name, None)
+        if attempt is None:
+            return False
+        attempt.release()
+        return True
+
+    def attempts(self) -> list[dict[str, Any]]:
+        """What each hosted attempt is (:meth:`NodeAttempt.describe`): what a restarted
+        supervisor settles."""
+        with self._lock:
+            hosted = list(self._attempts.values())
+        return [attempt.describe() for attempt in hosted]
+
+
+def _hold(path: Path) -> int:
+    """An exclusive lock on ``path``, held as long as this process lives (the fd)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"another host of this board runs on this node ({path})") from None
+    return fd
+
+
+def _host_is_gone(home: Path, node: str) -> bool:
+    """Whether the host of ``node`` is dead: its lock file is free (or never was)."""
+    path = home / "hosts" / f"{_safe(node)}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def sweep_gone(home: Path, me: str) -> list[str]:
+    """Remove the folders (and worktrees) of attempts whose host is gone: a node that
+    died mid-run, then came back, still has them on its disk. Called by a host as it
+    starts (``me``: its ident), so folders that name it are a previous host's. The
+    folders removed."""
+    runs = home / "runs"
+    if not runs.is_dir():
+        return []
+    removed = []
+    with _locked(home / "cache.lock"):
+        for folder in sorted(runs.iterdir()):
+            try:
+                node = (folder / HOST_FILE).read_text().strip()
+            except OSError:
+                node = ""  # made before hosts named themselves, or half made
+            if node and node != me and not _host_is_gone(home, node):
+                continue
+            work = folder / "work"
+            if work.exists() and (home / "cache.git" / "HEAD").exists():
+                git(home / "cache.git", "worktree", "remove", "--force", str(work), check=False)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+        if removed and (home / "cache.git" / "HEAD").exists():
+            git(home / "cache.git", "worktree", "prune", check=False)
+    return removed
 
 
 def _safe(name: str) -> str:
