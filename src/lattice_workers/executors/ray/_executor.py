@@ -67,6 +67,8 @@ CONNECT_SECONDS = 30.0
 #: How long an attempt may wait for a node with room (or a host's start) before
 #: prepare gives up.
 SCHEDULE_SECONDS = 300.0
+#: Threads that wait for Ray to place attempts, at most (beside Trio's own).
+PLACING_THREADS = 16
 #: How long the list of the cluster's nodes is reused to choose a soft target.
 NODES_SECONDS = 5.0
 #: Bound of a call that does git work on the node (worktree, snapshot, removal).
@@ -136,6 +138,8 @@ class RayExecutor:
         self._per_node: Counter[str] = Counter()
         self._last_used: dict[str, float] = {}
         self._nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        #: Threads that wait for a placement (see :meth:`_wait_placed`).
+        self._placing = trio.CapacityLimiter(PLACING_THREADS)
         #: The benchmark's baseline: a fresh host actor per attempt, killed at its end
         #: (what one actor per attempt cost, measured in the same run).
         self._host_per_attempt = host_per_attempt
@@ -297,15 +301,7 @@ class RayExecutor:
                 self._per_node[target] -= 1
             raise
         try:
-            try:
-                await self._answer(group.ready(), SCHEDULE_SECONDS)
-            except NodeLost:
-                raise LatticeError(
-                    Code.INTERNAL,
-                    f"no node of the Ray cluster had room for {want} in "
-                    f"{SCHEDULE_SECONDS:g} s; add nodes, or ask for less in "
-                    "workers.executor.resources",
-                ) from None
+            await self._wait_placed(group, want)
             node = await trio.to_thread.run_sync(_group_node, group)
         except BaseException:
             if target is not None:
@@ -322,6 +318,27 @@ class RayExecutor:
     def _count(self, node: str) -> None:
         self._per_node[node] += 1
         self._last_used[node] = time.monotonic()
+
+    async def _wait_placed(self, group: Any, want: dict[str, float]) -> None:
+        """Until Ray placed ``group`` (bounded by :data:`SCHEDULE_SECONDS`).
+
+        Asked of Ray's GCS in long polls of :data:`POLL_SECONDS`, each in a thread of a
+        limiter of its own (so that a full cluster's waiting runs cannot take the
+        threads the board's writes need). Not ``group.ready()``: that runs a task in
+        the group, and the worker process Ray starts for it dies with the group, 1 s of
+        process start per attempt again.
+        """
+        deadline = trio.current_time() + SCHEDULE_SECONDS
+        while not await trio.to_thread.run_sync(
+            partial(group.wait, POLL_SECONDS), limiter=self._placing, abandon_on_cancel=True
+        ):
+            if trio.current_time() > deadline:
+                raise LatticeError(
+                    Code.INTERNAL,
+                    f"no node of the Ray cluster had room for {want} in "
+                    f"{SCHEDULE_SECONDS:g} s; add nodes, or ask for less in "
+                    "workers.executor.resources",
+                )
 
     async def _alive_nodes(self) -> list[dict[str, Any]]:
         """The cluster's live nodes (reused for :data:`NODES_SECONDS`: only a hint)."""
