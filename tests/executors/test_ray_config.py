@@ -32,6 +32,9 @@ def test_a_ray_executor_with_address_and_resources(monkeypatch: pytest.MonkeyPat
     assert parse_executor({"executor": {"kind": "ray"}}).reservation() == {"CPU": 1.0}
     no_cpu = {"executor": {"kind": "ray", "resources": {"CPU": 0, "builder": 1}}}
     assert parse_executor(no_cpu).reservation() == {"builder": 1.0}
+    assert config.when_unreachable == "refuse"
+    queued = parse_executor({"executor": {"kind": "ray", "when_unreachable": "queue"}})
+    assert queued.when_unreachable == "queue"
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     assert parse_executor({"executor": {"kind": "ray"}}).address == "ray://head:10001"
 
@@ -43,6 +46,7 @@ def test_a_ray_executor_with_address_and_resources(monkeypatch: pytest.MonkeyPat
         3,
         {"kind": "k8s"},
         {"kind": "ray", "adress": "x:1"},
+        {"kind": "ray", "when_unreachable": "wait"},
         {"kind": "ray", "address": ""},
         {"kind": "ray", "resources": {"CPU": -1}},
         {"kind": "ray", "resources": {"CPU": True}},

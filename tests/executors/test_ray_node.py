@@ -252,10 +252,13 @@ def test_a_host_runs_attempts_by_name_and_releases_them(repo: Path, tmp_path: Pa
     assert [a["run_id"] for a in host.attempts()] == ["run_a", "run_b"]
     with pytest.raises(ValueError, match="not a call"):
         host.call("run_a.1", "release")  # only through host.release (it forgets it)
-    with pytest.raises(LookupError, match="no attempt run_c.1 on Ray node node-1"):
+    with pytest.raises(LookupError, match=r"no attempt run_c\.1 on Ray node node-1"):
         host.call("run_c.1", "wait", 0)
     assert host.release("run_a.1") and not host.release("run_a.1")
     assert [a["run_id"] for a in host.attempts()] == ["run_b"]
+    assert host.missing(["bash", "no-such-engine-xyz"], "/usr/bin:/bin") == [
+        "no-such-engine-xyz"
+    ]
     assert not (host.home / "runs" / "run_a.1").exists()
     host.release("run_b.1")
 

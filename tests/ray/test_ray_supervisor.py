@@ -46,6 +46,7 @@ def board(ray_cluster: LocalCluster, tmp_path: Path) -> Iterator[Project]:
     project.write_worker("Sleeper", executor="ray", kill_grace_seconds=1,
                          command="echo kept > kept.txt; echo up; sleep 600")
     project.write_worker("Here", executor="local", command="echo local")
+    project.write_worker("Nowhere", executor="ray", command="no-such-engine-xyz --go")
     project.git("add", "workers")
     project.git("commit", "-qm", "workers")
     project.cli("supervisor", "start")
@@ -81,6 +82,15 @@ def test_a_run_on_the_cluster_has_the_records_and_commands_of_a_local_one(
     # A definition that says "local" still runs here, beside the cluster's.
     here = board.json("worker", "run", "Here", task, "--wait", timeout=60)["data"][0]
     assert here["state"] == "completed" and "node" not in here
+    # A program that no node has is refused as one missing here is: nothing written.
+    other = board.create_task("nowhere")
+    proc = board.cli("worker", "run", "Nowhere", other, "--json", check=False)
+    reply = json.loads(proc.stdout)
+    assert reply["error"]["code"] == "ENGINE_NOT_FOUND", reply
+    assert "'no-such-engine-xyz' is not installed on any node of the Ray cluster" in (
+        reply["error"]["message"]
+    )
+    assert board.process_events(other) == []
 
 
 def test_runs_spread_over_both_nodes_and_a_duplicate_storm_starts_one(
@@ -193,3 +203,44 @@ def test_a_node_killed_mid_run_ends_it_as_node_lost(
     finally:
         ray_cluster.start_node("b")
 
+
+
+def test_with_when_unreachable_queue_a_run_waits_for_the_cluster_named_on_reload(
+    ray_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """``when_unreachable: "queue"``: a run asked for while the cluster does not answer
+    is accepted and queued, nothing on the board; once the config (reloaded: the
+    executor follows it) names a cluster that answers, it starts there."""
+    project = make_project(tmp_path)
+    down = {"kind": "ray", "address": "127.0.0.1:1", "when_unreachable": "queue"}
+    project.configure_workers(executor=down)
+    project.write_worker("Build", executor="ray", command="echo built on $LATTICE_NODE")
+    project.write_worker("Here", executor="local", command="echo local")
+    project.git("add", "workers")
+    project.git("commit", "-qm", "workers")
+    project.cli("supervisor", "start")
+    try:
+        task = project.create_task()
+        run = project.json("worker", "run", "Build", task)["data"]
+        assert run["state"] == "queued", run
+        # A local run is not held back behind it.
+        here = project.json("worker", "run", "Here", task, "--wait", timeout=60)["data"][0]
+        assert here["state"] == "completed"
+        assert project.json("worker", "show", run["run_id"])["data"]["state"] == "queued"
+        on_board = {e["data"]["run_id"] for e in project.process_events(task)}
+        assert on_board == {here["run_id"]}  # nothing of the queued one
+        project.configure_workers(executor={**down, "address": ray_cluster.address})
+        project.cli("supervisor", "reload")
+        done = project.json("worker", "wait", run["run_id"], "--timeout", "120",
+                            timeout=150)["data"][0]
+        assert done["state"] == "completed", done
+        assert ray_cluster.node_name(done["node"]) in {"a", "b"}
+        # Joined now: another address is refused at reload, and changes nothing.
+        project.configure_workers(executor={**down, "address": "127.0.0.1:2"})
+        refused = project.cli("supervisor", "reload", check=False)
+        assert refused.returncode != 0 and "restart the supervisor" in refused.stderr
+        again = project.json("worker", "run", "Build", project.create_task("again"), "--wait",
+                             timeout=150)["data"][0]
+        assert again["state"] == "completed", again
+    finally:
+        stop_everything(project)

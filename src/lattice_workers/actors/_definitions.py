@@ -313,13 +313,10 @@ def command_for(defn: WorkerDefinition, root: Path, prompt_text: str) -> list[st
     return [first, *command[1:], *defn.args]
 
 
-def preflight(defn: WorkerDefinition, root: Path, path_env: str) -> str | None:
-    """Why the program a run would execute cannot be found (``ENGINE_NOT_FOUND``), or None.
-
-    ``path_env`` is the ``PATH`` the worker will have. For ``bash -c "cmd ..."`` both bash
-    and the first word of ``cmd`` are checked, unless that word is a shell keyword, a
-    builtin, an assignment or anything but a plain word (then only bash is).
-    """
+def programs_of(defn: WorkerDefinition) -> list[str]:
+    """The programs a run of ``defn`` executes: for ``bash -c "cmd ..."`` both bash and
+    the first word of ``cmd``, unless that word is a shell keyword, a builtin, an
+    assignment or anything but a plain word (then only bash)."""
     programs: list[str] = []
     if defn.engine in AGENT_ENGINES:
         programs.append(defn.engine)
@@ -330,7 +327,21 @@ def preflight(defn: WorkerDefinition, root: Path, path_env: str) -> str | None:
         first = _first_word(defn.command)
         if first is not None and _is_plain_program(first):
             programs.append(first)
-    for program in programs:
+    return programs
+
+
+def preflight(
+    defn: WorkerDefinition, root: Path, path_env: str, *, paths_only: bool = False
+) -> str | None:
+    """Why the program a run would execute cannot be found (``ENGINE_NOT_FOUND``), or None.
+
+    ``path_env`` is the ``PATH`` the worker will have (see :func:`programs_of` for what
+    is checked). ``paths_only``: only programs named by a path in the project (a run
+    on a cluster: its nodes look for the others on their own PATH).
+    """
+    for program in programs_of(defn):
+        if paths_only and "/" not in program:
+            continue
         problem = _find_program(program, root, path_env)
         if problem is not None:
             return f"worker {defn.name!r} cannot start: {problem}"

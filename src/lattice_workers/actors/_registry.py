@@ -25,9 +25,11 @@ from trio_util import AsyncValue
 from lattice_workers.actors._definitions import (
     AGENT_ENGINES,
     LoadedWorker,
+    WorkerDefinition,
     WorkerSet,
     load_workers,
     preflight,
+    programs_of,
 )
 from lattice_workers.actors._environment import client_base, worker_variable
 from lattice_workers.actors._journal import JournalRecord, RunRequest
@@ -78,6 +80,10 @@ class Registry:
         #: Today's spend of the board's agents, for ``workers.daily_budget_usd`` (made
         #: at the first question: most boards set no budget).
         self.spend: DailySpend | None = None
+        #: The Ray cluster did not answer and ``when_unreachable`` is "queue": runs
+        #: that go there stay queued until it answers (:meth:`_wait_for_cluster`).
+        self.cluster_down = False
+        self._cluster_changed = trio.Event()
 
     # ------------------------------------------------------------------ nursery
 
@@ -261,6 +267,14 @@ class Registry:
         self._insert(run)
         assert self._nursery is not None
         self._nursery.start_soon(run.run, name=f"run {info.run_id}")
+        ray = self.ctx.ray
+        if not self.cluster_down and self._goes_to_cluster(run) and (
+            ray.config.when_unreachable == "queue"
+        ):
+            try:
+                await ray.check()
+            except LatticeError:
+                self._hold_for_cluster()  # it waits in the queue, as it did before
         self._dispatch()
 
     def _insert(self, run: RunActor) -> None:
@@ -289,14 +303,13 @@ class Registry:
         they are counted. Overlapping the two gains nothing: the hop's work holds the
         GIL that reading the answer needs (measured: the same wall time, more CPU).
         """
-        worker, task_id, short_id, actor = await trio.to_thread.run_sync(
+        worker, task_id, short_id, actor, path_env = await trio.to_thread.run_sync(
             self._check_files, req, client_env
         )
         defn = worker.definition
         assert defn is not None
         if self.ctx.executor_kind(defn) == "ray":
-            # A cluster that does not answer is refused now, before anything is written.
-            await self.ctx.ray.check()
+            await self._check_cluster(defn, path_env)
         root = self.ctx.board.root
         worktrees = self.ctx.worktrees
         revision = req.revision
@@ -358,9 +371,67 @@ class Registry:
             raise
         return sha
 
+    async def _check_cluster(self, defn: WorkerDefinition, path_env: str) -> None:
+        """A run on the Ray cluster, before anything is written: the cluster answers
+        (else ``CLUSTER_UNAVAILABLE``, or, when ``when_unreachable`` says "queue", the
+        run is accepted and waits in the queue), and the programs it executes are on
+        its nodes (else ``ENGINE_NOT_FOUND``, as for a program missing here)."""
+        ray = self.ctx.ray
+        try:
+            await ray.check()
+        except LatticeError as err:
+            if err.code is not Code.CLUSTER_UNAVAILABLE or ray.config.when_unreachable != "queue":
+                raise
+            log.warning("the Ray cluster does not answer; runs for it wait: %s", err.message)
+            self._hold_for_cluster()
+            return
+        programs = [p for p in programs_of(defn) if "/" not in p]
+        problem = await ray.missing_programs(programs, path_env)
+        if problem:
+            raise LatticeError(
+                Code.ENGINE_NOT_FOUND, f"worker {defn.name!r} cannot start: {problem}"
+            )
+
+    def _hold_for_cluster(self) -> None:
+        """Hold back the runs that go to the cluster until it answers again."""
+        if self.cluster_down:
+            return
+        self.cluster_down = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._wait_for_cluster, name="waiting for the Ray cluster")
+
+    def cluster_changed(self) -> None:
+        """``workers.executor`` was reloaded: a waiting run asks the cluster now."""
+        self._cluster_changed.set()
+
+    async def _wait_for_cluster(self) -> None:
+        """Ask the cluster again after 1, 2, 4 ... up to 30 s (or at once when the config
+        changed) until it answers, then admit the runs queued for it. Asked, not told:
+        nothing tells this machine that a cluster came (back) up."""
+        delay = 1.0
+        while self.ctx.ray is not None:
+            with trio.move_on_after(delay):
+                await self._cluster_changed.wait()
+            self._cluster_changed = trio.Event()
+            try:
+                await self.ctx.ray.check()
+            except LatticeError:
+                delay = min(delay * 2, 30.0)
+                continue
+            log.info("the Ray cluster answers again; the runs queued for it start")
+            break
+        self.cluster_down = False
+        self._dispatch()
+
+    def _goes_to_cluster(self, run: RunActor) -> bool:
+        try:
+            return self.ctx.executor_kind(run.definition) == "ray"
+        except LatticeError:
+            return False
+
     def _check_files(
         self, req: Run, client_env: dict[str, str] | None = None
-    ) -> tuple[LoadedWorker, str, str | None, str]:
+    ) -> tuple[LoadedWorker, str, str | None, str, str]:
         """The blocking part of validation; runs in a thread."""
         board = self.ctx.board
         worker = self._current_workers().get(req.worker)
@@ -393,12 +464,13 @@ class Registry:
         path_env = worker_variable(base, defn, "PATH")
         if path_env is None:  # an empty PATH finds nothing, here as in the worker's exec
             path_env = os.defpath
-        # On a cluster, the node looks for the engine where it runs (and says so).
-        if self.ctx.executor_kind(defn) == "local":
-            problem = preflight(defn, board.root, path_env)
-            if problem:
-                raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
-        return worker, task_id, short_id, actor
+        # On a cluster, the nodes look for the programs on PATH (_check_cluster); the
+        # ones named by a path in the project are looked for here.
+        remote = self.ctx.executor_kind(defn) == "ray"
+        problem = preflight(defn, board.root, path_env, paths_only=remote)
+        if problem:
+            raise LatticeError(Code.ENGINE_NOT_FOUND, problem)
+        return worker, task_id, short_id, actor, path_env
 
     def _continuation(self, req: Run) -> tuple[str, str, str | None]:
         """``--continue RUN``: (the commit to start at, the agent's session, the folder
@@ -505,6 +577,8 @@ class Registry:
         for run in list(self._queue):
             if self._running_total >= self.max_concurrent:
                 break
+            if self.cluster_down and self._goes_to_cluster(run):
+                continue  # like a worker at its cap: holds back no run behind it
             name = run.worker.name.lower()
             cap = run.definition.max_concurrent
             if cap is not None and self._running_by_worker[name] >= cap:

@@ -33,6 +33,7 @@ from lattice_workers.actors._registry import Registry
 from lattice_workers.actors._run import RunContext
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import Code, LatticeError
+from lattice_workers.executors.ray._config import ExecutorConfig
 from lattice_workers.protocol import default_endpoint
 from lattice_workers.protocol._endpoint import curve_key, ipc_path
 from lattice_workers.protocol._messages import AnyRequest, Run
@@ -145,6 +146,8 @@ class Supervisor:
         )
         self._shutdown = trio.Event()
         self._drain = False
+        #: Ray executors a reload replaced: their runs go on; their hosts end at the stop.
+        self._retired_clusters: list[Any] = []
 
     def request_shutdown(self, *, drain: bool = False) -> None:
         """Begin the graceful stop (idempotent)."""
@@ -155,17 +158,25 @@ class Supervisor:
         """Read ``.lattice/config.json`` and the worker definitions again (``Reload``).
 
         Caps and retention apply at once (a raised cap admits queued runs); hooks and
-        the default base ref are read from the config where they are used. A config
-        that is refused changes nothing. The worktree folder stays the one this
-        supervisor started with: its runs live there. The CURVE client certificates
-        are read again too (connections already made stay).
+        the default base ref are read from the config where they are used; so does
+        ``workers.executor`` for the next runs (a run in flight keeps its executor; see
+        :func:`_follow_executor`). A config that is refused changes nothing. The
+        worktree folder stays the one this supervisor started with: its runs live
+        there. The CURVE client certificates are read again too (connections already
+        made stay).
         """
         checked: list[Settings] = []
-        await trio.to_thread.run_sync(
-            self.board.reload_config, lambda config: checked.append(Settings(config))
-        )
+
+        def check(config: dict[str, Any]) -> None:
+            settings = Settings(config)
+            _executor_change_allowed(self.ctx.ray, settings.executor)
+            checked.append(settings)
+
+        await trio.to_thread.run_sync(self.board.reload_config, check)
         checked[0].worktree_dir = self.settings.worktree_dir  # where the live runs are
         self.settings = checked[0]
+        _follow_executor(self.ctx, self.board, self.settings, self._retired_clusters)
+        self.registry.cluster_changed()
         self.ctx.log_max_mib = self.settings.log_max_mib
         self.registry.set_limits(
             max_concurrent=self.settings.max_concurrent,
@@ -243,9 +254,11 @@ class Supervisor:
                     )
                     with trio.CancelScope(shield=True):
                         await self.executor.close()  # the pool goes with its supervisor
-                        if self.ctx.ray is not None:  # and the board's hosts on the cluster
-                            with trio.move_on_after(SETTLE_CLUSTER_SECONDS):
-                                await self.ctx.ray.close()
+                        # and the board's hosts on the cluster
+                        for cluster in [self.ctx.ray, *self._retired_clusters]:
+                            if cluster is not None:
+                                with trio.move_on_after(SETTLE_CLUSTER_SECONDS):
+                                    await cluster.close()
                     self._hooks_nursery = None
                     with trio.move_on_after(FEED_CLOSE_SECONDS):
                         await self.feed.close()  # every subscriber hears End
@@ -409,15 +422,49 @@ def _ray_executor(board: Board, settings: Settings) -> Any:
     """The Ray cluster's executor when ``workers.executor`` names one, else None.
 
     Made without joining the cluster: the first run that goes there joins (and a
-    cluster that does not answer refuses that run, not the supervisor's start). Read
-    at start only: a changed ``workers.executor`` needs a restart (live runs are on
-    the cluster it named).
+    cluster that does not answer refuses that run, not the supervisor's start). A
+    reload makes another when the address changes (:func:`_follow_executor`).
     """
     if settings.executor.kind != "ray":
         return None
     from lattice_workers.executors.ray._executor import RayExecutor
 
     return RayExecutor(board.root, settings.executor)
+
+
+def _executor_change_allowed(current: Any, new: ExecutorConfig) -> None:
+    """Refuse a reload that moves this supervisor to another Ray cluster once it has
+    joined one: a process joins one Ray cluster for its life (``ray.init``), and its
+    runs there are followed through that connection."""
+    if current is None or not current.joined or new.kind != "ray":
+        return
+    if new.address != current.config.address:
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"workers.executor.address changed from {current.config.address} to "
+            f"{new.address}, but this supervisor has joined the cluster at "
+            f"{current.config.address} (a process joins one Ray cluster); restart the "
+            "supervisor (lattice-workers supervisor stop, then start) to use the new one",
+        )
+
+
+def _follow_executor(
+    ctx: RunContext, board: Board, settings: Settings, retired: list[Any]
+) -> None:
+    """``workers.executor`` after a reload, for the runs that start from now on; an
+    attempt in flight holds the executor it started with. The same cluster keeps its
+    executor (its hosts, its connection) with the new resources and
+    ``when_unreachable``; another one (allowed only before joining the first, see
+    :func:`_executor_change_allowed`) or none retires it."""
+    new = settings.executor
+    ctx.default_executor = new.kind
+    current = ctx.ray
+    if new.kind == "ray" and current is not None and current.config.address == new.address:
+        current.config = new
+        return
+    if current is not None:
+        retired.append(current)
+    ctx.ray = _ray_executor(board, settings)
 
 
 #: How long the start waits at most for the cluster's orphans to be settled.

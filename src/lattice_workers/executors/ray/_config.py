@@ -15,6 +15,9 @@ from typing import Any
 from lattice_workers.errors import Code, LatticeError
 
 KINDS = ("local", "ray")
+#: ``when_unreachable``: a run asked for while the cluster does not answer is refused
+#: (``CLUSTER_UNAVAILABLE``, nothing written), or accepted and queued until it answers.
+WHEN_UNREACHABLE = ("refuse", "queue")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class ExecutorConfig:
     kind: str = "local"
     address: str | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    when_unreachable: str = "refuse"
 
     def reservation(self) -> dict[str, float]:
         """What an attempt reserves on a node (a placement group's one bundle, in Ray's
@@ -48,7 +52,7 @@ def parse_executor(section: dict[str, Any]) -> ExecutorConfig:
         return ExecutorConfig()
     if not isinstance(value, dict):
         raise _refuse(f"is {value!r}")
-    unknown = sorted(set(value) - {"kind", "address", "resources"})
+    unknown = sorted(set(value) - {"kind", "address", "resources", "when_unreachable"})
     if unknown:
         raise _refuse(f"has unknown keys {', '.join(unknown)}")
     kind = value.get("kind")
@@ -66,10 +70,14 @@ def parse_executor(section: dict[str, Any]) -> ExecutorConfig:
         for k, v in resources.items()
     ):
         raise _refuse(f"has resources {resources!r} (names to amounts of 0 or more)")
+    when = value.get("when_unreachable", "refuse")
+    if when not in WHEN_UNREACHABLE:
+        raise _refuse(f'has when_unreachable {when!r} ("refuse", the default, or "queue")')
     return ExecutorConfig(
         kind="ray",
         address=address or os.environ.get("RAY_ADDRESS"),
         resources={k: float(v) for k, v in resources.items()},
+        when_unreachable=when,
     )
 
 

@@ -37,6 +37,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -147,6 +148,12 @@ class RayExecutor:
         self.bundle_bytes: list[int] = []
 
     # ------------------------------------------------------------------ the cluster
+
+    @property
+    def joined(self) -> bool:
+        """Whether this process has joined a Ray cluster (it joins one for its life)."""
+        ray = sys.modules.get("ray")
+        return ray is not None and bool(ray.is_initialized())
 
     async def connect(self) -> None:
         """Join the cluster (once per process); a clear ``CLUSTER_UNAVAILABLE`` when it
@@ -396,6 +403,44 @@ class RayExecutor:
                 if not self._host_per_attempt:
                     self._hosts[node] = host
         return host
+
+    async def missing_programs(self, programs: list[str], path: str) -> str | None:
+        """Why a run that executes ``programs`` cannot start on the cluster: one of them
+        is on no live node with room for a run (asked of each node's host, started if
+        need be, as the first run there would), or None. A program that some nodes
+        lack is not refused: a run placed there fails to start, naming its node."""
+        if not programs:
+            return None
+        want = self.config.reservation()
+        nodes = [
+            str(node["NodeID"]) for node in await self._alive_nodes()
+            if all(node.get("Resources", {}).get(k, 0) >= v for k, v in want.items())
+        ]
+        answers: dict[str, list[str]] = {}
+
+        async def ask(node: str) -> None:
+            try:
+                host = await self._host(node, "")
+                answers[node] = await self._call(
+                    host.missing, programs, path, bound=UNREACHABLE_SECONDS
+                )
+            except (NodeLost, LatticeError) as err:
+                log.info("could not ask Ray node %s for %s: %s", node, programs, err)
+
+        if self._host_per_attempt:
+            return None
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(ask, node)
+        for program in programs:
+            if answers and all(program in missing for missing in answers.values()):
+                shown = ", ".join(sorted(node[:12] for node in answers))
+                return (
+                    f"program {program!r} is not installed on any node of the Ray cluster "
+                    f"(looked for on {len(answers)}: {shown}); install it on the nodes, or "
+                    'run this worker here: "executor": "local"'
+                )
+        return None
 
     def _forget(self, node: str, host: Any) -> None:
         """Its node is gone, or its host did not answer: the next attempt there finds or

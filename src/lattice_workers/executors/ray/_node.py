@@ -228,7 +228,7 @@ class NodeAttempt:
         env = self._node_env(env, local_roots, files or {})
         argv = [_remap(arg, local_roots, str(self.worktree)) for arg in argv]
         program = argv[0]
-        if shutil.which(program, path=env.get("PATH", os.defpath)) is None and not (
+        if shutil.which(program, path=env.get("PATH") or os.defpath) is None and not (
             os.sep in program and os.access(self.worktree / program, os.X_OK)
         ):
             raise FileNotFoundError(
@@ -278,11 +278,7 @@ class NodeAttempt:
             path = self.dir / f"{var.lower()}"
             path.write_bytes(content)
             out[var] = str(path)
-        # The node's own PATH after the supervisor's: a program installed on the node
-        # where the supervisor's machine has it elsewhere is still found.
-        extra = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
-        have = out.get("PATH", "").split(os.pathsep)
-        out["PATH"] = os.pathsep.join([p for p in have if p] + [p for p in extra if p not in have])
+        out["PATH"] = node_path(out.get("PATH", ""))
         return out
 
     def _copy_output(self, fd: int) -> None:
@@ -482,6 +478,12 @@ class NodeHost:
         attempt.release()
         return True
 
+    def missing(self, programs: list[str], path: str) -> list[str]:
+        """Those of ``programs`` a worker with ``path`` (the supervisor's PATH for it)
+        would not find on this node."""
+        found = node_path(path) or os.defpath
+        return [program for program in programs if shutil.which(program, path=found) is None]
+
     def attempts(self) -> list[dict[str, Any]]:
         """What each hosted attempt is (:meth:`NodeAttempt.describe`): what a restarted
         supervisor settles."""
@@ -543,6 +545,14 @@ def sweep_gone(home: Path, me: str) -> list[str]:
         if removed and (home / "cache.git" / "HEAD").exists():
             git(home / "cache.git", "worktree", "prune", check=False)
     return removed
+
+
+def node_path(path: str) -> str:
+    """The supervisor's PATH for a worker, then the node's own: a program installed on
+    the node where the supervisor's machine has it elsewhere is still found."""
+    extra = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    have = [p for p in path.split(os.pathsep) if p]
+    return os.pathsep.join(have + [p for p in extra if p not in have])
 
 
 def _safe(name: str) -> str:
