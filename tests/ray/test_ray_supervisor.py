@@ -176,6 +176,35 @@ def test_a_supervisor_killed_9_is_settled_by_the_next_start(
     assert not list(ray_cluster.node_dir.glob(f"*/runs/{run_id}.*"))  # nor its worktree
 
 
+def test_doctor_reports_what_a_dead_supervisor_left_on_the_cluster_and_fix_settles_it(
+    board: Project, ray_cluster: LocalCluster
+) -> None:
+    task = board.create_task()
+    run_id = board.json("worker", "run", "Sleeper", task)["data"]["run_id"]
+    until(lambda: "up" in board.cli("worker", "logs", run_id).stdout, 120)
+    assert board.cli("doctor", check=False, timeout=120).returncode == 0  # all owned
+    pid = board.supervisor_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    until(lambda: not alive(pid), 30)
+    env = dict(board.env, LATTICE_NO_AUTOSTART="1")
+    report = board.cli("doctor", "--json", env=env, check=False, timeout=120)
+    problems = json.loads(report.stdout)["error"]["details"]
+    kinds = sorted(p["kind"] for p in problems)
+    # The hosts of both nodes (a request asks every node for its program), the run.
+    assert kinds == ["cluster_host", "cluster_host", "cluster_run", "open_run"], kinds
+    assert any(p["kind"] == "cluster_run" and p["details"]["run_id"] == run_id for p in problems)
+    assert not nothing_left(run_id)  # a report changes nothing
+    fixed = board.cli("doctor", "--fix", env=env, check=False, timeout=240)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert nothing_left(run_id)
+    ended = board.process_events(task)[-1]
+    assert ended["data"]["reason"] == "orphaned"
+    assert ended["data"]["changes"]["ref"] == f"refs/lattice/runs/{run_id}/1"
+    assert board.git("show", f"refs/lattice/runs/{run_id}/1:kept.txt") == "kept"
+    assert board.cli("doctor", env=env, check=False, timeout=120).returncode == 0  # hosts gone
+
+
 def test_a_node_killed_mid_run_ends_it_as_node_lost(
     board: Project, ray_cluster: LocalCluster
 ) -> None:

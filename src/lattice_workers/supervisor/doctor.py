@@ -9,12 +9,29 @@ own (written by another tool, or with the journal deleted). With
 supervisor's lock, so that none can start half-way, on the path recovery takes
 (:func:`~lattice_workers.actors._settle.settle_unowned`): it kills what is left of
 the open runs, closes them on the board and removes the worktrees of ours.
+
+A board whose ``workers.executor`` names a Ray cluster has parts there too: each
+node's host of the board, and the attempts it hosts (:mod:`lattice_workers.executors.
+ray`). Doctor joins the cluster and reports an attempt that no live run owns
+(``cluster_run``) and, when no supervisor runs, a host that is still there
+(``cluster_host``: a supervisor ends its hosts when it stops); ``--fix`` settles them
+as a supervisor's start does: each attempt stopped, its work kept when its node
+answers, its worktree removed, and (no supervisor) the hosts ended. A cluster that
+does not answer is a problem too (``cluster_unreachable``): what is there is unknown.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import trio
+
+from lattice_workers.errors import LatticeError
 from lattice_workers.store import Board, Problem
 from lattice_workers.supervisor import control
+
+#: Bound of doctor's whole visit to the cluster (join, list, settle).
+CLUSTER_SECONDS = 180.0
 
 
 def _live_run_ids(board: Board) -> set[str]:
@@ -40,7 +57,80 @@ def unowned_problems(board: Board, *, fix: bool = False) -> list[Problem]:
         p
         for p in board.doctor()
         if not (p.kind == "open_run" and p.details.get("run_id") in live)
-    ]
+    ] + _on_cluster(board, live, supervised=control.is_running(board.dir))[0]
+
+
+def _cluster_of(board: Board) -> Any:
+    """The board's Ray executor when its config names a cluster, else None."""
+    from lattice_workers.executors.ray._config import parse_executor
+
+    try:
+        config = parse_executor(board.config.get("workers") or {})
+    except LatticeError:
+        return None  # a config the supervisor refuses: said when it starts
+    if config.kind != "ray":
+        return None
+    from lattice_workers.executors.ray._executor import RayExecutor
+
+    return RayExecutor(board.root, config)
+
+
+def _on_cluster(
+    board: Board, live: set[str], *, supervised: bool, fix: bool = False
+) -> tuple[list[Problem], dict[tuple[str, int], dict[str, Any]]]:
+    """The board's parts on its cluster that no supervisor owns, as problems; with
+    ``fix``, settled first (then the problems are what is left), and the work kept
+    by attempt for the runs' terminal events. Nothing when no cluster is named."""
+    cluster = _cluster_of(board)
+    if cluster is None:
+        return [], {}
+
+    async def visit() -> tuple[list[Problem], dict[tuple[str, int], dict[str, Any]]]:
+        kept: dict[tuple[str, int], dict[str, Any]] = {}
+        with trio.fail_after(CLUSTER_SECONDS):
+            if fix:
+                for entry in await cluster.settle_orphans(live=lambda r: r in live):
+                    if entry.get("changes") and entry.get("attempt"):
+                        kept[(entry["run_id"], int(entry["attempt"]))] = entry["changes"]
+                if not supervised:
+                    await cluster.close()  # its hosts, now idle: no supervisor owns them
+            found = await cluster.survey(live=lambda r: r in live)
+        return [_cluster_problem(entry, supervised) for entry in found
+                if "host" not in entry or not supervised], kept
+
+    try:
+        return trio.run(visit)
+    except (LatticeError, trio.TooSlowError) as err:
+        said = err.message if isinstance(err, LatticeError) else "it did not answer in time"
+        return [Problem(
+            "cluster_unreachable", None,
+            f"this board's runs on the Ray cluster at {cluster.config.address} could not be "
+            f"looked at: {said}",
+        )], {}
+
+
+def _cluster_problem(entry: dict[str, Any], supervised: bool) -> Problem:
+    if "run_id" in entry:
+        return Problem(
+            "cluster_run", None,
+            f"run {entry['run_id']} (attempt {entry['attempt']}) is on Ray node "
+            f"{entry['node'][:12]} and no {'live run' if supervised else 'supervisor'} owns "
+            "it; `lattice doctor --fix` stops it, keeps its work and removes its worktree",
+            details=entry,
+        )
+    if "host" in entry:
+        return Problem(
+            "cluster_host", None,
+            f"this board's host on Ray node {entry['node'][:12]} is still there with no "
+            "supervisor; `lattice doctor --fix` ends it",
+            details=entry,
+        )
+    return Problem(
+        "cluster_actor", None,
+        f"the actor {entry['actor']} of this board is on the Ray cluster with no "
+        "supervisor; `lattice doctor --fix` ends it",
+        details=entry,
+    )
 
 
 def pooled_workspaces(board: Board) -> list[str]:
@@ -72,6 +162,9 @@ def _settle(board: Board) -> None:
     if control.is_running(board.dir) or os.environ.get("LATTICE_NO_AUTOSTART") != "1":
         control.ensure_running(board.root, board.dir)
         live = _live_run_ids(board)
+        # Its start settled what the cluster held; what it does not own now is settled
+        # here (the runs are closed on the board below).
+        _on_cluster(board, live, supervised=True, fix=True)
         # A supervisor runs: nothing may be killed or removed (a run it starts now is
         # not in the ps just read); the runs it does not own are closed.
         settle_unowned(
@@ -88,6 +181,7 @@ def _settle(board: Board) -> None:
     lock = PidLock(board.dir)
     lock.acquire()  # no supervisor may start while we settle
     try:
+        _, kept = _on_cluster(board, set(), supervised=False, fix=True)
         # What the journal knows, as recovery uses it: the exact process group of
         # each started run, and its worktree (the records stay open: the next start
         # closes them, finding nothing left to do). One never started is left for the
@@ -106,6 +200,7 @@ def _settle(board: Board) -> None:
             remove_worktrees=lambda known: remove_leftovers(
                 base, board.root, known, owner=board.dir
             ),
+            kept_elsewhere=kept,
         )
     finally:
         lock.release()

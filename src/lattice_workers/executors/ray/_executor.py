@@ -624,6 +624,39 @@ class RayExecutor:
                 settled.append(await self._settle_one(host, info, run_id, grace_seconds, actor))
         return settled
 
+    async def survey(self, *, live: Callable[[str], bool]) -> list[dict[str, Any]]:
+        """What of this board is on the cluster (for ``doctor``; changes nothing): one
+        dict per attempt that no live run owns (``run_id``, ``attempt``, ``node``,
+        ``name``), one per host (``host``, ``node``, ``hosted``: how many attempts), one
+        per actor of the board's that is neither (``actor``)."""
+        await self.connect()
+        ray = _ray()
+        from lattice_workers.executors.ray._remote import HOST_PREFIX
+
+        found: list[dict[str, Any]] = []
+        for name in await trio.to_thread.run_sync(self._actor_names):
+            if not name.startswith(HOST_PREFIX):
+                found.append({"actor": name})
+                continue
+            node = name.removeprefix(HOST_PREFIX)
+            try:
+                host = await trio.to_thread.run_sync(
+                    partial(ray.get_actor, name, namespace=self.namespace)
+                )
+                hosted = await self._call(host.attempts, bound=UNREACHABLE_SECONDS)
+            except ValueError:
+                continue  # ended meanwhile
+            except NodeLost as err:
+                found.append({"host": name, "node": node, "error": str(err)})
+                continue
+            found.append({"host": name, "node": node, "hosted": len(hosted)})
+            for info in hosted:
+                run_id = info["run_id"] or info["name"].split(".", 1)[0]
+                if not live(run_id):
+                    found.append({"run_id": run_id, "attempt": info["attempt"],
+                                  "node": node, "name": info["name"]})
+        return found
+
     def _actor_names(self) -> list[str]:
         """The names of this board's live actors on the cluster (blocking)."""
         found = _ray().util.list_named_actors(all_namespaces=True)
