@@ -158,6 +158,25 @@ def test_the_worker_runs_in_the_worktree_with_node_paths_and_its_output_is_read(
     wait_gone("run_x")
 
 
+def test_an_agent_gets_its_prompt_on_stdin_and_the_node_s_output_folder_everywhere(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The supervisor's output folder (inside the project, as spelled and resolved) is
+    the node's in argv, inside larger arguments, and in the environment."""
+    node = prepared(repo, tmp_path)
+    local = str(repo)
+    out = f"{local}/.lattice/run/outputs/run_x/1"
+    env = {"PATH": os.environ["PATH"], "LATTICE_RUN_ID": "run_x", "LATTICE_OUTPUT_DIR": out,
+           "LATTICE_RESULT_FILE": f"{out}/result.json"}
+    script = 'cat; echo; echo "$1|$2|$LATTICE_OUTPUT_DIR|$LATTICE_RESULT_FILE"'
+    node.start(["bash", "-c", script, "x", out, f"roots=[\"{out}\"]"], env, attempt=1,
+               grace_seconds=1, local_roots=[local], stdin=b"the prompt", local_outputs=[out])
+    mine = str(node.dir / "outputs")
+    lines = read_all(node).decode().splitlines()
+    assert lines == ["the prompt", f'{mine}|roots=["{mine}"]|{mine}|{node.dir}/result.json']
+    node.release()
+
+
 def test_a_program_missing_on_the_node_is_named(repo: Path, tmp_path: Path) -> None:
     node = prepared(repo, tmp_path)
     with pytest.raises(FileNotFoundError, match="not installed on Ray node node-1"):

@@ -273,3 +273,40 @@ def test_with_when_unreachable_queue_a_run_waits_for_the_cluster_named_on_reload
         assert again["state"] == "completed", again
     finally:
         stop_everything(project)
+
+
+def test_an_agent_runs_on_the_cluster_with_its_prompt_stream_and_report(
+    board: Project, ray_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The prompt goes to the node on stdin, the stream comes back through the agent's
+    reader (the log is a transcript, the terminal event has ``agent``), the report
+    written into the node's output folder is attached."""
+    from tests.e2e.test_agent_budgets import install_standins
+    from tests.e2e.test_agent_runs import PROMPT
+
+    bin_dir = install_standins(tmp_path / "bin")
+    calls = tmp_path / "calls"
+    board.env = {**board.env, "PATH": f"{bin_dir}{os.pathsep}{board.env['PATH']}",
+                 "STANDIN_RECORD": str(calls), "STANDIN_REPORT": "# Review\nVerdict: ok\n"}
+    (board.root / "prompt.md").write_text(PROMPT)
+    board.write_worker("Agent", engine="codex", prompt_file="prompt.md", executor="ray",
+                       artifact_role="review")
+    board.git("add", "prompt.md", "workers")
+    board.git("commit", "-qm", "agent")
+    task = board.create_task()
+    run = board.json("worker", "run", "Agent", task, "--wait", timeout=180)["data"][0]
+    assert run["state"] == "completed", run
+    assert ray_cluster.node_name(run["node"]) in {"a", "b"}
+    [call] = [json.loads(p.read_text()) for p in calls.iterdir()]
+    assert call["stdin"] == PROMPT
+    node_outputs = call["output_dir"]
+    assert "/runs/" in node_outputs and node_outputs.endswith("/outputs")  # the node's
+    # Its sandbox was told of the node's folder, not the supervisor's.
+    assert call["argv"][call["argv"].index("--add-dir") + 1] == node_outputs
+    ended = board.process_events(task)[-1]
+    assert ended["data"]["agent"]["engine"] == "codex"
+    assert ended["data"]["agent"]["error_kind"] is None
+    log = board.cli("worker", "logs", run["run_id"]).stdout
+    assert '"type":' not in log, "the log is a transcript, not the raw stream"
+    payloads = list((board.root / ".lattice" / "artifacts" / "payload").iterdir())
+    assert [p.read_text() for p in payloads] == ["# Review\nVerdict: ok\n"]

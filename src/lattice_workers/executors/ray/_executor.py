@@ -478,12 +478,6 @@ class RayExecutor:
         ray = _ray()
         if launch.workspace is None:
             raise ValueError("a worker on a Ray cluster needs a worktree (\"worktree\": true)")
-        if launch.stdin is not None or launch.tap is not None:
-            # Not yet: the prompt on stdin and the stream reader live on this machine.
-            raise ValueError(
-                "agent engines (claude, codex, gemini) do not run on a Ray cluster yet; "
-                'give this worker "executor": "local"'
-            )
         remote = self._remotes[launch.workspace.location]
         env = dict(launch.env)
         files = {}
@@ -492,11 +486,14 @@ class RayExecutor:
             with open(prompt, "rb") as f:
                 files[PROMPT_VAR] = f.read()
         roots = [str(self.root), self.location_for(launch.run_id)]
+        outputs = env.get(OUTPUT_VAR)
+        local_outputs = [outputs, os.path.realpath(outputs)] if outputs else []
         try:
             ray.get(
                 remote.host.call.remote(
                     remote.name, "start", list(launch.argv), env, attempt=launch.attempt,
                     grace_seconds=grace_seconds, local_roots=roots, files=files,
+                    stdin=launch.stdin, local_outputs=local_outputs,
                 ),
                 timeout=GIT_SECONDS,
             )
@@ -698,10 +695,12 @@ class RayExecution:
         self._at_end = False
         self._result_file = launch.env.get(RESULT_VAR)
         self._output_dir = launch.env.get(OUTPUT_VAR)
-        # The log is bounded as a local run's is: a LogSink that is fed, not piped.
+        # The log is bounded as a local run's is: a LogSink that is fed, not piped; an
+        # agent's stream goes through its tap (the reader) here, as locally.
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         os.close(write_fd)
-        self.sink = LogSink(read_fd, os.dup(launch.log_fd), launch.log_limit)
+        self._tap = launch.tap
+        self.sink = LogSink(read_fd, os.dup(launch.log_fd), launch.log_limit, tap=launch.tap)
         self._copy_lock = trio.Lock()
 
     @property
@@ -738,7 +737,7 @@ class RayExecution:
             if data:
                 # Shielded: these bytes left the node's buffer once acknowledged.
                 with trio.CancelScope(shield=True):
-                    await self.sink._write(data)
+                    await self.sink._write(self._tap(data) if self._tap else data)
             self._offset = offset + len(data)
             self._at_end = at_end
 

@@ -218,13 +218,27 @@ class NodeAttempt:
         grace_seconds: float,
         local_roots: Sequence[str] = (),
         files: Mapping[str, bytes] | None = None,
+        stdin: bytes | None = None,
+        local_outputs: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Spawn the worker in the worktree, in a new session, with ``env`` rewritten
         for this node (see :meth:`_node_env`). Raises ``FileNotFoundError`` naming the
-        node when its program is not there."""
+        node when its program is not there.
+
+        ``stdin``: what it reads (an agent's prompt), from a file as locally (a pipe
+        could block this thread until the worker reads). ``local_outputs``: the
+        supervisor's output folder as it may be spelled (as given, resolved); each is
+        replaced by this node's wherever it occurs in argv and the environment (an
+        agent's sandbox is told of it inside larger arguments, as codex's
+        ``writable_roots=[...]``)."""
         if not self.worktree.is_dir():
             raise RuntimeError("prepare() first: the attempt has no worktree on this node")
         self.attempt = attempt
+        if OUTPUT_VAR in env:  # first: the output folder may be inside the project
+            outputs = str(self.dir / "outputs")
+            for spelled in sorted({o for o in local_outputs if o}, key=len, reverse=True):
+                argv = [arg.replace(spelled, outputs) for arg in argv]
+                env = {k: v.replace(spelled, outputs) for k, v in env.items()}
         env = self._node_env(env, local_roots, files or {})
         argv = [_remap(arg, local_roots, str(self.worktree)) for arg in argv]
         program = argv[0]
@@ -236,10 +250,14 @@ class NodeAttempt:
                 "(install it there, or run this worker locally: \"executor\": \"local\")",
                 program,
             )
+        stdin_file: Any = subprocess.DEVNULL
+        if stdin is not None:
+            (self.dir / "stdin").write_bytes(stdin)
+            stdin_file = open(self.dir / "stdin", "rb")  # noqa: SIM115 (closed below)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
             proc = subprocess.Popen(
-                argv, cwd=self.worktree, env=env, stdin=subprocess.DEVNULL,
+                argv, cwd=self.worktree, env=env, stdin=stdin_file,
                 stdout=write_fd, stderr=write_fd, start_new_session=True,
             )
         except BaseException:
@@ -247,6 +265,8 @@ class NodeAttempt:
             raise
         finally:
             os.close(write_fd)
+            if stdin is not None:
+                stdin_file.close()
         self._proc = proc
         self._guard = subprocess.Popen(
             [sys.executable, "-c", _GUARD, str(proc.pid), str(grace_seconds)],
