@@ -183,10 +183,7 @@ def test_doctor_reports_what_a_dead_supervisor_left_on_the_cluster_and_fix_settl
     run_id = board.json("worker", "run", "Sleeper", task)["data"]["run_id"]
     until(lambda: "up" in board.cli("worker", "logs", run_id).stdout, 120)
     assert board.cli("doctor", check=False, timeout=120).returncode == 0  # all owned
-    pid = board.supervisor_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    until(lambda: not alive(pid), 30)
+    board.kill_supervisor()
     env = dict(board.env, LATTICE_NO_AUTOSTART="1")
     report = board.cli("doctor", "--json", env=env, check=False, timeout=120)
     problems = json.loads(report.stdout)["error"]["details"]
