@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from lattice_workers.actors._keep import GIT_GONE, diff, keep_work, kept, kept_refs
+from lattice_workers.actors._keep import (
+    GIT_GONE,
+    _config_defines_no_filter,
+    diff,
+    keep_work,
+    kept,
+    kept_refs,
+)
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import LatticeError
 
@@ -159,10 +166,25 @@ def _define_evil_filter(workspace: Path, tmp_path: Path, route: str, command: st
         with open(other / "config", "a") as config:
             config.write(section)
         (git_dir / "commondir").write_text(str(other) + "\n")
+    elif route == "workspace as its own git directory":
+        # .git made no repository (no HEAD): git takes the workspace folder itself for
+        # one, and reads the config there, not .git/config.
+        shutil.copytree(git_dir, workspace, dirs_exist_ok=True)
+        with open(workspace / "config", "a") as config:
+            config.write(f"[core]\n\tbare = false\n\tworktree = {workspace}\n{section}")
+        (git_dir / "HEAD").unlink()
 
 
 @pytest.mark.parametrize(
-    "route", ["plain", "upper case section", "include", "config.worktree", "commondir"]
+    "route",
+    [
+        "plain",
+        "upper case section",
+        "include",
+        "config.worktree",
+        "commondir",
+        "workspace as its own git directory",
+    ],
 )
 def test_a_filter_defined_by_any_config_route_never_runs(
     repo: Path, workspace: Path, tmp_path: Path, route: str
@@ -176,6 +198,19 @@ def test_a_filter_defined_by_any_config_route_never_runs(
     (workspace / "app.py").write_bytes(original.replace(b"a - b", b"a + b"))
     assert keep(repo, workspace).to_event()["files_changed"] >= 1
     assert not marker.exists()
+
+
+def test_the_config_read_is_skipped_only_where_git_reads_that_config(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """The fast path of :func:`no_filters` (no git process) stays a fast path on a
+    workspace as the supervisor made it, on a branch too, and only there."""
+    git_dir = workspace / ".git"
+    assert _config_defines_no_filter(git_dir)
+    git(workspace, "switch", "-q", "-c", "feature")
+    assert _config_defines_no_filter(git_dir)
+    (git_dir / "HEAD").write_text("not a head\n")
+    assert not _config_defines_no_filter(git_dir)
 
 
 def test_a_deleted_dot_git_still_keeps_the_files_and_says_what_was_lost(

@@ -167,7 +167,7 @@ def _config_defines_no_filter(git_dir: Path) -> bool:
     ``config.worktree`` and a ``.git`` file or link (another folder altogether) are
     ruled out. Anything else, or anything unreadable, says False: ask git."""
     try:
-        if not stat.S_ISDIR(os.lstat(git_dir).st_mode):
+        if not stat.S_ISDIR(os.lstat(git_dir).st_mode) or not _is_git_directory(git_dir):
             return False
         if os.path.lexists(git_dir / "commondir") or os.path.lexists(
             git_dir / "config.worktree"
@@ -182,6 +182,27 @@ def _config_defines_no_filter(git_dir: Path) -> bool:
         return False
     lowered = text.lower()
     return len(text) <= CONFIG_READ_LIMIT and b"filter" not in lowered and b"include" not in lowered
+
+
+_HEAD_FILE = re.compile(rb"(ref: refs/[^\n]*|[0-9a-f]{40}|[0-9a-f]{64})\n?")
+
+
+def _is_git_directory(git_dir: Path) -> bool:
+    """Whether git takes ``git_dir`` for a repository (git's ``is_git_directory``: a
+    HEAD naming a ref or a commit, an ``objects`` and a ``refs`` folder), asked
+    stricter (plain files and folders only). When it does not, git looks elsewhere for
+    one (the workspace folder itself, its parents) and reads that one's config."""
+    try:
+        if not all(stat.S_ISDIR(os.lstat(git_dir / name).st_mode) for name in ("objects", "refs")):
+            return False
+        fd = os.open(git_dir / "HEAD", os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            head = os.read(fd, 4097)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return _HEAD_FILE.fullmatch(head) is not None
 
 
 def _head_and_changes(workspace: Path, config: Sequence[str]) -> tuple[str, list[tuple[str, bool]]]:
