@@ -213,6 +213,24 @@ def test_the_config_read_is_skipped_only_where_git_reads_that_config(
     assert not _config_defines_no_filter(git_dir)
 
 
+@pytest.mark.parametrize(
+    "name", ['"quoted"', '"unterminated', "carriage\r", "new\nline", "tab\tin", "\udcff-byte"]
+)
+def test_a_file_name_git_would_unquote_or_split_is_kept_as_itself(
+    repo: Path, workspace: Path, name: str
+) -> None:
+    """``hash-object --stdin-paths`` unquotes a line that starts with a quote and drops
+    a carriage return before the newline: every name must still reach git as itself."""
+    (workspace / "quoted").write_text("another file\n")
+    (workspace / name).write_text("the worker's file\n")
+    event = keep(repo, workspace).to_event()
+    shown = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "blob", f"{event['snapshot_sha']}:{name}"],
+        capture_output=True, check=True, env=ENV,
+    ).stdout
+    assert shown == b"the worker's file\n" and event["files_changed"] == 2
+
+
 def test_a_deleted_dot_git_still_keeps_the_files_and_says_what_was_lost(
     repo: Path, workspace: Path
 ) -> None:

@@ -277,15 +277,29 @@ def _index_lines(workspace: Path, keep: list[tuple[str, bool]]) -> bytes:
             regular.append(("100755" if info.st_mode & 0o111 else "100644", path))
         # a socket or a fifo: nothing git could keep
     if regular:
-        names = b"".join(os.fsencode(path) + b"\n" for _, path in regular)
-        if any("\n" in path for _, path in regular):
-            raise KeepError("a file name holds a newline; git's --stdin-paths cannot name it")
+        names = b"".join(_c_quoted(os.fsencode(path)) + b"\n" for _, path in regular)
         shas = git(
             workspace, "hash-object", "--no-filters", "-w", "--stdin-paths", stdin=names
         ).stdout.split()
         for (mode, path), sha in zip(regular, shas, strict=True):
             lines.append(mode.encode() + b" " + sha + b"\t" + os.fsencode(path) + b"\0")
     return b"".join(lines)
+
+
+def _c_quoted(name: bytes) -> bytes:
+    """``name`` in C quotes, for a line of ``hash-object --stdin-paths``: git unquotes
+    a line that starts with a quote and drops a carriage return before the newline,
+    so a name taken as it is could name another file, or none. Every byte but a
+    printable ASCII one is written in octal; git reads back exactly ``name``."""
+    out = bytearray(b'"')
+    for byte in name:
+        if byte in b'"\\':
+            out += b"\\" + bytes([byte])
+        elif 0x20 <= byte < 0x7F:
+            out.append(byte)
+        else:
+            out += b"\\%03o" % byte
+    return bytes(out + b'"')
 
 
 #: The ``upload-pack`` a fetch from a workspace runs there: with the settings of
