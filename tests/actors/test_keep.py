@@ -231,6 +231,20 @@ def test_a_file_name_git_would_unquote_or_split_is_kept_as_itself(
     assert shown == b"the worker's file\n" and event["files_changed"] == 2
 
 
+def test_a_workspace_git_dir_that_names_the_users_leaves_the_users_index_alone(
+    repo: Path, workspace: Path
+) -> None:
+    """A ``.git`` link to the user's: ``git status`` there would refresh the stat data
+    of the user's index with the workspace's files (an optional lock git takes)."""
+    git(repo, "status")  # the user's index fresh
+    index = (repo / ".git" / "index").read_bytes()
+    shutil.rmtree(workspace / ".git")
+    (workspace / ".git").symlink_to(repo / ".git")
+    (workspace / "new.txt").write_text("new\n")
+    keep(repo, workspace)
+    assert (repo / ".git" / "index").read_bytes() == index
+
+
 def test_a_deleted_dot_git_still_keeps_the_files_and_says_what_was_lost(
     repo: Path, workspace: Path
 ) -> None:

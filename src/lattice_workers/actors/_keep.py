@@ -123,7 +123,10 @@ def git(
             input=stdin,
             stdin=None if stdin is not None else subprocess.DEVNULL,
             capture_output=True,
-            env={**git_environment(), **(env or {})},
+            # No optional lock: ``git status`` would otherwise write the stat data it
+            # refreshed into the index it read (the workspace's own, or the user's
+            # when a worker pointed its .git there).
+            env={**git_environment(), "GIT_OPTIONAL_LOCKS": "0", **(env or {})},
             check=False,
         )
     except FileNotFoundError:
