@@ -245,6 +245,22 @@ def test_a_workspace_git_dir_that_names_the_users_leaves_the_users_index_alone(
     assert (repo / ".git" / "index").read_bytes() == index
 
 
+def test_a_worker_on_an_orphan_branch_still_has_its_files_kept(
+    repo: Path, workspace: Path
+) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    git(workspace, "checkout", "-q", "--orphan", "fresh")
+    (workspace / "work.txt").write_text("precious\n")
+    (workspace / "README.md").unlink()
+    before = user_state(repo)
+    event = keep(repo, workspace).to_event()
+    assert event["head_sha"] == base and git(repo, "rev-parse", f"{event['snapshot_sha']}^") == base
+    files = git(repo, "ls-tree", "-r", "--name-only", event["snapshot_sha"]).splitlines()
+    assert files == [".gitignore", "app.py", "work.txt"] and event["files_changed"] == 2
+    assert event["commits"] == 0 and "no commit" in event["note"]
+    assert user_state(repo) == before
+
+
 def test_a_deleted_dot_git_still_keeps_the_files_and_says_what_was_lost(
     repo: Path, workspace: Path
 ) -> None:

@@ -208,9 +208,17 @@ def _is_git_directory(git_dir: Path) -> bool:
     return _HEAD_FILE.fullmatch(head) is not None
 
 
-def _head_and_changes(workspace: Path, config: Sequence[str]) -> tuple[str, list[tuple[str, bool]]]:
-    """The workspace's HEAD, and (path, present) for every change to a tracked file and
-    every new file that git does not ignore: one ``git status`` for both."""
+def _head_and_changes(
+    workspace: Path,
+    config: Sequence[str],
+    env: dict[str, str] | None = None,
+    *,
+    worktree_only: bool = False,
+) -> tuple[str | None, list[tuple[str, bool]]]:
+    """The workspace's HEAD (None when it names no commit yet), and (path, present) for
+    every change to a tracked file and every new file that git does not ignore: one
+    ``git status`` for both. ``worktree_only``: only the files that differ from the
+    index (``env`` names a temporary one), not the index from HEAD."""
     out = git(
         workspace,
         "status",
@@ -221,6 +229,7 @@ def _head_and_changes(workspace: Path, config: Sequence[str]) -> tuple[str, list
         "--no-renames",
         "--ignore-submodules=all",
         config=config,
+        env=env,
     ).stdout
     head = ""
     paths = []
@@ -231,11 +240,13 @@ def _head_and_changes(workspace: Path, config: Sequence[str]) -> tuple[str, list
             continue
         # "1 XY sub mH mI mW hH hI path", "u XY sub m1 m2 m3 mW h1 h2 h3 path", "? path"
         fields = {b"1 ": 8, b"u ": 10, b"? ": 1}.get(kind)
-        if fields is None:
+        if fields is None or (worktree_only and kind == b"1 " and entry[3:4] == b"."):
             continue
         path = os.fsdecode(entry.split(b" ", fields)[fields])
         paths.append((path, os.path.lexists(workspace / path)))
-    if len(head) != 40:
+    if head == "(initial)":
+        return None, paths
+    if len(head) not in (40, 64):
         raise KeepError(f"the workspace has no commit checked out ({head or 'no HEAD'})")
     return head, paths
 
@@ -315,6 +326,12 @@ GIT_GONE = (
     "are kept as changes to the run's commit"
 )
 
+#: A HEAD that names no commit, said in the event.
+UNBORN = (
+    "the workspace's HEAD names no commit (an orphan branch?): its files are kept as "
+    "changes to the run's commit"
+)
+
 
 def _rebuild_git_dir(workspace: Path, repo: Path, base_sha: str) -> None:
     """A ``.git`` for a workspace whose worker deleted its own, at the run's commit,
@@ -381,7 +398,15 @@ def keep_work(
     if not os.path.lexists(workspace / ".git"):
         _rebuild_git_dir(workspace, repo, base_sha)
         note = GIT_GONE
-    head, paths = _head_and_changes(workspace, no_filters(workspace))
+    filters = no_filters(workspace)
+    found, paths = _head_and_changes(workspace, filters)
+    head = found or base_sha
+    if found is None:  # an orphan branch: its files, as changes to the run's commit
+        note = UNBORN
+        with tempfile.TemporaryDirectory(prefix="lattice-keep-") as tmp:
+            index = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            git(workspace, "read-tree", base_sha, env=index)
+            _, paths = _head_and_changes(workspace, filters, index, worktree_only=True)
     if not paths and head == base_sha:
         return Changes(note=note)  # the fast path: one config read, one status
     keep, left_out = _choose(workspace, paths, max_file_bytes, max_total_bytes)
