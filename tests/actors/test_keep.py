@@ -363,6 +363,30 @@ def test_merge_with_a_conflict_leaves_the_tree_byte_identical(kept_run: Path) ->
     assert not (repo / ".git" / "MERGE_HEAD").exists()
 
 
+def test_merge_never_overwrites_a_file_the_user_ignores(repo: Path, workspace: Path) -> None:
+    """The worker committed a file at a path the user's .gitignore names (git add -f):
+    a plain ``git merge`` would overwrite the user's own file there without a word."""
+    assert lattice(repo, "init", "--project-code", "T").returncode == 0
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "board")
+    base = git(repo, "rev-parse", "HEAD")
+    git(workspace, "checkout", "-q", "--detach", base)
+    (workspace / "build").mkdir()
+    (workspace / "build" / "secret.env").write_text("the worker's\n")
+    git(workspace, "add", "-f", "build/secret.env")
+    git(workspace, "commit", "-q", "-m", "build output")
+    keep_work(workspace=workspace, repo=repo, run_id=RUN, attempt=1, base_sha=base,
+              actor="agent:impl", task="T-1")
+    (repo / "build").mkdir()
+    (repo / "build" / "secret.env").write_text("the user's own\n")
+    before = user_state(repo)
+    refused = lattice(repo, "worker", "merge", RUN)
+    assert refused.returncode == 5 and "build/secret.env" in refused.stderr, refused.stderr
+    assert (repo / "build" / "secret.env").read_text() == "the user's own\n"
+    assert user_state(repo) == before and not (repo / ".git" / "MERGE_HEAD").exists()
+    assert lattice(repo, "worker", "diff", RUN).returncode == 0  # still kept
+
+
 def test_merge_refuses_a_dirty_tree_then_merges_a_clean_one(kept_run: Path) -> None:
     repo = kept_run
     (repo / "README.md").write_text("local edit\n")

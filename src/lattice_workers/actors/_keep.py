@@ -603,6 +603,15 @@ def merge_into_current(repo: Path, run_id: str, attempt: int | None = None) -> s
             f"merging the work of {run_id} conflicts in {', '.join(sorted(set(names)))}; "
             f"nothing was changed ({instead})",
         )
+    if trial.returncode == 0:
+        in_the_way = _files_in_the_way(repo, trial.stdout.split(b"\n", 1)[0].decode())
+        if in_the_way:
+            raise LatticeError(
+                Code.CONFLICT,
+                f"merging the work of {run_id} would overwrite files of yours that git "
+                f"ignores or does not track: {', '.join(in_the_way[:5])}; move them away "
+                f"and retry; nothing was changed ({instead})",
+            )
     merged = git(
         repo, "merge", "--no-ff", "--no-edit", "-m", f"Merge the work of {run_id}", sha,
         check=False,
@@ -616,6 +625,37 @@ def merge_into_current(repo: Path, run_id: str, attempt: int | None = None) -> s
         )
     _drop(repo, run_id, [attempt])
     return git(repo, "rev-parse", "HEAD").stdout.decode().strip()
+
+
+def _files_in_the_way(repo: Path, tree: str) -> list[str]:
+    """The files ``tree`` adds to HEAD's that the working tree already has, untracked:
+    ``git merge`` refuses to overwrite an untracked one, but overwrites an ignored one
+    (a ``.env``, a build output) without a word; ``--no-overwrite-ignore`` covers only
+    a fast-forward. A file where the tree needs a folder counts too."""
+    if not _SHA_HEX.fullmatch(tree):
+        return []
+    added = git(
+        repo, "diff-tree", "-r", "-z", "--name-only", "--no-renames", "--diff-filter=A",
+        "HEAD", tree,
+    ).stdout
+    top = Path(git(repo, "rev-parse", "--show-toplevel").stdout.decode().strip())
+    found = []
+    for raw in filter(None, added.split(b"\0")):
+        name = os.fsdecode(raw)
+        parts = name.split("/")
+        for depth in range(1, len(parts) + 1):
+            here = top.joinpath(*parts[:depth])
+            try:
+                mode = os.lstat(here).st_mode
+            except OSError:
+                break  # nothing there: nothing in the way below it either
+            if depth == len(parts) or not stat.S_ISDIR(mode):
+                found.append(name)
+                break
+    return found
+
+
+_SHA_HEX = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def kept_summary(repo: Path) -> dict[str, int] | None:
