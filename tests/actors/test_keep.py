@@ -130,6 +130,19 @@ def test_large_files_are_left_out_and_named(repo: Path, workspace: Path) -> None
     assert "small.txt" in files and "big.bin" not in files and "mid.bin" not in files
 
 
+def test_a_repository_the_worker_made_inside_its_workspace_is_named_left_out(
+    repo: Path, workspace: Path
+) -> None:
+    """git lists a nested repository as one folder, and keeps none of its files: the
+    event must say so rather than drop them without a word."""
+    (workspace / "pkg").mkdir()
+    git(workspace / "pkg", "init", "-q")
+    (workspace / "pkg" / "lib.py").write_text("work\n")
+    (workspace / "a.txt").write_text("a\n")
+    event = keep(repo, workspace).to_event()
+    assert event["left_out"] == ["pkg/"] and event["files_changed"] == 1
+
+
 def test_a_filter_or_fsmonitor_the_worker_configured_never_runs(
     repo: Path, workspace: Path, tmp_path: Path
 ) -> None:

@@ -254,12 +254,16 @@ def _head_and_changes(
 def _choose(
     workspace: Path, paths: list[tuple[str, bool]], max_file: int, max_total: int
 ) -> tuple[list[tuple[str, bool]], list[str]]:
-    """The paths to keep, and those left out for their size (largest first)."""
+    """The paths to keep, and those left out: for their size (largest first), and
+    the repositories a worker made inside its workspace (``git status`` names one as
+    a folder, ``pkg/``, and a snapshot could hold only a link to its commit)."""
     sized: list[tuple[int, str, bool]] = []
     left_out: list[str] = []
     for path, present in paths:
         size = os.lstat(workspace / path).st_size if present else 0
-        if size > max_file:
+        if path.endswith("/"):  # a repository the worker made inside: git keeps none
+            left_out.append(path)  # of its files, so say so
+        elif size > max_file:
             left_out.append(path)
         else:
             sized.append((size, path, present))
