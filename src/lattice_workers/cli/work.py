@@ -103,7 +103,7 @@ def changes_summary(changes: Mapping[str, Any]) -> str:
     files = changes.get("files_changed") or 0
     if not changes.get("ref"):
         left = changes.get("left_out") or []
-        return f"nothing kept ({len(left)} files too large)" if left else "no changes"
+        return f"nothing kept ({len(left)} left out)" if left else "no changes"
     commits = changes.get("commits") or 0
     text = (
         f"work kept: {files} file{'s' * (files != 1)} +{changes.get('insertions', 0)} "
@@ -124,7 +124,8 @@ def changes_lines(changes: Mapping[str, Any], *, still_kept: bool | None = None)
         gone = " (applied or discarded since)" if still_kept is False else ""
         lines.append(f"ref: {changes['ref']}{gone}")
     if changes.get("left_out"):
-        lines.append("left out (too large): " + ", ".join(map(str, changes["left_out"])))
+        left = ", ".join(map(str, changes["left_out"]))
+        lines.append(f"left out (too large, or a repository inside): {left}")
     if changes.get("note"):
         lines.append(f"note: {changes['note']}")
     return lines
