@@ -143,6 +143,26 @@ def test_a_repository_the_worker_made_inside_its_workspace_is_named_left_out(
     assert event["left_out"] == ["pkg/"] and event["files_changed"] == 1
 
 
+def test_a_folder_made_a_link_out_of_the_workspace_is_kept_as_the_link(
+    repo: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """git says the tracked files under a folder the worker replaced by a link are
+    deleted; keep must not read them through the link, from outside the workspace."""
+    (workspace / "src").mkdir()
+    (workspace / "src" / "a.txt").write_text("tracked\n")
+    git(workspace, "add", "src")
+    git(workspace, "commit", "-q", "-m", "src")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a.txt").write_text("not the worker's\n")
+    shutil.rmtree(workspace / "src")
+    (workspace / "src").symlink_to(outside)
+    event = keep(repo, workspace).to_event()
+    listed = git(repo, "ls-tree", "-r", event["snapshot_sha"], "src").split()
+    assert listed[0] == "120000" and listed[-1] == "src"
+    assert git(repo, "cat-file", "-p", listed[2]) == str(outside)
+
+
 def test_a_filter_or_fsmonitor_the_worker_configured_never_runs(
     repo: Path, workspace: Path, tmp_path: Path
 ) -> None:

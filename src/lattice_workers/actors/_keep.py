@@ -243,12 +243,27 @@ def _head_and_changes(
         if fields is None or (worktree_only and kind == b"1 " and entry[3:4] == b"."):
             continue
         path = os.fsdecode(entry.split(b" ", fields)[fields])
-        paths.append((path, os.path.lexists(workspace / path)))
+        paths.append((path, _present(workspace, path)))
     if head == "(initial)":
         return None, paths
     if len(head) not in (40, 64):
         raise KeepError(f"the workspace has no commit checked out ({head or 'no HEAD'})")
     return head, paths
+
+
+def _present(workspace: Path, path: str) -> bool:
+    """Whether ``path`` is in the workspace, reached through real folders only: a file
+    under a folder the worker replaced by a link is gone (as git says), never read
+    through the link from outside the workspace."""
+    folder = workspace
+    for part in path.rstrip("/").split("/")[:-1]:
+        folder = folder / part
+        try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                return False
+        except OSError:
+            return False
+    return os.path.lexists(workspace / path)
 
 
 def _choose(
