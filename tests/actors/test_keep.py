@@ -374,6 +374,13 @@ def test_diff_apply_and_discard_from_the_command_line(kept_run: Path) -> None:
     assert lattice(repo, "worker", "diff", RUN).returncode == 3
 
 
+def test_diff_is_plain_text_whatever_the_users_color_setting(kept_run: Path) -> None:
+    git(kept_run, "config", "color.ui", "always")
+    for args in ((), ("--stat",)):
+        shown = lattice(kept_run, "worker", "diff", RUN, *args)
+        assert shown.returncode == 0 and "\x1b[" not in shown.stdout, shown.stdout
+
+
 def test_apply_refuses_an_existing_branch_and_a_bad_name(kept_run: Path) -> None:
     repo = kept_run
     git(repo, "branch", "taken")

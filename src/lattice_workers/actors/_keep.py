@@ -551,7 +551,9 @@ def diff(repo: Path, run_id: str, *, attempt: int | None = None, stat_only: bool
     """The patch (or ``--stat``) from the run's commit to its kept work."""
     _, sha, base = kept(repo, check_run_id(run_id), attempt)
     args: Sequence[str] = ("--stat",) if stat_only else ()
-    return git(repo, "diff", "--no-ext-diff", "--no-textconv", *args, base, sha).stdout
+    return git(
+        repo, "diff", "--no-ext-diff", "--no-textconv", "--no-color", *args, base, sha
+    ).stdout
 
 
 _RUN_ID = re.compile(r"run_[0-9A-HJKMNP-TV-Z]{26}")
