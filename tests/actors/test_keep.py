@@ -16,6 +16,7 @@ from lattice_workers.actors._keep import (
     keep_work,
     kept,
     kept_refs,
+    merge_into_current,
 )
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.errors import LatticeError
@@ -425,6 +426,33 @@ def test_merge_never_overwrites_a_file_the_user_ignores(repo: Path, workspace: P
     assert (repo / "build" / "secret.env").read_text() == "the user's own\n"
     assert user_state(repo) == before and not (repo / ".git" / "MERGE_HEAD").exists()
     assert lattice(repo, "worker", "diff", RUN).returncode == 0  # still kept
+
+
+def test_merge_counts_only_untracked_files_in_the_way(repo: Path, workspace: Path) -> None:
+    """A tracked folder the work makes a file (and a tracked file it makes a folder)
+    is no file of the user's in the way; an ignored file in that folder is."""
+    (repo / "docs").mkdir()
+    (repo / "docs" / "a.md").write_text("a\n")
+    git(repo, "add", "docs")
+    git(repo, "commit", "-q", "-m", "docs")
+    base = git(repo, "rev-parse", "HEAD")
+    git(workspace, "checkout", "-q", "--detach", base)
+    shutil.rmtree(workspace / "docs")
+    (workspace / "docs").write_text("one file now\n")
+    (workspace / "README.md").unlink()
+    (workspace / "README.md").mkdir()
+    (workspace / "README.md" / "index.md").write_text("# app\n")
+    keep_work(workspace=workspace, repo=repo, run_id=RUN, attempt=1, base_sha=base,
+              actor="agent:impl", task="T-1")
+    (repo / "docs" / "build").mkdir()
+    (repo / "docs" / "build" / "cache").write_text("the user's\n")  # ignored: build/
+    with pytest.raises(LatticeError, match="docs/build/cache"):
+        merge_into_current(repo, RUN)
+    assert (repo / "docs" / "build" / "cache").read_text() == "the user's\n"
+    shutil.rmtree(repo / "docs" / "build")
+    merge_into_current(repo, RUN)
+    assert (repo / "docs").read_text() == "one file now\n"
+    assert (repo / "README.md" / "index.md").read_text() == "# app\n"
 
 
 def test_merge_refuses_a_dirty_tree_then_merges_a_clean_one(kept_run: Path) -> None:

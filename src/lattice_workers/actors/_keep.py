@@ -649,10 +649,11 @@ def merge_into_current(repo: Path, run_id: str, attempt: int | None = None) -> s
 
 
 def _files_in_the_way(repo: Path, tree: str) -> list[str]:
-    """The files ``tree`` adds to HEAD's that the working tree already has, untracked:
-    ``git merge`` refuses to overwrite an untracked one, but overwrites an ignored one
-    (a ``.env``, a build output) without a word; ``--no-overwrite-ignore`` covers only
-    a fast-forward. A file where the tree needs a folder counts too."""
+    """The user's untracked files (ignored ones too) that merging ``tree`` into HEAD
+    would overwrite or delete: ``git merge`` refuses to lose an untracked file but
+    overwrites an ignored one (a ``.env``, a build output) without a word, and
+    ``--no-overwrite-ignore`` covers only a fast-forward. Looked for where ``tree``
+    adds a path: the path itself, and a file where the path needs a folder."""
     if not _SHA_HEX.fullmatch(tree):
         return []
     added = git(
@@ -660,20 +661,30 @@ def _files_in_the_way(repo: Path, tree: str) -> list[str]:
         "HEAD", tree,
     ).stdout
     top = Path(git(repo, "rev-parse", "--show-toplevel").stdout.decode().strip())
-    found = []
+    there: set[str] = set()
     for raw in filter(None, added.split(b"\0")):
-        name = os.fsdecode(raw)
-        parts = name.split("/")
+        parts = os.fsdecode(raw).split("/")
         for depth in range(1, len(parts) + 1):
-            here = top.joinpath(*parts[:depth])
             try:
-                mode = os.lstat(here).st_mode
+                mode = os.lstat(top.joinpath(*parts[:depth])).st_mode
             except OSError:
                 break  # nothing there: nothing in the way below it either
             if depth == len(parts) or not stat.S_ISDIR(mode):
-                found.append(name)
+                there.add("/".join(parts[:depth]))
                 break
-    return found
+    if not there:
+        return []
+    # Which of them git does not track (every untracked file under a folder, too);
+    # in batches, so that no command line grows past the system's limit.
+    names = sorted(there)
+    untracked: list[str] = []
+    for start in range(0, len(names), 1000):
+        out = git(
+            top, "--literal-pathspecs", "ls-files", "-z", "--others", "--",
+            *names[start : start + 1000],
+        ).stdout
+        untracked += (os.fsdecode(p) for p in out.split(b"\0") if p)
+    return sorted(untracked)
 
 
 _SHA_HEX = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
