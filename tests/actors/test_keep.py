@@ -455,6 +455,20 @@ def test_merge_counts_only_untracked_files_in_the_way(repo: Path, workspace: Pat
     assert (repo / "README.md" / "index.md").read_text() == "# app\n"
 
 
+def test_merge_from_a_board_in_a_subfolder_sees_the_whole_tree(
+    repo: Path, workspace: Path
+) -> None:
+    """A board in a subfolder of the repository: an edit outside that folder is
+    still an uncommitted change of the working tree."""
+    (workspace / "app.py").write_text("def add(a, b):\n    return a + b\n")
+    keep(repo, workspace)
+    (repo / "sub").mkdir()
+    (repo / "README.md").write_text("local edit\n")
+    with pytest.raises(LatticeError, match="uncommitted changes"):
+        merge_into_current(repo / "sub", RUN)
+    assert (repo / "app.py").read_text().endswith("a - b\n")
+
+
 def test_merge_refuses_a_dirty_tree_then_merges_a_clean_one(kept_run: Path) -> None:
     repo = kept_run
     (repo / "README.md").write_text("local edit\n")

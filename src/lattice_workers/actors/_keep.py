@@ -600,7 +600,7 @@ def merge_into_current(repo: Path, run_id: str, attempt: int | None = None) -> s
         "--porcelain=v1",
         "--untracked-files=no",
         "--",
-        ".",
+        ":/",  # the whole tree, also when the board is in a subfolder of it
         ":!.lattice",
         config=no_filters(repo),
     ).stdout.decode()
