@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from lattice_workers.actors import _keep
 from lattice_workers.actors._keep import (
     GIT_GONE,
     _config_defines_no_filter,
@@ -162,6 +164,28 @@ def test_a_folder_made_a_link_out_of_the_workspace_is_kept_as_the_link(
     listed = git(repo, "ls-tree", "-r", event["snapshot_sha"], "src").split()
     assert listed[0] == "120000" and listed[-1] == "src"
     assert git(repo, "cat-file", "-p", listed[2]) == str(outside)
+
+
+def test_a_fifo_git_would_wait_on_for_good_ends_the_keep_with_why(
+    repo: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``.gitignore`` that is a FIFO: git status opens it and waits for a writer
+    that never comes; the attempt's end must not wait with it."""
+    monkeypatch.setattr(_keep, "GIT_SECONDS", 2.0)
+    (workspace / ".gitignore").unlink()
+    os.mkfifo(workspace / ".gitignore")
+    (workspace / "a.txt").write_text("a\n")
+    with pytest.raises(_keep.KeepError, match="took more than 2 s"):
+        keep(repo, workspace)
+    os.unlink(workspace / ".gitignore")
+    for name in ("config", "HEAD"):  # read by keep itself, before any git
+        saved = (workspace / ".git" / name).read_bytes()
+        os.unlink(workspace / ".git" / name)
+        os.mkfifo(workspace / ".git" / name)
+        with pytest.raises(_keep.KeepError, match="took more than 2 s"):
+            keep(repo, workspace)
+        os.unlink(workspace / ".git" / name)
+        (workspace / ".git" / name).write_bytes(saved)
 
 
 def test_a_filter_or_fsmonitor_the_worker_configured_never_runs(

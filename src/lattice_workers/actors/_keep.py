@@ -52,6 +52,10 @@ SAFE_CONFIG = (
 ZERO = "0" * 40
 #: A workspace config longer than this is not read as a file: git reads it instead.
 CONFIG_READ_LIMIT = 64 * 1024
+#: The longest one git process of keeping or taking work may take. A worker can leave
+#: a file git reads and blocks on for good (a FIFO named ``.gitignore``); without a
+#: bound, its attempt would never end. Generous: a status of 50,000 files takes ~1 s.
+GIT_SECONDS = 300.0
 
 
 class KeepError(Exception):
@@ -128,9 +132,15 @@ def git(
             # when a worker pointed its .git there).
             env={**git_environment(), "GIT_OPTIONAL_LOCKS": "0", **(env or {})},
             check=False,
+            timeout=GIT_SECONDS,
         )
     except FileNotFoundError:
         raise KeepError("git was not found on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise KeepError(
+            f"git {args[0]} took more than {GIT_SECONDS:g} s and was stopped (does the "
+            "workspace hold a file git waits on for good, a FIFO?)"
+        ) from None
     if check and proc.returncode != 0:
         raise KeepError(f"git {args[0]} failed: {one_line(proc.stderr or proc.stdout)}")
     return proc
@@ -176,11 +186,7 @@ def _config_defines_no_filter(git_dir: Path) -> bool:
             git_dir / "config.worktree"
         ):
             return False
-        fd = os.open(git_dir / "config", os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            text = os.read(fd, CONFIG_READ_LIMIT + 1)
-        finally:
-            os.close(fd)
+        text = _read_regular(git_dir / "config", CONFIG_READ_LIMIT + 1)
     except OSError:
         return False
     lowered = text.lower()
@@ -198,14 +204,23 @@ def _is_git_directory(git_dir: Path) -> bool:
     try:
         if not all(stat.S_ISDIR(os.lstat(git_dir / name).st_mode) for name in ("objects", "refs")):
             return False
-        fd = os.open(git_dir / "HEAD", os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            head = os.read(fd, 4097)
-        finally:
-            os.close(fd)
+        head = _read_regular(git_dir / "HEAD", 4097)
     except OSError:
         return False
     return _HEAD_FILE.fullmatch(head) is not None
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``path``, a regular file; OSError for anything else.
+    Opened without following a link and without blocking: opening a FIFO to read
+    waits for a writer, for good when there is none."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def _head_and_changes(
