@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from lattice_workers.actors import _pool
 from lattice_workers.actors._pool import POOL_PREFIX, WorkspacePool, index_version
 from lattice_workers.actors._worktree import Worktrees
 from tests.actors.conftest import git
@@ -170,6 +171,22 @@ async def test_keep_ignored_keeps_ignored_files_for_its_worker_only(
     assert not (again / "untracked.txt").exists()
     assert (again / "a.txt").read_text() == "one"
     assert git(again, "status", "--porcelain", "-uall") == ""
+
+
+async def test_a_fifo_git_would_wait_on_has_the_workspace_removed_not_hung(
+    tmp_path: Path, big_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``git clean`` of a keep-ignored workspace reads each untracked folder's
+    ``.gitignore``: one a run made a FIFO would stall the run's end for good."""
+    monkeypatch.setattr(_pool, "GIT_SECONDS", 2.0)
+    pool = pool_of(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    path = await pool.prepare("run_A", head, "builder")
+    (path / "sub").mkdir()
+    os.mkfifo(path / "sub" / ".gitignore")
+    with trio.fail_after(60):
+        await pool.release(path)
+    assert not path.exists() and pool.idle() == [] and pool.discarded == 1
 
 
 async def test_two_runs_never_share_a_workspace(tmp_path: Path, big_repo: Path) -> None:

@@ -83,6 +83,10 @@ _SAFE = (
     "-c", "maintenance.auto=false",
 )  # fmt: skip
 
+#: The longest one git process of cleaning or re-pointing a workspace may take (see
+#: :meth:`WorkspacePool._git`); one that takes longer has the workspace removed.
+GIT_SECONDS = 300.0
+
 
 class PoolError(Exception):
     """Why a workspace cannot be reused (it is removed instead)."""
@@ -243,7 +247,13 @@ class WorkspacePool:
                 log.exception("could not remove the worktree %s", path)
 
     async def _git(self, path: Path, *args: str) -> bytes:
-        done = await run_git(path, *_SAFE, *args)
+        # Bounded: a run can leave a file git waits on for good (a FIFO named
+        # .gitignore in a folder that ``git clean`` reads), and the run ends only
+        # once its workspace is given back.
+        with trio.move_on_after(GIT_SECONDS) as scope:
+            done = await run_git(path, *_SAFE, *args)
+        if scope.cancelled_caught:
+            raise PoolError(f"git {args[0]} took more than {GIT_SECONDS:g} s and was stopped")
         if done.returncode != 0:
             raise PoolError(f"git {args[0]} failed: {one_line(done.stderr or done.stdout)}")
         return done.stdout
