@@ -142,6 +142,27 @@ async def test_a_worktree_replaced_by_a_symlink_is_removed_without_following_it(
     assert_only_main(repo, worktrees)
 
 
+async def test_a_fifo_in_place_of_git_files_is_removed_without_waiting_on_it(
+    repo: Path, worktrees: Worktrees
+) -> None:
+    """Reading a FIFO waits for a writer, for good: a run's ``.git`` made one (or its
+    alternates, read when the mark beside it is gone) must not stall the removal or
+    the listing of leftovers."""
+    first = await worktrees.create(repo, "one", "HEAD")
+    shutil.rmtree(first / ".git")
+    os.mkfifo(first / ".git")
+    second = await worktrees.create(repo, "two", "HEAD")
+    alternates = second / ".git" / "objects" / "info" / "alternates"
+    alternates.unlink()
+    os.mkfifo(alternates)
+    (worktrees.base_dir / ".two.lattice-board").unlink()
+    with trio.fail_after(30):
+        assert await worktrees.existing(repo) == [first]
+        await worktrees.remove(repo, first)
+        await worktrees.remove(repo, second)
+    assert not first.exists() and not second.exists()
+
+
 def _make_gitdir_relative(admin: Path, path: Path) -> None:
     (admin / "gitdir").write_text(os.path.relpath(path / ".git", admin) + "\n")
 
