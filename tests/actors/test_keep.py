@@ -340,6 +340,22 @@ def test_a_deleted_dot_git_still_keeps_the_files_and_says_what_was_lost(
     assert user_state(repo) == before
 
 
+def test_a_workspace_made_a_link_elsewhere_is_never_followed(
+    repo: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """A worker that replaced its workspace folder by a link to another folder (its
+    user's home, say): keep must not rebuild a .git there, nor read it as the work."""
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    (elsewhere / "private.txt").write_text("the user's\n")
+    shutil.rmtree(workspace)
+    workspace.symlink_to(elsewhere)
+    with pytest.raises(_keep.KeepError, match="link"):
+        keep(repo, workspace)
+    assert sorted(os.listdir(elsewhere)) == ["private.txt"]
+    assert kept_refs(repo, RUN) == {}
+
+
 def test_a_deleted_dot_git_with_nothing_changed_keeps_nothing(
     repo: Path, workspace: Path
 ) -> None:

@@ -424,7 +424,13 @@ def keep_work(
     """
     from lattice_workers.actors._worktree import unfinished
 
-    if not workspace.is_dir():
+    try:
+        mode = os.lstat(workspace).st_mode
+    except FileNotFoundError:
+        raise KeepError("the workspace is gone") from None
+    if stat.S_ISLNK(mode):  # never followed: a .git would be rebuilt, files read there
+        raise KeepError("the workspace folder was replaced by a link (by the worker?)")
+    if not stat.S_ISDIR(mode):
         raise KeepError("the workspace is gone")
     if unfinished(workspace):
         return Changes()  # cut short before its checkout ended: no worker ran there
