@@ -10,10 +10,11 @@ How, and why so: nothing here may run code the worker chose, or touch what the u
 sees. So the snapshot is built with plumbing only, on a temporary index:
 ``hash-object --no-filters`` (no clean filter from a ``.gitattributes`` the worker
 wrote), ``update-index --index-info``, ``write-tree``, ``commit-tree`` (no hooks), and
-every git call runs with ``core.fsmonitor``, ``core.hooksPath`` and the attribute and
-exclude files of the user's config turned off (a worker can write config that the
-workspace shares). The workspace's own index and the user's index, HEAD and branches
-are never written; the only write to the user's repository is the ref.
+every git call runs with ``core.fsmonitor``, ``core.hooksPath`` and the attributes file
+of the user's config turned off, and with no optional lock (``git status`` writes no
+index), each bounded in time (:data:`GIT_SECONDS`). The workspace's own index and the
+user's index, HEAD and branches are never written; the only write to the user's
+repository is the ref.
 
 Limits: a file larger than ``max_file_bytes`` is left out, then the largest files until
 the total is under ``max_total_bytes``; the event names what was left out. Blocking
