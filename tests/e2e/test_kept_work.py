@@ -71,6 +71,35 @@ def test_a_run_that_changed_files_keeps_them_and_they_can_be_reviewed_and_applie
     assert project.json("worker", "show", run["run_id"])["data"]["changes"] == changes
 
 
+ODD = r"""set -e
+git checkout -q --orphan fresh
+printf 'odd\n' > '"quoted"'
+printf 'cr\n' > "$(printf 'cr\r')"
+mkdir pkg && git -C pkg init -q && echo x > pkg/x
+"""
+
+
+def test_odd_names_an_orphan_branch_and_a_nested_repository_through_a_run(
+    project: Project,
+) -> None:
+    """What a careless worker leaves, through a real supervisor: names git would
+    unquote or cut, a HEAD with no commit, a repository made inside (named left out)."""
+    project.write_worker("Odd", command=ODD)
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "worker")
+    task = project.create_task("Odd")
+    run = project.json("worker", "run", "Odd", task, "--wait")["data"][0]
+    assert run["state"] == "completed", run
+    changes = project.process_events(task)[-1]["data"]["changes"]
+    assert changes["files_changed"] == 2 and changes["left_out"] == ["pkg/"], changes
+    assert "no commit" in changes["note"]
+    snapshot = changes["snapshot_sha"]
+    assert project.git("show", f'{snapshot}:"quoted"') == "odd"
+    assert project.git("show", f"{snapshot}:cr\r") == "cr"
+    shown = project.cli("worker", "show", run["run_id"]).stdout
+    assert "left out (too large, or a repository inside): pkg/" in shown
+
+
 def test_a_run_that_changed_nothing_makes_no_ref(project: Project) -> None:
     project.write_worker("Look", command="git status --short > /dev/null")
     project.git("add", "-A")
