@@ -509,6 +509,27 @@ def test_merge_from_a_board_in_a_subfolder_sees_the_whole_tree(
     assert (repo / "app.py").read_text().endswith("a - b\n")
 
 
+def test_merge_refuses_while_a_rebase_is_stopped(repo: Path, workspace: Path) -> None:
+    """A rebase stopped at an ``edit``: a clean tree, a detached HEAD; a merge there
+    would go into the history the rebase is rewriting."""
+    (workspace / "new.txt").write_text("new\n")
+    keep(repo, workspace)
+    for text in ("2\n", "3\n"):
+        (repo / "README.md").write_text(text)
+        git(repo, "commit", "-q", "-am", text)
+    subprocess.run(
+        ["git", "-C", str(repo), "rebase", "-q", "-i", "HEAD~2"], capture_output=True,
+        env={**ENV, "GIT_SEQUENCE_EDITOR": "sed -i 1s/^pick/edit/"}, check=True,
+    )
+    head = git(repo, "rev-parse", "HEAD")
+    with pytest.raises(LatticeError, match="a rebase is in progress"):
+        merge_into_current(repo, RUN)
+    assert git(repo, "rev-parse", "HEAD") == head
+    git(repo, "rebase", "--abort")
+    merge_into_current(repo, RUN)
+    assert (repo / "new.txt").read_text() == "new\n"
+
+
 def test_merge_refuses_a_dirty_tree_then_merges_a_clean_one(kept_run: Path) -> None:
     repo = kept_run
     (repo / "README.md").write_text("local edit\n")

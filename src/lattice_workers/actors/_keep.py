@@ -616,6 +616,13 @@ def merge_into_current(repo: Path, run_id: str, attempt: int | None = None) -> s
     Returns the merge commit.
     """
     attempt, sha, _ = kept(repo, check_run_id(run_id), attempt)
+    busy = _operation_in_progress(repo)
+    if busy:
+        raise LatticeError(
+            Code.CONFLICT,
+            f"a {busy} is in progress in the repository; finish or abort it first, or "
+            f"take the work on a branch: lattice worker apply {run_id} --branch NAME",
+        )
     dirty = git(
         repo,
         "status",
@@ -668,6 +675,29 @@ def merge_into_current(repo: Path, run_id: str, attempt: int | None = None) -> s
         )
     _drop(repo, run_id, [attempt])
     return git(repo, "rev-parse", "HEAD").stdout.decode().strip()
+
+
+#: git's marks of an operation under way, and what each is called.
+_IN_PROGRESS = (
+    ("rebase-merge", "rebase"),
+    ("rebase-apply", "rebase"),
+    ("MERGE_HEAD", "merge"),
+    ("CHERRY_PICK_HEAD", "cherry-pick"),
+    ("REVERT_HEAD", "revert"),
+    ("BISECT_LOG", "bisect"),
+)
+
+
+def _operation_in_progress(repo: Path) -> str | None:
+    """The rebase, merge, cherry-pick, revert or bisect under way in ``repo``, if any:
+    stopped at an ``edit``, a rebase has a clean tree and a detached HEAD, and a merge
+    there would become part of the user's rewritten history."""
+    args = [arg for name, _ in _IN_PROGRESS for arg in ("--git-path", name)]
+    out = git(repo, "rev-parse", "--path-format=absolute", *args).stdout.decode()
+    for path, (_, what) in zip(out.splitlines(), _IN_PROGRESS, strict=True):
+        if os.path.lexists(path):
+            return what
+    return None
 
 
 def _files_in_the_way(repo: Path, tree: str) -> list[str]:
