@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from lattice_workers.actors._keep import keep_work
 from lattice_workers.actors._worktree import Worktrees, remove_leftovers
 from lattice_workers.errors import Code, LatticeError
 from tests.actors.conftest import commit_file, git
@@ -631,3 +632,33 @@ async def test_leftover_cleanup_removes_workspaces_and_worktrees_of_an_earlier_v
     for path in (theirs, old_theirs):
         await other.remove(repo, path)
     assert_only_main(repo, other)
+
+
+async def test_a_workspace_of_a_partial_clone_fetches_the_files_it_never_had(
+    repo: Path, tmp_path: Path, worktrees: Worktrees
+) -> None:
+    # A blob-less clone has the files of its checkout only; a run at an older commit
+    # needs the others, which a `git worktree` would have fetched from the remote.
+    commit_file(repo, "old.txt", "only in the past")
+    past = git(repo, "rev-parse", "HEAD")
+    (repo / "old.txt").unlink()
+    git(repo, "commit", "-q", "-am", "old.txt goes")
+    git(repo, "config", "uploadpack.allowFilter", "true")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--filter=blob:none", f"file://{repo}", str(clone))
+    missing = git(clone, "rev-list", "--objects", "--missing=print", past)
+    assert any(line.startswith("?") for line in missing.splitlines())  # truly partial
+    path = await worktrees.create(clone, "run_partial", past)
+    assert (path / "old.txt").read_text() == "only in the past"
+    assert git(path, "status", "--porcelain") == ""
+    # The project's own config and refs are untouched; the workspace names the remote.
+    assert git(path, "config", "remote.origin.promisor") == "true"
+    assert git(clone, "for-each-ref", "refs/lattice") == ""
+    # Its work comes back into the partial clone like any other.
+    (path / "old.txt").write_text("changed in the run\n")
+    changes = keep_work(
+        workspace=path, repo=clone, run_id="run_01M8TK00000000000000000000", attempt=1,
+        base_sha=past, actor="agent:t", task="T-1",
+    ).to_event()
+    assert changes["files_changed"] == 1
+    assert git(clone, "show", f"{changes['snapshot_sha']}:old.txt") == "changed in the run"

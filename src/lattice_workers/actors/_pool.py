@@ -330,7 +330,7 @@ def reset_git_dir(path: Path, repo: _Repo, commit: str) -> None:
     for entry in os.listdir(git_dir):
         if entry != "index":
             _rmtree(git_dir / entry)
-    write_git_dir(path, repo.common, commit, repo.object_format, repo.identity)
+    write_git_dir(path, repo.common, commit, repo.object_format, repo.settings)
 
 
 def index_version(path: Path) -> int | None:

@@ -10,7 +10,8 @@ commit, an ``objects/info/alternates`` naming the project's object store (no obj
 copied: git reads the project's objects, and writes new ones in the workspace), a copy
 of the project's branches and tags, no hooks, a config of a few lines (the project's
 ``user.name``/``user.email`` copied, so that a worker's commit has the identity it had
-in a worktree). Whatever
+in a worktree; in a partial clone, the promisor remote too, so that git fetches the
+files the project never downloaded, as a worktree would). Whatever
 the worker does with git stays in that folder; its work reaches the project only as
 ``refs/lattice/runs/<run>/<attempt>``, fetched by :mod:`._keep` with hooks off.
 
@@ -68,13 +69,17 @@ CLEANUP_SECONDS = 30
 OWNER_FILE = "lattice-board"
 #: The project's ``user.*`` settings a workspace's config repeats.
 IDENTITY_KEYS = ("user.name", "user.email")
+#: The remote's settings a workspace of a partial clone repeats (its promisor remote).
+PROMISOR_KEYS = ("url", "promisor", "partialclonefilter")
 
 
 class _Repo(NamedTuple):
     top: Path  # the main working tree
     common: Path  # the shared git directory (holds objects/, and worktrees/ of old)
     object_format: str = "sha1"
-    identity: tuple[tuple[str, str], ...] = ()  # the project's own user.name/email
+    #: What the workspace's config repeats of the project's: its own user.name/email,
+    #: and in a partial clone its promisor remote (see :func:`_settings`).
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 class Worktrees:
@@ -282,28 +287,47 @@ class Worktrees:
                 f"{key} is not inside a git working tree ({one_line(done.stderr)}); run "
                 '`git init` there, or set "worktree": false in the worker definition',
             )
-        identity = await run_git(key, *_IDENTITY_QUERY)
+        settings = await run_git(key, *_SETTINGS_QUERY)
 
         def real(p: str) -> Path:
             return Path(os.path.realpath(os.path.join(key, p)))
 
         top, common = await trio.to_thread.run_sync(lambda: (real(lines[0]), real(lines[1])))
-        found = self._repos[key] = _Repo(top, common, lines[2], _identity(identity.stdout))
+        found = self._repos[key] = _Repo(top, common, lines[2], _settings(settings.stdout))
         return found
 
 
 _REPO_QUERY = ("rev-parse", "--show-toplevel", "--git-common-dir", "--show-object-format")
-_IDENTITY_QUERY = ("config", "--local", "-z", "--get-regexp", r"^user\.(name|email)$")
+_SETTINGS_QUERY = (
+    "config", "--local", "-z", "--get-regexp",
+    r"^(user\.(name|email)|extensions\.partialclone|remote\..+\.(url|promisor|partialclonefilter))$",
+)
 
 
-def _identity(output: bytes) -> tuple[tuple[str, str], ...]:
-    """``config -z --get-regexp`` output: (key, value) pairs, the last of each key."""
+def _settings(output: bytes) -> tuple[tuple[str, str], ...]:
+    """``config -z --get-regexp`` output: the (key, value) pairs a workspace repeats,
+    the last of each key. A remote's keys only for a promisor remote of a partial
+    clone (``remote.<name>.promisor``, or named by ``extensions.partialclone``): without
+    it, a workspace at a commit whose files the project never downloaded could not
+    check it out; with it, git fetches them into the workspace, from the project's own
+    remote."""
     found: dict[str, str] = {}
     for entry in output.decode(errors="replace").split("\0"):
         key, _, value = entry.partition("\n")
-        if key in IDENTITY_KEYS and "\n" not in value:
+        if key and "\n" not in value:
             found[key] = value
-    return tuple(found.items())
+    kept = {k: v for k, v in found.items() if k in IDENTITY_KEYS or k.startswith("extensions.")}
+    promisors = {found.get("extensions.partialclone")} | {
+        key[len("remote.") : -len(".promisor")]
+        for key, value in found.items()
+        if key.startswith("remote.") and key.endswith(".promisor") and value.lower() == "true"
+    }
+    for remote in sorted(name for name in promisors if name):
+        for name in PROMISOR_KEYS:
+            key = f"remote.{remote}.{name}"
+            if key in found:
+                kept[key] = found[key]
+    return tuple(kept.items())
 
 
 def _absolute(path: os.PathLike[str] | str) -> Path:
@@ -370,7 +394,7 @@ def remove_leftovers(
 
 def _repo_blocking(root: Path) -> _Repo:
     """:meth:`Worktrees._repo`, blocking and uncached (the settle path asks once), the
-    identity left out (it makes no workspace)."""
+    settings left out (it makes no workspace)."""
     key = str(_absolute(root))
     if not os.path.isdir(key):
         raise LatticeError(Code.NOT_FOUND, f"the project root {key} is not a folder")
@@ -599,7 +623,7 @@ def _new_workspace(base_dir: Path, name: str, repo: _Repo, commit: str, owner: s
             details={"stage": "owner"},
         ) from None
     try:
-        write_git_dir(path, repo.common, commit, repo.object_format, repo.identity)
+        write_git_dir(path, repo.common, commit, repo.object_format, repo.settings)
     except BaseException as err:
         _remove_blocking(base, repo.common, path)
         if isinstance(err, OSError):
@@ -617,7 +641,7 @@ def write_git_dir(
     common: Path,
     commit: str,
     object_format: str = "sha1",
-    identity: Iterable[tuple[str, str]] = (),
+    settings: Iterable[tuple[str, str]] = (),
 ) -> None:
     """Make ``path/.git`` a repository of its own that borrows ``common``'s objects,
     its HEAD detached at ``commit`` (see the module's docstring). Refs, stash, config
@@ -631,21 +655,16 @@ def write_git_dir(
     os.makedirs(git_dir / "objects" / "info")
     for folder in ("refs/heads", "refs/tags", "info"):
         os.makedirs(git_dir / folder, exist_ok=True)
-    version = 1 if object_format != "sha1" else 0
+    extensions = [("extensions.objectformat", object_format)] if object_format != "sha1" else []
+    extensions += [(k, v) for k, v in settings if k.startswith("extensions.")]
+    version = 1 if extensions else 0
     config = (
         "[core]\n"
         f"\trepositoryformatversion = {version}\n"
         "\tfilemode = true\n"
         "\tbare = false\n"
         "\tlogallrefupdates = true\n"
-    )
-    if version:
-        config += f"[extensions]\n\tobjectformat = {object_format}\n"
-    pairs = list(identity)
-    if pairs:
-        config += "[user]\n" + "".join(
-            f"\t{key.split('.', 1)[1]} = {_quoted(value)}\n" for key, value in pairs
-        )
+    ) + _config_sections([*extensions, *((k, v) for k, v in settings if (k, v) not in extensions)])
     (git_dir / "config").write_text(config, encoding="utf-8")
     (git_dir / "objects" / "info" / "alternates").write_text(
         os.path.realpath(common / "objects") + "\n", encoding="utf-8"
@@ -665,6 +684,20 @@ def write_git_dir(
                 ignore=shutil.ignore_patterns("*.lock"),
             )
     (git_dir / "HEAD").write_text(commit + "\n", encoding="ascii")
+
+
+def _config_sections(pairs: Iterable[tuple[str, str]]) -> str:
+    """``section[.subsection].name`` = value pairs as git config text, one header per
+    section (a subsection, such as a remote's name, may hold dots: the name is last)."""
+    sections: dict[tuple[str, str], list[str]] = {}
+    for key, value in pairs:
+        section, _, rest = key.partition(".")
+        subsection, _, name = rest.rpartition(".")
+        sections.setdefault((section, subsection), []).append(f"\t{name} = {_quoted(value)}\n")
+    return "".join(
+        (f"[{section} {_quoted(sub)}]\n" if sub else f"[{section}]\n") + "".join(lines)
+        for (section, sub), lines in sections.items()
+    )
 
 
 def _quoted(value: str) -> str:
