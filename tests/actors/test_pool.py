@@ -16,8 +16,8 @@ import pytest
 import trio
 
 from lattice_workers.actors import _pool
-from lattice_workers.actors._pool import POOL_PREFIX, WorkspacePool, index_version
-from lattice_workers.actors._worktree import Worktrees
+from lattice_workers.actors._pool import POOL_PREFIX, WorkspacePool, index_version, kept_under
+from lattice_workers.actors._worktree import Worktrees, remove_leftovers
 from tests.actors.conftest import git
 
 
@@ -316,3 +316,163 @@ async def test_close_removes_the_idle_and_then_each_released_one(
     await pool.release(live)
     assert list(pool.worktrees.base_dir.iterdir()) == []
     assert pool.location_for("run_C").endswith("run_C")
+
+
+# -- kept across a stop (workers.keep_pool_on_stop) ------------------------------------------
+
+
+def board_pool(tmp_path: Path, repo: Path, size: int = 4) -> WorkspacePool:
+    """A pool whose workspaces are marked as one board's, as a supervisor's are."""
+    owner = tmp_path / "board" / ".lattice"
+    owner.mkdir(parents=True, exist_ok=True)
+    return WorkspacePool(Worktrees(tmp_path / "worktrees", owner=owner), repo, size)
+
+
+def on_disk(pool: WorkspacePool) -> list[str]:
+    return sorted(p.name for p in pool.worktrees.base_dir.iterdir() if p.name[0] != ".")
+
+
+async def kept_pool(tmp_path: Path, repo: Path, runs: int = 1) -> tuple[list[Path], WorkspacePool]:
+    """``runs`` runs that leave every leftover, their workspaces kept by a stop; what
+    recovery would spare, and the next supervisor's pool."""
+    pool = board_pool(tmp_path, repo)
+    head = git(repo, "rev-parse", "HEAD")
+    paths = [await pool.prepare(f"run_{n}", head) for n in range(runs)]
+    for path in paths:
+        sh(path, LEFTOVERS)
+        await pool.release(path)
+    await pool.close(keep=True)
+    owner = pool.worktrees.owner
+    assert owner is not None
+    spared = kept_under(pool.worktrees.base_dir, repo, Path(owner))
+    assert sorted(spared) == sorted(pool.idle() or spared) and len(spared) == runs
+    return spared, board_pool(tmp_path, repo)
+
+
+async def test_a_kept_pool_is_adopted_and_serves_as_a_fresh_workspace(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    spared, pool = await kept_pool(tmp_path, big_repo, runs=2)
+    await pool.adopt(spared)
+    assert pool.adopted == 2 and pool.discarded == 0
+    assert sorted(pool.idle()) == sorted(spared)
+    new = git(big_repo, "rev-parse", "HEAD~1")
+    path = await pool.prepare("run_next", new)
+    assert path in spared and pool.reused == 1
+    fresh = await Worktrees(tmp_path / "fresh").create(big_repo, "x", new)
+    assert state(path) == state(fresh)
+
+
+async def test_a_taken_workspace_is_not_marked_idle(tmp_path: Path, big_repo: Path) -> None:
+    """What a kill -9 leaves of a workspace a run took is never spared: its work is the
+    run's (recovery keeps it), and it is removed."""
+    pool = board_pool(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    await pool.release(await pool.prepare("run_A", head))
+    owner = Path(pool.worktrees.owner or "")
+    [idle] = kept_under(pool.worktrees.base_dir, big_repo, owner)
+    taken = await pool.prepare("run_B", head)
+    assert taken == idle
+    assert kept_under(pool.worktrees.base_dir, big_repo, owner) == []
+    # And one named by an open run is not spared either, whatever its mark says.
+    await pool.release(taken)
+    assert kept_under(pool.worktrees.base_dir, big_repo, owner, in_use=[str(taken)]) == []
+
+
+#: What may happen to a kept workspace while no supervisor runs, each a failed check.
+TAMPERED = {
+    "a tracked file edited": "echo x >> a.txt",
+    "a tracked file deleted": "rm src/b.txt",
+    "an untracked file": "echo x > new.txt",
+    "an ignored file": "echo x > debug.log",
+    "a folder's mode": "chmod 700 src",
+    "a file's mode": "chmod 600 a.txt",
+    "a staged change": "echo x > staged.txt && git add staged.txt",
+    "a hidden change": "echo x >> a.txt && git update-index --assume-unchanged a.txt",
+    "its HEAD moved": "git -c user.name=u -c user.email=u@x commit -q --allow-empty -m x",
+    "its index format": "git update-index --index-version 4",
+    "its .git replaced": "rm -rf .git && echo 'gitdir: /elsewhere' > .git",
+}
+
+
+@pytest.mark.parametrize("tamper", TAMPERED.values(), ids=TAMPERED.keys())
+async def test_a_kept_workspace_that_fails_a_check_is_removed(
+    tmp_path: Path, big_repo: Path, tamper: str
+) -> None:
+    spared, pool = await kept_pool(tmp_path, big_repo)
+    sh(spared[0], tamper)
+    await pool.adopt(spared)
+    assert pool.adopted == 0 and pool.discarded == 1 and pool.idle() == []
+    assert on_disk(pool) == []
+    assert list(pool.worktrees.base_dir.iterdir()) == []  # its mark too
+
+
+@pytest.mark.parametrize("mark", ["not idle", "another board", "another repository"])
+async def test_a_workspace_whose_mark_does_not_say_it_is_ours_and_idle_is_removed(
+    tmp_path: Path, big_repo: Path, mark: str
+) -> None:
+    spared, pool = await kept_pool(tmp_path, big_repo)
+    path = spared[0]
+    mark_file = path.parent / f".{path.name}.lattice-board"
+    lines = mark_file.read_text().splitlines()
+    if mark == "not idle":
+        lines = [line for line in lines if not line.startswith("idle ")]
+    elif mark == "another board":
+        lines = [line for line in lines if not line.startswith("owner ")] + ["owner /else"]
+    else:
+        lines = [line for line in lines if not line.startswith("repo ")] + ["repo /else/.git"]
+    mark_file.write_text("".join(f"{line}\n" for line in lines))
+    await pool.adopt(spared)
+    assert pool.adopted == 0 and pool.idle() == [] and on_disk(pool) == []
+
+
+async def test_keep_ignored_workspaces_are_adopted_with_their_ignored_files(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    pool = board_pool(tmp_path, big_repo)
+    head = git(big_repo, "rev-parse", "HEAD")
+    path = await pool.prepare("run_A", head, "builder")
+    sh(path, "mkdir -p .venv/bin && echo py > .venv/bin/python")
+    await pool.release(path)
+    await pool.close(keep=True)
+    spared = kept_under(pool.worktrees.base_dir, big_repo, Path(pool.worktrees.owner or ""))
+    again = board_pool(tmp_path, big_repo)
+    await again.adopt(spared)
+    assert again.adopted == 1
+    # Its worker's pool, not the shared one.
+    assert again.location_for("run_B").endswith("run_B")
+    taken = await again.prepare("run_C", head, "builder")
+    assert taken == spared[0] and (taken / ".venv" / "bin" / "python").read_text() == "py\n"
+
+
+async def test_adoption_keeps_the_most_recent_within_the_bound(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    spared, _ = await kept_pool(tmp_path, big_repo, runs=3)
+    pool = board_pool(tmp_path, big_repo, size=1)
+    newest = max(spared, key=lambda p: (p.parent / f".{p.name}.lattice-board").stat().st_mtime)
+    await pool.adopt(spared)
+    assert pool.idle() == [newest] and on_disk(pool) == [newest.name]
+
+
+async def test_close_without_keep_still_removes_the_idle(tmp_path: Path, big_repo: Path) -> None:
+    spared, pool = await kept_pool(tmp_path, big_repo)
+    await pool.adopt(spared)
+    await pool.close()
+    assert list(pool.worktrees.base_dir.iterdir()) == []
+
+
+def test_remove_leftovers_spares_the_kept_pool_but_not_a_known_workspace(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    async def make() -> tuple[list[Path], Path]:
+        spared, pool = await kept_pool(tmp_path, big_repo, runs=2)
+        stray = await pool.worktrees.create(big_repo, "run_stray", "HEAD")
+        return spared, stray
+
+    spared, stray = trio.run(make)
+    base = spared[0].parent
+    owner = tmp_path / "board" / ".lattice"
+    removed = remove_leftovers(base, big_repo, [spared[1]], owner=owner, spare=spared)
+    assert sorted(removed) == sorted([stray, spared[1]])
+    assert sorted(p.name for p in base.iterdir() if p.name[0] != ".") == [spared[0].name]

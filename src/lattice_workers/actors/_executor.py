@@ -179,9 +179,10 @@ class LocalExecutor:
     async def prepare(self, run_id: str, commit: str, *, pool: str = "") -> Workspace:
         return Workspace(str(await self.pool.prepare(run_id, commit, pool)))
 
-    async def close(self) -> None:
-        """Remove the idle pooled workspaces (the supervisor stops)."""
-        await self.pool.close()
+    async def close(self, *, keep_pool: bool = False) -> None:
+        """Remove the idle pooled workspaces, or leave them for the next start to adopt
+        (``keep_pool``: ``workers.keep_pool_on_stop``); the supervisor stops."""
+        await self.pool.close(keep=keep_pool)
 
     def start(self, launch: Launch) -> LocalExecution:
         cwd = launch.workspace.location if launch.workspace else str(self.root)

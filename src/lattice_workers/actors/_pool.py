@@ -35,6 +35,18 @@ a time: taking it removes it from the idle ones, with no checkpoint in between.
 ``.venv``, a build folder) between runs of that worker: its workspaces go back to a
 pool of that worker's alone.
 
+Kept across a stop (config ``workers.keep_pool_on_stop``): a workspace returned to the
+pool gets a line ``idle <commit> <pool>`` in its mark (written once it is clean, removed
+the moment a run takes it, both before anything else touches it), so that what is idle
+on disk is known without a supervisor. ``supervisor stop`` then leaves the idle ones,
+and the next start (recovery, even after ``kill -9``) spares those of this board whose
+mark says idle and that no open run names, and :meth:`WorkspacePool.adopt` checks each
+before it serves: its ``.git`` is written anew, then its index must be in a fresh one's
+format with no hidden entry, every mode a fresh checkout's, and ``git status`` empty
+(ignored files included, but for a ``keep-ignored`` pool). A check that fails removes
+it: adoption checks, it never repairs (a file edited while no supervisor ran is no
+run's work to put back).
+
 Known limit: git trusts a file whose stat data (size, mtime, ctime, inode) matches its
 index entry, as every ``git status`` does; a run that rewrote the index by hand to
 match a changed file could hide that file. Runs are agents that make mistakes, not
@@ -48,7 +60,9 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -82,6 +96,8 @@ _SAFE = (
     "-c", "gc.auto=0",
     "-c", "maintenance.auto=false",
 )  # fmt: skip
+#: The word that starts the mark's line of an idle workspace (module docstring).
+IDLE = "idle"
 
 #: The longest one git process of cleaning or re-pointing a workspace may take (see
 #: :meth:`WorkspacePool._git`); one that takes longer has the workspace removed.
@@ -130,6 +146,8 @@ class WorkspacePool:
         #: tests, the bench).
         self.reused = 0
         self.discarded = 0
+        #: How many kept workspaces a start adopted (:meth:`adopt`).
+        self.adopted = 0
 
     # -- which folder ------------------------------------------------------------------
 
@@ -203,8 +221,7 @@ class WorkspacePool:
         name = taken.name
         try:
             await self._clean(path, taken.commit, keep_ignored=taken.key != SHARED)
-            if not name.startswith(POOL_PREFIX):
-                name = await trio.to_thread.run_sync(self._rename, path)
+            name = await trio.to_thread.run_sync(self._enter_idle, path, taken.commit, taken.key)
         except (PoolError, LatticeError, OSError) as err:
             log.warning("cannot return the workspace %s to the pool (%s); removing it", path, err)
             self.discarded += 1
@@ -224,11 +241,41 @@ class WorkspacePool:
         self.size = size
         await self._trim(size)
 
-    async def close(self) -> None:
-        """Remove every idle workspace; those of runs still live are removed at their
-        release (``supervisor stop``)."""
+    async def close(self, *, keep: bool = False) -> None:
+        """Remove every idle workspace, or with ``keep`` (``workers.keep_pool_on_stop``)
+        leave them on disk, each marked idle, for the next start to check and adopt;
+        those of runs still live are removed at their release (``supervisor stop``)."""
         self._closed = True
-        await self._trim(0)
+        if keep:
+            self._idle.clear()
+        else:
+            await self._trim(0)
+
+    async def adopt(self, paths: list[Path]) -> None:
+        """Make ``paths``, the workspaces a stopped (or killed) supervisor left idle and
+        recovery spared (:func:`kept_under`), idle ones of this pool, each only once it
+        passed every check (module docstring); the others are removed, never reused.
+        Least recently returned first, so the bound keeps the most recent."""
+        candidates = await trio.to_thread.run_sync(_by_age, paths)
+        common = str((await self.worktrees._repo(self.root)).common)
+        fresh_version = self._index_version
+        for path in candidates:
+            try:
+                commit, key = await trio.to_thread.run_sync(self._check_kept, path, common)
+                await self._reset(path, commit)
+                if fresh_version is None:
+                    fresh_version = await self._fresh_index_version(path)
+                await self._check_clean(path, fresh_version, keep_ignored=key != SHARED)
+            except (PoolError, LatticeError, OSError) as err:
+                log.warning("the workspace %s kept from the last supervisor is not reused (%s); "
+                            "removing it", path, err)
+                self.discarded += 1
+                await self._remove(path)
+                continue
+            self._index_version = fresh_version
+            self._idle[path.name] = _Idle(key, commit)
+            self.adopted += 1
+        await self._trim(self.size)
 
     async def _trim(self, size: int) -> None:
         while len(self._idle) > max(size, 0):
@@ -258,9 +305,17 @@ class WorkspacePool:
             raise PoolError(f"git {args[0]} failed: {one_line(done.stderr or done.stdout)}")
         return done.stdout
 
-    async def _reset(self, path: Path, commit: str) -> None:
+    async def _reset(self, path: Path, commit: str, *, taking: bool = False) -> None:
+        """``path/.git`` anew at ``commit``; ``taking``: a run takes it from the idle ones,
+        so its mark stops saying idle first (in the same thread hop)."""
         repo = await self.worktrees._repo(self.root)
-        await trio.to_thread.run_sync(reset_git_dir, path, repo, commit)
+
+        def reset() -> None:
+            if taking:
+                _write_idle(_checked(self.worktrees.base_dir, path), None)
+            reset_git_dir(path, repo, commit)
+
+        await trio.to_thread.run_sync(reset)
 
     async def _clean(self, path: Path, commit: str, *, keep_ignored: bool) -> None:
         """``path`` back to exactly a fresh workspace at ``commit`` (module docstring)."""
@@ -272,15 +327,31 @@ class WorkspacePool:
         if await trio.to_thread.run_sync(index_version, path) != fresh:
             raise PoolError(f"its index is not in a fresh one's format (version {fresh})")
         await self._git(path, "clean", "-ffdq" if keep_ignored else "-ffdxq")
+        # git keeps no folder's mode and of a file's only its x bit: the rest, as a
+        # fresh checkout makes them (a run's chmod 700 on a folder would stay).
+        await trio.to_thread.run_sync(fix_modes, path)
+        await self._check_clean(path, None, keep_ignored=keep_ignored, modes=False)
+
+    async def _check_clean(
+        self, path: Path, index_format: int | None, *, keep_ignored: bool, modes: bool = True
+    ) -> None:
+        """Raise :class:`PoolError` unless ``path`` is a fresh workspace at its HEAD,
+        changing nothing but the index's stat data (``git status`` refreshes it):
+        ``index_format`` (when given) its index's version, no hidden index entry, a
+        fresh checkout's modes, and nothing for ``git status`` to show."""
+        if index_format is not None:
+            found = await trio.to_thread.run_sync(index_version, path)
+            if found != index_format:
+                raise PoolError(f"its index is in format {found}, a fresh one's is {index_format}")
         flags = await self._git(path, "ls-files", "-v", "-z")
         hidden = [e for e in flags.split(b"\0") if e and not e.startswith(b"H ")]
         if hidden:
             raise PoolError(
                 f"{len(hidden)} index entries are marked assume-unchanged or skip-worktree"
             )
-        # git keeps no folder's mode and of a file's only its x bit: the rest, as a
-        # fresh checkout makes them (a run's chmod 700 on a folder would stay).
-        await trio.to_thread.run_sync(fix_modes, path)
+        wrong = await trio.to_thread.run_sync(partial(fix_modes, path, fix=False)) if modes else 0
+        if wrong:
+            raise PoolError(f"{wrong} files or folders have modes a fresh checkout does not give")
         status = ["status", "--porcelain", "-z", "-uall"]
         left = await self._git(path, *status, "--ignored=no" if keep_ignored else "--ignored")
         if left:
@@ -289,9 +360,59 @@ class WorkspacePool:
 
     async def _repoint(self, path: Path, old: str, new: str) -> None:
         """A clean workspace at ``old`` moved to ``new``, its ``.git`` fresh."""
-        await self._reset(path, new)
+        await self._reset(path, new, taking=True)
         if old != new:
             await self._git(path, "read-tree", "-m", "-u", old, new)
+
+    async def _fresh_index_version(self, path: Path) -> int:
+        """The index format a fresh checkout of ``path``'s HEAD gets from git's config
+        (a scratch index beside its own, removed after)."""
+        scratch = path / ".git" / "index.lattice-fresh"
+        try:
+            await self._git(path, "read-tree", f"--index-output={scratch}", "HEAD")
+            found = await trio.to_thread.run_sync(index_version, path, scratch.name)
+        finally:
+            await trio.to_thread.run_sync(partial(scratch.unlink, missing_ok=True))
+        if found is None:
+            raise PoolError("git wrote no readable index for a fresh checkout of it")
+        return found
+
+    def _check_kept(self, path: Path, common: str) -> tuple[str, str]:
+        """The commit and pool key of a workspace kept idle across a stop, read from its
+        mark, or :class:`PoolError` when it is not one of this board's pooled ones, not
+        marked idle, or its ``.git`` is not a workspace's at that commit. Blocking."""
+        base = Path(os.path.realpath(self.worktrees.base_dir))
+        path = _checked(self.worktrees.base_dir, path)
+        if not path.name.startswith(POOL_PREFIX):
+            raise PoolError("its name is not a pooled workspace's")
+        try:
+            lines = _mark(base, path.name).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise PoolError(f"its mark cannot be read: {err}") from None
+        fields = {line.partition(" ")[0]: line.partition(" ")[2] for line in lines}
+        if fields.get("repo") != common or fields.get("owner") != self.worktrees.owner:
+            raise PoolError("its mark names another repository or board")
+        if "ready" not in fields:
+            raise PoolError("its checkout never finished")
+        commit, _, key = fields.get(IDLE, "").partition(" ")
+        if not _SHA.fullmatch(commit) or not key:
+            raise PoolError("its mark does not say it was left idle")
+        head = path / ".git" / "HEAD"
+        for item, kind in ((path / ".git", stat.S_ISDIR), (head, stat.S_ISREG)):
+            if not kind(os.lstat(item).st_mode):
+                raise PoolError(f"{item} is not what a workspace has")
+        if head.read_text(encoding="ascii", errors="replace") != commit + "\n":
+            raise PoolError(f"its HEAD is no longer {commit}")
+        return commit, "" if key == "-" else key
+
+    def _enter_idle(self, path: Path, commit: str, key: str) -> str:
+        """Mark a clean workspace idle at ``commit`` in pool ``key``, under a pooled
+        name (renamed from its first run's); its name. Blocking."""
+        path = _checked(self.worktrees.base_dir, path)
+        if not path.name.startswith(POOL_PREFIX):
+            path = path.parent / self._rename(path)
+        _write_idle(path, (commit, key))
+        return path.name
 
     def _rename(self, path: Path) -> str:
         """Move a run's workspace to a pooled name (its mark first, as at creation:
@@ -333,10 +454,41 @@ def reset_git_dir(path: Path, repo: _Repo, commit: str) -> None:
     write_git_dir(path, repo.common, commit, repo.object_format, repo.settings)
 
 
-def index_version(path: Path) -> int | None:
-    """The format version in ``path/.git/index``'s header, None if unreadable. Blocking."""
+def _write_idle(path: Path, idle: tuple[str, str] | None) -> None:
+    """Say in ``path``'s mark that it is idle at ``(commit, pool key)``, or (None) that it
+    is not. The mark is replaced whole (written beside, then renamed): a crash leaves
+    the old or the new one, never one without its repository. Blocking."""
+    mark = _mark(path.parent, path.name)
+    old = mark.read_text(encoding="utf-8").splitlines()
+    lines = [line for line in old if line.partition(" ")[0] != IDLE]
+    if idle is None and len(lines) == len(old):
+        return  # not marked idle: nothing to write
+    if idle is not None:
+        commit, key = idle
+        lines.append(f"{IDLE} {commit} {key or '-'}")
+    scratch = mark.with_name(mark.name + ".new")
+    scratch.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    os.replace(scratch, mark)
+
+
+def _by_age(paths: list[Path]) -> list[Path]:
+    """``paths`` by the time their marks were last written, oldest first (a missing mark
+    first: its check fails anyway). Blocking."""
+
+    def written(path: Path) -> float:
+        try:
+            return os.stat(_mark(path.parent, path.name)).st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(paths, key=written)
+
+
+def index_version(path: Path, name: str = "index") -> int | None:
+    """The format version in ``path/.git/<name>``'s header (the index), None if
+    unreadable. Blocking."""
     try:
-        with open(path / ".git" / "index", "rb") as f:
+        with open(path / ".git" / name, "rb") as f:
             head = f.read(8)
     except OSError:
         return None
@@ -356,10 +508,12 @@ def _umask() -> int:
     return 0o022
 
 
-def fix_modes(path: Path) -> None:
+def fix_modes(path: Path, *, fix: bool = True) -> int:
     """Give every folder and regular file under ``path`` (but ``.git``) the mode a
-    fresh checkout gives: ``0777``/``0666`` (x bits kept for files) less the umask.
-    Blocking; one ``lstat`` per entry, a ``chmod`` only where a run changed one."""
+    fresh checkout gives: ``0777``/``0666`` (x bits kept for files) less the umask; how
+    many had another (``fix`` False: only counted). Blocking; one ``lstat`` per entry,
+    a ``chmod`` only where a run changed one."""
+    wrong = 0
     mask = _umask()
     want_dir = 0o777 & ~mask
     stack = [os.fspath(path)]
@@ -373,13 +527,18 @@ def fix_modes(path: Path) -> None:
                     if folder == os.fspath(path) and entry.name == ".git":
                         continue
                     if stat.S_IMODE(entry.stat().st_mode) != want_dir:
-                        os.chmod(entry.path, want_dir)
+                        wrong += 1
+                        if fix:
+                            os.chmod(entry.path, want_dir)
                     stack.append(entry.path)
                 elif entry.is_file():
                     mode = stat.S_IMODE(entry.stat().st_mode)
                     want = (0o777 if mode & stat.S_IXUSR else 0o666) & ~mask
                     if mode != want:
-                        os.chmod(entry.path, want)
+                        wrong += 1
+                        if fix:
+                            os.chmod(entry.path, want)
+    return wrong
 
 
 def pooled_under(base_dir: Path, root: Path, owner: Path | None = None) -> list[Path]:
@@ -393,3 +552,24 @@ def pooled_under(base_dir: Path, root: Path, owner: Path | None = None) -> list[
         return []
     owned = os.path.realpath(owner) if owner is not None else None
     return [p for p in _ours_under(base_dir, repo.common, owned) if p.name.startswith(POOL_PREFIX)]
+
+
+def kept_under(
+    base_dir: Path, root: Path, owner: Path, in_use: Iterable[os.PathLike[str] | str] = ()
+) -> list[Path]:
+    """The pooled workspaces of the board ``owner`` under ``base_dir`` whose marks say
+    they were left idle, but those ``in_use`` names (the worktrees of runs still open:
+    a run that took one may have worked in it): what recovery spares with
+    ``workers.keep_pool_on_stop`` for :meth:`WorkspacePool.adopt` to check. Blocking."""
+    busy = {os.path.realpath(p) for p in in_use}
+    found = []
+    for path in pooled_under(base_dir, root, owner):
+        if os.path.realpath(path) in busy:
+            continue
+        try:
+            lines = _mark(path.parent, path.name).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if any(line.partition(" ")[0] == IDLE for line in lines):
+            found.append(path)
+    return found

@@ -351,10 +351,17 @@ def _check_rev(rev: str) -> None:
 
 
 def remove_leftovers(
-    base_dir: Path, root: Path, known: Iterable[Path] = (), *, owner: Path | None = None
+    base_dir: Path,
+    root: Path,
+    known: Iterable[Path] = (),
+    *,
+    owner: Path | None = None,
+    spare: Iterable[Path] = (),
 ) -> list[Path]:
-    """Remove ``known`` and every workspace of ours under ``base_dir``; the paths
-    removed. Blocking: recovery calls it from a thread, ``doctor --fix`` directly.
+    """Remove ``known`` and every workspace of ours under ``base_dir`` but ``spare``
+    (idle pooled ones kept for the next start: ``workers.keep_pool_on_stop``; one that
+    is also ``known`` still goes); the paths removed. Blocking: recovery calls it from
+    a thread, ``doctor --fix`` directly.
 
     Only while no run is live (recovery before the socket serves, ``doctor --fix``
     under the supervisor's lock): then every workspace of ours is left over. ``owner``
@@ -375,8 +382,12 @@ def remove_leftovers(
         log.info("worktree listing skipped: %s", exc.message)
     except OSError as exc:
         log.warning("could not list the worktrees of %s: %s", root, exc)
+    known_real = {os.path.realpath(path) for path in known}
+    spared = {os.path.realpath(path) for path in spare} - known_real
     removed = []
     for path in dict.fromkeys(found):
+        if os.path.realpath(path) in spared:
+            continue
         try:
             _checked(base, path)
             _remove_blocking(base, repo.common if repo else None, path)

@@ -384,9 +384,9 @@ def _doctor(ctx: Context, args: argparse.Namespace) -> int:
             "they stay until `lattice worker apply`, `merge` or `discard` "
             "(keep_finished_days never deletes them)"
         )
-    pool = pooled_workspaces(board)
+    pool, fate = pooled_workspaces(board)
     listed = (
-        [f"Worktree pool ({len(pool)}, reused by the next runs):", *(f"  {p}" for p in pool)]
+        [f"Worktree pool ({len(pool)}, {fate}):", *(f"  {p}" for p in pool)]
         if pool
         else []
     )

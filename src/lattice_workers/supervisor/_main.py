@@ -207,7 +207,7 @@ class Supervisor:
                     kept_on_cluster = (
                         await _settle_cluster(self.ctx.ray) if self.ctx.ray is not None else {}
                     )
-                    await recover(
+                    kept_pool = await recover(
                         self.board,
                         self.journal,
                         self.registry,
@@ -215,7 +215,16 @@ class Supervisor:
                         keep_finished=self.settings.keep_finished,
                         keep_finished_seconds=self.settings.keep_finished_seconds,
                         kept_elsewhere=kept_on_cluster,
+                        spare_pool=self.settings.keep_pool_on_stop,
                     )
+                    if kept_pool:
+                        # Before the first run may take one: each is checked, or removed.
+                        await self.executor.pool.adopt(kept_pool)
+                        log.info(
+                            "%d of %d pooled workspaces kept by the last supervisor adopted",
+                            self.executor.pool.adopted,
+                            len(kept_pool),
+                        )
                     handler = Handlers(
                         self.registry,
                         self.board,
@@ -253,7 +262,8 @@ class Supervisor:
                         drain=self._drain, deadline_seconds=self.settings.shutdown_drain_seconds
                     )
                     with trio.CancelScope(shield=True):
-                        await self.executor.close()  # the pool goes with its supervisor
+                        # The pool goes with its supervisor, unless configured to stay,
+                        await self.executor.close(keep_pool=self.settings.keep_pool_on_stop)
                         # and the board's hosts on the cluster
                         for cluster in [self.ctx.ray, *self._retired_clusters]:
                             if cluster is not None:

@@ -31,6 +31,7 @@ import msgspec
 import trio
 
 from lattice_workers.actors._journal import Journal, JournalRecord
+from lattice_workers.actors._pool import kept_under
 from lattice_workers.actors._registry import Registry
 from lattice_workers.actors._settle import ORPHANED_ERROR, settle_unowned, write_recorded_end
 from lattice_workers.actors._state import Reason, RunState
@@ -72,13 +73,17 @@ async def recover(
     keep_finished: int,
     keep_finished_seconds: float,
     kept_elsewhere: Mapping[tuple[str, int], dict[str, Any]] | None = None,
-) -> None:
+    spare_pool: bool = False,
+) -> list[Path]:
     """Settle what a previous supervisor left open, then requeue unstarted runs.
 
     Takes what it uses, not the supervisor: the board, the journal, the registry that
     gets the finished and requeued runs, where the worktrees are, and the retention
     limits the journal is compacted to. ``kept_elsewhere``: the work of attempts that
-    ran on another machine, kept there (see :func:`settle_unowned`).
+    ran on another machine, kept there (see :func:`settle_unowned`). ``spare_pool``
+    (``workers.keep_pool_on_stop``): the pooled workspaces the last supervisor left
+    idle and no open run names are not removed but returned, for the pool to check
+    and adopt (:func:`~lattice_workers.actors._pool.kept_under`).
     """
     records = await trio.to_thread.run_sync(journal.load)
     open_on_board = await trio.to_thread.run_sync(board.open_runs)
@@ -102,14 +107,25 @@ async def recover(
     # lists a run the log has closed is repaired below too.
     touched |= await trio.to_thread.run_sync(_snapshots_with_open_runs, board)
     # One settle path, as doctor --fix: kill what is left, close on the board, remove
-    # the worktrees (no run is live yet: every worktree of ours is left over).
+    # the worktrees (no run is live yet: every worktree of ours is left over, but the
+    # idle pooled ones the configuration keeps).
+    spared: list[Path] = []
+    if spare_pool:
+        spared = await trio.to_thread.run_sync(
+            lambda: kept_under(
+                worktree_base,
+                board.root,
+                board.dir,
+                in_use=worktrees_of(open_on_board, started + requeue),
+            )
+        )
     await trio.to_thread.run_sync(
         lambda: settle_unowned(
             board,
             list(open_by_started.values()),
             journal_runs=started + requeue,  # never started: an id, no process group
             remove_worktrees=partial(
-                remove_leftovers, worktree_base, board.root, owner=board.dir
+                remove_leftovers, worktree_base, board.root, owner=board.dir, spare=spared
             ),
             kept_elsewhere=kept_elsewhere,
         )
@@ -152,3 +168,12 @@ async def recover(
             settled,
             len(requeue),
         )
+    return spared
+
+
+def worktrees_of(
+    open_on_board: list[dict[str, Any]], records: list[JournalRecord]
+) -> list[str]:
+    """The worktree paths that runs still open name, on the board or in the journal."""
+    paths = [str(r["worktree_path"]) for r in open_on_board if r.get("worktree_path")]
+    return paths + [r.run.worktree_path for r in records if r.run.worktree_path]

@@ -42,6 +42,9 @@ class Settings:
         self.worktree_pool = int(
             _number(section, "worktree_pool", self.max_concurrent, minimum=0, whole=True)
         )
+        # Whether `supervisor stop` leaves the idle pooled workspaces for the next start to
+        # check and adopt (actors/_pool.py), instead of removing them.
+        self.keep_pool_on_stop = _flag(section, "keep_pool_on_stop", False)
         worktree_dir = os.environ.get("LATTICE_WORKTREE_DIR") or section.get("worktree_dir")
         self.worktree_dir = Path(worktree_dir) if worktree_dir else None
 
@@ -63,6 +66,17 @@ def _number(
             f"got {value!r}; fix the file",
         )
     return float(value)
+
+
+def _flag(section: dict[str, Any], key: str, default: bool) -> bool:
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise LatticeError(
+            Code.INVALID_ARGUMENT,
+            f"workers.{key} in .lattice/config.json must be true or false, got {value!r}; "
+            "fix the file",
+        )
+    return value
 
 
 def worktree_base(board: Board, settings: Settings | None = None) -> Path:

@@ -133,13 +133,26 @@ def _cluster_problem(entry: dict[str, Any], supervised: bool) -> Problem:
     )
 
 
-def pooled_workspaces(board: Board) -> list[str]:
+def pooled_workspaces(board: Board) -> tuple[list[str], str]:
     """The board's pooled workspaces (see :mod:`lattice_workers.actors._pool`), for the
-    report: they hold disk space, and outlive runs by design."""
-    from lattice_workers.actors._pool import pooled_under
-    from lattice_workers.supervisor._settings import worktree_base
+    report: they hold disk space, and outlive runs by design; and what becomes of them
+    (a live supervisor reuses them; with none, the next start adopts those it keeps,
+    after checking each, and removes the others)."""
+    from lattice_workers.actors._pool import kept_under, pooled_under
+    from lattice_workers.supervisor._settings import Settings, worktree_base
 
-    return [str(p) for p in pooled_under(worktree_base(board), board.root, board.dir)]
+    settings = Settings(board.config)
+    base = worktree_base(board, settings)
+    pool = [str(p) for p in pooled_under(base, board.root, board.dir)]
+    if not pool or control.is_running(board.dir):
+        return pool, "reused by the next runs"
+    kept = len(kept_under(base, board.root, board.dir)) if settings.keep_pool_on_stop else 0
+    if kept == len(pool):
+        return pool, "kept for the next start, which checks each before reusing it"
+    return pool, (
+        f"no supervisor runs: the next start (or `doctor --fix`) removes {len(pool) - kept}"
+        + (f" and checks {kept} before reusing them" if kept else "")
+    )
 
 
 def _heal(board: Board) -> None:
@@ -172,10 +185,12 @@ def _settle(board: Board) -> None:
         )
         return
     from lattice_workers.actors._journal import Journal
+    from lattice_workers.actors._pool import kept_under
     from lattice_workers.actors._state import RunState
     from lattice_workers.actors._worktree import remove_leftovers
     from lattice_workers.supervisor._pidlock import PidLock, runtime_dir
-    from lattice_workers.supervisor._settings import worktree_base
+    from lattice_workers.supervisor._recovery import worktrees_of
+    from lattice_workers.supervisor._settings import Settings, worktree_base
 
     run_dir = runtime_dir(board.dir)
     lock = PidLock(board.dir)
@@ -192,13 +207,22 @@ def _settle(board: Board) -> None:
             if record.run.started_event_id is not None
             and not RunState(record.run.state).is_final
         ]
-        base = worktree_base(board)
+        settings = Settings(board.config)
+        base = worktree_base(board, settings)
+        open_runs = board.open_runs()
+        # Idle pooled workspaces the configuration keeps are the next start's to check
+        # and adopt (or remove); every other workspace of ours is a stray.
+        spare = (
+            kept_under(base, board.root, board.dir, in_use=worktrees_of(open_runs, started))
+            if settings.keep_pool_on_stop
+            else []
+        )
         settle_unowned(
             board,
-            board.open_runs(),
+            open_runs,
             journal_runs=started,
             remove_worktrees=lambda known: remove_leftovers(
-                base, board.root, known, owner=board.dir
+                base, board.root, known, owner=board.dir, spare=spare
             ),
             kept_elsewhere=kept,
         )
