@@ -270,7 +270,9 @@ async def test_a_failed_repoint_gives_a_fresh_workspace_in_the_named_folder(
     head = git(big_repo, "rev-parse", "HEAD")
     await pool.release(await pool.prepare("run_A", head))
     [idle] = pool.idle()
-    (idle / "src" / "new.txt").write_text("changed while idle\n")  # read-tree -m refuses
+    # Its .git's index is no file: re-pointing refuses it.
+    (idle / ".git" / "index").unlink()
+    (idle / ".git" / "index").mkdir()
     location = pool.location_for("run_B")
     path = await pool.prepare("run_B", git(big_repo, "rev-parse", "HEAD~1"))
     assert str(path) == location and pool.discarded == 1 and pool.reused == 0
@@ -476,3 +478,64 @@ def test_remove_leftovers_spares_the_kept_pool_but_not_a_known_workspace(
     removed = remove_leftovers(base, big_repo, [spared[1]], owner=owner, spare=spared)
     assert sorted(removed) == sorted([stray, spared[1]])
     assert sorted(p.name for p in base.iterdir() if p.name[0] != ".") == [spared[0].name]
+
+
+#: Names a pathspec would read as patterns or magic, or git as an option.
+ODD_NAMES = ["*.txt", "-dash", "sp ace", ":(glob)x", "[ab]", "q?"]
+
+
+@pytest.mark.parametrize(
+    ("bound", "turn", "how"),
+    [(1000, False, "restore"), (0, True, "read-tree"), (1000, True, "read-tree")],
+    ids=["few-paths", "past-the-bound", "file-becomes-folder"],
+)
+async def test_a_repoint_changes_exactly_the_paths_that_differ(
+    tmp_path: Path,
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bound: int,
+    turn: bool,
+    how: str,
+) -> None:
+    """Odd names, a symlink, an x bit (and a file that becomes a folder and back):
+    both ways of re-pointing give a fresh workspace's state."""
+    monkeypatch.setattr(_pool, "REPOINT_PATHS", bound)
+    commands: list[str] = []
+    plain = WorkspacePool._git
+
+    async def spy(self: WorkspacePool, path: Path, *args: str, stdin: bytes | None = None) -> bytes:
+        commands.append(next(a for a in args if not a.startswith("-")))
+        return await plain(self, path, *args, stdin=stdin)
+
+    monkeypatch.setattr(WorkspacePool, "_git", spy)
+    for name in ODD_NAMES:
+        (repo / name).write_text(f"{name}\n")
+    (repo / "a.txt").write_text("matched by *.txt\n")
+    (repo / "turn").write_text("a file\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "odd names")
+    old = git(repo, "rev-parse", "HEAD")
+    for name in ODD_NAMES[::2]:
+        (repo / name).write_text("changed\n")
+    for name in ODD_NAMES[1::2]:
+        (repo / name).unlink()
+    if turn:
+        (repo / "turn").unlink()
+        (repo / "turn").mkdir()
+        (repo / "turn" / "inside").write_text("now a folder\n")
+    (repo / "link").symlink_to("a.txt")
+    os.chmod(repo / "src" / "b.txt", 0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "changes")
+    new = git(repo, "rev-parse", "HEAD")
+    pool = pool_of(tmp_path, repo)
+    for n, (start, goal) in enumerate([(old, new), (new, old)]):
+        await pool.release(await pool.prepare(f"run_{n}a", start))
+        reused = pool.reused
+        commands.clear()
+        path = await pool.prepare(f"run_{n}b", goal)
+        assert pool.reused == reused + 1 and pool.discarded == 0
+        assert how in commands
+        fresh = await Worktrees(tmp_path / f"fresh{n}").create(repo, "x", goal)
+        assert state(path) == state(fresh)
+        await pool.release(path)
