@@ -539,3 +539,18 @@ async def test_a_repoint_changes_exactly_the_paths_that_differ(
         fresh = await Worktrees(tmp_path / f"fresh{n}").create(repo, "x", goal)
         assert state(path) == state(fresh)
         await pool.release(path)
+
+
+async def test_a_repoint_between_two_commits_of_one_tree_changes_no_file(
+    tmp_path: Path, repo: Path
+) -> None:
+    old = git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "same tree")
+    new = git(repo, "rev-parse", "HEAD")
+    pool = pool_of(tmp_path, repo)
+    await pool.release(await pool.prepare("run_A", old))
+    path = await pool.prepare("run_B", new)
+    assert pool.reused == 1 and pool.discarded == 0
+    assert git(path, "rev-parse", "HEAD") == new
+    fresh = await Worktrees(tmp_path / "fresh").create(repo, "x", new)
+    assert state(path) == state(fresh)

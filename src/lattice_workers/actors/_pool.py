@@ -382,6 +382,8 @@ class WorkspacePool:
         fields = raw.split(b"\0")
         paths = fields[1::2][: len(fields) // 2]
         gitlink = any(b"160000" in meta.split(b" ")[:2] for meta in fields[0::2] if meta)
+        if not paths:
+            return  # two commits of one tree
         if len(paths) > REPOINT_PATHS or gitlink or _file_and_folder(paths):
             await self._git(path, "read-tree", "-m", "-u", old, new)
             return
