@@ -302,12 +302,26 @@ def supervisor_round(
 class _Row:
     """The repetitions of one concurrency: rates, latencies, CPU, problems."""
 
-    KINDS = ("sup", "sup_wt", "ceiling", "spawn", "append", "spawn+append", "worktree")
+    KINDS = (
+        "sup",
+        "sup_wt",
+        "sup_wt_fresh",
+        "ceiling",
+        "spawn",
+        "append",
+        "spawn+append",
+        "worktree",
+    )
 
     def __init__(self) -> None:
         self.samples: dict[str, list[float]] = {k: [] for k in self.KINDS}
         self.cpu: dict[str, list[float]] = {k: [0.0, 0.0, 0.0] for k in self.KINDS}
-        self.latencies: dict[str, list[float]] = {"sup": [], "sup_wt": [], "ceiling": []}
+        self.latencies: dict[str, list[float]] = {
+            "sup": [],
+            "sup_wt": [],
+            "sup_wt_fresh": [],
+            "ceiling": [],
+        }
         self.problems: list[str] = []
         self.git_failures = 0  # bare concurrent git races itself (see actors/_worktree.py)
 
@@ -372,8 +386,30 @@ class CeilingProcess:
                 self.proc.stdout.close()
 
 
+def set_pool(project: Project, size: int | None) -> None:
+    """``workers.worktree_pool`` (None: the default, ``max_concurrent``), applied by a
+    ``Reload``: the supervisor, its caches and the clients stay, so that the runs with
+    and without the pool differ by the pool alone. 0 removes the idle ones at once."""
+    from lattice_workers.protocol import Reload
+
+    path = project.root / ".lattice" / "config.json"
+    config = json.loads(path.read_text())
+    workers = config.setdefault("workers", {})
+    workers.pop("worktree_pool", None)
+    if size is not None:
+        workers["worktree_pool"] = size
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    with project.client() as client:
+        client.request(Reload())
+
+
 def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[dict[str, Any]]:
-    """Every (C, worktree) row: supervisor and floors, interleaved repetition by repetition."""
+    """Every (C, worktree) row: supervisor and floors, interleaved repetition by repetition.
+
+    Runs with a workspace twice per repetition: with the pool off (``sup_wt_fresh``:
+    each run's workspace made and removed, as before the pool) and on (``sup_wt``, the
+    default), switched by a reload; after switching it on, one round of C runs (not
+    counted) fills the pool, as a supervisor that has been running has it."""
     from lattice_workers.store import Board
 
     (scratch / "floor-board").mkdir()
@@ -403,6 +439,9 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
             ):
                 # warm-up: every path once at this concurrency (imports, caches, git's files)
                 supervisor_round(pool, pid, "True", tasks, 2 * c)
+                set_pool(project, 0)
+                supervisor_round(pool, pid, "TrueWt", tasks, c)
+                set_pool(project, None)
                 supervisor_round(pool, pid, "TrueWt", tasks, c)
                 supervisor_round(ceiling_pool, ceiling.pid, "True", ceiling_tasks, 2 * c)
                 for kind in ("spawn", "append", "spawn+append", "worktree"):
@@ -418,6 +457,12 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
                         ),
                     )
                     acc.add("worktree", floor("worktree", c, sizes.runs_wt, **where))
+                    set_pool(project, 0)
+                    acc.add(
+                        "sup_wt_fresh", supervisor_round(pool, pid, "TrueWt", tasks, sizes.runs_wt)
+                    )
+                    set_pool(project, None)
+                    supervisor_round(pool, pid, "TrueWt", tasks, c)  # fills the pool
                     acc.add("sup_wt", supervisor_round(pool, pid, "TrueWt", tasks, sizes.runs_wt))
             stats = {k: summary(v) for k, v in acc.samples.items()}
             rows.append(
@@ -430,11 +475,15 @@ def measure_throughput(project: Project, sizes: Sizes, scratch: Path) -> list[di
                     "share_of_floor": stats["sup"]["median"] / stats["spawn+append"]["median"],
                     "share_of_floor_worktree": stats["sup_wt"]["median"]
                     / stats["worktree"]["median"],
+                    "share_of_floor_worktree_fresh": stats["sup_wt_fresh"]["median"]
+                    / stats["worktree"]["median"],
+                    "pool_speedup": stats["sup_wt"]["median"] / stats["sup_wt_fresh"]["median"],
                     "ceiling_share_of_floor": stats["ceiling"]["median"]
                     / stats["spawn+append"]["median"],
                     "share_of_ceiling": stats["sup"]["median"] / stats["ceiling"]["median"],
                     "run_latency_ms": summary(acc.latencies["sup"]),
                     "run_latency_ms_worktree": summary(acc.latencies["sup_wt"]),
+                    "run_latency_ms_worktree_fresh": summary(acc.latencies["sup_wt_fresh"]),
                     "run_latency_ms_ceiling": summary(acc.latencies["ceiling"]),
                     "cpu_ms_per_run": acc.cpu_per_run(),
                     "problems": acc.problems,

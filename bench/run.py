@@ -211,6 +211,19 @@ def table(result: dict[str, Any]) -> str:
         )
     for r in runs["throughput"]:
         s = r["runs_per_s"]
+        if "sup_wt_fresh" not in s:
+            continue
+        row(
+            f"runs/s, worktree (pool off), C={r['clients']} "
+            f"({r['runs_worktree']} runs x {r['reps']})",
+            _rate(s["sup_wt_fresh"]),
+            f"git worktree add+remove {_rate(s['worktree'])}; pooled is "
+            f"{r['pool_speedup']:.2f}x this",
+            f"{r['share_of_floor_worktree_fresh']:.0%}",
+            "(diagnostic)",
+        )
+    for r in runs["throughput"]:
+        s = r["runs_per_s"]
         row(
             f"stack ceiling (bench/_ceiling.py), C={r['clients']}",
             f"lattice is {r['share_of_ceiling']:.0%} of it",
@@ -232,8 +245,11 @@ def table(result: dict[str, Any]) -> str:
         for sup, fl, label in (
             ("sup", "spawn+append", ""),
             ("ceiling", "spawn+append", ", stack ceiling"),
-            ("sup_wt", "worktree", ", worktree"),
+            ("sup_wt", "worktree", ", worktree (pooled)"),
+            ("sup_wt_fresh", "worktree", ", worktree (pool off)"),
         ):
+            if sup not in cpu:
+                continue
             mine, base = cpu[sup], cpu[fl]
             total, base_total = sum(mine.values()), sum(base.values())
             row(

@@ -4,7 +4,8 @@
 runs only :func:`bench_runs.measure_throughput` on a scratch project and prints one
 line per concurrency: runs/s of the supervisor, the ceiling and the floor (spawn + 2
 bare writes), the shares, CPU ms per run (process + children), the Run -> accepted
-p50, and the worktree runs beside bare ``git worktree add`` + ``remove`` (raise
+p50, and the worktree runs, with the pool of reused workspaces on and off (switched
+by a reload, same repetitions), beside bare ``git worktree add`` + ``remove`` (raise
 ``--runs-wt`` to compare those). A couple of minutes instead of the full
 bench's ten: use it to compare before and after a change, or to see which regime
 the machine is in (the floor's "2 bare writes" rate), not for the README's table.
@@ -57,9 +58,13 @@ def main() -> None:
             f"{cpu['spawn+append']['self']:.1f}+{cpu['spawn+append']['children']:.1f} | "
             f"accepted p50 ms lattice {r['run_latency_ms']['median']:.1f}, ceiling "
             f"{r['run_latency_ms_ceiling']['median']:.1f} | worktree runs/s lattice "
-            f"{r['runs_per_s']['sup_wt']['median']:.1f}, floor "
-            f"{r['runs_per_s']['worktree']['median']:.1f} "
-            f"({r['share_of_floor_worktree']:.0%})"
+            f"pooled {r['runs_per_s']['sup_wt']['median']:.1f}, pool off "
+            f"{r['runs_per_s']['sup_wt_fresh']['median']:.1f} (pooled/off "
+            f"{r['pool_speedup']:.2f}x), floor {r['runs_per_s']['worktree']['median']:.1f} "
+            f"(pooled {r['share_of_floor_worktree']:.0%}, off "
+            f"{r['share_of_floor_worktree_fresh']:.0%}) | CPU ms/run worktree pooled "
+            f"{cpu['sup_wt']['self']:.1f}+{cpu['sup_wt']['children']:.1f}, off "
+            f"{cpu['sup_wt_fresh']['self']:.1f}+{cpu['sup_wt_fresh']['children']:.1f}"
         )
 
 
