@@ -554,3 +554,16 @@ async def test_a_repoint_between_two_commits_of_one_tree_changes_no_file(
     assert git(path, "rev-parse", "HEAD") == new
     fresh = await Worktrees(tmp_path / "fresh").create(repo, "x", new)
     assert state(path) == state(fresh)
+
+
+def test_a_mark_half_rewritten_by_a_crash_is_a_leftover_like_any(
+    tmp_path: Path, big_repo: Path
+) -> None:
+    spared, _ = trio.run(kept_pool, tmp_path, big_repo)
+    base = spared[0].parent
+    mark = base / f".{spared[0].name}.lattice-board"
+    scratch = base / f".{spared[0].name}.new.lattice-board"
+    scratch.write_bytes(mark.read_bytes())  # what _write_idle writes before its rename
+    owner = tmp_path / "board" / ".lattice"
+    remove_leftovers(base, big_repo, owner=owner, spare=spared)
+    assert sorted(p.name for p in base.iterdir()) == sorted([spared[0].name, mark.name])

@@ -506,7 +506,9 @@ def _file_and_folder(paths: list[bytes]) -> bool:
 def _write_idle(path: Path, idle: tuple[str, str] | None) -> None:
     """Say in ``path``'s mark that it is idle at ``(commit, pool key)``, or (None) that it
     is not. The mark is replaced whole (written beside, then renamed): a crash leaves
-    the old or the new one, never one without its repository. Blocking."""
+    the old or the new one, never one without its repository; the one beside is named
+    as the mark of a folder that does not exist, so that if a crash leaves it, the
+    next cleanup of leftovers removes it as such. Blocking."""
     mark = _mark(path.parent, path.name)
     old = mark.read_text(encoding="utf-8").splitlines()
     lines = [line for line in old if line.partition(" ")[0] != IDLE]
@@ -515,7 +517,7 @@ def _write_idle(path: Path, idle: tuple[str, str] | None) -> None:
     if idle is not None:
         commit, key = idle
         lines.append(f"{IDLE} {commit} {key or '-'}")
-    scratch = mark.with_name(mark.name + ".new")
+    scratch = _mark(path.parent, f"{path.name}.new")
     scratch.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     os.replace(scratch, mark)
 
