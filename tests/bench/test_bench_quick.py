@@ -47,6 +47,7 @@ def test_throughput_rows_have_supervisor_floors_and_shares(smoke: dict) -> None:
         assert set(row["runs_per_s"]) == {
             "sup",
             "sup_wt",
+            "sup_wt_fresh",
             "ceiling",
             "spawn",
             "append",
@@ -56,11 +57,15 @@ def test_throughput_rows_have_supervisor_floors_and_shares(smoke: dict) -> None:
         for stats in row["runs_per_s"].values():
             assert {"median", "min", "max", "n"} <= set(stats) and stats["median"] > 0
         assert row["share_of_floor"] > 0 and row["share_of_floor_worktree"] > 0
+        # The pool on and off, side by side (the CPU of both is in the table too).
+        assert row["share_of_floor_worktree_fresh"] > 0 and row["pool_speedup"] > 0
+        assert row["run_latency_ms_worktree_fresh"]["n"] > 0
         assert row["ceiling_share_of_floor"] > 0 and row["share_of_ceiling"] > 0
         assert row["run_latency_ms_ceiling"]["n"] > 0
         assert row["run_latency_ms"]["n"] > 0 and "p99" in row["run_latency_ms"]
         assert row["problems"] == []
     assert smoke["runs"]["worktrees_left"] == 0
+    assert "runs/s, worktree (pool off)" in smoke["table"]
 
 
 def test_duplicate_storm_starts_exactly_one_run(smoke: dict) -> None:
