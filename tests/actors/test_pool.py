@@ -567,3 +567,16 @@ def test_a_mark_half_rewritten_by_a_crash_is_a_leftover_like_any(
     owner = tmp_path / "board" / ".lattice"
     remove_leftovers(base, big_repo, owner=owner, spare=spared)
     assert sorted(p.name for p in base.iterdir()) == sorted([spared[0].name, mark.name])
+
+
+@pytest.mark.parametrize("keep", [False, True])
+async def test_a_stop_during_adoption_removes_or_keeps_those_not_checked_yet(
+    tmp_path: Path, big_repo: Path, keep: bool
+) -> None:
+    spared, pool = await kept_pool(tmp_path, big_repo, runs=2)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await pool.adopt(spared)
+    assert pool.adopted == 0 and pool.idle() == []
+    await pool.close(keep=keep)
+    assert on_disk(pool) == (sorted(p.name for p in spared) if keep else [])

@@ -111,6 +111,18 @@ def test_kill_9_then_start_removes_the_pool(project: Project) -> None:
     assert json.loads(project.cli("doctor", "--json").stdout)["data"] == {"problems": []}
 
 
+def _adopted(project: Project) -> str:
+    """The supervisor's log once it has checked the workspaces the last one kept (it
+    does so beside its first runs); bounded."""
+    log = project.root / ".lattice" / "logs" / "supervisor.log"
+    for _ in range(600):
+        text = log.read_text()
+        if "kept by the last supervisor adopted" in text.rsplit("serving", 1)[-1]:
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"no adoption in the supervisor's log:\n{text[-2000:]}")
+
+
 def _forget_the_kept_pool(project: Project) -> None:
     """Turn keep_pool_on_stop off again, so that the fixture's stop leaves nothing."""
     project.configure_workers()
@@ -133,13 +145,13 @@ def test_a_pool_kept_on_stop_is_adopted_by_the_next_start(
     doctor = project.cli("doctor")
     assert str(pooled) in doctor.stdout and "kept for the next start" in doctor.stdout
     project.cli("supervisor", "start")
+    log = _adopted(project)
+    assert "1 of 1 pooled workspaces kept by the last supervisor adopted" in log
     # Adopted: the next run works in it, and finds none of the first run's leftovers.
     run = project.json("worker", "run", "Leaver", task, "--wait")["data"][0]
     assert run["state"] == "completed", run
     assert _started_paths(project, task)[-1] == str(pooled)
     assert out.read_text().splitlines()[-1] == str(pooled)
-    log = (project.root / ".lattice" / "logs" / "supervisor.log").read_text()
-    assert "1 of 1 pooled workspaces kept by the last supervisor adopted" in log
     _forget_the_kept_pool(project)
 
 
@@ -154,11 +166,11 @@ def test_a_kept_workspace_changed_while_stopped_is_removed_not_reused(
     project.cli("supervisor", "stop", timeout=120)
     (pooled / "README.md").write_text("edited while no supervisor ran\n")
     project.cli("supervisor", "start")
+    log = _adopted(project)
+    assert f"the workspace {pooled} kept from the last supervisor is not reused" in log
     assert project.workspaces() == []
     project.json("worker", "run", "Quick", task, "--wait")
     assert Path(_started_paths(project, task)[-1]).name.startswith("run_")
-    log = (project.root / ".lattice" / "logs" / "supervisor.log").read_text()
-    assert f"the workspace {pooled} kept from the last supervisor is not reused" in log
     _forget_the_kept_pool(project)
 
 
@@ -185,6 +197,7 @@ def test_kill_9_returns_the_idle_and_removes_the_one_in_use(project: Project) ->
     assert str(idle) in report and str(in_use) in report
     assert "removes 1 and checks 1 before reusing them" in report
     project.cli("supervisor", "start")
+    _adopted(project)
     assert project.workspaces() == [idle]
     ended = project.process_events(three)[-1]
     assert ended["type"] == "process_failed" and ended["data"]["reason"] == "orphaned"
@@ -217,6 +230,7 @@ def test_doctor_fix_without_a_supervisor_removes_strays_and_spares_the_kept_pool
     assert project.workspaces() == [kept]
     assert "kept for the next start" in fixed.stdout
     project.cli("supervisor", "start")
+    _adopted(project)
     assert project.workspaces() == [kept]
     _forget_the_kept_pool(project)
 

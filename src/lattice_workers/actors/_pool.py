@@ -142,6 +142,8 @@ class WorkspacePool:
         self.size = size
         self._idle: collections.OrderedDict[str, _Idle] = collections.OrderedDict()
         self._taken: dict[str, _Taken] = {}  # run id -> its workspace
+        #: Kept workspaces :meth:`adopt` has not checked yet (neither idle nor removed).
+        self._pending: list[Path] = []
         self._closed = False
         #: The format version of a fresh workspace's index (git's config decides it).
         self._index_version: int | None = None
@@ -253,16 +255,27 @@ class WorkspacePool:
             self._idle.clear()
         else:
             await self._trim(0)
+            while self._pending:  # an adoption cut short by the stop
+                await self._remove(self._pending.pop())
 
     async def adopt(self, paths: list[Path]) -> None:
         """Make ``paths``, the workspaces a stopped (or killed) supervisor left idle and
         recovery spared (:func:`kept_under`), idle ones of this pool, each only once it
         passed every check (module docstring); the others are removed, never reused.
-        Least recently returned first, so the bound keeps the most recent."""
-        candidates = await trio.to_thread.run_sync(_by_age, paths)
+        Least recently returned first, so the bound keeps the most recent.
+
+        Cancellable (the supervisor stops while it adopts): those not checked yet stay
+        pending, and :meth:`close` leaves or removes them with the idle ones. The
+        supervisor runs it beside its first runs, not before them: at 50,000 files a
+        check takes about a second (two walks of the tree: the modes and ``git
+        status``), and a run that comes meanwhile gets a fresh workspace, as it would
+        with nothing kept."""
+        self._pending = list(paths)
+        self._pending = await trio.to_thread.run_sync(_by_age, paths)
         common = str((await self.worktrees._repo(self.root)).common)
         fresh_version = self._index_version
-        for path in candidates:
+        while self._pending and not self._closed:
+            path = self._pending[0]
             try:
                 commit, key = await trio.to_thread.run_sync(self._check_kept, path, common)
                 await self._reset(path, commit)
@@ -273,12 +286,14 @@ class WorkspacePool:
                 log.warning("the workspace %s kept from the last supervisor is not reused (%s); "
                             "removing it", path, err)
                 self.discarded += 1
+                self._pending.pop(0)
                 await self._remove(path)
                 continue
+            self._pending.pop(0)
             self._index_version = fresh_version
             self._idle[path.name] = _Idle(key, commit)
             self.adopted += 1
-        await self._trim(self.size)
+            await self._trim(self.size)
 
     async def _trim(self, size: int) -> None:
         while len(self._idle) > max(size, 0):

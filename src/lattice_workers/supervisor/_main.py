@@ -217,14 +217,6 @@ class Supervisor:
                         kept_elsewhere=kept_on_cluster,
                         spare_pool=self.settings.keep_pool_on_stop,
                     )
-                    if kept_pool:
-                        # Before the first run may take one: each is checked, or removed.
-                        await self.executor.pool.adopt(kept_pool)
-                        log.info(
-                            "%d of %d pooled workspaces kept by the last supervisor adopted",
-                            self.executor.pool.adopted,
-                            len(kept_pool),
-                        )
                     handler = Handlers(
                         self.registry,
                         self.board,
@@ -256,12 +248,21 @@ class Supervisor:
                     if (lock := self.lock) is not None:
                         await trio.to_thread.run_sync(lock.mark_serving)
                     ready()
+                    adoption = trio.CancelScope()
+                    adopted = trio.Event()
+                    if kept_pool:
+                        # Each is checked, or removed, while the first runs come.
+                        nursery.start_soon(self._adopt, kept_pool, adoption, adopted)
+                    else:
+                        adopted.set()
                     await self._shutdown.wait()
                     log.info("shutting down (drain=%s)", self._drain)
                     await self.registry.close(
                         drain=self._drain, deadline_seconds=self.settings.shutdown_drain_seconds
                     )
                     with trio.CancelScope(shield=True):
+                        adoption.cancel()
+                        await adopted.wait()
                         # The pool goes with its supervisor, unless configured to stay,
                         await self.executor.close(keep_pool=self.settings.keep_pool_on_stop)
                         # and the board's hosts on the cluster
@@ -281,6 +282,26 @@ class Supervisor:
         if self.cgroups is not None:
             await trio.to_thread.run_sync(self.cgroups.close)
         log.info("supervisor %d stopped", os.getpid())
+
+    async def _adopt(
+        self, kept: list[Path], scope: trio.CancelScope, done: trio.Event
+    ) -> None:
+        """Check and adopt the pooled workspaces the last supervisor kept (see
+        :meth:`~lattice_workers.actors._pool.WorkspacePool.adopt`); ``scope`` stops it
+        at shutdown, ``done`` says it is over."""
+        pool = self.executor.pool
+        try:
+            with scope:
+                await pool.adopt(kept)
+            log.info(
+                "%d of %d pooled workspaces kept by the last supervisor adopted",
+                pool.adopted,
+                len(kept),
+            )
+        except Exception:  # the repository gone, say: the runs go on without them
+            log.exception("could not adopt the pooled workspaces the last supervisor kept")
+        finally:
+            done.set()
 
     async def _watch_runtime(self) -> None:
         """Drain and stop when a worker removes our socket (see :mod:`._watch`)."""
