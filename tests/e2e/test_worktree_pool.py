@@ -192,7 +192,7 @@ def test_kill_9_returns_the_idle_and_removes_the_one_in_use(project: Project) ->
         if "edit" in (in_use / "README.md").read_text():
             break
         time.sleep(0.05)
-    _kill_supervisor(project)
+    project.kill_supervisor()
     report = project.cli("doctor", check=False).stdout  # the open run is a problem
     assert str(idle) in report and str(in_use) in report
     assert "removes 1 and checks 1 before reusing them" in report
@@ -222,7 +222,7 @@ def test_doctor_fix_without_a_supervisor_removes_strays_and_spares_the_kept_pool
     [in_use] = [Path(p) for p in _started_paths(project, two)]
     assert in_use == idle
     [kept] = [p for p in project.workspaces() if p != in_use]
-    _kill_supervisor(project)
+    project.kill_supervisor()
     fixed = project.cli(
         "doctor", "--fix", check=False, env={**project.env, "LATTICE_NO_AUTOSTART": "1"}
     )
