@@ -233,6 +233,13 @@ def start(
         if current is not None:
             return {**current, "started": False}
     detail = line.removeprefix("error ").strip() or _exit_detail(proc)
+    if line.startswith("error "):
+        # It refused to start (a bad config, say) and is exiting: once this says so,
+        # no process of it is left (on a busy machine its exit took a moment).
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
     raise LatticeError(
         Code.SUPERVISOR_UNAVAILABLE,
         f"the supervisor did not start: {detail} (see {log_dir / 'supervisor.log'})",
