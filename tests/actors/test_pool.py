@@ -17,7 +17,7 @@ import trio
 
 from lattice_workers.actors import _pool
 from lattice_workers.actors._pool import POOL_PREFIX, WorkspacePool, index_version, kept_under
-from lattice_workers.actors._worktree import Worktrees, remove_leftovers
+from lattice_workers.actors._worktree import Worktrees, remove_leftovers, unfinished
 from tests.actors.conftest import git
 
 
@@ -580,3 +580,25 @@ async def test_a_stop_during_adoption_removes_or_keeps_those_not_checked_yet(
     assert pool.adopted == 0 and pool.idle() == []
     await pool.close(keep=keep)
     assert on_disk(pool) == (sorted(p.name for p in spared) if keep else [])
+
+
+async def test_a_workspace_being_re_pointed_has_no_work_to_keep_until_it_is_ready(
+    tmp_path: Path, big_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash while a run's pooled workspace is re-pointed leaves its ``.git`` or files
+    half moved: recovery must see a workspace whose making was cut short (as a fresh
+    one's checkout), not a run's work to keep."""
+    pool = board_pool(tmp_path, big_repo)
+    await pool.release(await pool.prepare("run_A", git(big_repo, "rev-parse", "HEAD~1")))
+    [idle] = pool.idle()
+    seen: list[bool] = []
+    plain = WorkspacePool._move
+
+    async def spy(self: WorkspacePool, path: Path, old: str, new: str) -> None:
+        seen.append(unfinished(path))
+        await plain(self, path, old, new)
+
+    monkeypatch.setattr(WorkspacePool, "_move", spy)
+    path = await pool.prepare("run_B", git(big_repo, "rev-parse", "HEAD"))
+    assert path == idle and seen == [True]
+    assert not unfinished(path)

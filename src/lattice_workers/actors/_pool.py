@@ -74,6 +74,7 @@ from lattice_workers.actors._worktree import (
     Worktrees,
     _checked,
     _mark,
+    _mark_ready,
     _ours_under,
     _Repo,
     _repo_blocking,
@@ -325,7 +326,10 @@ class WorkspacePool:
 
     async def _reset(self, path: Path, commit: str, *, taking: bool = False) -> None:
         """``path/.git`` anew at ``commit``; ``taking``: a run takes it from the idle ones,
-        so its mark stops saying idle first (in the same thread hop)."""
+        so its mark stops saying idle, and ready, first (in the same thread hop): until
+        the re-point is done its ``.git`` or files are half moved, and a crash then must
+        find a workspace whose making was cut short (nothing to keep), not one with a
+        run's work in it (``_worktree.unfinished``)."""
         repo = await self.worktrees._repo(self.root)
 
         def reset() -> None:
@@ -391,6 +395,12 @@ class WorkspacePool:
         where a file becomes a folder (or back) ``restore`` refuses the path that the
         other replaced."""
         await self._reset(path, new, taking=True)
+        await self._move(path, old, new)
+        await trio.to_thread.run_sync(_mark_ready, path)
+
+    async def _move(self, path: Path, old: str, new: str) -> None:
+        """The files and index of ``path`` from commit ``old`` to ``new`` (see
+        :meth:`_repoint`)."""
         if old == new:
             return
         raw = await self._git(path, "diff-tree", "-r", "-z", "--raw", "--no-renames", old, new)
@@ -519,14 +529,17 @@ def _file_and_folder(paths: list[bytes]) -> bool:
 
 
 def _write_idle(path: Path, idle: tuple[str, str] | None) -> None:
-    """Say in ``path``'s mark that it is idle at ``(commit, pool key)``, or (None) that it
-    is not. The mark is replaced whole (written beside, then renamed): a crash leaves
-    the old or the new one, never one without its repository; the one beside is named
-    as the mark of a folder that does not exist, so that if a crash leaves it, the
-    next cleanup of leftovers removes it as such. Blocking."""
+    """Say in ``path``'s mark that it is idle at ``(commit, pool key)``, or (None) that a
+    run takes it (neither idle nor ready). The mark is replaced whole (written beside,
+    then renamed): a crash leaves the old or the new one, never one without its
+    repository; the one beside is named as the mark of a folder that does not exist,
+    so that if a crash leaves it, the next cleanup of leftovers removes it as such.
+    Blocking."""
     mark = _mark(path.parent, path.name)
     old = mark.read_text(encoding="utf-8").splitlines()
-    lines = [line for line in old if line.partition(" ")[0] != IDLE]
+    # Taken (None): neither idle nor ready until the re-point is done (see _reset).
+    dropped = (IDLE,) if idle is not None else (IDLE, "ready")
+    lines = [line for line in old if line.partition(" ")[0] not in dropped]
     if idle is None and len(lines) == len(old):
         return  # not marked idle: nothing to write
     if idle is not None:
