@@ -87,3 +87,45 @@ async def test_a_process_started_that_cannot_be_written_leaves_no_worktree(
         for pid in processes_with_variable("LATTICE_RUN_ID", info.run_id):
             os.killpg(pid, 9)
         ctx.journal.close()
+
+
+async def test_a_keep_that_overruns_the_end_still_ends_the_attempt_on_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A FIFO named .gitignore blocks keep's `git status` until its bound: the thread
+    # running it outlives the end's whole budget. The terminal event is written anyway
+    # (its changes say the work could not be kept), never lost to the spent budget.
+    from lattice_workers.actors import _attempt, _keep
+
+    monkeypatch.setattr(_keep, "GIT_SECONDS", 4.0)
+    monkeypatch.setattr(_attempt, "CLEANUP_SECONDS", 2.0)
+    monkeypatch.setattr(_attempt, "TERMINAL_SECONDS", 1.0)
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    Board.init(root, project_code="LAT", default_actor=ACTOR)
+    (root / "workers").mkdir()
+    (root / "workers" / "fifo.json").write_text(json.dumps({
+        "name": "Fifo", "engine": "script", "worktree": True, "kill_grace_seconds": 0,
+        "command": "mkdir d && mkfifo d/.gitignore && echo x > d/x",
+    }))
+    git(root, "add", "-A")
+    git(root, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init")
+    board = Board(root)
+    task_id = str(board.create_task("t", actor=ACTOR)["id"])
+    actor = actor_for(board, Worktrees(tmp_path / "worktrees"), "Fifo", task_id)
+    actor.record.commit_sha = git(root, "rev-parse", "HEAD")  # as the registry sets it
+    try:
+        with trio.fail_after(60):
+            await actor.run()
+    finally:
+        actor.ctx.journal.close()
+    events = [
+        json.loads(line)
+        for line in (root / ".lattice" / "events" / f"{task_id}.jsonl").read_text().splitlines()
+    ]
+    ends = [e for e in events if e["type"] in ("process_completed", "process_failed")]
+    assert [e["type"] for e in events if e["type"].startswith("process_")] == [
+        "process_started", "process_completed"
+    ], events
+    assert "could not be kept" in ends[0]["data"]["changes"]["error"], ends[0]

@@ -68,3 +68,21 @@ def test_daily_budget_setting_is_checked() -> None:
     assert Settings({"workers": {"daily_budget_usd": 2.5}}).daily_budget_usd == 2.5
     with pytest.raises(LatticeError, match=r"workers.daily_budget_usd .* got '5'"):
         Settings({"workers": {"daily_budget_usd": "5"}})
+
+
+def test_a_file_last_written_before_the_day_is_not_read(tmp_path: Path) -> None:
+    # A file untouched since yesterday holds no event of today: on a board of thousands
+    # of tasks only those written today are read. (The event inside is made up to show
+    # that the file was skipped, not read and found empty.)
+    import os
+    from datetime import UTC, datetime
+
+    events = tmp_path / "events"
+    events.mkdir()
+    old, new = events / "task_old.jsonl", events / "task_new.jsonl"
+    old.write_text(event("process_completed", "2026-12-02T01:00:00Z", 4.0))
+    new.write_text(event("process_completed", "2026-12-02T01:00:00Z", 0.5))
+    midnight = datetime(2026, 12, 2, tzinfo=UTC).timestamp()
+    os.utime(old, (midnight - 60, midnight - 60))
+    os.utime(new, (midnight + 60, midnight + 60))
+    assert DailySpend(tmp_path).spent("2026-12-02") == 0.5

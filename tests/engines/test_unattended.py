@@ -109,6 +109,18 @@ def test_past_the_time_limit_it_is_stopped_and_says_so(tmp_path: Path) -> None:
     assert "no answer within its time limit of 1 s" in summary["agent"]["error"]
 
 
+def test_an_agent_that_exits_leaving_a_child_on_its_output_is_done_at_its_exit(
+    tmp_path: Path,
+) -> None:
+    # The CLI answered and exited; a child it left holds the pipe open for 40 s. The
+    # answer counts: the runner is done soon after the exit (its drain bound), not
+    # when the pipe closes or the time limit strikes (a "timeout" without answer).
+    code, summary, stderr = run(tmp_path, "claude", "--timeout", "30", STANDIN_DAEMON="40")
+    assert code == 0, stderr
+    assert summary is not None and summary["stopped"] is None and summary["exit_code"] == 0
+    assert summary["answer"].startswith("Verdict: approve")
+
+
 def test_bad_usage_starts_nothing(tmp_path: Path) -> None:
     code, summary, stderr = run(tmp_path, "llama")
     assert code == 2 and summary is None and "unknown engine 'llama'" in stderr

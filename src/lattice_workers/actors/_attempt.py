@@ -41,6 +41,7 @@ from lattice_workers.actors._environment import lattice_variables, worker_enviro
 from lattice_workers.actors._executor import Execution, Launch, WorkerLost, Workspace
 from lattice_workers.actors._files import open_run_file
 from lattice_workers.actors._journal import JournalRecord, RunRequest
+from lattice_workers.actors._keep import not_kept
 from lattice_workers.actors._log_tail import read_log_tail
 from lattice_workers.actors._patch import attach_diff
 from lattice_workers.actors._record import AttemptFacts, Ending, Outcome, RunRecord
@@ -66,6 +67,9 @@ log = logging.getLogger("lattice_workers.supervisor.run")
 #: removal of a worktree, the terminal event, the journal. Bounded so that shutdown
 #: always ends.
 CLEANUP_SECONDS = 60.0
+#: Of an attempt's end, what is kept for its terminal event (and the workspace's
+#: release beside it), whatever came before took.
+TERMINAL_SECONDS = 20.0
 #: A result file larger than this is refused (SPEC section 2).
 RESULT_MAX_BYTES = 64 * 1024
 #: The first line of the log of a run that recovery requeued: the environment its
@@ -563,18 +567,32 @@ class Attempt:
             outcome = Outcome(
                 outcome.reason, str(self._agent["error"]), outcome.exit_code, outcome.signal
             )
-        outputs = await self._attach_outputs(self._agent)
-        if outputs is not None and self._agent is not None:
-            self._agent["outputs"] = outputs
-        # Its work is kept before its workspace goes, and said in its terminal event.
-        changes = await self._keep()
+        changes: dict[str, Any] | None = None
+        # Outputs and the kept work get what is left of the end's budget but the
+        # terminal event's reserve: a keep that overruns (a git call blocked on a file
+        # the worker left, bounded by its own timeout in a thread nothing can cancel)
+        # costs its changes, never the end on the record. Shielded with a deadline of
+        # its own: a Cancelled of the spent outer budget would pass through an
+        # unshielded scope (trio leaves it to the outermost cancelled scope) and take
+        # the terminal event with it.
+        end_budget = trio.current_effective_deadline()
+        with trio.CancelScope(shield=True, deadline=end_budget - TERMINAL_SECONDS) as work:
+            outputs = await self._attach_outputs(self._agent)
+            if outputs is not None and self._agent is not None:
+                self._agent["outputs"] = outputs
+            # Its work is kept before its workspace goes, and said in its terminal event.
+            changes = await self._keep()
+        if work.cancelled_caught and self._workspace is not None and changes is None:
+            changes = not_kept("keeping it took longer than the end of the attempt allows")
         # The workspace goes while the terminal event is written: the worker is gone,
         # and each is needed only by the next attempt and the final state, which wait
         # for both. A crash in between leaves what recovery redoes for a run not live.
-        async with trio.open_nursery() as nursery:
-            if self._workspace is not None:
-                nursery.start_soon(self.executor.release, self._workspace)
-            self.journaled = await self._write_terminal(outcome, changes)
+        # Shielded on its own: written even when the end's budget is already spent.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + TERMINAL_SECONDS):
+            async with trio.open_nursery() as nursery:
+                if self._workspace is not None:
+                    nursery.start_soon(self.executor.release, self._workspace)
+                self.journaled = await self._write_terminal(outcome, changes)
         if self._output_dir is not None:
             await trio.to_thread.run_sync(_remove_if_empty, self._output_dir)
 

@@ -131,6 +131,8 @@ def run_unattended(
             if timeout_seconds is not None and now - started >= timeout_seconds:
                 stopped = "timeout"
                 break
+            if proc.poll() is not None:
+                break  # it exited: a child it left may hold the pipe (the drain is bounded)
         if stopped is not None:
             stop_family(proc, kill_grace)
         _drain(proc, selector, take)

@@ -64,6 +64,7 @@ class DailySpend:
     def spent(self, day: str | None = None) -> float:
         """US dollars spent on ``day`` (``YYYY-MM-DD``, UTC; default today)."""
         day = day or datetime.now(UTC).strftime("%Y-%m-%d")
+        midnight = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
         with self._lock:
             if day != self._day:
                 self._day, self._files = day, {}
@@ -74,7 +75,7 @@ class DailySpend:
                 except OSError:
                     continue
                 for entry in entries:
-                    if entry.name.endswith(".jsonl"):
+                    if entry.name.endswith(".jsonl") and _touched_on(entry, midnight):
                         total += self._read(Path(entry.path), day)
             return round(total, 6)
 
@@ -97,6 +98,16 @@ class DailySpend:
         state.offset += end
         state.cost += _cost_of(data[:end], day)
         return state.cost
+
+
+def _touched_on(entry: os.DirEntry[str], midnight: float) -> bool:
+    """Whether the file was written on or after ``midnight``: a file last written
+    before the day began holds no event of that day, and is not read (on a board of
+    thousands of tasks, most are old; a stat is the price of each)."""
+    try:
+        return entry.stat().st_mtime >= midnight
+    except OSError:
+        return False
 
 
 def _cost_of(data: bytes, day: str) -> float:

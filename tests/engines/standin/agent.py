@@ -16,7 +16,8 @@ everything with that message, with real git. With ``$CLAUDE_CONFIG_DIR`` the cla
 stand-in keeps its session per working folder and refuses a ``--resume`` it cannot
 find there, as claude does; with ``$STANDIN_SESSIONS`` the codex and gemini stand-ins
 keep theirs as those CLIs do (see :func:`sessions`). With ``$STANDIN_HANG_AFTER`` it
-then sleeps instead of exiting. ``--version``
+then sleeps instead of exiting; with ``$STANDIN_DAEMON`` (seconds) it leaves a child
+behind that holds its output open that long. ``--version``
 prints ``$STANDIN_VERSION`` or the minimum version.
 """
 
@@ -97,6 +98,8 @@ def main() -> int:
             time.sleep(delay)
     if os.environ.get("STANDIN_HANG_AFTER"):
         time.sleep(600)  # as a CLI that keeps retrying without printing more
+    if os.environ.get("STANDIN_DAEMON"):  # a helper it started and left running
+        subprocess.Popen(["sleep", os.environ["STANDIN_DAEMON"]], start_new_session=True)
     return int(os.environ.get("STANDIN_EXIT") or 0)
 
 
