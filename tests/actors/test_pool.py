@@ -591,6 +591,9 @@ async def test_a_workspace_being_re_pointed_has_no_work_to_keep_until_it_is_read
     pool = board_pool(tmp_path, big_repo)
     await pool.release(await pool.prepare("run_A", git(big_repo, "rev-parse", "HEAD~1")))
     [idle] = pool.idle()
+    # Idle, its mark says so: a crash before the take rewrites the mark (the next run's
+    # process_started already names it) must find nothing of that run's to keep.
+    assert unfinished(idle)
     seen: list[bool] = []
     plain = WorkspacePool._move
 

@@ -463,12 +463,15 @@ def unfinished(path: Path) -> bool:
     """Whether ``path`` is a workspace whose creation was cut short (a supervisor
     killed during its checkout): no worker ever ran in it, so there is no work to keep,
     and its ``.git`` may be half written. False for a worktree of an earlier version
-    and for anything without a mark (nothing says so). Blocking (one small read)."""
+    and for anything without a mark (nothing says so). True too for a pooled workspace
+    whose mark still says it is idle: by construction it holds no run's work (a crash
+    between a run's ``process_started`` naming it and the take rewriting its mark
+    leaves it so, at the previous run's commit). Blocking (one small read)."""
     try:
         lines = _mark(path.parent, path.name).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return False
-    return bool(lines) and "ready" not in lines
+    return bool(lines) and ("ready" not in lines or any(ln.startswith("idle ") for ln in lines))
 
 
 def _ours_under(base_dir: Path, common: Path, owner: str | None = None) -> list[Path]:
