@@ -587,8 +587,10 @@ class Attempt:
         # The workspace goes while the terminal event is written: the worker is gone,
         # and each is needed only by the next attempt and the final state, which wait
         # for both. A crash in between leaves what recovery redoes for a run not live.
-        # Shielded on its own: written even when the end's budget is already spent.
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + TERMINAL_SECONDS):
+        # Shielded on its own: written even when the end's budget is already spent
+        # (then with its reserve; else with what is left of the budget, as before).
+        last = max(end_budget, trio.current_time() + TERMINAL_SECONDS)
+        with trio.CancelScope(shield=True, deadline=last):
             async with trio.open_nursery() as nursery:
                 if self._workspace is not None:
                     nursery.start_soon(self.executor.release, self._workspace)

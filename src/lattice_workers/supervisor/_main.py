@@ -169,7 +169,9 @@ class Supervisor:
 
         def check(config: dict[str, Any]) -> None:
             settings = Settings(config)
-            _executor_change_allowed(self.ctx.ray, settings.executor)
+            _executor_change_allowed(
+                [self.ctx.ray, *self._retired_clusters], settings.executor
+            )
             checked.append(settings)
 
         await trio.to_thread.run_sync(self.board.reload_config, check)
@@ -463,11 +465,14 @@ def _ray_executor(board: Board, settings: Settings) -> Any:
     return RayExecutor(board.root, settings.executor)
 
 
-def _executor_change_allowed(current: Any, new: ExecutorConfig) -> None:
+def _executor_change_allowed(executors: list[Any], new: ExecutorConfig) -> None:
     """Refuse a reload that moves this supervisor to another Ray cluster once it has
     joined one: a process joins one Ray cluster for its life (``ray.init``), and its
-    runs there are followed through that connection."""
-    if current is None or not current.joined or new.kind != "ray":
+    runs there are followed through that connection. ``executors``: the current one
+    and those retired by earlier reloads (a detour through "local" does not leave the
+    cluster joined before)."""
+    current = next((e for e in executors if e is not None and e.joined), None)
+    if current is None or new.kind != "ray":
         return
     if new.address != current.config.address:
         raise LatticeError(

@@ -115,7 +115,13 @@ def _cluster_problem(entry: dict[str, Any], supervised: bool) -> Problem:
             "cluster_run", None,
             f"run {entry['run_id']} (attempt {entry['attempt']}) is on Ray node "
             f"{entry['node'][:12]} and no {'live run' if supervised else 'supervisor'} owns "
-            "it; `lattice doctor --fix` stops it, keeps its work and removes its worktree",
+            "it; "
+            + (
+                "`lattice supervisor stop` then `lattice doctor --fix` (or the next start) "
+                "stops it, keeps its work and removes its worktree"
+                if supervised
+                else "`lattice doctor --fix` stops it, keeps its work and removes its worktree"
+            ),
             details=entry,
         )
     if "host" in entry:
@@ -175,9 +181,10 @@ def _settle(board: Board) -> None:
     if control.is_running(board.dir) or os.environ.get("LATTICE_NO_AUTOSTART") != "1":
         control.ensure_running(board.root, board.dir)
         live = _live_run_ids(board)
-        # Its start settled what the cluster held; what it does not own now is settled
-        # here (the runs are closed on the board below).
-        _on_cluster(board, live, supervised=True, fix=True)
+        # Its start settled what the cluster held. Nothing there is stopped here: a run
+        # it accepts after the ps just read would look unowned, and its host killed
+        # with every attempt on that node (the report still names what it finds).
+        _on_cluster(board, live, supervised=True, fix=False)
         # A supervisor runs: nothing may be killed or removed (a run it starts now is
         # not in the ps just read); the runs it does not own are closed.
         settle_unowned(

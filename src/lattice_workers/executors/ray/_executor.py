@@ -74,6 +74,8 @@ PLACING_THREADS = 16
 NODES_SECONDS = 5.0
 #: Bound of a call that does git work on the node (worktree, snapshot, removal).
 GIT_SECONDS = 120.0
+#: How long giving back a placement group may take before it is left to the cluster.
+UNRESERVE_SECONDS = 30.0
 LOCATION_PREFIX = "ray://"
 
 T = TypeVar("T")
@@ -463,14 +465,22 @@ class RayExecutor:
                 await trio.to_thread.run_sync(partial(_ray().kill, host, no_restart=True))
 
     async def _unreserve(self, group: Any) -> None:
+        """Give back a reservation: shielded (it is called from ends that may already
+        be cancelled, and a group left behind holds its CPU for the supervisor's whole
+        life) and bounded (a cluster that does not answer is abandoned to its GCS)."""
         if group is None:
             return
         from ray.util.placement_group import remove_placement_group
 
-        try:
-            await trio.to_thread.run_sync(remove_placement_group, group)
-        except Exception as err:  # the cluster is gone: it went with it
-            log.warning("could not remove a placement group: %s", _first_line(err))
+        with trio.CancelScope(shield=True), trio.move_on_after(UNRESERVE_SECONDS) as bound:
+            try:
+                await trio.to_thread.run_sync(
+                    remove_placement_group, group, abandon_on_cancel=True
+                )
+            except Exception as err:  # the cluster is gone: it went with it
+                log.warning("could not remove a placement group: %s", _first_line(err))
+        if bound.cancelled_caught:
+            log.warning("a placement group was not removed in %g s", UNRESERVE_SECONDS)
 
     def start(self, launch: Launch, grace_seconds: float = 10.0) -> RayExecution:
         """Start the worker on the workspace's node (blocking: the seam calls it in a

@@ -289,6 +289,9 @@ class NodeAttempt:
         out["LATTICE_ROOT"] = wt
         out["PWD"] = wt  # the folder it runs in, as a local worker's PWD says
         out["LATTICE_NODE"] = self.node_id
+        # The node's Python, which has lattice-workers (the supervisor's may not exist
+        # here): what a script runs agents with (`$LATTICE_PYTHON -m lattice_workers...`).
+        out["LATTICE_PYTHON"] = sys.executable
         out["LATTICE_LOG"] = str(self.dir / "output.log")
         out[RESULT_VAR] = str(self.dir / "result.json")
         if OUTPUT_VAR in env:
@@ -422,6 +425,11 @@ class NodeAttempt:
         """Remove the worktree and the attempt's folder; tell the guard all is well."""
         if self._proc is not None and self._returncode is None:
             self.stop(0)
+        elif self._proc is not None:
+            # The leader is gone, its group may not be: what is left there would hold
+            # the output pipe, and this host's copying thread with it, for the host's
+            # whole life.
+            kill_group(self._proc.pid, signal.SIGKILL)
         if self._guard is not None and self._guard.stdin is not None:
             with contextlib.suppress(OSError):
                 self._guard.stdin.write(b"done")
