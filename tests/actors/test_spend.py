@@ -86,3 +86,26 @@ def test_a_file_last_written_before_the_day_is_not_read(tmp_path: Path) -> None:
     os.utime(old, (midnight - 60, midnight - 60))
     os.utime(new, (midnight + 60, midnight + 60))
     assert DailySpend(tmp_path).spent("2026-12-02") == 0.5
+
+
+def test_a_published_total_of_today_is_read_instead_of_the_events(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from lattice_workers.store._spend import spend_today
+
+    events = tmp_path / "events"
+    events.mkdir()
+    (tmp_path / "run").mkdir()
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    (events / "task_a.jsonl").write_text(event("process_completed", f"{today}T01:00:00Z", 0.5))
+    assert DailySpend(tmp_path).publish(tmp_path / "run") == 0.5
+    assert spend_today(tmp_path)["spent_usd"] == 0.5
+    # What ps and show print comes from the published total, not the events: a cost
+    # the supervisor has not published yet is not seen (it publishes after each one).
+    (events / "task_b.jsonl").write_text(event("process_failed", f"{today}T02:00:00Z", 1.0))
+    assert spend_today(tmp_path)["spent_usd"] == 0.5
+    # Another day's total (or none, or a torn one) says nothing: the events are read.
+    (tmp_path / "run" / "spend.json").write_text('{"day": "2000-01-01", "spent_usd": 9}')
+    assert spend_today(tmp_path)["spent_usd"] == 1.5
+    (tmp_path / "run" / "spend.json").write_text('{"day": ')
+    assert spend_today(tmp_path)["spent_usd"] == 1.5

@@ -117,6 +117,10 @@ def test_a_successful_agent_run_is_streamed_measured_and_its_report_attached(
     shown = project.cli("show", task).stdout
     assert "agent: claude-sonnet-4-5-20250929, 3 turns, 4100 in / 180 out tokens" in shown
     assert "$0.0421" in shown
+    # The day's total, as the supervisor published it at the run's end.
+    assert "(agents spent $0.04 today (UTC))" in shown
+    assert "agents spent $0.04 today (UTC)" in project.cli("worker", "ps").stdout
+    assert json.loads((project.root / ".lattice/run/spend.json").read_text())["spent_usd"] == 0.0421
     detail = project.cli("worker", "show", run["run_id"]).stdout
     assert "claude-sonnet-4-5-20250929, 3 turns" in detail
 

@@ -595,6 +595,9 @@ class Attempt:
                 if self._workspace is not None:
                     nursery.start_soon(self.executor.release, self._workspace)
                 self.journaled = await self._write_terminal(outcome, changes)
+                cost = (self._agent or {}).get("cost_usd")
+                if isinstance(cost, int | float) and cost > 0:  # ps and show read it
+                    nursery.start_soon(trio.to_thread.run_sync, self.run.ctx.publish_spend)
         if self._output_dir is not None:
             await trio.to_thread.run_sync(_remove_if_empty, self._output_dir)
 

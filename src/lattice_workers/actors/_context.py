@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,9 @@ from lattice_workers.actors._logsink import DEFAULT_MAX_MIB
 from lattice_workers.actors._worktree import Worktrees
 from lattice_workers.protocol._messages import RunInfo
 from lattice_workers.store import Board
+from lattice_workers.store._spend import DailySpend
+
+log = logging.getLogger("lattice_workers.supervisor")
 
 
 @dataclass
@@ -42,10 +46,23 @@ class RunContext:
     default_executor: str = "local"
     #: The Ray cluster's executor, when ``workers.executor`` names one.
     ray: Any = None
+    #: The day's agent spend, summed incrementally from the board's terminal events:
+    #: the budget check reads it, and the total is published for ``ps`` and ``show``.
+    spend: DailySpend = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.executor is None:
             self.executor = LocalExecutor(self.board.root, self.worktrees)
+        if self.spend is None:
+            self.spend = DailySpend(self.board.dir)
+
+    def publish_spend(self) -> None:
+        """Write the day's total for ``ps`` and ``show`` (blocking; a failure, such as
+        a full disk, only leaves them to read the events)."""
+        try:
+            self.spend.publish(self.board.dir / "run")
+        except OSError as err:
+            log.warning("could not publish the day's agent spend: %s", err)
 
     def executor_kind(self, definition: WorkerDefinition) -> str:
         """Where a run of ``definition`` goes: its own ``executor``, else the board's.

@@ -40,7 +40,6 @@ from lattice_workers.errors import Code, LatticeError
 from lattice_workers.protocol._messages import Run, RunInfo, WorkerInfo
 from lattice_workers.store import new_id, validate_actor
 from lattice_workers.store._run_events import PROCESS_END_TYPES, ended_data, started_data
-from lattice_workers.store._spend import DailySpend
 
 log = logging.getLogger("lattice_workers.supervisor.registry")
 
@@ -79,7 +78,6 @@ class Registry:
         self._compacting = False
         #: Today's spend of the board's agents, for ``workers.daily_budget_usd`` (made
         #: at the first question: most boards set no budget).
-        self.spend: DailySpend | None = None
         #: The Ray cluster did not answer and ``when_unreachable`` is "queue": runs
         #: that go there stay queued until it answers (:meth:`_wait_for_cluster`).
         self.cluster_down = False
@@ -547,9 +545,7 @@ class Registry:
         budget = section.get("daily_budget_usd") if isinstance(section, dict) else None
         if not isinstance(budget, int | float) or isinstance(budget, bool):
             return
-        if self.spend is None:
-            self.spend = DailySpend(self.ctx.board.dir)
-        spent = self.spend.spent()
+        spent = self.ctx.spend.spent()
         if spent >= budget:
             raise LatticeError(
                 Code.BUDGET_EXCEEDED,

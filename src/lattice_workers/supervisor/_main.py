@@ -247,6 +247,9 @@ class Supervisor:
                         )
                     log.info("supervisor %d serving %s", os.getpid(), ", ".join(self.endpoints))
                     nursery.start_soon(self._watch_runtime)
+                    # The day's total for ps and show, summed once (the events of the
+                    # whole board) beside the first requests.
+                    nursery.start_soon(trio.to_thread.run_sync, self.ctx.publish_spend)
                     if (lock := self.lock) is not None:
                         await trio.to_thread.run_sync(lock.mark_serving)
                     ready()
