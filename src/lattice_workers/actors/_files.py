@@ -48,3 +48,16 @@ def _refused(path: Path, what: str, kind: str) -> LatticeError:
         f"the run's {what} {path} is {kind}, which the supervisor does not follow or "
         f"read (the worker replaced it); look at the file yourself if you trust it",
     )
+
+
+def read_regular(path: Path, limit: int = 64 * 1024) -> bytes:
+    """Up to ``limit`` bytes of ``path``, a regular file (OSError for anything else),
+    opened without following a link or blocking: a worker may have made any file of
+    its workspace a FIFO, and opening one to read waits for a writer, for good."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lattice_workers.actors._files import read_regular
 from lattice_workers.actors._git import git_environment, one_line
 from lattice_workers.errors import Code, LatticeError
 
@@ -188,7 +189,7 @@ def _config_defines_no_filter(git_dir: Path) -> bool:
             git_dir / "config.worktree"
         ):
             return False
-        text = _read_regular(git_dir / "config", CONFIG_READ_LIMIT + 1)
+        text = read_regular(git_dir / "config", CONFIG_READ_LIMIT + 1)
     except OSError:
         return False
     lowered = text.lower()
@@ -206,23 +207,10 @@ def _is_git_directory(git_dir: Path) -> bool:
     try:
         if not all(stat.S_ISDIR(os.lstat(git_dir / name).st_mode) for name in ("objects", "refs")):
             return False
-        head = _read_regular(git_dir / "HEAD", 4097)
+        head = read_regular(git_dir / "HEAD", 4097)
     except OSError:
         return False
     return _HEAD_FILE.fullmatch(head) is not None
-
-
-def _read_regular(path: Path, limit: int) -> bytes:
-    """Up to ``limit`` bytes of ``path``, a regular file; OSError for anything else.
-    Opened without following a link and without blocking: opening a FIFO to read
-    waits for a writer, for good when there is none."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        return os.read(fd, limit)
-    finally:
-        os.close(fd)
 
 
 def _head_and_changes(

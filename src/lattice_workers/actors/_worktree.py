@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 
 import trio
 
+from lattice_workers.actors._files import read_regular
 from lattice_workers.actors._git import one_line, run_git, run_git_blocking
 from lattice_workers.actors._revisions import RevisionReader
 from lattice_workers.errors import Code, LatticeError
@@ -511,24 +512,11 @@ def _ours_under(base_dir: Path, common: Path, owner: str | None = None) -> list[
 def _borrows_from(path: Path, common: Path) -> bool:
     """Whether ``path/.git`` is a repository whose alternates name ``common``'s objects."""
     try:
-        text = _read_regular(Path(path, ".git", "objects", "info", "alternates")).decode()
+        text = read_regular(Path(path, ".git", "objects", "info", "alternates")).decode()
     except (OSError, UnicodeDecodeError):
         return False
     wanted = os.path.realpath(common / "objects")
     return any(os.path.realpath(line.strip()) == wanted for line in text.splitlines())
-
-
-def _read_regular(path: Path, limit: int = 64 * 1024) -> bytes:
-    """Up to ``limit`` bytes of ``path``, a regular file (OSError for anything else),
-    opened without following a link or blocking: a run may have made any file in its
-    workspace a FIFO, and opening one to read waits for a writer, for good."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        return os.read(fd, limit)
-    finally:
-        os.close(fd)
 
 
 def _worktree_of(path: Path, common: Path) -> bool:
@@ -559,7 +547,7 @@ def _admin_dir(path: Path, common: Path | None = None) -> Path | None:
     a worker deleted that file, the folder of ``common/worktrees`` whose ``gitdir``
     names ``path`` (git names it after the worktree's folder, plus a number if taken)."""
     try:
-        text = _read_regular(Path(path, ".git")).decode(errors="replace")
+        text = read_regular(Path(path, ".git")).decode(errors="replace")
     except OSError:  # gone, a folder (a workspace's own), a FIFO: not a .git file
         return _admin_dir_naming(path, common) if common is not None else None
     if not text.startswith("gitdir:"):
