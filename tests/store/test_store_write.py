@@ -256,6 +256,23 @@ class TestAttach:
         assert (meta["id"], meta["type"], meta["title"]) == (art_id, "file", "report.md")
         assert result.snapshot["artifact_refs"] == [{"id": art_id, "role": "review"}]
 
+    def test_an_id_chosen_earlier_is_used_once(
+        self, board: Board, task_id: str, tmp_path: Path
+    ) -> None:
+        """A worker on a Ray node is told its artifact's id when it attaches; the
+        supervisor attaches the file with it at the attempt's end."""
+        src = tmp_path / "report.md"
+        src.write_text("ok")
+        chosen = new_id("art")
+        result = board.attach(task_id, src, role="tests", actor=ACTOR, artifact_id=chosen)
+        assert result.event["data"] == {"artifact_id": chosen, "role": "tests"}
+        before = board_bytes(board)
+        for bad, code in ((chosen, Code.CONFLICT), ("art_nope", Code.INVALID_ID)):
+            with pytest.raises(LatticeError) as err:
+                board.attach(task_id, src, role="tests", actor=ACTOR, artifact_id=bad)
+            assert err.value.code == code
+        assert board_bytes(board) == before
+
     def test_missing_file_writes_nothing(self, board: Board, task_id: str, tmp_path: Path) -> None:
         before = board_bytes(board)
         with pytest.raises(LatticeError) as err:

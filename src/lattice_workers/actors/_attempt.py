@@ -577,6 +577,8 @@ class Attempt:
         # the terminal event with it.
         end_budget = trio.current_effective_deadline()
         with trio.CancelScope(shield=True, deadline=end_budget - TERMINAL_SECONDS) as work:
+            if execution is not None:
+                await self._make_board_calls(execution)
             outputs = await self._attach_outputs(self._agent)
             if outputs is not None and self._agent is not None:
                 self._agent["outputs"] = outputs
@@ -600,6 +602,24 @@ class Attempt:
                     nursery.start_soon(trio.to_thread.run_sync, self.run.ctx.publish_spend)
         if self._output_dir is not None:
             await trio.to_thread.run_sync(_remove_if_empty, self._output_dir)
+
+    async def _make_board_calls(self, execution: Execution) -> None:
+        """Make on the board the ``lattice attach`` and ``comment`` calls of a worker
+        that could not reach it (on a Ray node: ``executors/_shim.py``), as those
+        commands would have, before the terminal event. What the board refuses is
+        logged, and an attached file it refused stays in the run's output folder."""
+        calls = getattr(execution, "board_calls", None)
+        if not calls:
+            return
+        from lattice_workers.actors._agent_outputs import output_dir
+        from lattice_workers.executors._shim import apply_calls
+
+        keep_in = output_dir(self.ctx.results_dir.parent, self.run.run_id, self.facts.number)
+        done = await trio.to_thread.run_sync(apply_calls, self.ctx.board, calls, keep_in)
+        for problem in done.problems:
+            log.warning("run %s: %s", self.run.run_id, problem)
+        if not done.problems and self._output_dir is None:  # an agent's goes at the end
+            await trio.to_thread.run_sync(_remove_if_empty, keep_in)
 
     async def _keep(self) -> dict[str, Any] | None:
         """The ``changes`` of the terminal event, or None without a workspace."""

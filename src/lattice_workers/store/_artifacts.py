@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lattice_workers.errors import Code, LatticeError, io_error
-from lattice_workers.store._ids import new_id, utc_now, validate_actor, validate_task_id
+from lattice_workers.store._ids import (
+    new_id,
+    parse_prefixed_id,
+    utc_now,
+    validate_actor,
+    validate_task_id,
+)
 from lattice_workers.store._jsonio import atomic_write_json, fsync_dir
 from lattice_workers.store._workflow import configured_roles
 from lattice_workers.store._write import WriteResult
@@ -57,11 +63,19 @@ def attach_file(
     actor: str,
     title: str | None,
     run_hooks: bool = True,
+    artifact_id: str | None = None,
 ) -> WriteResult:
     """Copy ``path`` into ``artifacts/payload``, write its meta, append the event.
     ``run_hooks=False``: the caller runs the board's hooks for the result's events
-    (the supervisor does, off its thread hops)."""
+    (the supervisor does, off its thread hops). ``artifact_id``: the id to use, chosen
+    earlier (a worker on a Ray node was told it when it asked; the supervisor attaches
+    the file once the attempt ends); a new one by default."""
     task_id = validate_task_id(task_id)
+    chosen = None
+    if artifact_id is not None:
+        chosen = parse_prefixed_id(artifact_id, "art")
+        if chosen is None:
+            raise LatticeError(Code.INVALID_ID, f"invalid artifact id {artifact_id!r}")
     validate_actor(actor)
     if role is not None:
         if _ROLE_RE.fullmatch(role) is None:
@@ -80,10 +94,12 @@ def attach_file(
     if not board.task_exists(task_id):
         raise LatticeError(Code.NOT_FOUND, f"no task {task_id} on this board")
 
-    art_id = new_id("art")
+    art_id = chosen or new_id("art")
     suffix = path.suffix if _SAFE_SUFFIX.fullmatch(path.suffix) else ""
     payload = board.dir / "artifacts" / "payload" / f"{art_id}{suffix}"
     meta_path = board.dir / "artifacts" / "meta" / f"{art_id}.json"
+    if chosen is not None and meta_path.exists():
+        raise LatticeError(Code.CONFLICT, f"artifact {art_id} is already on this board")
     try:
         payload.parent.mkdir(parents=True, exist_ok=True)
         meta_path.parent.mkdir(parents=True, exist_ok=True)

@@ -499,13 +499,16 @@ class Board:
         actor: str,
         title: str | None = None,
         run_hooks: bool = True,
+        artifact_id: str | None = None,
     ) -> WriteResult:
         """Copy ``path`` into the board as an artifact and attach it to the task
-        (``run_hooks=False``: the caller runs the hooks for its events)."""
+        (``run_hooks=False``: the caller runs the hooks for its events;
+        ``artifact_id``: an id chosen earlier, see :func:`attach_file`)."""
         from lattice_workers.store._artifacts import attach_file
 
         return attach_file(
-            self, task_id, Path(path), role=role, actor=actor, title=title, run_hooks=run_hooks
+            self, task_id, Path(path), role=role, actor=actor, title=title,
+            run_hooks=run_hooks, artifact_id=artifact_id,
         )
 
     def run_hooks(self, events: list[dict[str, Any]]) -> None:

@@ -53,9 +53,10 @@ from lattice_workers.actors._executor import Executor, Launch, WorkerLost, Works
 from lattice_workers.actors._keep import KeepError, not_kept, run_ref
 from lattice_workers.actors._logsink import LogSink
 from lattice_workers.errors import Code, LatticeError
+from lattice_workers.executors._shim import board_info
 from lattice_workers.executors.ray._bundle import make_bundle, receive_bundle
 from lattice_workers.executors.ray._config import ExecutorConfig, board_namespace
-from lattice_workers.executors.ray._node import OUTPUT_VAR, PROMPT_VAR, RESULT_VAR
+from lattice_workers.executors.ray._node import OUTPUT_VAR, PROMPT_VAR, REPORT_VAR, RESULT_VAR
 
 log = logging.getLogger("lattice_workers.supervisor.ray")
 
@@ -498,12 +499,13 @@ class RayExecutor:
         roots = [str(self.root), self.location_for(launch.run_id)]
         outputs = env.get(OUTPUT_VAR)
         local_outputs = [outputs, os.path.realpath(outputs)] if outputs else []
+        board = board_info(self._board(), env.get("LATTICE_TASK_ID", ""))
         try:
             ray.get(
                 remote.host.call.remote(
                     remote.name, "start", list(launch.argv), env, attempt=launch.attempt,
                     grace_seconds=grace_seconds, local_roots=roots, files=files,
-                    stdin=launch.stdin, local_outputs=local_outputs,
+                    stdin=launch.stdin, local_outputs=local_outputs, board=board,
                 ),
                 timeout=GIT_SECONDS,
             )
@@ -513,6 +515,11 @@ class RayExecutor:
         except (ray.exceptions.GetTimeoutError, *_dead_errors()) as err:
             raise OSError(f"the Ray node did not start the worker: {_first_line(err)}") from None
         return RayExecution(self, remote, launch)
+
+    def _board(self) -> Any:
+        from lattice_workers.store import Board
+
+        return Board(self.root)
 
     async def keep(
         self,
@@ -705,6 +712,11 @@ class RayExecution:
         self._at_end = False
         self._result_file = launch.env.get(RESULT_VAR)
         self._output_dir = launch.env.get(OUTPUT_VAR)
+        self._report_dir = launch.env.get(REPORT_VAR)
+        #: The worker's ``lattice attach`` and ``comment`` calls, brought back at its
+        #: end; the attempt makes them on the board
+        #: (:func:`~lattice_workers.executors._shim.apply_calls`).
+        self.board_calls: list[dict[str, Any]] = []
         # The log is bounded as a local run's is: a LogSink that is fed, not piped; an
         # agent's stream goes through its tap (the reader) here, as locally.
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -803,14 +815,17 @@ class RayExecution:
     def _write_files(self, files: dict[str, Any]) -> None:
         if self._result_file and files.get("result") is not None:
             Path(self._result_file).write_bytes(files["result"])
-        if self._output_dir:
-            base = Path(self._output_dir)
-            for rel, content in files.get("outputs", {}).items():
+        for folder, key in ((self._output_dir, "outputs"), (self._report_dir, "reports")):
+            if not folder:
+                continue
+            base = Path(folder)
+            for rel, content in files.get(key, {}).items():
                 target = base / rel
                 if ".." in Path(rel).parts or target.is_symlink():
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
+        self.board_calls = list(files.get("lattice") or [])
 
 
 def _check_reachable(address: str) -> None:

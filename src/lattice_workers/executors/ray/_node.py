@@ -55,6 +55,7 @@ from lattice_workers.actors._keep import (
     not_kept,
 )
 from lattice_workers.actors._process_group import kill_group
+from lattice_workers.executors._shim import FOLDER, read_calls, write_shim
 from lattice_workers.executors.ray._bundle import has_commit, make_bundle, receive_bundle
 
 #: Where a node keeps its cache repositories and workspaces, unless ``LATTICE_RAY_DIR``
@@ -76,6 +77,7 @@ CACHE_TIPS = 32
 RESULT_VAR = "LATTICE_RESULT_FILE"
 OUTPUT_VAR = "LATTICE_OUTPUT_DIR"
 PROMPT_VAR = "LATTICE_PROMPT_FILE"
+REPORT_VAR = "LATTICE_REPORT_DIR"
 #: In an attempt's folder: the id of the node whose host made it.
 HOST_FILE = "host"
 #: The methods of an attempt a supervisor calls through its host (:meth:`NodeHost.call`).
@@ -220,6 +222,7 @@ class NodeAttempt:
         files: Mapping[str, bytes] | None = None,
         stdin: bytes | None = None,
         local_outputs: Sequence[str] = (),
+        board: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Spawn the worker in the worktree, in a new session, with ``env`` rewritten
         for this node (see :meth:`_node_env`). Raises ``FileNotFoundError`` naming the
@@ -230,7 +233,9 @@ class NodeAttempt:
         supervisor's output folder as it may be spelled (as given, resolved); each is
         replaced by this node's wherever it occurs in argv and the environment (an
         agent's sandbox is told of it inside larger arguments, as codex's
-        ``writable_roots=[...]``)."""
+        ``writable_roots=[...]``). ``board``: the run's task for the worker's
+        ``lattice`` (:mod:`lattice_workers.executors._shim`), put first on its
+        ``PATH``: a ``lattice`` of the node's would read the worktree as the board."""
         if not self.worktree.is_dir():
             raise RuntimeError("prepare() first: the attempt has no worktree on this node")
         self.attempt = attempt
@@ -240,6 +245,9 @@ class NodeAttempt:
                 argv = [arg.replace(spelled, outputs) for arg in argv]
                 env = {k: v.replace(spelled, outputs) for k, v in env.items()}
         env = self._node_env(env, local_roots, files or {})
+        if board is not None:
+            shim = write_shim(self.dir / FOLDER, dict(board))
+            env["PATH"] = os.pathsep.join([str(shim), env["PATH"]])
         argv = [_remap(arg, local_roots, str(self.worktree)) for arg in argv]
         program = argv[0]
         if shutil.which(program, path=env.get("PATH") or os.defpath) is None and not (
@@ -297,6 +305,11 @@ class NodeAttempt:
         if OUTPUT_VAR in env:
             (self.dir / "outputs").mkdir(exist_ok=True)
             out[OUTPUT_VAR] = str(self.dir / "outputs")
+        if REPORT_VAR in env:
+            # Outside the worktree, as locally (the project's .lattice/reports): a
+            # report is not the worker's work; it comes back into the supervisor's.
+            (self.dir / "reports").mkdir(exist_ok=True)
+            out[REPORT_VAR] = str(self.dir / "reports")
         for var, content in files.items():
             path = self.dir / f"{var.lower()}"
             path.write_bytes(content)
@@ -380,7 +393,9 @@ class NodeAttempt:
 
     def files(self) -> dict[str, Any]:
         """What the attempt leaves beside its work: the result file's first bytes (None
-        when there is none) and its outputs. Kills what is left of the group first."""
+        when there is none), its outputs, its reports and its ``lattice`` calls
+        (:mod:`lattice_workers.executors._shim`). Kills what is left of the group
+        first."""
         if self._proc is not None:
             kill_group(self._proc.pid, signal.SIGKILL)
         out: dict[str, Any] = {"result": None}
@@ -389,6 +404,8 @@ class NodeAttempt:
             with open(result, "rb") as f:
                 out["result"] = f.read(RESULT_READ)
         out["outputs"], out["outputs_left_out"] = _outputs(self.dir / "outputs")
+        out["reports"], _ = _outputs(self.dir / "reports")
+        out["lattice"] = read_calls(self.dir / FOLDER)
         return out
 
     def keep(
