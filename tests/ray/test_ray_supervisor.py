@@ -44,7 +44,8 @@ def board(ray_cluster: LocalCluster, tmp_path: Path) -> Iterator[Project]:
         'echo \'{"ok": true}\' > "$LATTICE_RESULT_FILE"; sleep "${PAUSE:-0}"',
     )
     project.write_worker("Sleeper", executor="ray", kill_grace_seconds=1,
-                         command="echo kept > kept.txt; echo up; sleep 600")
+                         command='echo kept > kept.txt; lattice comment "$LATTICE_TASK_ID" '
+                         '"before the end"; echo up; sleep 600')
     project.write_worker("Here", executor="local", command="echo local")
     project.write_worker("Nowhere", executor="ray", command="no-such-engine-xyz --go")
     project.git("add", "workers")
@@ -170,6 +171,12 @@ def test_a_supervisor_killed_9_is_settled_by_the_next_start(
     ended = board.process_events(task)[-1]
     assert ended["type"] == "process_failed" and ended["data"]["reason"] == "orphaned"
     assert nothing_left(run_id)
+    # Its worker's `lattice comment` came back too, made before its end.
+    events = board.events(task)
+    said = [e for e in events if e["type"] == "comment_added"]
+    assert [e["data"]["body"] for e in said] == ["before the end"]
+    assert said[0]["actor"] == board.process_events(task)[0]["actor"]
+    assert events.index(said[0]) < events.index(ended)
     # Its work came back from the node before the actor went, named by its end.
     assert board.git("show", f"refs/lattice/runs/{run_id}/1:kept.txt") == "kept"
     assert ended["data"]["changes"]["ref"] == f"refs/lattice/runs/{run_id}/1"
@@ -307,3 +314,68 @@ def test_an_agent_runs_on_the_cluster_with_its_prompt_stream_and_report(
     assert '"type":' not in log, "the log is a transcript, not the raw stream"
     payloads = list((board.root / ".lattice" / "artifacts" / "payload").iterdir())
     assert [p.read_text() for p in payloads] == ["# Review\nVerdict: ok\n"]
+
+
+def test_shipped_workers_use_lattice_on_a_node_with_the_records_of_a_local_run(
+    board: Project, ray_cluster: LocalCluster
+) -> None:
+    """TestRunner calls ``lattice attach``, ChangelogEntry ``lattice show --json``: on
+    a node they reach the node's ``lattice`` (the run's task, calls made on the board
+    at the attempt's end), and the board gets what a local run gives it."""
+    from tests.e2e.test_shipped_workers import TESTS_OK, artifact_text, attachments
+
+    board.cli("worker", "init")
+    shipped = json.loads((board.root / "workers" / "test-runner.json").read_text())
+    here = {**shipped, "name": "TestRunnerHere", "executor": "local"}
+    (board.root / "workers" / "test-runner-here.json").write_text(json.dumps(here))
+    (board.root / "tests").mkdir()
+    (board.root / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    (board.root / "tests" / "test_calc.py").write_text(TESTS_OK)
+    board.git("add", "workers", "calc.py", "tests")
+    board.git("commit", "-qm", "shipped workers, calc and its test")
+    board.cli("supervisor", "reload")
+    task = board.create_task("Add calc")
+
+    there = board.json("worker", "run", "TestRunner", task, "--wait", timeout=180)["data"][0]
+    local = board.json("worker", "run", "TestRunnerHere", task, "--wait", timeout=180)["data"][0]
+    assert there["state"] == local["state"] == "completed", (there, local)
+    assert ray_cluster.node_name(there["node"]) in {"a", "b"} and "node" not in local
+    first, second = attachments(board, task)
+    # The id the worker was told is the one on the board, attached before the run ended.
+    assert there["result"]["artifact_id"] == first["data"]["artifact_id"]
+    assert local["result"]["artifact_id"] == second["data"]["artifact_id"]
+    events = board.events(task)
+    ended = next(e for e in events if e["type"] == "process_completed")
+    assert ended["data"]["run_id"] == there["run_id"]
+    assert events.index(first) < events.index(ended)
+
+    def record(event: dict[str, Any]) -> dict[str, Any]:
+        art = event["data"]["artifact_id"]
+        meta = json.loads(
+            (board.root / ".lattice" / "artifacts" / "meta" / f"{art}.json").read_text()
+        )
+        return {
+            "actor": event["actor"], "type": event["type"], "data": sorted(event["data"]),
+            "role": event["data"]["role"], "payload": meta["payload"]["file"].removeprefix(art),
+            "content_type": meta["payload"]["content_type"],
+            "meta": {k: v for k, v in meta.items() if k not in ("id", "created_at", "payload")},
+            "head": artifact_text(board, event).splitlines()[0],
+        }
+
+    assert record(first) == record(second)
+    assert record(first)["role"] == "tests" and record(first)["actor"] == "agent:test-runner"
+    assert record(first)["head"] == "# Tests: passed (1 passed)"
+    # The report is in the project's report folder, as locally; it is no work of the run.
+    reports = board.root / ".lattice" / "reports"
+    for run in (there, local):
+        assert (reports / f"tests-{task}-{run['run_id']}.md").is_file()
+    changes = [e["data"].get("changes") or {} for e in board.process_events(task)[1::2]]
+    assert [c.get("ref") for c in changes] == [None, None], changes
+
+    # ChangelogEntry reads its task with `lattice show --json` on the node.
+    other = board.create_task("Ship the changelog")
+    run = board.json("worker", "run", "ChangelogEntry", other, "--wait", timeout=180)["data"][0]
+    assert run["state"] == "completed", run
+    assert ray_cluster.node_name(run["node"]) in {"a", "b"}
+    assert f"+- {other}: Ship the changelog" in board.cli("worker", "diff", run["run_id"]).stdout
+    assert nothing_left(there["run_id"]) and nothing_left(run["run_id"])

@@ -676,6 +676,21 @@ class RayExecutor:
         found = _ray().util.list_named_actors(all_namespaces=True)
         return sorted(a["name"] for a in found if a.get("namespace") == self.namespace)
 
+    async def _make_calls(self, calls: list[dict[str, Any]], run_id: str, attempt: int) -> None:
+        """An orphaned attempt's ``lattice attach`` and ``comment`` calls, made on the
+        board before recovery closes its run (as its supervisor would have)."""
+        if not calls:
+            return
+        from lattice_workers.actors._agent_outputs import output_dir
+        from lattice_workers.executors._shim import apply_calls
+        from lattice_workers.store._locate import run_dir as board_run_dir
+
+        board = self._board()
+        keep_in = output_dir(board_run_dir(board.dir), run_id, attempt)
+        done = await trio.to_thread.run_sync(apply_calls, board, calls, keep_in)
+        for problem in done.problems:
+            log.warning("recovery: run %s: %s", run_id, problem)
+
     async def _settle_one(
         self, host: Any, info: dict[str, Any], run_id: str, grace_seconds: float, actor: str
     ) -> dict[str, Any]:
@@ -685,6 +700,8 @@ class RayExecutor:
         }
         try:
             await self._call(host.call, name, "stop", grace_seconds, bound=grace_seconds + 30)
+            files = await self._call(host.call, name, "files", bound=GIT_SECONDS)
+            await self._make_calls(files.get("lattice") or [], run_id, info["attempt"] or 1)
             kept = await self._call(host.call, name, "keep", actor=actor, task=run_id,
                                     bound=GIT_SECONDS)
             entry["changes"] = await self._bring_back(kept, run_id, info["attempt"] or 1)
